@@ -1,0 +1,14 @@
+// dogpile/dogpile.hpp — everything in one include.
+//
+//   #include <dogpile/dogpile.hpp>
+//
+//   dogpile::Dogpile<> lock(std::chrono::minutes(5));
+//   lock.acquire([&] { rebuild(); });
+#pragma once
+
+#include "dogpile/clock.hpp"
+#include "dogpile/file_lock.hpp"
+#include "dogpile/lock.hpp"
+#include "dogpile/name_registry.hpp"
+#include "dogpile/sync_reader.hpp"
+#include "dogpile/version.hpp"

@@ -1,0 +1,25 @@
+// Uses the public headers and library: exits 0 only if the dogpile behaves.
+#include <dogpile/dogpile.hpp>
+
+#include <cstdio>
+#include <string>
+
+int main() {
+  using namespace std::chrono_literals;
+  dogpile::ManualClock clock;
+  dogpile::NameRegistry<dogpile::Dogpile<>, dogpile::Duration> registry(
+      [&](std::string_view, dogpile::Duration expiration) {
+        return dogpile::Dogpile<>(expiration, {.clock = &clock});
+      });
+  int creations = 0;
+  std::string value;
+  auto lock = registry.get("consumer", 1min);
+  lock->acquire([&] { value = "built " + std::to_string(++creations); });
+  lock->acquire([&] { value = "built " + std::to_string(++creations); });
+  clock.advance(2min);
+  lock->acquire([&] { value = "built " + std::to_string(++creations); });
+  const bool ok = creations == 2 && value == "built 2" &&
+                  dogpile::FileLock::path_for("k", "/tmp").extension() == ".lock";
+  std::printf("dogpile %s consumer: %s\n", dogpile::version_string, ok ? "ok" : "FAILED");
+  return ok ? 0 : 1;
+}

@@ -1,0 +1,47 @@
+# Run with cmake -P. Installs the dogpile build into a scratch prefix and
+# builds the consumer project three ways: find_package against that prefix,
+# add_subdirectory of the source tree, and a plain compile with pkg-config.
+cmake_minimum_required(VERSION 3.20)
+
+function(run)
+  execute_process(COMMAND ${ARGV} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE out)
+  if(NOT rc EQUAL 0)
+    string(REPLACE ";" " " cmd "${ARGV}")
+    message(FATAL_ERROR "failed (${rc}): ${cmd}\n${out}")
+  endif()
+  message(STATUS "${out}")
+endfunction()
+
+file(REMOVE_RECURSE ${WORK_DIR})
+set(prefix ${WORK_DIR}/prefix)
+
+run(${CMAKE_COMMAND} --install ${DOGPILE_BINARY_DIR} --prefix ${prefix})
+
+# 1. find_package(dogpile) against the installed tree.
+run(${CMAKE_COMMAND} -S ${CONSUMER_SOURCE_DIR} -B ${WORK_DIR}/find-package
+    -DCMAKE_PREFIX_PATH=${prefix} -DCMAKE_CXX_COMPILER=${CXX_COMPILER} -DCMAKE_BUILD_TYPE=${BUILD_TYPE})
+run(${CMAKE_COMMAND} --build ${WORK_DIR}/find-package -j 2)
+run(${WORK_DIR}/find-package/consumer)
+
+# 2. add_subdirectory(dogpile) from the source tree.
+run(${CMAKE_COMMAND} -S ${CONSUMER_SOURCE_DIR} -B ${WORK_DIR}/subdirectory
+    -DDOGPILE_SOURCE_DIR=${DOGPILE_SOURCE_DIR} -DCMAKE_CXX_COMPILER=${CXX_COMPILER}
+    -DCMAKE_BUILD_TYPE=${BUILD_TYPE})
+run(${CMAKE_COMMAND} --build ${WORK_DIR}/subdirectory -j 2)
+run(${WORK_DIR}/subdirectory/consumer)
+
+# 3. pkg-config, the way a Makefile would use the installed dogpile.pc.
+file(GLOB_RECURSE pc_file ${prefix}/*/dogpile.pc)
+if(NOT pc_file)
+  message(FATAL_ERROR "dogpile.pc was not installed under ${prefix}")
+endif()
+get_filename_component(pc_dir ${pc_file} DIRECTORY)
+set(ENV{PKG_CONFIG_PATH} ${pc_dir})
+execute_process(COMMAND pkg-config --cflags --libs --static dogpile
+  RESULT_VARIABLE rc OUTPUT_VARIABLE flags OUTPUT_STRIP_TRAILING_WHITESPACE)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "pkg-config could not resolve dogpile.pc")
+endif()
+separate_arguments(flags UNIX_COMMAND "${flags}")
+run(${CXX_COMPILER} -std=c++20 ${CONSUMER_SOURCE_DIR}/main.cpp -o ${WORK_DIR}/consumer-pc ${flags})
+run(${WORK_DIR}/consumer-pc)
