@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds everything and runs every test: the unit and integration suites,
-# then the unit suite (the concurrency tests) again under ThreadSanitizer.
+# then the unit suite again under ThreadSanitizer (the concurrency tests) and
+# under AddressSanitizer + UndefinedBehaviorSanitizer (the byte-level code).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -17,3 +18,10 @@ cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDOGPILE_SANITIZE=th
 cmake --build build-tsan -j "$jobs"
 TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
   ctest --test-dir build-tsan -L unit --output-on-failure -j "$jobs"
+
+echo "== unit tests under AddressSanitizer and UndefinedBehaviorSanitizer (build-asan/)"
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDOGPILE_SANITIZE=address,undefined \
+  -DDOGPILE_BUILD_EXAMPLES=OFF -DDOGPILE_INSTALL=OFF >/dev/null
+cmake --build build-asan -j "$jobs"
+ASAN_OPTIONS="detect_leaks=1" UBSAN_OPTIONS="print_stacktrace=1" \
+  ctest --test-dir build-asan -L unit --output-on-failure -j "$jobs"
