@@ -17,10 +17,11 @@
 //   dogpile::Dogpile<> cached_lock(std::chrono::hours(1), {.init = true});
 //   std::string v = cached_lock.acquire(create_and_store, read_from_cache);
 //
-//   // 3. Value and creation time both come from the cache.
-//   std::string w = lock.acquire_with_created(
-//       [&] { return dogpile::ValueAndCreated<std::string>{make(), clock.now()}; },
-//       [&] { return cache.get_with_created(key); });
+//   // 3. Value and creation time both come from the cache (one Dogpile per key).
+//   dogpile::Dogpile<> per_key(std::chrono::hours(1));
+//   std::string w = per_key.acquire_with_created(
+//       [&] { return cache.put_with_created(key, make()); },  // ValueAndCreated<std::string>
+//       [&] { return cache.get_with_created(key); });         // std::optional of it
 //
 // Types: NeedRegeneration, Lockable, Expiration, Outcome, ValueAndCreated,
 // DogpileOptions, Acquired, Dogpile.

@@ -8,7 +8,7 @@
 //
 //   using Lock = dogpile::Dogpile<>;
 //   dogpile::NameRegistry<Lock, dogpile::Duration> registry(
-//       [](std::string_view key, dogpile::Duration expiration) { return Lock(expiration); });
+//       [](std::string_view, dogpile::Duration expiration) { return Lock(expiration); });
 //   std::shared_ptr<Lock> lock = registry.get("user:42", std::chrono::minutes(5));
 //
 // The factory returns T by value (non-movable types such as Dogpile are built
