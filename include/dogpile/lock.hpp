@@ -42,6 +42,7 @@
 #include <limits>
 #include <mutex>
 #include <optional>
+#include <tuple>
 #include <type_traits>
 #include <utility>
 #include <variant>
@@ -128,6 +129,20 @@ template <class T>
 struct is_optional : std::false_type {};
 template <class T>
 struct is_optional<std::optional<T>> : std::true_type {};
+
+// What acquire_with_created accepts from its callables: a value and its
+// creation time, as ValueAndCreated<T> (or any struct with `value` and
+// `created_at`), std::pair<T, TimePoint> or std::tuple<T, TimePoint>.
+template <class R>
+concept tuple_of_value_and_created = requires {
+  requires std::tuple_size<R>::value == 2;
+  requires std::convertible_to<std::tuple_element_t<1, R>, TimePoint>;
+};
+template <class R>
+concept value_and_created_like = tuple_of_value_and_created<R> || requires(R& r) {
+  r.value;
+  { r.created_at } -> std::convertible_to<TimePoint>;
+};
 
 // Pointer to the first element of a two-element value (pair, tuple, or an
 // aggregate such as ValueAndCreated); used only to name its type.
@@ -256,6 +271,7 @@ class Dogpile {
   /// NeedRegeneration, when there is no value. Expiry is judged from the
   /// returned creation time. Throws what the callables throw.
   template <std::invocable Creator, std::invocable ValueAndCreatedFn>
+  requires detail::value_and_created_like<std::remove_cvref_t<std::invoke_result_t<Creator&>>>
   auto acquire_with_created(Creator&& creator, ValueAndCreatedFn&& value_and_created_fn,
                             Outcome* outcome = nullptr)
       -> detail::value_type_of_t<std::remove_cvref_t<std::invoke_result_t<Creator&>>> {
