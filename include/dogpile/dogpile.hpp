@@ -6,9 +6,14 @@
 //   lock.acquire([&] { rebuild(); });
 #pragma once
 
+#include "dogpile/backend.hpp"
 #include "dogpile/clock.hpp"
+#include "dogpile/codec.hpp"
 #include "dogpile/file_lock.hpp"
 #include "dogpile/lock.hpp"
+#include "dogpile/memcached.hpp"
+#include "dogpile/memory.hpp"
 #include "dogpile/name_registry.hpp"
+#include "dogpile/region.hpp"
 #include "dogpile/sync_reader.hpp"
 #include "dogpile/version.hpp"

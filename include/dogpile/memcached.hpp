@@ -1,0 +1,113 @@
+// dogpile/memcached.hpp — memcached as a Backend, and a lock held in memcached.
+//
+// `MemcachedBackend` talks to one or more memcached servers through
+// libmemcached, with a pool of connections (a libmemcached connection is not
+// thread-safe; each operation borrows one). It is configured by a
+// libmemcached option string:
+//
+//   auto backend = std::make_shared<dogpile::MemcachedBackend>(
+//       "--SERVER=10.0.0.1:11211 --SERVER=10.0.0.2:11211 --POOL-MAX=32");
+//
+// dogpile puts its own defaults first, so anything in your string overrides
+// them: `--SUPPORT-CAS --VERIFY-KEY --TCP-NODELAY --DISTRIBUTION=consistent
+// --CONNECT-TIMEOUT=1000 --POLL-TIMEOUT=1000 --RETRY-TIMEOUT=2 --POOL-MIN=1
+// --POOL-MAX=64` (timeouts in milliseconds, retry in seconds). Rejected,
+// because dogpile's locks and results depend on the ASCII protocol's replies:
+// `--BINARY-PROTOCOL`, `--USE-UDP`, `--NOREPLY`, `--BUFFER-REQUESTS`, and a
+// `--NAMESPACE` (use RegionOptions::key_prefix instead).
+//
+// `MemcachedLock` is the cross-host lock: `add` of a unique token with a time
+// to live on the server that holds the key's value; released by `gets` +
+// `cas` (expiration -1) so that it is removed only if it still holds this
+// holder's token. It can be the mutex of a Dogpile:
+//
+//   dogpile::Dogpile<dogpile::MemcachedLock> lock(std::chrono::minutes(5), {},
+//                                                 *backend, "report:2026");
+//
+// libmemcached never appears in this header.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "dogpile/backend.hpp"
+
+namespace dogpile {
+
+class MemcachedBackend final : public Backend {
+ public:
+  /// Parses `options` (a libmemcached option string naming at least one
+  /// --SERVER) after dogpile's defaults. Connects lazily: a server that is
+  /// down now is not an error here. Throws std::invalid_argument with
+  /// libmemcached's parse error, or naming the rejected option.
+  explicit MemcachedBackend(std::string_view options);
+  ~MemcachedBackend() override;
+  MemcachedBackend(const MemcachedBackend&) = delete;
+  MemcachedBackend& operator=(const MemcachedBackend&) = delete;
+
+  // Backend. Each call borrows a pooled connection (waiting at most the poll
+  // timeout for one) and blocks for at most the configured timeouts per
+  // server. Failures throw BackendError naming the operation, key and cause;
+  // so does a key that is not a valid memcached key (libmemcached checks
+  // each key: CacheRegion maps user keys to valid ones first).
+  [[nodiscard]] std::optional<Item> get(std::string_view key) override;
+  void set(std::string_view key, const Item& item, Ttl ttl) override;
+  [[nodiscard]] bool add(std::string_view key, const Item& item, Ttl ttl) override;
+  bool remove(std::string_view key) override;
+  /// One `get` with every key per server involved.
+  [[nodiscard]] std::vector<std::optional<Item>> get_multi(
+      std::span<const std::string_view> keys) override;
+  [[nodiscard]] std::unique_ptr<DistributedLock> make_lock(std::string_view key, Ttl ttl) override;
+
+  /// The option string in effect: dogpile's defaults, then the caller's.
+  [[nodiscard]] const std::string& options() const noexcept;
+
+  struct Impl;  // shared with the locks this backend made
+
+ private:
+  friend class MemcachedLock;
+  std::shared_ptr<Impl> impl_;
+};
+
+class MemcachedLock final : public DistributedLock {
+ public:
+  /// The lock for user key `key` (any bytes; mapped to a valid memcached key
+  /// the way a CacheRegion with an empty prefix maps it), on the server that
+  /// holds that key's value. Not taken yet. Never blocks, never throws but
+  /// std::bad_alloc. Holds a reference to the backend's connection pool.
+  MemcachedLock(MemcachedBackend& backend, std::string_view key,
+                Ttl ttl = std::chrono::seconds(30));
+  /// Releases the lock if it is still held (errors are swallowed: the lock
+  /// then expires on its own).
+  ~MemcachedLock() override;
+  MemcachedLock(const MemcachedLock&) = delete;
+  MemcachedLock& operator=(const MemcachedLock&) = delete;
+
+  /// `gets`, then `cas` with a fresh time to live if the token is still ours.
+  bool extend() override;
+  [[nodiscard]] Ttl ttl() const noexcept override { return ttl_; }
+
+  /// The memcached key of the lock item.
+  [[nodiscard]] const std::string& lock_key() const noexcept { return lock_key_; }
+
+ protected:
+  /// One `add` of a new token.
+  bool try_acquire() override;
+  /// `gets`, then `cas` with expiration -1 if the token is still ours.
+  bool release_acquired() override;
+
+ private:
+  friend class MemcachedBackend;
+  struct Mapped {};  // `value_key` is already a memcached key
+  MemcachedLock(Mapped, std::shared_ptr<MemcachedBackend::Impl> impl, std::string value_key,
+                Ttl ttl);
+
+  std::shared_ptr<MemcachedBackend::Impl> impl_;
+  std::string value_key_;  // places the lock on the value's server
+  std::string lock_key_;
+  Ttl ttl_;
+  std::string token_;  // empty when not held
+};
+
+}  // namespace dogpile

@@ -1,0 +1,355 @@
+// dogpile/region.hpp — a cache region: get_or_create with herd protection
+// across threads, processes and hosts.
+//
+// A `CacheRegion` stores values in a Backend (memcached in production) as
+// envelopes of (created_at, value), and runs the dogpile algorithm over them
+// with two tiers of locking:
+//
+//   1. in-process: the threads of one process that need the same key share
+//      one "flight"; its leader does the work, followers get its value (or
+//      its exception) without touching the backend;
+//   2. across processes: the leader takes the backend's DistributedLock for
+//      the key (memcached: `add` with a time to live), so one caller in the
+//      whole fleet runs the creator.
+//
+//   auto backend = std::make_shared<dogpile::MemcachedBackend>("--SERVER=127.0.0.1:11211");
+//   dogpile::CacheRegion region(backend, {.expiration = std::chrono::minutes(5),
+//                                         .key_prefix = "users:"});
+//   std::string name = region.get_or_create("42", [] { return load_user_name(42); });
+//
+// What a call costs and does:
+//   fresh value        -> one backend `get`; returned.
+//   stale value        -> (within expiration + stale_grace) one `get`; if no one
+//                         in this process is regenerating it, one `add` for the
+//                         lock; whoever gets the lock regenerates (re-reading
+//                         first), everyone else returns the stale value at once.
+//   no usable value    -> one caller per process takes the lock or, if another
+//                         process holds it, polls for the value (1 ms doubling
+//                         to WaitPolicy::max_poll) until it appears or the lock
+//                         is free; the other callers of the process wait for it.
+//   creator throws     -> the exception reaches this caller and the callers
+//                         waiting on it; nothing is stored; the lock is released.
+//   backend fails      -> never an exception from get_or_create: the error goes
+//                         to the error handler and stats(), and the caller falls
+//                         back to in-process protection (the flight) and the creator.
+//
+// Types: ErrorKind, ErrorEvent, ErrorHandler, WaitPolicy, RegionOptions,
+// RegionStats, CacheRegion.
+#pragma once
+
+#include <chrono>
+#include <concepts>
+#include <cstdint>
+#include <functional>
+#include <initializer_list>
+#include <memory>
+#include <optional>
+#include <ranges>
+#include <span>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "dogpile/backend.hpp"
+#include "dogpile/clock.hpp"
+#include "dogpile/codec.hpp"
+#include "dogpile/detail/function_ref.hpp"
+#include "dogpile/lock.hpp"
+
+namespace dogpile {
+
+/// What went wrong, for the error handler.
+enum class ErrorKind {
+  backend,  ///< a backend operation failed (server down, timeout, item too large, ...)
+  decode,   ///< a stored item was not a readable envelope or value: treated as a miss
+  lock,     ///< a distributed lock was lost, or waiting for its holder was given up
+};
+
+[[nodiscard]] const char* to_string(ErrorKind kind) noexcept;
+
+/// One reported error. The views are valid only during the handler call.
+struct ErrorEvent {
+  ErrorKind kind;
+  std::string_view operation;  ///< e.g. "get", "set", "lock", "decode"
+  std::string_view key;        ///< the user's key, as given
+  std::string_view message;
+};
+
+/// Called for every reported error, from the calling thread or from the
+/// region's background lock keeper; it must be thread-safe and should be
+/// quick. Exceptions it throws are swallowed.
+using ErrorHandler = std::function<void(const ErrorEvent&)>;
+
+/// How a caller that finds no value waits while another process creates it.
+struct WaitPolicy {
+  /// First pause between polls of the backend; doubles after each poll
+  /// (with +-25% jitter) up to max_poll. The value is seen at most about
+  /// max_poll after it is stored.
+  Duration first_poll = std::chrono::milliseconds(1);
+  Duration max_poll = std::chrono::milliseconds(10);
+  /// Give up waiting for the lock holder after this long and run the creator
+  /// here (reported as ErrorKind::lock). nullopt: wait while the holder is
+  /// alive (its lock keeps being extended) — a holder that dies loses the
+  /// lock after lock_timeout, and a waiter takes over.
+  std::optional<Duration> max_wait = std::nullopt;
+};
+
+struct RegionOptions {
+  /// How long a value is fresh; no_expiration: forever.
+  Expiration expiration = no_expiration;
+  /// How long after expiry a value may still be served while one caller
+  /// regenerates it. The backend's time to live for an item is
+  /// expiration + stale_grace (rounded up to whole seconds).
+  Duration stale_grace = std::chrono::seconds(60);
+  /// Time to live of the distributed lock: if its holder dies, others wait at
+  /// most this long. A live holder's lock is extended (every
+  /// (lock_timeout - 1 s) / 2) for as long as its creator runs. At least 2 s.
+  std::chrono::seconds lock_timeout = std::chrono::seconds(30);
+  /// Put before every key; printable ASCII without '#', at most 100 bytes.
+  std::string key_prefix;
+  WaitPolicy wait;
+  /// Source of "now" for created_at and expiry; nullptr: dogpile::system_clock().
+  /// Must outlive the region.
+  const Clock* clock = nullptr;
+  /// Receives errors; empty: at most one line per second to stderr.
+  ErrorHandler on_error;
+};
+
+/// Counts since the region was made. Every get_or_create call ends as exactly
+/// one of hits, stale_served, waited or created (a creator that throws counts
+/// in creation_errors instead).
+struct RegionStats {
+  std::uint64_t hits = 0;             ///< fresh value found in the backend
+  std::uint64_t misses = 0;           ///< first read found no usable value
+  std::uint64_t stale_served = 0;     ///< returned an expired value while another regenerated
+  std::uint64_t waited = 0;           ///< waited for another caller's value
+  std::uint64_t created = 0;          ///< ran the creator
+  std::uint64_t creation_errors = 0;  ///< the creator threw
+  std::uint64_t lock_waits = 0;       ///< waited on another caller (in this process or not)
+  std::uint64_t degraded = 0;         ///< creations without the distributed lock (backend failing)
+  std::uint64_t backend_errors = 0;   ///< backend operations that failed
+  std::uint64_t decode_errors = 0;    ///< stored items that did not decode
+  std::uint64_t lock_errors = 0;      ///< locks lost, or waits given up
+};
+
+namespace detail {
+struct Deduced {};
+template <class T, class Creator>
+using created_value_t = std::conditional_t<std::is_same_v<T, Deduced>,
+                                           std::remove_cvref_t<std::invoke_result_t<Creator&>>, T>;
+
+template <class R>
+concept key_range = std::ranges::input_range<R> &&
+    std::convertible_to<std::ranges::range_reference_t<R>, std::string_view>;
+
+template <class T>
+constexpr void require_codable() {
+  static_assert(Codable<T>,
+                "dogpile: no usable dogpile::Codec<T> for this value type; specialize "
+                "dogpile::Codec<T> with encode(const T&, std::string&) and "
+                "decode(std::string_view) -> std::optional<T> (see dogpile/codec.hpp)");
+}
+
+template <class R>
+std::vector<std::string_view> key_views(const R& keys) {
+  std::vector<std::string_view> views;
+  if constexpr (std::ranges::sized_range<R>) views.reserve(std::ranges::size(keys));
+  for (auto&& k : keys) views.emplace_back(k);
+  return views;
+}
+}  // namespace detail
+
+/// Thread-safe: every member may be called from any number of threads.
+class CacheRegion {
+ public:
+  /// Throws std::invalid_argument if `backend` is null or an option is out of
+  /// range (the message says which and why).
+  explicit CacheRegion(std::shared_ptr<Backend> backend, RegionOptions options = {});
+  /// Stops the lock keeper. Calls still running on other threads must have
+  /// returned.
+  ~CacheRegion();
+  CacheRegion(const CacheRegion&) = delete;
+  CacheRegion& operator=(const CacheRegion&) = delete;
+
+  /// The value for `key` (any bytes): fresh from the backend, or stale while
+  /// another caller regenerates it, or made by `creator()` — by exactly one
+  /// caller across every process sharing the backend. The value type is what
+  /// `creator` returns, or T if given. Blocks only when no usable value
+  /// exists (until this or another caller has made one). Throws only what
+  /// `creator` throws (to this caller and to the callers of this process
+  /// waiting on it), or std::bad_alloc; backend failures never escape.
+  /// `outcome`, if given, receives how the call was served.
+  template <class T = detail::Deduced, class Creator>
+  requires std::invocable<Creator&> detail::created_value_t<T, Creator> get_or_create(
+      std::string_view key, Creator&& creator, Outcome* outcome = nullptr) {
+    using V = detail::created_value_t<T, Creator>;
+    detail::require_codable<V>();
+    std::optional<V> value;
+    auto decode = [&](std::string_view bytes) {
+      value = Codec<V>::decode(bytes);
+      return value.has_value();
+    };
+    auto create = [&](std::string& out) {
+      value.emplace(std::invoke(creator));
+      Codec<V>::encode(*value, out);
+    };
+    const Outcome served = get_or_create_bytes(key, decode, create);
+    if (outcome != nullptr) *outcome = served;
+    return std::move(*value);
+  }
+
+  /// The fresh value under `key`, or nullopt (missing, expired, unreadable,
+  /// or the backend failed). One backend `get`. Never throws but std::bad_alloc.
+  template <class T>
+  [[nodiscard]] std::optional<T> get(std::string_view key) {
+    detail::require_codable<T>();
+    std::optional<T> value;
+    auto decode = [&](std::string_view bytes) {
+      value = Codec<T>::decode(bytes);
+      return value.has_value();
+    };
+    if (!get_bytes(key, decode)) value.reset();
+    return value;
+  }
+
+  /// Stores `value` under `key`, created now. False if the backend failed
+  /// (reported to the error handler). Never throws but std::bad_alloc.
+  template <class T>
+  bool set(std::string_view key, const T& value) {
+    detail::require_codable<T>();
+    return set_bytes(key, [&](std::string& out) { Codec<T>::encode(value, out); });
+  }
+
+  /// Removes the value under `key`. False if there was none or the backend
+  /// failed. Never throws but std::bad_alloc.
+  bool remove(std::string_view key);
+
+  /// The fresh values under `keys`, in order (nullopt where missing, expired
+  /// or unreadable), from one backend multi-get. Never throws but std::bad_alloc.
+  template <class T, detail::key_range Keys>
+  [[nodiscard]] std::vector<std::optional<T>> get_multi(const Keys& keys) {
+    detail::require_codable<T>();
+    const auto views = detail::key_views(keys);
+    std::vector<std::optional<T>> values(views.size());
+    get_multi_bytes(views, [&](std::size_t i, std::string_view bytes) {
+      values[i] = Codec<T>::decode(bytes);
+      return values[i].has_value();
+    });
+    return values;
+  }
+  template <class T>
+  [[nodiscard]] std::vector<std::optional<T>> get_multi(
+      std::initializer_list<std::string_view> keys) {
+    return get_multi<T, std::initializer_list<std::string_view>>(keys);
+  }
+
+  /// Stores every (key, value) pair of `items` (e.g. a std::map or a vector of
+  /// pairs), created now. False if the backend failed for any. Never throws
+  /// but std::bad_alloc.
+  template <std::ranges::input_range Items>
+  bool set_multi(const Items& items) {
+    using Pair = std::ranges::range_value_t<Items>;
+    using T = std::remove_cvref_t<std::tuple_element_t<1, Pair>>;
+    detail::require_codable<T>();
+    std::vector<std::string_view> keys;
+    std::vector<const T*> values;
+    for (const auto& [k, v] : items) {
+      keys.emplace_back(k);
+      values.push_back(&v);
+    }
+    return set_multi_bytes(
+        keys, [&](std::size_t i, std::string& out) { Codec<T>::encode(*values[i], out); });
+  }
+
+  /// Removes every key. False if the backend failed. Never throws but std::bad_alloc.
+  template <detail::key_range Keys>
+  bool remove_multi(const Keys& keys) {
+    return remove_multi_bytes(detail::key_views(keys));
+  }
+  bool remove_multi(std::initializer_list<std::string_view> keys) {
+    return remove_multi_bytes(std::vector<std::string_view>(keys));
+  }
+
+  /// get_or_create for many keys at once: one backend multi-get for all of
+  /// them; `creator(missing)` is called once with the keys that have no usable
+  /// value and that this caller won the lock for (a std::span of
+  /// std::string_view), and must return a std::vector of their values in the
+  /// same order. Keys that another caller is creating are waited for; stale
+  /// keys that another caller is regenerating are served stale. Locks are
+  /// tried in a fixed (sorted) order. If a lock holder in another process
+  /// dies, its keys are created by a further creator call. Throws what
+  /// `creator` throws, or std::invalid_argument if it returns the wrong
+  /// number of values.
+  template <detail::key_range Keys, class Creator>
+  requires std::invocable<Creator&, std::span<const std::string_view>>
+  auto get_or_create_multi(const Keys& keys, Creator&& creator) {
+    using Result =
+        std::remove_cvref_t<std::invoke_result_t<Creator&, std::span<const std::string_view>>>;
+    using T = typename Result::value_type;
+    detail::require_codable<T>();
+    const auto views = detail::key_views(keys);
+    std::vector<std::optional<T>> values(views.size());
+    auto decode = [&](std::size_t i, std::string_view bytes) {
+      values[i] = Codec<T>::decode(bytes);
+      return values[i].has_value();
+    };
+    auto create = [&](std::span<const std::size_t> indices) {
+      std::vector<std::string_view> wanted;
+      wanted.reserve(indices.size());
+      for (auto i : indices) wanted.push_back(views[i]);
+      Result made = std::invoke(creator, std::span<const std::string_view>(wanted));
+      check_created_count(made.size(), indices.size());
+      for (std::size_t j = 0; j < indices.size(); ++j)
+        values[indices[j]].emplace(std::move(made[j]));
+    };
+    auto encode = [&](std::size_t i, std::string& out) { Codec<T>::encode(*values[i], out); };
+    get_or_create_multi_bytes(views, decode, create, encode);
+    std::vector<T> out;
+    out.reserve(values.size());
+    for (auto& v : values) out.push_back(std::move(*v));
+    return out;
+  }
+  template <class Creator>
+  requires std::invocable<Creator&, std::span<const std::string_view>>
+  auto get_or_create_multi(std::initializer_list<std::string_view> keys, Creator&& creator) {
+    return get_or_create_multi<std::initializer_list<std::string_view>>(
+        keys, std::forward<Creator>(creator));
+  }
+
+  /// A snapshot of the counters. Never blocks.
+  [[nodiscard]] RegionStats stats() const noexcept;
+
+  /// Replaces the error handler (empty: the default stderr handler).
+  /// Thread-safe; calls already reporting may still use the old one.
+  void set_error_handler(ErrorHandler handler);
+
+  [[nodiscard]] const RegionOptions& options() const noexcept;
+  [[nodiscard]] Backend& backend() const noexcept;
+
+  /// The backend key that `key` is stored under (see dogpile/detail/keys.hpp).
+  [[nodiscard]] std::string backend_key(std::string_view key) const;
+
+ private:
+  using Decode = detail::FunctionRef<bool(std::string_view)>;
+  using Encode = detail::FunctionRef<void(std::string&)>;
+  using DecodeAt = detail::FunctionRef<bool(std::size_t, std::string_view)>;
+  using EncodeAt = detail::FunctionRef<void(std::size_t, std::string&)>;
+  using CreateAt = detail::FunctionRef<void(std::span<const std::size_t>)>;
+
+  Outcome get_or_create_bytes(std::string_view key, Decode decode, Encode create);
+  bool get_bytes(std::string_view key, Decode decode);
+  bool set_bytes(std::string_view key, Encode encode);
+  void get_multi_bytes(std::span<const std::string_view> keys, DecodeAt decode);
+  bool set_multi_bytes(std::span<const std::string_view> keys, EncodeAt encode);
+  bool remove_multi_bytes(std::span<const std::string_view> keys);
+  void get_or_create_multi_bytes(std::span<const std::string_view> keys, DecodeAt decode,
+                                 CreateAt create, EncodeAt encode);
+  static void check_created_count(std::size_t got, std::size_t wanted);
+
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
+}  // namespace dogpile

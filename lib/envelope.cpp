@@ -1,0 +1,104 @@
+#include "dogpile/detail/envelope.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <limits>
+#include <stdexcept>
+
+namespace dogpile::detail {
+namespace {
+
+constexpr char kMagic[4] = {'d', 'g', 'p', 'E'};
+
+// The largest created_at (in microseconds) that Duration can hold.
+constexpr std::uint64_t kMaxMicros = static_cast<std::uint64_t>(
+    std::chrono::duration_cast<std::chrono::microseconds>(Duration::max()).count());
+
+void put_le(char* at, std::uint64_t v, std::size_t n) noexcept {
+  for (std::size_t i = 0; i < n; ++i) {
+    at[i] = static_cast<char>(v & 0xff);
+    v >>= 8;
+  }
+}
+
+std::uint64_t get_le(const char* at, std::size_t n) noexcept {
+  std::uint64_t v = 0;
+  for (std::size_t i = n; i-- > 0;) v = (v << 8) | static_cast<unsigned char>(at[i]);
+  return v;
+}
+
+}  // namespace
+
+const char* to_string(EnvelopeError e) noexcept {
+  switch (e) {
+    case EnvelopeError::foreign_flags:
+      return "item flags are not dogpile's envelope flags";
+    case EnvelopeError::truncated:
+      return "item is truncated";
+    case EnvelopeError::bad_magic:
+      return "item does not start with dogpile's envelope magic";
+    case EnvelopeError::wrong_version:
+      return "item has another envelope format version";
+    case EnvelopeError::bad_header:
+      return "envelope header is malformed";
+    case EnvelopeError::trailing_bytes:
+      return "item is longer than its envelope says";
+  }
+  return "unknown envelope error";
+}
+
+void begin_envelope(std::string& out) { out.assign(kEnvelopeHeaderSize, '\0'); }
+
+void finish_envelope(std::string& out, TimePoint created_at,
+                     std::chrono::microseconds creation_duration) {
+  const std::size_t payload = out.size() - kEnvelopeHeaderSize;
+  if (payload > std::numeric_limits<std::uint32_t>::max()) {
+    throw std::length_error("dogpile: a cached value must be smaller than 4 GiB");
+  }
+  // Times before the epoch are not representable; they are stored as the epoch.
+  const auto micros = std::max<std::int64_t>(
+      0,
+      std::chrono::duration_cast<std::chrono::microseconds>(created_at.time_since_epoch()).count());
+  const auto took = std::clamp<std::int64_t>(creation_duration.count(), 0,
+                                             std::numeric_limits<std::uint32_t>::max());
+  char* h = out.data();
+  std::memcpy(h, kMagic, 4);
+  h[4] = static_cast<char>(kEnvelopeVersion);
+  h[5] = static_cast<char>(kEnvelopeHeaderSize);
+  put_le(h + 6, 0, 2);
+  put_le(h + 8, static_cast<std::uint64_t>(micros), 8);
+  put_le(h + 16, static_cast<std::uint64_t>(took), 4);
+  put_le(h + 20, payload, 4);
+}
+
+DecodeResult decode_envelope(std::string_view bytes, std::uint32_t flags) noexcept {
+  auto fail = [](EnvelopeError e) { return DecodeResult{std::nullopt, e}; };
+  if (flags != kEnvelopeFlags) return fail(EnvelopeError::foreign_flags);
+  if (bytes.size() < 4) return fail(EnvelopeError::truncated);
+  if (std::memcmp(bytes.data(), kMagic, 4) != 0) return fail(EnvelopeError::bad_magic);
+  if (bytes.size() < kEnvelopeHeaderSize) return fail(EnvelopeError::truncated);
+  const char* h = bytes.data();
+  if (static_cast<std::uint8_t>(h[4]) != kEnvelopeVersion) {
+    return fail(EnvelopeError::wrong_version);
+  }
+  if (static_cast<std::uint8_t>(h[5]) != kEnvelopeHeaderSize || get_le(h + 6, 2) != 0) {
+    return fail(EnvelopeError::bad_header);
+  }
+  const std::uint64_t payload = get_le(h + 20, 4);
+  const std::size_t available = bytes.size() - kEnvelopeHeaderSize;
+  if (payload > available) return fail(EnvelopeError::truncated);
+  if (payload < available) return fail(EnvelopeError::trailing_bytes);
+  // created_at must convert to TimePoint without overflow (nanosecond
+  // ticks reach the year 2262); a value outside that range is corrupt.
+  const std::uint64_t raw_micros = get_le(h + 8, 8);
+  if (raw_micros > kMaxMicros) return fail(EnvelopeError::bad_header);
+  const auto micros = static_cast<std::int64_t>(raw_micros);
+  const auto took = static_cast<std::int64_t>(get_le(h + 16, 4));
+  EnvelopeView view{
+      TimePoint(std::chrono::duration_cast<Duration>(std::chrono::microseconds(micros))),
+      std::chrono::microseconds(took), bytes.substr(kEnvelopeHeaderSize)};
+  return DecodeResult{view, {}};
+}
+
+}  // namespace dogpile::detail

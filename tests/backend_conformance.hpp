@@ -1,0 +1,174 @@
+// The backend conformance suite: what every dogpile::Backend must do, written
+// once and instantiated per backend (MemoryBackend in tests/, MemcachedBackend
+// in integration/) with TEST_CASE_TEMPLATE_INVOKE.
+//
+// A fixture F provides:
+//   std::shared_ptr<dogpile::Backend> backend;     // the backend under test
+//   std::shared_ptr<dogpile::Backend> other();     // a second client of the same store
+//   void advance(dogpile::Duration d);             // let d pass (a manual clock, or real time)
+#pragma once
+
+#include <doctest/doctest.h>
+
+#include <chrono>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "dogpile/backend.hpp"
+
+namespace dogpile::test {
+
+inline std::string all_byte_values() {
+  std::string s;
+  for (int i = 0; i < 256; ++i) s.push_back(static_cast<char>(i));
+  return s;
+}
+
+}  // namespace dogpile::test
+
+TEST_CASE_TEMPLATE_DEFINE("backend conformance", F, backend_conformance) {
+  using namespace std::chrono_literals;
+  using dogpile::Item;
+  F f;
+  dogpile::Backend& b = *f.backend;
+
+  SUBCASE("get of a missing key is nullopt") { CHECK_FALSE(b.get("conf-missing").has_value()); }
+
+  SUBCASE("set stores bytes and flags; set replaces") {
+    b.set("conf-a", Item{"one", 7}, 0s);
+    CHECK(b.get("conf-a") == Item{"one", 7});
+    b.set("conf-a", Item{"two", 9}, 0s);
+    CHECK(b.get("conf-a") == Item{"two", 9});
+  }
+
+  SUBCASE("every byte value and the empty value survive") {
+    const std::string bytes = dogpile::test::all_byte_values();
+    b.set("conf-bytes", Item{bytes, 0xffffffffu}, 0s);
+    CHECK(b.get("conf-bytes") == Item{bytes, 0xffffffffu});
+    b.set("conf-empty", Item{"", 1}, 0s);
+    CHECK(b.get("conf-empty") == Item{"", 1});
+  }
+
+  SUBCASE("add stores only when nothing is there") {
+    CHECK(b.add("conf-add", Item{"first", 1}, 0s));
+    CHECK_FALSE(b.add("conf-add", Item{"second", 2}, 0s));
+    CHECK(b.get("conf-add") == Item{"first", 1});
+  }
+
+  SUBCASE("remove says whether something was there") {
+    b.set("conf-rm", Item{"x", 0}, 0s);
+    CHECK(b.remove("conf-rm"));
+    CHECK_FALSE(b.get("conf-rm").has_value());
+    CHECK_FALSE(b.remove("conf-rm"));
+  }
+
+  SUBCASE("get_multi keeps the order, marks missing keys, repeats duplicates") {
+    b.set("conf-m1", Item{"1", 1}, 0s);
+    b.set("conf-m3", Item{"3", 3}, 0s);
+    const std::vector<std::string_view> keys{"conf-m3", "conf-m2", "conf-m1", "conf-m3"};
+    const auto items = b.get_multi(keys);
+    REQUIRE(items.size() == 4);
+    CHECK(items[0] == Item{"3", 3});
+    CHECK_FALSE(items[1].has_value());
+    CHECK(items[2] == Item{"1", 1});
+    CHECK(items[3] == Item{"3", 3});
+    CHECK(b.get_multi({}).empty());
+  }
+
+  SUBCASE("set_multi and remove_multi") {
+    const Item x{"x", 1}, y{"y", 2};
+    const std::vector<dogpile::KeyedItem> batch{{"conf-s1", &x}, {"conf-s2", &y}};
+    b.set_multi(batch, 0s);
+    CHECK(b.get("conf-s1") == x);
+    CHECK(b.get("conf-s2") == y);
+    const std::vector<std::string_view> keys{"conf-s1", "conf-s2", "conf-s3"};
+    b.remove_multi(keys);
+    CHECK_FALSE(b.get("conf-s1").has_value());
+    CHECK_FALSE(b.get("conf-s2").has_value());
+  }
+
+  SUBCASE("items expire after their time to live; ttl 0 never expires") {
+    b.set("conf-ttl", Item{"short", 0}, 1s);
+    b.set("conf-forever", Item{"long", 0}, 0s);
+    CHECK(b.get("conf-ttl").has_value());
+    f.advance(2s);
+    CHECK_FALSE(b.get("conf-ttl").has_value());
+    CHECK(b.get("conf-forever").has_value());
+    CHECK(b.add("conf-ttl", Item{"again", 0}, 0s));  // an expired item does not block add
+  }
+
+  SUBCASE("a lock is held by one holder at a time, across clients") {
+    auto other = f.other();
+    auto mine = b.make_lock("conf-lock", 30s);
+    auto theirs = other->make_lock("conf-lock", 30s);
+    CHECK(mine->try_lock());
+    CHECK_FALSE(theirs->try_lock());
+    CHECK(mine->release());
+    CHECK(theirs->try_lock());
+    CHECK_FALSE(mine->try_lock());
+    CHECK(theirs->release());
+    CHECK_FALSE(theirs->release());  // not held any more
+  }
+
+  SUBCASE("a lock and the value it guards do not touch each other") {
+    b.set("conf-guarded", Item{"value", 5}, 0s);
+    auto lock = b.make_lock("conf-guarded", 30s);
+    CHECK(lock->try_lock());
+    CHECK(b.get("conf-guarded") == Item{"value", 5});
+    CHECK(lock->release());
+    CHECK(b.get("conf-guarded") == Item{"value", 5});
+    CHECK_FALSE(b.add("conf-guarded", Item{"other", 0}, 0s));
+  }
+
+  SUBCASE("locks of different keys are independent") {
+    auto a = b.make_lock("conf-la", 30s);
+    auto c = b.make_lock("conf-lb", 30s);
+    CHECK(a->try_lock());
+    CHECK(c->try_lock());
+    CHECK(a->release());
+    CHECK(c->release());
+  }
+
+  SUBCASE("a late release never removes the lock of the next holder") {
+    auto other = f.other();
+    auto a = b.make_lock("conf-late", 1s);
+    auto c = other->make_lock("conf-late", 30s);
+    REQUIRE(a->try_lock());
+    f.advance(2s);  // a's lock expires
+    REQUIRE(c->try_lock());
+    CHECK_FALSE(a->release());  // a finds c's token and leaves it
+    CHECK_FALSE(a->extend());
+    auto d = other->make_lock("conf-late", 30s);
+    CHECK_FALSE(d->try_lock());  // c still holds it
+    CHECK(c->release());
+    CHECK(d->try_lock());
+    CHECK(d->release());
+  }
+
+  SUBCASE("extend keeps a lock past its original time to live") {
+    auto other = f.other();
+    // memcached counts expiry in whole seconds and may expire an item up to a
+    // second early, so the margins here are a second wide.
+    auto a = b.make_lock("conf-extend", 4s);
+    REQUIRE(a->try_lock());
+    f.advance(2s);
+    CHECK(a->extend());
+    f.advance(2500ms);  // 4.5 s after taking it: only the extension holds it now
+    auto c = other->make_lock("conf-extend", 30s);
+    CHECK_FALSE(c->try_lock());
+    CHECK(a->release());
+    CHECK(c->try_lock());
+    CHECK(c->release());
+  }
+
+  SUBCASE("Lockable: lock() takes a free lock; unlock() releases it") {
+    auto a = b.make_lock("conf-lockable", 30s);
+    a->lock();
+    auto c = f.other()->make_lock("conf-lockable", 30s);
+    CHECK_FALSE(c->try_lock());
+    a->unlock();
+    CHECK(c->try_lock());
+    c->unlock();
+  }
+}

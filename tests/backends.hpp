@@ -1,0 +1,115 @@
+// Backends for unit tests: the conformance fixture for MemoryBackend, and a
+// FaultyBackend that fails on command (a stand-in for a server that is down).
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <utility>
+#include <vector>
+
+#include "dogpile/backend.hpp"
+#include "dogpile/clock.hpp"
+#include "dogpile/memory.hpp"
+
+namespace dogpile::test {
+
+struct MemoryFixture {
+  ManualClock clock;
+  std::shared_ptr<MemoryBackend> backend =
+      std::make_shared<MemoryBackend>(MemoryBackend::Options{.clock = &clock});
+  std::shared_ptr<Backend> other() { return backend; }  // one store, so one client suffices
+  void advance(Duration d) { clock.advance(d); }
+};
+
+/// Forwards to a MemoryBackend, or throws BackendError for the operations
+/// switched to fail.
+class FaultyBackend final : public Backend {
+ public:
+  explicit FaultyBackend(std::shared_ptr<MemoryBackend> inner) : inner_(std::move(inner)) {}
+
+  std::atomic<bool> fail_get{false}, fail_set{false}, fail_add{false}, fail_remove{false},
+      fail_release{false};
+  void fail_everything(bool on) {
+    fail_get = fail_set = fail_add = fail_remove = fail_release = on;
+  }
+  std::atomic<int> failures{0};
+  /// Runs (once, then cleared) when a lock of this backend is tried: lets a
+  /// test act as another process between a caller's read and its lock.
+  std::function<void()> before_lock;
+
+  std::optional<Item> get(std::string_view key) override {
+    check(fail_get, "get");
+    return inner_->get(key);
+  }
+  void set(std::string_view key, const Item& item, Ttl ttl) override {
+    check(fail_set, "set");
+    inner_->set(key, item, ttl);
+  }
+  bool add(std::string_view key, const Item& item, Ttl ttl) override {
+    check(fail_add, "add");
+    return inner_->add(key, item, ttl);
+  }
+  bool remove(std::string_view key) override {
+    check(fail_remove, "remove");
+    return inner_->remove(key);
+  }
+  std::vector<std::optional<Item>> get_multi(std::span<const std::string_view> keys) override {
+    check(fail_get, "get_multi");
+    return inner_->get_multi(keys);
+  }
+  void set_multi(std::span<const KeyedItem> items, Ttl ttl) override {
+    check(fail_set, "set_multi");
+    inner_->set_multi(items, ttl);
+  }
+  std::unique_ptr<DistributedLock> make_lock(std::string_view key, Ttl ttl) override {
+    return std::make_unique<Lock>(*this, inner_->make_lock(key, ttl));
+  }
+
+ private:
+  class Lock final : public DistributedLock {
+   public:
+    Lock(FaultyBackend& owner, std::unique_ptr<DistributedLock> inner)
+        : owner_(owner), inner_(std::move(inner)) {}
+    ~Lock() override { release_if_held(); }
+    bool extend() override { return inner_->extend(); }
+    Ttl ttl() const noexcept override { return inner_->ttl(); }
+
+   protected:
+    bool try_acquire() override {
+      if (auto hook = std::exchange(owner_.before_lock, nullptr)) hook();
+      owner_.check(owner_.fail_add, "lock");
+      return inner_->try_lock();
+    }
+    bool release_acquired() override {
+      if (owner_.fail_release) {
+        // Like a release lost on the network: the lock stays in the store
+        // until it expires (the inner lock would release it when destroyed).
+        {
+          std::lock_guard lock(owner_.graveyard_mutex_);
+          owner_.graveyard_.push_back(std::move(inner_));
+        }
+        owner_.failures.fetch_add(1);
+        throw BackendError("injected failure: release");
+      }
+      return inner_->release();
+    }
+
+   private:
+    FaultyBackend& owner_;
+    std::unique_ptr<DistributedLock> inner_;
+  };
+
+  void check(const std::atomic<bool>& flag, const char* op) {
+    if (flag) {
+      failures.fetch_add(1);
+      throw BackendError(std::string("injected failure: ") + op);
+    }
+  }
+  std::shared_ptr<MemoryBackend> inner_;
+  std::mutex graveyard_mutex_;
+  std::vector<std::unique_ptr<DistributedLock>> graveyard_;
+};
+
+}  // namespace dogpile::test

@@ -1,0 +1,124 @@
+// The envelope format: what is written, and that anything else is refused.
+#include <doctest/doctest.h>
+
+#include <random>
+#include <string>
+
+#include "dogpile/detail/envelope.hpp"
+
+using namespace std::chrono_literals;
+using dogpile::TimePoint;
+using namespace dogpile::detail;
+
+namespace {
+
+std::string make(std::string_view payload, TimePoint created, std::chrono::microseconds took) {
+  std::string out;
+  begin_envelope(out);
+  out.append(payload);
+  finish_envelope(out, created, took);
+  return out;
+}
+
+const TimePoint kCreated = TimePoint(1'767'225'600'123'456us);  // 2026-01-01T00:00:00.123456Z
+
+}  // namespace
+
+TEST_SUITE("envelope") {
+  TEST_CASE("round trip keeps created_at to the microsecond, the duration and the payload") {
+    const std::string payload("value\0with nul", 14);
+    const std::string bytes = make(payload, kCreated, 2500us);
+    CHECK(bytes.size() == kEnvelopeHeaderSize + payload.size());
+    const auto r = decode_envelope(bytes, kEnvelopeFlags);
+    REQUIRE(r.envelope.has_value());
+    CHECK(r.envelope->created_at == kCreated);
+    CHECK(r.envelope->creation_duration == 2500us);
+    CHECK(r.envelope->payload == payload);
+  }
+
+  TEST_CASE("the header is laid out as documented") {
+    const std::string bytes = make("xy", kCreated, 1us);
+    CHECK(bytes.substr(0, 4) == "dgpE");
+    CHECK(static_cast<unsigned char>(bytes[4]) == 1);   // version
+    CHECK(static_cast<unsigned char>(bytes[5]) == 24);  // header size
+    CHECK(bytes[6] == 0);
+    CHECK(bytes[7] == 0);
+    // created_at, little-endian microseconds: 1767225600123456 = 0x0006474846222240
+    const unsigned char micros[8] = {0x40, 0x22, 0x22, 0x46, 0x48, 0x47, 0x06, 0x00};
+    for (int i = 0; i < 8; ++i) CHECK(static_cast<unsigned char>(bytes[8 + i]) == micros[i]);
+    CHECK(static_cast<unsigned char>(bytes[16]) == 1);  // duration
+    CHECK(static_cast<unsigned char>(bytes[20]) == 2);  // payload length
+    CHECK(bytes.substr(24) == "xy");
+  }
+
+  TEST_CASE("an empty payload and a long creation are representable") {
+    const auto r = decode_envelope(make("", kCreated, std::chrono::hours(100)), kEnvelopeFlags);
+    REQUIRE(r.envelope.has_value());
+    CHECK(r.envelope->payload.empty());
+    CHECK(r.envelope->creation_duration == std::chrono::microseconds(0xffffffffu));  // saturated
+  }
+
+  TEST_CASE("foreign, truncated, corrupt and other-version items are refused with a reason") {
+    const std::string good = make("payload", kCreated, 0us);
+    auto error_of = [](std::string_view bytes, std::uint32_t flags = kEnvelopeFlags) {
+      const auto r = decode_envelope(bytes, flags);
+      CHECK_FALSE(r.envelope.has_value());
+      return r.error;
+    };
+    CHECK(error_of(good, 0) == EnvelopeError::foreign_flags);
+    CHECK(error_of("") == EnvelopeError::truncated);
+    CHECK(error_of("dgp") == EnvelopeError::truncated);
+    CHECK(error_of(good.substr(0, 20)) == EnvelopeError::truncated);
+    CHECK(error_of(good.substr(0, good.size() - 1)) == EnvelopeError::truncated);
+    CHECK(error_of(good + "x") == EnvelopeError::trailing_bytes);
+    CHECK(error_of("plain text that someone else stored") == EnvelopeError::bad_magic);
+    std::string v2 = good;
+    v2[4] = 2;
+    CHECK(error_of(v2) == EnvelopeError::wrong_version);
+    std::string header = good;
+    header[5] = 32;
+    CHECK(error_of(header) == EnvelopeError::bad_header);
+    std::string reserved = good;
+    reserved[7] = 1;
+    CHECK(error_of(reserved) == EnvelopeError::bad_header);
+    std::string far_future = good;
+    for (int i = 8; i < 16; ++i) far_future[i] = '\xff';
+    CHECK(error_of(far_future) == EnvelopeError::bad_header);
+  }
+
+  TEST_CASE("random bytes and random corruptions never decode out of bounds") {
+    // Run under ASan+UBSan by scripts/test.sh; here only the results are checked.
+    std::mt19937 rng(12345);
+    const std::string good = make("some payload bytes", kCreated, 10us);
+    int decoded = 0;
+    for (int round = 0; round < 20000; ++round) {
+      std::string bytes = good;
+      const int edits = 1 + static_cast<int>(rng() % 4);
+      for (int e = 0; e < edits; ++e) {
+        switch (rng() % 3) {
+          case 0:
+            bytes[rng() % bytes.size()] = static_cast<char>(rng());
+            break;
+          case 1:
+            bytes.resize(rng() % (bytes.size() + 1));
+            break;
+          default:
+            bytes.push_back(static_cast<char>(rng()));
+        }
+        if (bytes.empty()) bytes.push_back('x');
+      }
+      const auto r = decode_envelope(bytes, kEnvelopeFlags);
+      if (r.envelope) {
+        ++decoded;
+        CHECK(r.envelope->payload.size() == bytes.size() - kEnvelopeHeaderSize);
+      }
+    }
+    CHECK(decoded < 20000);
+  }
+
+  TEST_CASE("times before the epoch are stored as the epoch") {
+    const auto r = decode_envelope(make("x", TimePoint(-5s), 0us), kEnvelopeFlags);
+    REQUIRE(r.envelope.has_value());
+    CHECK(r.envelope->created_at == TimePoint());
+  }
+}

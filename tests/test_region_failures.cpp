@@ -1,0 +1,127 @@
+// CacheRegion when the backend fails: get_or_create never throws a backend
+// error; it reports, falls back to in-process protection and recovers.
+#include <doctest/doctest.h>
+
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "backends.hpp"
+#include "dogpile/region.hpp"
+
+using namespace std::chrono_literals;
+using dogpile::CacheRegion;
+using dogpile::ErrorKind;
+using dogpile::Outcome;
+
+namespace {
+
+struct Fixture {
+  dogpile::ManualClock clock;
+  std::shared_ptr<dogpile::MemoryBackend> memory =
+      std::make_shared<dogpile::MemoryBackend>(dogpile::MemoryBackend::Options{.clock = &clock});
+  std::shared_ptr<dogpile::test::FaultyBackend> backend =
+      std::make_shared<dogpile::test::FaultyBackend>(memory);
+  std::mutex mutex;
+  std::vector<std::string> reported;
+  int creator_calls = 0;
+
+  CacheRegion region() {
+    dogpile::RegionOptions o;
+    o.expiration = 10s;
+    o.clock = &clock;
+    o.on_error = [this](const dogpile::ErrorEvent& e) {
+      std::lock_guard lock(mutex);
+      reported.push_back(std::string(to_string(e.kind)) + " " + std::string(e.operation) + " " +
+                         std::string(e.key) + ": " + std::string(e.message));
+    };
+    return CacheRegion(backend, o);
+  }
+  auto creator(std::string v) {
+    return [this, v] {
+      ++creator_calls;
+      return v;
+    };
+  }
+};
+
+}  // namespace
+
+TEST_SUITE("region failures") {
+  TEST_CASE("a dead backend: the creator's value, no exception, every error reported") {
+    Fixture f;
+    auto region = f.region();
+    f.backend->fail_everything(true);
+    Outcome outcome{};
+    CHECK(region.get_or_create("k", f.creator("v"), &outcome) == "v");
+    CHECK(outcome == Outcome::created);
+    const auto s = region.stats();
+    CHECK(s.degraded == 1);
+    CHECK(s.backend_errors == 2);  // the get, then the set; no lock was tried after the get failed
+    REQUIRE(f.reported.size() == 2);
+    CHECK(f.reported[0] == "backend get k: injected failure: get");
+    CHECK(f.reported[1] == "backend set k: injected failure: set");
+    CHECK_FALSE(region.get<std::string>("k").has_value());
+    CHECK_FALSE(region.set("k", std::string("x")));
+    CHECK_FALSE(region.remove("k"));
+  }
+
+  TEST_CASE("the backend comes back: values are stored and hit again") {
+    Fixture f;
+    auto region = f.region();
+    f.backend->fail_everything(true);
+    region.get_or_create("k", f.creator("v1"));
+    region.get_or_create("k", f.creator("v2"));
+    CHECK(f.creator_calls == 2);  // nothing could be stored
+    f.backend->fail_everything(false);
+    CHECK(region.get_or_create("k", f.creator("v3")) == "v3");
+    Outcome outcome{};
+    CHECK(region.get_or_create("k", f.creator("v4"), &outcome) == "v3");
+    CHECK(outcome == Outcome::fresh);
+  }
+
+  TEST_CASE("only the lock fails: the caller creates without it and stores") {
+    Fixture f;
+    auto region = f.region();
+    f.backend->fail_add = true;
+    CHECK(region.get_or_create("k", f.creator("v")) == "v");
+    CHECK(region.stats().degraded == 1);
+    f.backend->fail_add = false;
+    CHECK(region.get_or_create("k", f.creator("w")) == "v");
+  }
+
+  TEST_CASE("only the set fails: the value is returned and the next call creates again") {
+    Fixture f;
+    auto region = f.region();
+    f.backend->fail_set = true;
+    CHECK(region.get_or_create("k", f.creator("v1")) == "v1");
+    CHECK(region.get_or_create("k", f.creator("v2")) == "v2");
+    CHECK(f.creator_calls == 2);
+    CHECK(f.memory->size() == 0);  // and the locks were released each time
+  }
+
+  TEST_CASE("a failed lock release is reported; the lock then expires on its own") {
+    Fixture f;
+    auto region = f.region();
+    f.backend->fail_release = true;
+    CHECK(region.get_or_create("k", f.creator("v")) == "v");
+    CHECK(f.reported.size() == 1);
+    CHECK(f.memory->size() == 2);  // the value, and the lock left behind
+    f.clock.advance(31s);          // past the default lock_timeout of 30 s
+    CHECK(f.memory->size() == 1);  // the lock expired; the value lives 10 s + 60 s grace
+  }
+
+  TEST_CASE("get_or_create_multi with a dead backend: one creator call, no exception") {
+    Fixture f;
+    auto region = f.region();
+    f.backend->fail_everything(true);
+    int calls = 0;
+    const auto values = region.get_or_create_multi({"a", "b"}, [&](auto keys) {
+      ++calls;
+      return std::vector<std::string>(keys.size(), "v");
+    });
+    CHECK(values == std::vector<std::string>{"v", "v"});
+    CHECK(calls == 1);
+    CHECK(region.stats().degraded == 2);
+  }
+}
