@@ -1,0 +1,389 @@
+// CacheRegion on real memcached: the request count of a hit, herds of
+// processes and threads, lock holders that die or run long, foreign bytes,
+// and a server that goes away and comes back.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <latch>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "dogpile/detail/envelope.hpp"
+#include "dogpile/memcached.hpp"
+#include "dogpile/region.hpp"
+#include "memcached_server.hpp"
+#include "processes.hpp"
+
+using namespace std::chrono_literals;
+using dogpile::CacheRegion;
+using dogpile::MemcachedBackend;
+using dogpile::Outcome;
+using dogpile::RegionOptions;
+using dogpile::test::MemcachedServer;
+using dogpile::test::now_ms;
+using dogpile::test::percentile;
+
+namespace {
+
+RegionOptions quiet(RegionOptions o) {
+  o.on_error = [](const dogpile::ErrorEvent&) {};
+  return o;
+}
+
+std::shared_ptr<MemcachedBackend> backend_for(const MemcachedServer& server) {
+  return std::make_shared<MemcachedBackend>(server.options());
+}
+
+// A herd of P processes x T threads released together on one key.
+template <int P, int T>
+struct Herd {
+  std::atomic<int> ready{0};
+  std::atomic<bool> go{false};
+  std::atomic<int> creator_calls{0};
+  std::atomic<int> finished{0};
+  std::atomic<int> wrong_values{0};
+  std::atomic<int> outcomes[4] = {};
+  std::atomic<bool> creator_saw_all_others{false};
+  double wait_ms[P * T] = {};
+  bool was_creator[P * T] = {};
+};
+
+int outcome_index(Outcome o) { return static_cast<int>(o); }
+
+}  // namespace
+
+TEST_SUITE("region on memcached") {
+  TEST_CASE("a fresh hit is one request to memcached: one get and nothing else") {
+    MemcachedServer server;
+    CacheRegion region(backend_for(server), quiet({.expiration = 60s}));
+    region.get_or_create("user:42", [] { return std::string(100, 'v'); });
+    const auto before = server.stats();
+    Outcome outcome{};
+    CHECK(region.get_or_create(
+              "user:42", [] { return std::string("unused"); }, &outcome) == std::string(100, 'v'));
+    CHECK(outcome == Outcome::fresh);
+    const auto after = server.stats();
+    auto delta = [&](const char* stat) { return after.at(stat) - before.at(stat); };
+    CHECK(delta("cmd_get") == 1);
+    CHECK(delta("get_hits") == 1);
+    CHECK(delta("get_misses") == 0);
+    CHECK(delta("cmd_set") == 0);
+    CHECK(delta("cmd_touch") == 0);
+    CHECK(delta("delete_hits") + delta("delete_misses") == 0);
+    CHECK(delta("cas_hits") + delta("cas_misses") + delta("cas_badval") == 0);
+    CHECK(delta("incr_hits") + delta("incr_misses") == 0);
+    // The bytes the server read: the second `stats` request, and exactly one
+    // "gets user:42\r\n" (libmemcached asks for CAS values, as dogpile
+    // configures it to) — no other request was sent.
+    CHECK(delta("bytes_read") == static_cast<std::int64_t>(std::string("stats\r\n").size() +
+                                                           std::string("gets user:42\r\n").size()));
+  }
+
+  TEST_CASE("cold herd, 4 processes x 16 threads: the creator runs exactly once") {
+    MemcachedServer server;
+    constexpr int P = 4, T = 16;
+    dogpile::test::Shared<Herd<P, T>> herd;
+    auto worker = [&](int p) {
+      CacheRegion region(backend_for(server), quiet({.expiration = 60s}));
+      std::vector<std::jthread> threads;
+      for (int t = 0; t < T; ++t) {
+        threads.emplace_back([&, t] {
+          herd->ready.fetch_add(1);
+          while (!herd->go.load()) std::this_thread::yield();
+          const double start = now_ms();
+          Outcome outcome{};
+          const auto v = region.get_or_create(
+              "cold-key",
+              [&] {
+                herd->creator_calls.fetch_add(1);
+                std::this_thread::sleep_for(200ms);
+                return std::string("the value");
+              },
+              &outcome);
+          herd->wait_ms[p * T + t] = now_ms() - start;
+          if (v != "the value") herd->wrong_values.fetch_add(1);
+          herd->outcomes[outcome_index(outcome)].fetch_add(1);
+        });
+      }
+      return 0;
+    };
+    std::vector<pid_t> pids;
+    for (int p = 0; p < P; ++p)
+      pids.push_back(dogpile::test::fork_worker([&, p] { return worker(p); }));
+    while (herd->ready.load() < P * T) std::this_thread::yield();
+    herd->go = true;
+    for (pid_t pid : pids) CHECK(dogpile::test::wait_worker(pid) == 0);
+
+    CHECK(herd->creator_calls.load() == 1);
+    CHECK(herd->wrong_values.load() == 0);
+    CHECK(herd->outcomes[outcome_index(Outcome::created)].load() == 1);
+    CHECK(herd->outcomes[outcome_index(Outcome::waited)].load() == P * T - 1);
+    std::vector<double> waits(herd->wait_ms, herd->wait_ms + P * T);
+    std::printf(
+        "cold herd %dx%d, creator 200 ms: creator calls %d, wait p50 %.1f ms, p99 %.1f ms, "
+        "max %.1f ms\n",
+        P, T, herd->creator_calls.load(), percentile(waits, 50), percentile(waits, 99),
+        percentile(waits, 100));
+  }
+
+  TEST_CASE("stale herd, 4 processes x 16 threads: one creator, and no one else waits for it") {
+    MemcachedServer server;
+    constexpr int P = 4, T = 16;
+    {
+      // A value created 11 s ago: expired (10 s), within the grace (60 s).
+      dogpile::ManualClock past(dogpile::system_clock().now() - 11s);
+      CacheRegion writer(backend_for(server), quiet({.expiration = 10s, .clock = &past}));
+      REQUIRE(writer.set("hot-key", std::string("old value")));
+    }
+    dogpile::test::Shared<Herd<P, T>> herd;
+    auto worker = [&](int p) {
+      CacheRegion region(backend_for(server), quiet({.expiration = 10s}));
+      std::vector<std::jthread> threads;
+      for (int t = 0; t < T; ++t) {
+        threads.emplace_back([&, t] {
+          herd->ready.fetch_add(1);
+          while (!herd->go.load()) std::this_thread::yield();
+          const double start = now_ms();
+          Outcome outcome{};
+          const auto v = region.get_or_create(
+              "hot-key",
+              [&] {
+                herd->creator_calls.fetch_add(1);
+                // Finish only once every other caller has returned: had any
+                // of them waited for this creator, that could never happen.
+                const double deadline = now_ms() + 20000;
+                while (herd->finished.load() < P * T - 1 && now_ms() < deadline) {
+                  std::this_thread::sleep_for(1ms);
+                }
+                herd->creator_saw_all_others = herd->finished.load() == P * T - 1;
+                return std::string("new value");
+              },
+              &outcome);
+          herd->wait_ms[p * T + t] = now_ms() - start;
+          const bool creator = outcome == Outcome::created;
+          if (v != (creator ? "new value" : "old value")) herd->wrong_values.fetch_add(1);
+          herd->outcomes[outcome_index(outcome)].fetch_add(1);
+          herd->was_creator[p * T + t] = creator;
+          if (!creator) herd->finished.fetch_add(1);
+        });
+      }
+      return 0;
+    };
+    std::vector<pid_t> pids;
+    for (int p = 0; p < P; ++p)
+      pids.push_back(dogpile::test::fork_worker([&, p] { return worker(p); }));
+    while (herd->ready.load() < P * T) std::this_thread::yield();
+    herd->go = true;
+    for (pid_t pid : pids) CHECK(dogpile::test::wait_worker(pid) == 0);
+
+    CHECK(herd->creator_calls.load() == 1);
+    CHECK(herd->creator_saw_all_others.load());
+    CHECK(herd->wrong_values.load() == 0);
+    CHECK(herd->outcomes[outcome_index(Outcome::stale)].load() == P * T - 1);
+    std::vector<double> others;
+    for (int i = 0; i < P * T; ++i) {
+      if (!herd->was_creator[i]) others.push_back(herd->wait_ms[i]);
+    }
+    std::printf(
+        "stale herd %dx%d: creator calls %d, non-creator latency p50 %.3f ms, p99 %.3f ms, "
+        "max %.3f ms\n",
+        P, T, herd->creator_calls.load(), percentile(others, 50), percentile(others, 99),
+        percentile(others, 100));
+    CacheRegion reader(backend_for(server), quiet({.expiration = 10s}));
+    CHECK(reader.get<std::string>("hot-key") == "new value");
+  }
+
+  TEST_CASE("a lock holder killed mid-creation is replaced after lock_timeout") {
+    MemcachedServer server;
+    struct State {
+      std::atomic<bool> creating{false};
+    };
+    dogpile::test::Shared<State> state;
+    const pid_t holder = dogpile::test::fork_worker([&] {
+      CacheRegion region(backend_for(server), quiet({.expiration = 60s, .lock_timeout = 2s}));
+      region.get_or_create("orphan", [&]() -> std::string {
+        state->creating = true;
+        for (;;) ::pause();  // killed here
+      });
+      return 0;
+    });
+    while (!state->creating.load()) std::this_thread::yield();
+    ::kill(holder, SIGKILL);
+    CHECK(dogpile::test::wait_worker(holder) == 128 + SIGKILL);
+    const double killed_at = now_ms();
+
+    CacheRegion region(backend_for(server), quiet({.expiration = 60s, .lock_timeout = 2s}));
+    Outcome outcome{};
+    int calls = 0;
+    CHECK(region.get_or_create(
+              "orphan",
+              [&] {
+                ++calls;
+                return std::string("replacement");
+              },
+              &outcome) == "replacement");
+    const double took = now_ms() - killed_at;
+    CHECK(outcome == Outcome::created);
+    CHECK(calls == 1);
+    CHECK(region.stats().lock_waits == 1);
+    // The dead holder's lock lives at most lock_timeout (memcached may end it
+    // up to a second early) and the poll interval is at most 10 ms; the bound
+    // leaves room for a loaded machine, and is far below the 30 s default.
+    CHECK(took < 3000);
+    std::printf("killed lock holder: replaced after %.0f ms (lock_timeout 2000 ms)\n", took);
+  }
+
+  TEST_CASE("a creator slower than lock_timeout stays the only creator") {
+    MemcachedServer server;
+    struct State {
+      std::atomic<int> creator_calls{0};
+      std::atomic<bool> creating{false};
+      std::atomic<int> lock_errors{0};
+    };
+    dogpile::test::Shared<State> state;
+    auto options = quiet({.expiration = 60s, .lock_timeout = 2s});
+    const pid_t slow = dogpile::test::fork_worker([&] {
+      CacheRegion region(backend_for(server), options);
+      region.get_or_create("slow", [&] {
+        state->creator_calls.fetch_add(1);
+        state->creating = true;
+        std::this_thread::sleep_for(4500ms);  // more than twice the lock's time to live
+        return std::string("slow value");
+      });
+      state->lock_errors += static_cast<int>(region.stats().lock_errors);
+      return 0;
+    });
+    while (!state->creating.load()) std::this_thread::yield();
+    // Another process asks all along: it must wait, not create.
+    CacheRegion region(backend_for(server), options);
+    std::vector<std::jthread> threads;
+    for (int t = 0; t < 8; ++t) {
+      threads.emplace_back([&] {
+        CHECK(region.get_or_create("slow", [&] {
+          state->creator_calls.fetch_add(1);
+          return std::string("second creator");
+        }) == "slow value");
+      });
+    }
+    threads.clear();
+    CHECK(dogpile::test::wait_worker(slow) == 0);
+    CHECK(state->creator_calls.load() == 1);
+    CHECK(state->lock_errors.load() == 0);  // the lock was never lost
+    CHECK(region.stats().waited == 8);
+  }
+
+  TEST_CASE("foreign, corrupt and truncated items are misses, then overwritten") {
+    MemcachedServer server;
+    std::atomic<int> decode_errors{0};
+    RegionOptions o{.expiration = 60s};
+    o.on_error = [&](const dogpile::ErrorEvent& e) {
+      if (e.kind == dogpile::ErrorKind::decode) decode_errors.fetch_add(1);
+    };
+    CacheRegion region(backend_for(server), o);
+    const std::string key = region.backend_key("item");
+    const std::uint32_t flags = dogpile::detail::kEnvelopeFlags;
+    struct Bad {
+      std::string data;
+      std::uint32_t flags;
+    };
+    const std::vector<Bad> bad = {
+        {"written by another client", 0},
+        {"dgpE", flags},
+        {"dgpE\x01\x18" + std::string(10, '\0'), flags},
+        {"dgpE\x09\x18" + std::string(18, '\0') + "x", flags},
+        {std::string(64, '\xff'), flags},
+    };
+    int expected = 0;
+    for (const auto& item : bad) {
+      server.raw_set(key, item.data, item.flags);
+      CHECK(region.get_or_create("item", [] { return std::string("good"); }) == "good");
+      CHECK(decode_errors.load() == ++expected);
+      CHECK(region.get<std::string>("item") == "good");
+    }
+  }
+
+  TEST_CASE("memcached going away: values from the creator, no exception; back again: hits") {
+    MemcachedServer server;
+    std::atomic<int> backend_errors{0};
+    RegionOptions o{.expiration = 60s};
+    o.on_error = [&](const dogpile::ErrorEvent& e) {
+      if (e.kind == dogpile::ErrorKind::backend) backend_errors.fetch_add(1);
+    };
+    auto backend = std::make_shared<MemcachedBackend>(server.options() +
+                                                      " --RETRY-TIMEOUT=1 --CONNECT-TIMEOUT=200");
+    CacheRegion region(backend, o);
+    int calls = 0;
+    auto creator = [&] {
+      ++calls;
+      return std::string("v") + std::to_string(calls);
+    };
+    CHECK(region.get_or_create("k", creator) == "v1");
+    server.kill();
+    for (int i = 0; i < 5; ++i) {
+      CHECK_NOTHROW(CHECK(region.get_or_create("k", creator).starts_with("v")));
+    }
+    CHECK(calls == 6);
+    CHECK(backend_errors.load() > 0);
+    server.restart();
+    // Within the retry timeout (1 s), libmemcached tries the server again.
+    const double restarted = now_ms();
+    Outcome outcome{};
+    while (now_ms() - restarted < 5000) {
+      region.get_or_create("k", creator, &outcome);
+      if (outcome == Outcome::fresh) break;
+      std::this_thread::sleep_for(50ms);
+    }
+    CHECK(outcome == Outcome::fresh);
+    std::printf("memcached restarted: hits again after %.0f ms\n", now_ms() - restarted);
+  }
+
+  TEST_CASE("a value over the server's item limit: returned to the caller, reported, not stored") {
+    MemcachedServer server;
+    std::vector<std::string> errors;
+    RegionOptions o{.expiration = 60s};
+    o.on_error = [&](const dogpile::ErrorEvent& e) { errors.emplace_back(e.message); };
+    CacheRegion region(backend_for(server), o);
+    const std::string big(2 << 20, 'b');
+    CHECK(region.get_or_create("big", [&] { return big; }) == big);
+    REQUIRE(errors.size() == 1);
+    CHECK(errors[0].find("TOO BIG") != std::string::npos);
+    CHECK_FALSE(region.get<std::string>("big").has_value());
+  }
+
+  TEST_CASE("a key that looks like a protocol command is just a key") {
+    MemcachedServer server;
+    CacheRegion region(backend_for(server), quiet({.expiration = 60s}));
+    region.set("canary", std::string("alive"));
+    CHECK(region.get_or_create("x\r\nflush_all\r\n", [] { return std::string("v"); }) == "v");
+    CHECK(region.get<std::string>("canary") == "alive");
+    CHECK(server.stats().at("cmd_flush") == 0);
+  }
+
+  TEST_CASE("get_or_create_multi: one multi-get; the creator once for the missing keys") {
+    MemcachedServer server;
+    CacheRegion region(backend_for(server), quiet({.expiration = 60s}));
+    region.set("m1", std::string("one"));
+    int calls = 0;
+    auto creator = [&](std::span<const std::string_view> keys) {
+      ++calls;
+      std::vector<std::string> out;
+      for (auto k : keys) out.push_back("made " + std::string(k));
+      return out;
+    };
+    std::vector<std::string> keys;
+    for (int i = 1; i <= 100; ++i) keys.push_back("m" + std::to_string(i));
+    const auto values = region.get_or_create_multi(keys, creator);
+    CHECK(calls == 1);
+    CHECK(values[0] == "one");
+    CHECK(values[99] == "made m100");
+    const auto before = server.stats();
+    CHECK(region.get_or_create_multi(keys, creator) == values);
+    const auto after = server.stats();
+    CHECK(calls == 1);
+    CHECK(after.at("cmd_get") - before.at("cmd_get") == 100);  // one request, 100 keys
+    CHECK(after.at("cmd_set") - before.at("cmd_set") == 0);
+  }
+}
