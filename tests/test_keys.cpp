@@ -66,7 +66,7 @@ TEST_SUITE("keys") {
     CHECK(map_key("p", "") == "p");
   }
 
-  TEST_CASE("every hostile key maps to a valid key; none collide; locks never equal values") {
+  TEST_CASE("every hostile key maps to a valid key, none collide, locks never equal values") {
     for (std::string prefix : {std::string(), std::string("svc:"), std::string(100, 'p')}) {
       std::set<std::string> value_keys;
       std::set<std::string> lock_keys;

@@ -100,7 +100,7 @@ TEST_SUITE("region failures") {
     CHECK(f.memory->size() == 0);  // and the locks were released each time
   }
 
-  TEST_CASE("a failed lock release is reported; the lock then expires on its own") {
+  TEST_CASE("a failed lock release is reported, the lock then expires on its own") {
     Fixture f;
     auto region = f.region();
     f.backend->fail_release = true;

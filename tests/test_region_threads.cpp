@@ -52,7 +52,7 @@ void run_together(int n, Body body) {
 }  // namespace
 
 TEST_SUITE("region threads") {
-  TEST_CASE("cold key: one creator; the others wait and get its value without the backend") {
+  TEST_CASE("cold key: one creator, the others wait and get its value without the backend") {
     Fixture f;
     CacheRegion region(f.backend, f.options());
     std::atomic<int> creators{0};
@@ -83,7 +83,7 @@ TEST_SUITE("region threads") {
     CHECK(s.misses == kThreads);
   }
 
-  TEST_CASE("stale key: one creator; no one else waits for it") {
+  TEST_CASE("stale key: one creator, no one else waits for it") {
     Fixture f;
     CacheRegion region(f.backend, f.options());
     region.get_or_create("hot", [] { return std::string("old"); });
