@@ -48,6 +48,7 @@ enum class Found {
 struct Read {
   Found found = Found::missing;
   std::optional<Item> item;  // the envelope, when fresh or stale
+  TimePoint created_at;      // its creation time
 };
 
 void validate(const RegionOptions& o) {
@@ -192,13 +193,14 @@ struct CacheRegion::State {
   // `decode`. An item that does not decode is missing; it is reported unless
   // `quiet` (a caller's re-reads do not report the item its first read did).
   template <class DecodeFn>
-  Found examine(const Item& item, std::string_view user_key, DecodeFn&& decode,
-                bool quiet = false) {
+  Found examine(const Item& item, std::string_view user_key, DecodeFn&& decode, bool quiet = false,
+                TimePoint* created_at = nullptr) {
     const auto result = detail::decode_envelope(item.data, item.flags);
     if (!result.envelope) {
       if (!quiet) report(ErrorKind::decode, "decode", user_key, detail::to_string(result.error));
       return Found::missing;
     }
+    if (created_at != nullptr) *created_at = result.envelope->created_at;
     const Found found = judge(result.envelope->created_at, clock->now());
     if (found == Found::missing) return found;
     if (!decode(result.envelope->payload)) {
@@ -223,7 +225,7 @@ struct CacheRegion::State {
       return r;
     }
     if (!item) return r;
-    r.found = examine(*item, user_key, decode, quiet);
+    r.found = examine(*item, user_key, decode, quiet, &r.created_at);
     if (r.found != Found::missing) r.item = std::move(item);
     return r;
   }
@@ -469,12 +471,16 @@ Outcome CacheRegion::get_or_create_bytes(std::string_view user_key, Decode decod
   }
 }
 
-bool CacheRegion::get_bytes(std::string_view user_key, Decode decode) {
+bool CacheRegion::get_bytes(std::string_view user_key, Decode decode, TimePoint* created_at,
+                            bool* fresh) {
   State& s = *state_;
   const std::string key = detail::map_key(s.options.key_prefix, user_key);
   const Read r = s.read(key, user_key, decode);
   State::count(r.found == Found::fresh ? s.counters.hits : s.counters.misses);
-  return r.found == Found::fresh;
+  if (r.found != Found::fresh && r.found != Found::stale) return false;
+  if (fresh != nullptr) *fresh = r.found == Found::fresh;
+  if (created_at != nullptr) *created_at = r.created_at;
+  return true;
 }
 
 bool CacheRegion::set_bytes(std::string_view user_key, Encode encode) {

@@ -140,3 +140,64 @@ TEST_CASE("sync_reader.hpp") {
 }
 
 TEST_SUITE_END();
+
+// Snippets of the cache-region headers. region.hpp's needs a server and runs
+// in integration/test_header_examples.cpp.
+namespace {
+struct Point {
+  std::int32_t x, y;
+};
+}  // namespace
+
+template <>
+struct dogpile::Codec<Point> {
+  static void encode(const Point& p, std::string& out) {
+    dogpile::Codec<std::int32_t>::encode(p.x, out);
+    dogpile::Codec<std::int32_t>::encode(p.y, out);
+  }
+  static std::optional<Point> decode(std::string_view bytes) {
+    if (bytes.size() != 8) return std::nullopt;
+    auto x = dogpile::Codec<std::int32_t>::decode(bytes.substr(0, 4));
+    auto y = dogpile::Codec<std::int32_t>::decode(bytes.substr(4));
+    return Point{*x, *y};
+  }
+};
+
+TEST_SUITE_BEGIN("header-examples");
+
+TEST_CASE("codec.hpp") {
+  std::string bytes;
+  dogpile::Codec<Point>::encode(Point{1, -2}, bytes);
+  const auto p = dogpile::Codec<Point>::decode(bytes);
+  REQUIRE(p.has_value());
+  CHECK(p->x == 1);
+  CHECK(p->y == -2);
+  CHECK_FALSE(dogpile::Codec<Point>::decode("short").has_value());
+}
+
+TEST_CASE("backend.hpp") {
+  auto backend = std::make_shared<dogpile::MemoryBackend>();
+  backend->set("k", dogpile::Item{"bytes", 0}, std::chrono::seconds(60));
+  std::optional<dogpile::Item> item = backend->get("k");
+  CHECK(item == dogpile::Item{"bytes", 0});
+}
+
+TEST_CASE("memory.hpp") {
+  dogpile::ManualClock clock;
+  auto backend =
+      std::make_shared<dogpile::MemoryBackend>(dogpile::MemoryBackend::Options{.clock = &clock});
+  backend->set("k", dogpile::Item{"v", 0}, std::chrono::seconds(10));
+  clock.advance(std::chrono::seconds(11));  // "k" is gone
+  CHECK_FALSE(backend->get("k").has_value());
+}
+
+TEST_CASE("memcached.hpp (constructed only: the servers are not contacted)") {
+  auto backend = std::make_shared<dogpile::MemcachedBackend>(
+      "--SERVER=10.0.0.1:11211 --SERVER=10.0.0.2:11211 --POOL-MAX=32");
+  dogpile::Dogpile<dogpile::MemcachedLock> lock(std::chrono::minutes(5), {}, *backend,
+                                                "report:2026");
+  CHECK(lock.mutex().lock_key() == "report:2026#L");
+  CHECK(backend->options().ends_with("--POOL-MAX=32"));
+}
+
+TEST_SUITE_END();

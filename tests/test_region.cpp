@@ -165,7 +165,7 @@ TEST_SUITE("region") {
     CHECK(f.backend->size() == 1);  // the value; the lock was released
   }
 
-  TEST_CASE("items live for expiration + stale_grace; past the grace a value is not served") {
+  TEST_CASE("items live for expiration + stale_grace, past the grace a value is not served") {
     Fixture f;
     auto o = f.options(10s);
     o.stale_grace = 5s;
@@ -198,7 +198,7 @@ TEST_SUITE("region") {
     CHECK(outcome == Outcome::fresh);
   }
 
-  TEST_CASE("get returns fresh values only; set, remove") {
+  TEST_CASE("get returns fresh values only, set, remove") {
     Fixture f;
     CacheRegion region(f.backend, f.options(10s));
     CHECK_FALSE(region.get<std::string>("k").has_value());
@@ -210,6 +210,29 @@ TEST_SUITE("region") {
     CHECK_FALSE(region.remove("k"));
     CHECK(region.set("n", std::int64_t{-7}));
     CHECK(region.get<std::int64_t>("n") == -7);
+  }
+
+  TEST_CASE("get_value_metadata: fresh or stale, with the creation time") {
+    Fixture f;
+    auto o = f.options(10s);
+    o.stale_grace = 5s;
+    CacheRegion region(f.backend, o);
+    CHECK_FALSE(region.get_value_metadata<std::string>("k").has_value());
+    const auto created = f.clock.now();
+    region.set("k", std::string("v"));
+    f.clock.advance(10s);
+    auto meta = region.get_value_metadata<std::string>("k");
+    REQUIRE(meta.has_value());
+    CHECK(meta->value == "v");
+    CHECK(meta->created_at == created);
+    CHECK(meta->fresh);
+    f.clock.advance(1s);
+    meta = region.get_value_metadata<std::string>("k");
+    REQUIRE(meta.has_value());
+    CHECK_FALSE(meta->fresh);
+    CHECK_FALSE(region.get<std::string>("k").has_value());
+    f.clock.advance(5s);  // past the grace
+    CHECK_FALSE(region.get_value_metadata<std::string>("k").has_value());
   }
 
   TEST_CASE("get_multi, set_multi and remove_multi") {
@@ -273,7 +296,7 @@ TEST_SUITE("region") {
     CHECK(f.backend->size() == keys.size());
   }
 
-  TEST_CASE("a creator's exception reaches the caller; nothing is stored; the lock is free") {
+  TEST_CASE("a creator's exception reaches the caller, nothing is stored, the lock is free") {
     Fixture f;
     CacheRegion region(f.backend, f.options());
     CHECK_THROWS_WITH_AS(
@@ -325,7 +348,7 @@ TEST_SUITE("region") {
     CHECK(a.backend_key("k") == "a:k");
   }
 
-  TEST_CASE("the error handler can be replaced; its exceptions are swallowed") {
+  TEST_CASE("the error handler can be replaced, its exceptions are swallowed") {
     Fixture f;
     auto faulty = std::make_shared<dogpile::test::FaultyBackend>(f.backend);
     CacheRegion region(faulty, f.options());
@@ -371,7 +394,7 @@ TEST_SUITE("region") {
     CHECK(region.get_or_create<std::string>("s", [] { return "literal"; }) == "literal");
   }
 
-  TEST_CASE("get_or_create_multi: one multi-get; one creator call for the keys without a value") {
+  TEST_CASE("get_or_create_multi: one multi-get, one creator call for the keys without a value") {
     Fixture f;
     CacheRegion region(f.backend, f.options(10s));
     region.set("fresh", std::string("F"));

@@ -12,7 +12,8 @@
 //      the key (memcached: `add` with a time to live), so one caller in the
 //      whole fleet runs the creator.
 //
-//   auto backend = std::make_shared<dogpile::MemcachedBackend>("--SERVER=127.0.0.1:11211");
+//   // servers: a libmemcached option string, e.g. "--SERVER=10.0.0.1:11211"
+//   auto backend = std::make_shared<dogpile::MemcachedBackend>(servers);
 //   dogpile::CacheRegion region(backend, {.expiration = std::chrono::minutes(5),
 //                                         .key_prefix = "users:"});
 //   std::string name = region.get_or_create("42", [] { return load_user_name(42); });
@@ -34,7 +35,7 @@
 //                         back to in-process protection (the flight) and the creator.
 //
 // Types: ErrorKind, ErrorEvent, ErrorHandler, WaitPolicy, RegionOptions,
-// RegionStats, CacheRegion.
+// RegionStats, CachedValue, CacheRegion.
 #pragma once
 
 #include <chrono>
@@ -134,6 +135,14 @@ struct RegionStats {
   std::uint64_t lock_errors = 0;      ///< locks lost, or waits given up
 };
 
+/// A stored value with its metadata, from CacheRegion::get_value_metadata.
+template <class T>
+struct CachedValue {
+  T value;
+  TimePoint created_at;
+  bool fresh;  ///< false: expired, but within the stale grace
+};
+
 namespace detail {
 struct Deduced {};
 template <class T, class Creator>
@@ -210,8 +219,26 @@ class CacheRegion {
       value = Codec<T>::decode(bytes);
       return value.has_value();
     };
-    if (!get_bytes(key, decode)) value.reset();
+    bool fresh = false;
+    if (!get_bytes(key, decode, nullptr, &fresh) || !fresh) value.reset();
     return value;
+  }
+
+  /// The value under `key` with its creation time, fresh or stale (expired
+  /// but within the stale grace); nullopt if missing, too old, unreadable, or
+  /// the backend failed. One backend `get`. Never throws but std::bad_alloc.
+  template <class T>
+  [[nodiscard]] std::optional<CachedValue<T>> get_value_metadata(std::string_view key) {
+    detail::require_codable<T>();
+    std::optional<T> value;
+    auto decode = [&](std::string_view bytes) {
+      value = Codec<T>::decode(bytes);
+      return value.has_value();
+    };
+    TimePoint created_at;
+    bool fresh = false;
+    if (!get_bytes(key, decode, &created_at, &fresh)) return std::nullopt;
+    return CachedValue<T>{std::move(*value), created_at, fresh};
   }
 
   /// Stores `value` under `key`, created now. False if the backend failed
@@ -339,7 +366,9 @@ class CacheRegion {
   using CreateAt = detail::FunctionRef<void(std::span<const std::size_t>)>;
 
   Outcome get_or_create_bytes(std::string_view key, Decode decode, Encode create);
-  bool get_bytes(std::string_view key, Decode decode);
+  // Reads `key`; true if a fresh or stale value decoded, with its creation
+  // time and freshness (each optional).
+  bool get_bytes(std::string_view key, Decode decode, TimePoint* created_at, bool* fresh);
   bool set_bytes(std::string_view key, Encode encode);
   void get_multi_bytes(std::span<const std::string_view> keys, DecodeAt decode);
   bool set_multi_bytes(std::span<const std::string_view> keys, EncodeAt encode);
