@@ -53,6 +53,31 @@ struct Herd {
 
 int outcome_index(Outcome o) { return static_cast<int>(o); }
 
+// Forks P processes; in each, `make_process(p)` builds what the process
+// shares (a region, say) and returns the body of its threads; T threads run
+// `body(t)`, all P x T released together.
+template <int P, int T, class MakeProcess>
+void run_herd(Herd<P, T>& herd, MakeProcess make_process) {
+  std::vector<pid_t> pids;
+  for (int p = 0; p < P; ++p) {
+    pids.push_back(dogpile::test::fork_worker([&, p] {
+      auto body = make_process(p);
+      std::vector<std::jthread> threads;
+      for (int t = 0; t < T; ++t) {
+        threads.emplace_back([&, t] {
+          herd.ready.fetch_add(1);
+          while (!herd.go.load()) std::this_thread::yield();
+          body(t);
+        });
+      }
+      return 0;
+    }));
+  }
+  while (herd.ready.load() < P * T) std::this_thread::yield();
+  herd.go = true;
+  for (pid_t pid : pids) CHECK(dogpile::test::wait_worker(pid) == 0);
+}
+
 }  // namespace
 
 TEST_SUITE("region on memcached") {
@@ -86,36 +111,24 @@ TEST_SUITE("region on memcached") {
     MemcachedServer server;
     constexpr int P = 4, T = 16;
     dogpile::test::Shared<Herd<P, T>> herd;
-    auto worker = [&](int p) {
-      CacheRegion region(backend_for(server), quiet({.expiration = 60s}));
-      std::vector<std::jthread> threads;
-      for (int t = 0; t < T; ++t) {
-        threads.emplace_back([&, t] {
-          herd->ready.fetch_add(1);
-          while (!herd->go.load()) std::this_thread::yield();
-          const double start = now_ms();
-          Outcome outcome{};
-          const auto v = region.get_or_create(
-              "cold-key",
-              [&] {
-                herd->creator_calls.fetch_add(1);
-                std::this_thread::sleep_for(200ms);
-                return std::string("the value");
-              },
-              &outcome);
-          herd->wait_ms[p * T + t] = now_ms() - start;
-          if (v != "the value") herd->wrong_values.fetch_add(1);
-          herd->outcomes[outcome_index(outcome)].fetch_add(1);
-        });
-      }
-      return 0;
-    };
-    std::vector<pid_t> pids;
-    for (int p = 0; p < P; ++p)
-      pids.push_back(dogpile::test::fork_worker([&, p] { return worker(p); }));
-    while (herd->ready.load() < P * T) std::this_thread::yield();
-    herd->go = true;
-    for (pid_t pid : pids) CHECK(dogpile::test::wait_worker(pid) == 0);
+    run_herd(*herd, [&](int p) {
+      auto region = std::make_shared<CacheRegion>(backend_for(server), quiet({.expiration = 60s}));
+      return [&, p, region](int t) {
+        const double start = now_ms();
+        Outcome outcome{};
+        const auto v = region->get_or_create(
+            "cold-key",
+            [&] {
+              herd->creator_calls.fetch_add(1);
+              std::this_thread::sleep_for(200ms);
+              return std::string("the value");
+            },
+            &outcome);
+        herd->wait_ms[p * T + t] = now_ms() - start;
+        if (v != "the value") herd->wrong_values.fetch_add(1);
+        herd->outcomes[outcome_index(outcome)].fetch_add(1);
+      };
+    });
 
     CHECK(herd->creator_calls.load() == 1);
     CHECK(herd->wrong_values.load() == 0);
@@ -139,45 +152,33 @@ TEST_SUITE("region on memcached") {
       REQUIRE(writer.set("hot-key", std::string("old value")));
     }
     dogpile::test::Shared<Herd<P, T>> herd;
-    auto worker = [&](int p) {
-      CacheRegion region(backend_for(server), quiet({.expiration = 10s}));
-      std::vector<std::jthread> threads;
-      for (int t = 0; t < T; ++t) {
-        threads.emplace_back([&, t] {
-          herd->ready.fetch_add(1);
-          while (!herd->go.load()) std::this_thread::yield();
-          const double start = now_ms();
-          Outcome outcome{};
-          const auto v = region.get_or_create(
-              "hot-key",
-              [&] {
-                herd->creator_calls.fetch_add(1);
-                // Finish only once every other caller has returned: had any
-                // of them waited for this creator, that could never happen.
-                const double deadline = now_ms() + 20000;
-                while (herd->finished.load() < P * T - 1 && now_ms() < deadline) {
-                  std::this_thread::sleep_for(1ms);
-                }
-                herd->creator_saw_all_others = herd->finished.load() == P * T - 1;
-                return std::string("new value");
-              },
-              &outcome);
-          herd->wait_ms[p * T + t] = now_ms() - start;
-          const bool creator = outcome == Outcome::created;
-          if (v != (creator ? "new value" : "old value")) herd->wrong_values.fetch_add(1);
-          herd->outcomes[outcome_index(outcome)].fetch_add(1);
-          herd->was_creator[p * T + t] = creator;
-          if (!creator) herd->finished.fetch_add(1);
-        });
-      }
-      return 0;
-    };
-    std::vector<pid_t> pids;
-    for (int p = 0; p < P; ++p)
-      pids.push_back(dogpile::test::fork_worker([&, p] { return worker(p); }));
-    while (herd->ready.load() < P * T) std::this_thread::yield();
-    herd->go = true;
-    for (pid_t pid : pids) CHECK(dogpile::test::wait_worker(pid) == 0);
+    run_herd(*herd, [&](int p) {
+      auto region = std::make_shared<CacheRegion>(backend_for(server), quiet({.expiration = 10s}));
+      return [&, p, region](int t) {
+        const double start = now_ms();
+        Outcome outcome{};
+        const auto v = region->get_or_create(
+            "hot-key",
+            [&] {
+              herd->creator_calls.fetch_add(1);
+              // Finish only once every other caller has returned: had any of
+              // them waited for this creator, that could never happen.
+              const double deadline = now_ms() + 20000;
+              while (herd->finished.load() < P * T - 1 && now_ms() < deadline) {
+                std::this_thread::sleep_for(1ms);
+              }
+              herd->creator_saw_all_others = herd->finished.load() == P * T - 1;
+              return std::string("new value");
+            },
+            &outcome);
+        herd->wait_ms[p * T + t] = now_ms() - start;
+        const bool creator = outcome == Outcome::created;
+        if (v != (creator ? "new value" : "old value")) herd->wrong_values.fetch_add(1);
+        herd->outcomes[outcome_index(outcome)].fetch_add(1);
+        herd->was_creator[p * T + t] = creator;
+        if (!creator) herd->finished.fetch_add(1);
+      };
+    });
 
     CHECK(herd->creator_calls.load() == 1);
     CHECK(herd->creator_saw_all_others.load());
@@ -305,7 +306,7 @@ TEST_SUITE("region on memcached") {
     }
   }
 
-  TEST_CASE("memcached going away: values from the creator, no exception; back again: hits") {
+  TEST_CASE("memcached going away: values from the creator, no exception, back again: hits") {
     MemcachedServer server;
     std::atomic<int> backend_errors{0};
     RegionOptions o{.expiration = 60s};
@@ -362,7 +363,7 @@ TEST_SUITE("region on memcached") {
     CHECK(server.stats().at("cmd_flush") == 0);
   }
 
-  TEST_CASE("get_or_create_multi: one multi-get; the creator once for the missing keys") {
+  TEST_CASE("get_or_create_multi: one multi-get, the creator once for the missing keys") {
     MemcachedServer server;
     CacheRegion region(backend_for(server), quiet({.expiration = 60s}));
     region.set("m1", std::string("one"));
