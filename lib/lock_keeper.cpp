@@ -2,6 +2,9 @@
 
 #include <algorithm>
 #include <exception>
+#include <string>
+#include <utility>
+#include <vector>
 
 namespace dogpile::detail {
 
@@ -19,8 +22,8 @@ LockKeeper::~LockKeeper() {
 void LockKeeper::Ticket::reset() noexcept {
   if (keeper_ == nullptr) return;
   {
-    // Extensions run under the mutex, so none is in progress once it is held.
-    std::lock_guard lock(keeper_->mutex_);
+    std::unique_lock lock(keeper_->mutex_);
+    keeper_->extended_.wait(lock, [&] { return !entry_->busy; });
     keeper_->entries_.erase(entry_);
   }
   keeper_ = nullptr;
@@ -45,22 +48,50 @@ LockKeeper::Clock::duration LockKeeper::interval_for(Ttl ttl) noexcept {
 void LockKeeper::run() {
   std::unique_lock lock(mutex_);
   while (!stopping_) {
-    auto next = Clock::time_point::max();
-    const auto now = Clock::now();
+    // Extensions run outside the mutex: one slow request must not hold up
+    // creators that register or unregister their own locks meanwhile.
+    std::vector<Entry*> due;
     for (Entry& e : entries_) {
-      if (!e.alive) continue;
-      if (e.due <= now) {
-        // Under the mutex: a Ticket being destroyed waits for this extension.
-        try {
-          if (!e.lock->extend()) {
-            e.alive = false;  // taken over: extending again cannot help
-            report_(e.key, true, nullptr);
-          }
-        } catch (const std::exception& error) {
-          report_(e.key, false, error.what());
-        }
-        e.due = Clock::now() + e.interval;
+      if (e.alive && e.due <= Clock::now()) {
+        e.busy = true;
+        due.push_back(&e);
       }
+    }
+    if (!due.empty()) {
+      struct Outcome {
+        bool lost = false;
+        std::string error;
+      };
+      std::vector<Outcome> outcomes(due.size());
+      lock.unlock();
+      for (std::size_t i = 0; i < due.size(); ++i) {
+        try {
+          outcomes[i].lost = !due[i]->lock->extend();
+        } catch (const std::exception& error) {
+          outcomes[i].error = error.what();
+        }
+      }
+      lock.lock();
+      std::vector<std::pair<std::string, Outcome>> reports;
+      for (std::size_t i = 0; i < due.size(); ++i) {
+        Entry& e = *due[i];
+        e.busy = false;
+        e.due = Clock::now() + e.interval;
+        if (outcomes[i].lost) e.alive = false;  // taken over: extending again cannot help
+        if (outcomes[i].lost || !outcomes[i].error.empty()) {
+          reports.emplace_back(e.key, std::move(outcomes[i]));
+        }
+      }
+      extended_.notify_all();
+      if (!reports.empty()) {
+        lock.unlock();
+        for (auto& [key, o] : reports) report_(key, o.lost, o.lost ? nullptr : o.error.c_str());
+        lock.lock();
+      }
+      continue;
+    }
+    auto next = Clock::time_point::max();
+    for (const Entry& e : entries_) {
       if (e.alive) next = std::min(next, e.due);
     }
     if (next == Clock::time_point::max()) {

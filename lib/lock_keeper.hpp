@@ -39,10 +39,12 @@ class LockKeeper {
     Clock::duration interval;
     Clock::time_point due;
     bool alive = true;
+    bool busy = false;  // being extended, outside the mutex
   };
 
   /// Unregisters its lock on destruction; after that the keeper no longer
-  /// touches the lock (an extension in progress is waited for).
+  /// touches the lock (an extension of it in progress is waited for; others
+  /// are not).
   class Ticket {
    public:
     Ticket() = default;
@@ -81,6 +83,7 @@ class LockKeeper {
   Report report_;
   std::mutex mutex_;
   std::condition_variable wake_;
+  std::condition_variable extended_;  // an extension finished
   std::list<Entry> entries_;
   bool stopping_ = false;
   std::thread thread_;
