@@ -6,17 +6,24 @@
 
 namespace dogpile {
 
+bool DistributedLock::claim() noexcept {
+  bool expected = false;
+  return busy_.compare_exchange_strong(expected, true, std::memory_order_acquire);
+}
+
 bool DistributedLock::try_lock() {
-  if (!threads_.try_lock()) return false;
+  if (!claim()) return false;
   bool taken = false;
   try {
     taken = try_acquire();
   } catch (...) {
-    threads_.unlock();
+    busy_.store(false, std::memory_order_release);
+    busy_.notify_one();
     throw;
   }
   if (!taken) {
-    threads_.unlock();
+    busy_.store(false, std::memory_order_release);
+    busy_.notify_one();
     return false;
   }
   held_ = true;
@@ -24,7 +31,7 @@ bool DistributedLock::try_lock() {
 }
 
 void DistributedLock::lock() {
-  threads_.lock();
+  while (!claim()) busy_.wait(true, std::memory_order_acquire);
   try {
     auto pause = std::chrono::milliseconds(1);
     while (!try_acquire()) {
@@ -32,7 +39,8 @@ void DistributedLock::lock() {
       pause = std::min(pause * 2, std::chrono::milliseconds(50));
     }
   } catch (...) {
-    threads_.unlock();
+    busy_.store(false, std::memory_order_release);
+    busy_.notify_one();
     throw;
   }
   held_ = true;
@@ -41,10 +49,13 @@ void DistributedLock::lock() {
 bool DistributedLock::release() {
   if (!held_) return false;
   held_ = false;
-  struct UnlockOnExit {
-    std::mutex& m;
-    ~UnlockOnExit() { m.unlock(); }
-  } unlock_threads{threads_};
+  struct FreeOnExit {
+    std::atomic<bool>& busy;
+    ~FreeOnExit() {
+      busy.store(false, std::memory_order_release);
+      busy.notify_one();
+    }
+  } free_on_exit{busy_};
   return release_acquired();
 }
 

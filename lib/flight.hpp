@@ -78,7 +78,15 @@ class FlightTable {
         : table_(std::exchange(other.table_, nullptr)),
           key_(std::move(other.key_)),
           flight_(std::move(other.flight_)) {}
-    Lead& operator=(Lead&&) = delete;
+    Lead& operator=(Lead&& other) noexcept {
+      if (this != &other) {
+        finish({});
+        table_ = std::exchange(other.table_, nullptr);
+        key_ = std::move(other.key_);
+        flight_ = std::move(other.flight_);
+      }
+      return *this;
+    }
     ~Lead() { finish({}); }
 
     void publish(std::shared_ptr<const Item> item) { finish({std::move(item), nullptr}); }

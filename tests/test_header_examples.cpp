@@ -7,7 +7,9 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
+#include <vector>
 
 #include "dogpile/dogpile.hpp"
 #include "support.hpp"
@@ -198,6 +200,63 @@ TEST_CASE("memcached.hpp (constructed only: the servers are not contacted)") {
                                                 "report:2026");
   CHECK(lock.mutex().lock_key() == "report:2026#L");
   CHECK(backend->options().ends_with("--POOL-MAX=32"));
+}
+
+TEST_SUITE_END();
+
+namespace {
+int name_loads = 0;
+std::string load_user_name(int id) {
+  ++name_loads;
+  return "user " + std::to_string(id);
+}
+std::string fetch_quote() { return "42.0"; }
+std::vector<std::string> load_user_names(std::span<const int> ids) {
+  std::vector<std::string> names;
+  for (int id : ids) names.push_back(load_user_name(id));
+  return names;
+}
+}  // namespace
+
+TEST_SUITE_BEGIN("header-examples");
+
+TEST_CASE("cached.hpp") {
+  dogpile::ManualClock clock;
+  auto backend =
+      std::make_shared<dogpile::MemoryBackend>(dogpile::MemoryBackend::Options{.clock = &clock});
+  dogpile::CacheRegion region(backend, {.expiration = std::chrono::minutes(1), .clock = &clock});
+
+  auto user_name = dogpile::cached(region, "user_name", [](int id) {
+    return load_user_name(id);  // slow
+  });
+  std::string a = user_name(42);  // created, or from the cache
+  user_name.invalidate(42);       // removed: the next call creates it
+
+  auto short_lived = dogpile::cached(region, "quote", fetch_quote)
+                         .expiration(std::chrono::seconds(5))
+                         .should_cache([](const std::string& q) { return !q.empty(); });
+
+  auto names = dogpile::cached_multi(region, "user_name", [](std::span<const int> ids) {
+    return load_user_names(ids);  // std::vector<std::string>, in the order of ids
+  });
+  std::vector<std::string> some = names(std::vector<int>{1, 2, 3});
+
+  CHECK(a == "user 42");
+  CHECK(user_name(42) == "user 42");
+  CHECK(name_loads == 2 + 3);
+  CHECK(short_lived() == "42.0");
+  CHECK(some == std::vector<std::string>{"user 1", "user 2", "user 3"});
+}
+
+TEST_CASE("executor.hpp") {
+  auto backend = std::make_shared<dogpile::MemoryBackend>();
+
+  auto pool = std::make_shared<dogpile::ThreadPoolExecutor>(4, 256);
+  dogpile::CacheRegion region(
+      backend,
+      {.expiration = std::chrono::minutes(1), .background_refresh = true, .executor = pool});
+
+  CHECK(region.options().executor == pool);
 }
 
 TEST_SUITE_END();

@@ -33,6 +33,7 @@ struct Fixture {
     o.expiration = expiration;
     o.stale_grace = 60s;
     o.clock = &clock;
+    o.invalidation_check = std::nullopt;  // exact request counts; checks are tested on their own
     o.on_error = [this](const dogpile::ErrorEvent& e) {
       std::lock_guard lock(errors_mutex);
       errors.emplace_back(e.kind, std::string(e.operation) + ": " + std::string(e.message));

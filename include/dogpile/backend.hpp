@@ -16,10 +16,10 @@
 // ordinary results. Every member must be thread-safe.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <span>
 #include <stdexcept>
@@ -59,8 +59,10 @@ class BackendError : public std::runtime_error {
 /// It is held for at most `ttl()` unless extended, so a holder that dies
 /// cannot block others for longer. Releasing never removes a lock that
 /// another holder took after this one's expired. Within a process, one
-/// object also works like a std::mutex: the threads that share it exclude
-/// each other first, and only one of them at a time asks the backend.
+/// object also works like a mutex: the threads that share it exclude each
+/// other first, and only one of them at a time asks the backend. Unlike a
+/// std::mutex it may be released by another thread than the one that took
+/// it (a background regeneration releases its caller's lock).
 /// Satisfies dogpile::Lockable, so it can be the mutex of a Dogpile.
 ///
 /// Implementations provide try_acquire(), release_acquired(), extend() and
@@ -82,8 +84,8 @@ class DistributedLock {
   /// to wait on). Throws BackendError.
   void lock();
 
-  /// Releases the lock if the calling thread holds it. Returns false if it
-  /// did not hold it, or if the lock had expired (and possibly been taken by
+  /// Releases the lock if it is held. Returns false if it was not held, or
+  /// if the lock had expired (and possibly been taken by
   /// someone else), in which case nothing is removed. Throws BackendError
   /// (the lock is then released in this process and expires in the backend).
   bool release();
@@ -113,8 +115,9 @@ class DistributedLock {
   }
 
  private:
-  std::mutex threads_;  // held by the thread that holds the lock
-  bool held_ = false;   // written only by that thread
+  bool claim() noexcept;
+  std::atomic<bool> busy_{false};  // this object is held, or being tried, in this process
+  bool held_ = false;              // the backend lock is held (written under busy_)
 };
 
 class Backend {

@@ -7,8 +7,10 @@
 #pragma once
 
 #include "dogpile/backend.hpp"
+#include "dogpile/cached.hpp"
 #include "dogpile/clock.hpp"
 #include "dogpile/codec.hpp"
+#include "dogpile/executor.hpp"
 #include "dogpile/file_lock.hpp"
 #include "dogpile/lock.hpp"
 #include "dogpile/memcached.hpp"

@@ -68,9 +68,11 @@ concept Lockable = requires(M& m) {
   m.unlock();
 };
 
-/// How long a value stays fresh; `no_expiration` (std::nullopt) means forever.
+/// How long a value stays fresh; `no_expiration` (an empty Expiration) means forever.
 using Expiration = std::optional<Duration>;
-inline constexpr std::nullopt_t no_expiration = std::nullopt;
+/// An Expiration of its own type (not std::nullopt), so that it also reads as
+/// "forever" where an optional Expiration is expected (CallOptions::expiration).
+inline constexpr Expiration no_expiration{};
 
 /// How one call was served.
 enum class Outcome {

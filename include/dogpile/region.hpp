@@ -29,13 +29,20 @@
 //                         to WaitPolicy::max_poll) until it appears or the lock
 //                         is free; the other callers of the process wait for it.
 //   creator throws     -> the exception reaches this caller and the callers
-//                         waiting on it; nothing is stored; the lock is released.
+//                         waiting on it; nothing is stored; the lock is released
+//                         (with serve_stale_on_error and a stale value at hand:
+//                         the stale value instead, and the error to the handler).
 //   backend fails      -> never an exception from get_or_create: the error goes
 //                         to the error handler and stats(), and the caller falls
 //                         back to in-process protection (the flight) and the creator.
 //
+// Options beyond that: background regeneration (the stale winner also returns
+// the stale value and the new one is made on an Executor), serve-stale-on-
+// error, probabilistic early recomputation (XFetch), and invalidate(hard |
+// soft), seen by every process within RegionOptions::invalidation_check.
+//
 // Types: ErrorKind, ErrorEvent, ErrorHandler, WaitPolicy, RegionOptions,
-// RegionStats, CachedValue, CacheRegion.
+// RegionStats, CachedValue, CallOptions, Invalidation, CacheRegion.
 #pragma once
 
 #include <chrono>
@@ -57,6 +64,7 @@
 #include "dogpile/clock.hpp"
 #include "dogpile/codec.hpp"
 #include "dogpile/detail/function_ref.hpp"
+#include "dogpile/executor.hpp"
 #include "dogpile/lock.hpp"
 
 namespace dogpile {
@@ -66,6 +74,8 @@ enum class ErrorKind {
   backend,  ///< a backend operation failed (server down, timeout, item too large, ...)
   decode,   ///< a stored item was not a readable envelope or value: treated as a miss
   lock,     ///< a distributed lock was lost, or waiting for its holder was given up
+  creator,  ///< a creator threw where no caller receives the exception: in the
+            ///< background, or replaced by the stale value (serve_stale_on_error)
 };
 
 [[nodiscard]] const char* to_string(ErrorKind kind) noexcept;
@@ -116,23 +126,76 @@ struct RegionOptions {
   const Clock* clock = nullptr;
   /// Receives errors; empty: at most one line per second to stderr.
   ErrorHandler on_error;
+
+  /// The caller that wins the lock of a stale key returns the stale value at
+  /// once; the new value is made on `executor` (the lock is held, and kept
+  /// alive, until it is stored). Applies to cached() wrappers, and to
+  /// get_or_create calls that pass CallOptions::background (their creator is
+  /// copied and may run after the call returns).
+  bool background_refresh = false;
+  /// Where background regenerations run; nullptr: a ThreadPoolExecutor with
+  /// 2 threads and a queue of 64, made when background_refresh is on. A
+  /// regeneration it refuses runs in the calling thread instead.
+  std::shared_ptr<Executor> executor;
+  /// If a creator throws while a stale value exists, its caller and the
+  /// callers waiting on it get the stale value; the error goes to the handler
+  /// (ErrorKind::creator) and creation_errors; the next call tries again.
+  bool serve_stale_on_error = false;
+  /// XFetch: a fresh value is recomputed early, with probability rising as
+  /// its expiry nears: when now + delta * beta * -ln(U) >= expiry, where delta
+  /// is how long its creator took and U is uniform in (0, 1]. nullopt: off;
+  /// 1.0 is the usual beta (larger: earlier). One caller recomputes (the
+  /// others keep the fresh value); with background_refresh it, too, returns
+  /// at once.
+  std::optional<double> early_recompute_beta = std::nullopt;
+  /// Seeds the random draws of early recomputation; 0: from std::random_device.
+  std::uint64_t random_seed = 0;
+  /// How often a process reads the region's invalidation record (see
+  /// invalidate()): the bound on how long another process's invalidation
+  /// takes to be seen here. One backend `get` per interval per process, on
+  /// the first call after it passes. nullopt: never (only this process's own
+  /// invalidations apply).
+  std::optional<Duration> invalidation_check = std::chrono::seconds(1);
 };
 
-/// Counts since the region was made. Every get_or_create call ends as exactly
-/// one of hits, stale_served, waited or created (a creator that throws counts
-/// in creation_errors instead).
+/// What CacheRegion::invalidate does to the values stored before it.
+enum class Invalidation {
+  hard,  ///< they are misses: the next caller regenerates, the others wait
+  soft,  ///< they are stale: served while one caller regenerates
+};
+
+/// Options of one get_or_create call.
+struct CallOptions {
+  /// This call's expiration instead of the region's: it judges freshness, and
+  /// the stored item lives expiration + stale_grace.
+  std::optional<Expiration> expiration = std::nullopt;
+  /// Regenerate a stale value in the background (RegionOptions::
+  /// background_refresh must be on). The creator is copied and may run after
+  /// the call returns, so it must own what it uses (capture by value).
+  bool background = false;
+  /// Receives how the call was served.
+  Outcome* outcome = nullptr;
+};
+
+/// Counts since the region was made. Every get_or_create call that returns
+/// counts in exactly one of hits, stale_served, waited or created; a creator
+/// that throws counts in creation_errors (and its caller, if it was served
+/// the stale value instead, in stale_served).
 struct RegionStats {
-  std::uint64_t hits = 0;             ///< fresh value found in the backend
-  std::uint64_t misses = 0;           ///< first read found no usable value
-  std::uint64_t stale_served = 0;     ///< returned an expired value while another regenerated
-  std::uint64_t waited = 0;           ///< waited for another caller's value
-  std::uint64_t created = 0;          ///< ran the creator
-  std::uint64_t creation_errors = 0;  ///< the creator threw
-  std::uint64_t lock_waits = 0;       ///< waited on another caller (in this process or not)
-  std::uint64_t degraded = 0;         ///< creations without the distributed lock (backend failing)
-  std::uint64_t backend_errors = 0;   ///< backend operations that failed
-  std::uint64_t decode_errors = 0;    ///< stored items that did not decode
-  std::uint64_t lock_errors = 0;      ///< locks lost, or waits given up
+  std::uint64_t hits = 0;              ///< fresh value found in the backend
+  std::uint64_t misses = 0;            ///< first read found no usable value
+  std::uint64_t stale_served = 0;      ///< returned an expired value while another regenerated
+  std::uint64_t waited = 0;            ///< waited for another caller's value
+  std::uint64_t created = 0;           ///< ran the creator
+  std::uint64_t creation_errors = 0;   ///< the creator threw
+  std::uint64_t lock_waits = 0;        ///< waited on another caller (in this process or not)
+  std::uint64_t degraded = 0;          ///< creations without the distributed lock (backend failing)
+  std::uint64_t backend_errors = 0;    ///< backend operations that failed
+  std::uint64_t decode_errors = 0;     ///< stored items that did not decode
+  std::uint64_t lock_errors = 0;       ///< locks lost, or waits given up
+  std::uint64_t early_recomputes = 0;  ///< fresh values this process chose to recompute early
+  std::uint64_t background_refreshes = 0;  ///< regenerations handed to the executor
+  std::uint64_t invalidation_checks = 0;   ///< reads of the invalidation record
 };
 
 /// A stored value with its metadata, from CacheRegion::get_value_metadata.
@@ -148,6 +211,22 @@ struct Deduced {};
 template <class T, class Creator>
 using created_value_t = std::conditional_t<std::is_same_v<T, Deduced>,
                                            std::remove_cvref_t<std::invoke_result_t<Creator&>>, T>;
+
+struct AlwaysCache {
+  template <class T>
+  constexpr bool operator()(const T&) const noexcept {
+    return true;
+  }
+};
+
+/// A background regeneration: appends the new value's bytes; false: do not store it.
+using BackgroundJob = std::function<bool(std::string&)>;
+
+/// What the compiled part of get_or_create needs to know of one call.
+struct CallParams {
+  const Expiration* expiration = nullptr;            // nullptr: the region's
+  FunctionRef<BackgroundJob()>* make_job = nullptr;  // nullptr: no background regeneration
+};
 
 template <class R>
 concept key_range = std::ranges::input_range<R> &&
@@ -169,6 +248,9 @@ std::vector<std::string_view> key_views(const R& keys) {
   return views;
 }
 }  // namespace detail
+
+template <class Fn, class Predicate>
+class Cached;
 
 /// Thread-safe: every member may be called from any number of threads.
 class CacheRegion {
@@ -193,20 +275,34 @@ class CacheRegion {
   template <class T = detail::Deduced, class Creator>
   requires std::invocable<Creator&> detail::created_value_t<T, Creator> get_or_create(
       std::string_view key, Creator&& creator, Outcome* outcome = nullptr) {
+    return get_or_create<T>(key, std::forward<Creator>(creator), CallOptions{.outcome = outcome});
+  }
+
+  /// get_or_create with per-call options, and `should_cache(value)`: a value
+  /// for which it returns false is returned (to this caller and those waiting
+  /// on it) but not stored.
+  template <class T = detail::Deduced, class Creator, class ShouldCache = detail::AlwaysCache>
+  requires std::invocable<Creator&> detail::created_value_t<T, Creator> get_or_create(
+      std::string_view key, Creator&& creator, const CallOptions& options,
+      ShouldCache&& should_cache = {}) {
     using V = detail::created_value_t<T, Creator>;
+    using Stored = std::decay_t<Creator>;
+    using Predicate = std::decay_t<ShouldCache>;
     detail::require_codable<V>();
-    std::optional<V> value;
-    auto decode = [&](std::string_view bytes) {
-      value = Codec<V>::decode(bytes);
-      return value.has_value();
+    auto make_job = [&]() -> detail::BackgroundJob {
+      if constexpr (Codable<V> && std::is_copy_constructible_v<Stored> &&
+                    std::is_copy_constructible_v<Predicate>) {
+        return [c = Stored(creator), p = Predicate(should_cache)](std::string& out) mutable {
+          V made = std::invoke(c);
+          Codec<V>::encode(made, out);
+          return static_cast<bool>(std::invoke(p, std::as_const(made)));
+        };
+      } else {
+        return {};  // not copyable: regenerated in the calling thread
+      }
     };
-    auto create = [&](std::string& out) {
-      value.emplace(std::invoke(creator));
-      Codec<V>::encode(*value, out);
-    };
-    const Outcome served = get_or_create_bytes(key, decode, create);
-    if (outcome != nullptr) *outcome = served;
-    return std::move(*value);
+    return get_or_create_with<V>(key, creator, options, should_cache,
+                                 options.background ? &make_job : nullptr);
   }
 
   /// The fresh value under `key`, or nullopt (missing, expired, unreadable,
@@ -348,6 +444,14 @@ class CacheRegion {
   /// A snapshot of the counters. Never blocks.
   [[nodiscard]] RegionStats stats() const noexcept;
 
+  /// Makes every value of this region stored before now a miss (hard) or
+  /// stale (soft), in this process at once and in every process sharing the
+  /// backend within their invalidation_check. Writes the region's
+  /// invalidation record (`<key_prefix>#inv`). Never throws but
+  /// std::bad_alloc; a backend failure is reported and applies the
+  /// invalidation to this process only.
+  void invalidate(Invalidation kind = Invalidation::hard);
+
   /// Replaces the error handler (empty: the default stderr handler).
   /// Thread-safe; calls already reporting may still use the old one.
   void set_error_handler(ErrorHandler handler);
@@ -359,17 +463,50 @@ class CacheRegion {
   [[nodiscard]] std::string backend_key(std::string_view key) const;
 
  private:
+  template <class Fn, class Predicate>
+  friend class Cached;
+
+  // get_or_create's body. `make_job`, if not null, makes an owning copy of the
+  // work for a background regeneration.
+  template <class V, class Creator, class ShouldCache, class MakeJob>
+  V get_or_create_with(std::string_view key, Creator& creator, const CallOptions& options,
+                       ShouldCache& should_cache, MakeJob* make_job) {
+    detail::require_codable<V>();
+    std::optional<V> value;
+    auto decode = [&](std::string_view bytes) {
+      value = Codec<V>::decode(bytes);
+      return value.has_value();
+    };
+    auto create = [&](std::string& out) {
+      V made = std::invoke(creator);
+      const bool keep = static_cast<bool>(std::invoke(should_cache, std::as_const(made)));
+      Codec<V>::encode(made, out);
+      value = std::move(made);
+      return keep;
+    };
+    std::optional<detail::FunctionRef<detail::BackgroundJob()>> job_ref;
+    if (make_job != nullptr) job_ref.emplace(*make_job);
+    const Expiration* expiration = options.expiration ? &*options.expiration : nullptr;
+    const detail::CallParams params{expiration, job_ref ? &*job_ref : nullptr};
+    const Outcome served = get_or_create_bytes(key, decode, create, params);
+    if (options.outcome != nullptr) *options.outcome = served;
+    return std::move(*value);
+  }
+
   using Decode = detail::FunctionRef<bool(std::string_view)>;
+  using Create = detail::FunctionRef<bool(std::string&)>;
   using Encode = detail::FunctionRef<void(std::string&)>;
   using DecodeAt = detail::FunctionRef<bool(std::size_t, std::string_view)>;
   using EncodeAt = detail::FunctionRef<void(std::size_t, std::string&)>;
   using CreateAt = detail::FunctionRef<void(std::span<const std::size_t>)>;
 
-  Outcome get_or_create_bytes(std::string_view key, Decode decode, Encode create);
+  Outcome get_or_create_bytes(std::string_view key, Decode decode, Create create,
+                              const detail::CallParams& params);
   // Reads `key`; true if a fresh or stale value decoded, with its creation
-  // time and freshness (each optional).
-  bool get_bytes(std::string_view key, Decode decode, TimePoint* created_at, bool* fresh);
-  bool set_bytes(std::string_view key, Encode encode);
+  // time and freshness (each optional), judged by `expiration` (nullptr: the region's).
+  bool get_bytes(std::string_view key, Decode decode, TimePoint* created_at, bool* fresh,
+                 const Expiration* expiration = nullptr);
+  bool set_bytes(std::string_view key, Encode encode, const Expiration* expiration = nullptr);
   void get_multi_bytes(std::span<const std::string_view> keys, DecodeAt decode);
   bool set_multi_bytes(std::span<const std::string_view> keys, EncodeAt encode);
   bool remove_multi_bytes(std::span<const std::string_view> keys);

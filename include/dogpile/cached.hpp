@@ -1,0 +1,336 @@
+// dogpile/cached.hpp — wrap a function; its results are cached in a region.
+//
+// `cached(region, namespace, fn)` returns a callable that answers like `fn`,
+// through CacheRegion::get_or_create: the key is the namespace and the
+// arguments, formatted with fmt. `cached_multi(region, namespace, fn)` does
+// the same for a function over many ids: one multi-get, and `fn` called once
+// with the ids that have no usable value.
+//
+//   auto user_name = dogpile::cached(region, "user_name", [](int id) {
+//     return load_user_name(id);  // slow
+//   });
+//   std::string a = user_name(42);      // created, or from the cache
+//   user_name.invalidate(42);           // removed: the next call creates it
+//
+//   auto short_lived = dogpile::cached(region, "quote", fetch_quote)
+//                          .expiration(std::chrono::seconds(5))
+//                          .should_cache([](const std::string& q) { return !q.empty(); });
+//
+//   auto names = dogpile::cached_multi(region, "user_name", [](std::span<const int> ids) {
+//     return load_user_names(ids);  // std::vector<std::string>, in the order of ids
+//   });
+//   std::vector<std::string> some = names(std::vector<int>{1, 2, 3});
+//
+// Keys: `namespace|arg1|arg2...`, each argument formatted with fmt ("{}"),
+// with '|' and '\' escaped so that different arguments never give the same
+// key (an enum as its underlying integer). Arguments may be arithmetic types,
+// enums, strings, or types with an fmt::formatter; anything else is a
+// compile error that says so. The region maps long or unsafe keys.
+//
+// The result type needs a dogpile::Codec. Wrappers are cheap to copy (they
+// share the function) and thread-safe; the region must outlive them.
+// Types: Cached, CachedMulti; functions cached, cached_multi.
+#pragma once
+
+#include <fmt/format.h>
+
+#include <concepts>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <ranges>
+#include <span>
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <type_traits>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "dogpile/region.hpp"
+
+namespace dogpile {
+
+/// A type that can be part of a cache key.
+template <class T>
+concept KeyArgument =
+    std::is_arithmetic_v<std::remove_cvref_t<T>> || std::is_enum_v<std::remove_cvref_t<T>> ||
+    std::convertible_to < const std::remove_cvref_t<T>
+&, std::string_view > || fmt::is_formattable<std::remove_cvref_t<T>>::value;
+
+namespace detail {
+
+inline void append_escaped(std::string& key, std::string_view text) {
+  for (char c : text) {
+    if (c == '|' || c == '\\') key += '\\';
+    key += c;
+  }
+}
+
+template <class T>
+void append_key_argument(std::string& key, const T& arg) {
+  key += '|';
+  if constexpr (std::is_enum_v<T>) {
+    fmt::format_to(std::back_inserter(key), "{}", fmt::underlying(arg));
+  } else if constexpr (std::is_same_v<T, char>) {
+    append_escaped(key, std::string_view(&arg, 1));
+  } else if constexpr (std::is_arithmetic_v<T>) {
+    fmt::format_to(std::back_inserter(key), "{}", arg);  // no '|' or '\' to escape
+  } else if constexpr (std::convertible_to<const T&, std::string_view>) {
+    append_escaped(key, std::string_view(arg));
+  } else if constexpr (KeyArgument<T>) {
+    append_escaped(key, fmt::format("{}", arg));
+  }  // else: require_key_arguments has said why it cannot be a key
+}
+
+template <class... Args>
+constexpr void require_key_arguments() {
+  static_assert((KeyArgument<Args> && ...),
+                "dogpile::cached: every argument becomes part of the cache key, so its type must "
+                "be arithmetic, an enum, a string, or have an fmt::formatter (specialize "
+                "fmt::formatter<T> for your type)");
+}
+
+template <class... Args>
+std::string make_key(std::string_view ns, const Args&... args) {
+  require_key_arguments<Args...>();
+  std::string key(ns);
+  (append_key_argument(key, args), ...);
+  return key;
+}
+
+// An argument kept by a background regeneration: strings and views are
+// copied into a std::string, so the job never points into the caller's frame.
+template <class T>
+struct OwnedArgument {
+  explicit OwnedArgument(const T& v) : value(v) {}
+  const T& get() const noexcept { return value; }
+  T value;
+};
+template <>
+struct OwnedArgument<std::string_view> {
+  explicit OwnedArgument(std::string_view v) : value(v) {}
+  std::string_view get() const noexcept { return value; }
+  std::string value;
+};
+template <>
+struct OwnedArgument<const char*> {
+  explicit OwnedArgument(const char* v) : value(v) {}
+  const char* get() const noexcept { return value.c_str(); }
+  std::string value;
+};
+
+}  // namespace detail
+
+template <class Fn, class Predicate = detail::AlwaysCache>
+class Cached {
+  template <class... Args>
+  using result_t = std::remove_cvref_t<std::invoke_result_t<const Fn&, const Args&...>>;
+
+ public:
+  Cached(CacheRegion& region, std::string ns, Fn fn, Predicate predicate = {})
+      : region_(&region),
+        namespace_(std::move(ns)),
+        fn_(std::make_shared<const Fn>(std::move(fn))),
+        predicate_(std::make_shared<const Predicate>(std::move(predicate))) {}
+
+  /// A copy whose values are fresh for `expiration` (instead of the region's).
+  [[nodiscard]] Cached expiration(Expiration expiration) const {
+    Cached copy = *this;
+    copy.expiration_ = expiration;
+    copy.expiration_fn_ = nullptr;
+    return copy;
+  }
+  /// A copy that asks `fn()` for the expiration on every call.
+  template <class ExpirationFn>
+  requires std::is_invocable_r_v<Expiration, ExpirationFn&>
+  [[nodiscard]] Cached expiration(ExpirationFn fn) const {
+    Cached copy = *this;
+    copy.expiration_.reset();
+    copy.expiration_fn_ = std::move(fn);
+    return copy;
+  }
+  /// A copy that stores a result only if `predicate(result)` is true (the
+  /// result is returned either way).
+  template <class P>
+  [[nodiscard]] Cached<Fn, std::decay_t<P>> should_cache(P predicate) const {
+    Cached<Fn, std::decay_t<P>> copy(*region_, namespace_, Fn(*fn_), std::move(predicate));
+    copy.expiration_ = expiration_;
+    copy.expiration_fn_ = expiration_fn_;
+    return copy;
+  }
+
+  /// fn(args...), from the cache when fresh there, through get_or_create.
+  /// Blocks and throws as CacheRegion::get_or_create does. With the region's
+  /// background_refresh on, a stale value's regeneration runs on its
+  /// executor with copies of the arguments.
+  template <class... Args>
+  requires std::invocable<const Fn&, const Args&...>
+  auto operator()(const Args&... args) const {
+    using R = result_t<Args...>;
+    detail::require_codable<R>();
+    const std::string key = detail::make_key(namespace_, args...);
+    const auto expiration = current_expiration();
+    CallOptions options;
+    options.expiration = expiration;
+    options.background = region_->options().background_refresh;
+    auto creator = [&]() -> R { return std::invoke(*fn_, args...); };
+    auto make_job = [&]() -> detail::BackgroundJob {
+      if constexpr (Codable<R> && (std::is_copy_constructible_v<std::decay_t<Args>> && ...)) {
+        auto owned =
+            std::make_tuple(detail::OwnedArgument<std::decay_t<Args>>(std::decay_t<Args>(args))...);
+        return [fn = fn_, predicate = predicate_, owned = std::move(owned)](std::string& out) {
+          R made = std::apply(
+              [&](const auto&... kept) -> R { return std::invoke(*fn, kept.get()...); }, owned);
+          Codec<R>::encode(made, out);
+          return static_cast<bool>(std::invoke(*predicate, std::as_const(made)));
+        };
+      } else {
+        return {};
+      }
+    };
+    const Predicate& predicate = *predicate_;
+    return region_->template get_or_create_with<R>(key, creator, options, predicate,
+                                                   options.background ? &make_job : nullptr);
+  }
+
+  /// The fresh cached value for `args`, or nullopt; never calls fn.
+  template <class... Args>
+  requires std::invocable<const Fn&, const Args&...>
+  [[nodiscard]] std::optional<result_t<Args...>> get(const Args&... args) const {
+    using R = result_t<Args...>;
+    std::optional<R> value;
+    auto decode = [&](std::string_view bytes) {
+      value = Codec<R>::decode(bytes);
+      return value.has_value();
+    };
+    const auto expiration = current_expiration();
+    bool fresh = false;
+    if (!region_->get_bytes(detail::make_key(namespace_, args...), decode, nullptr, &fresh,
+                            expiration ? &*expiration : nullptr) ||
+        !fresh) {
+      return std::nullopt;
+    }
+    return value;
+  }
+
+  /// Stores `value` as the result for `args`. False if the backend failed.
+  template <class... Args>
+  requires std::invocable<const Fn&, const Args&...>
+  bool set(const result_t<Args...>& value, const Args&... args) const {
+    using R = result_t<Args...>;
+    const auto expiration = current_expiration();
+    return region_->set_bytes(
+        detail::make_key(namespace_, args...),
+        [&](std::string& out) { Codec<R>::encode(value, out); },
+        expiration ? &*expiration : nullptr);
+  }
+
+  /// Removes the cached result for `args`: the next call creates it.
+  template <class... Args>
+  requires std::invocable<const Fn&, const Args&...>
+  bool invalidate(const Args&... args) const {
+    return region_->remove(detail::make_key(namespace_, args...));
+  }
+
+  /// Calls fn(args...) now (no lock), stores the result (if should_cache
+  /// allows) and returns it. Throws what fn throws.
+  template <class... Args>
+  requires std::invocable<const Fn&, const Args&...>
+  auto refresh(const Args&... args) const {
+    result_t<Args...> value = std::invoke(*fn_, args...);
+    if (std::invoke(*predicate_, std::as_const(value))) set(value, args...);
+    return value;
+  }
+
+  /// The wrapped function.
+  [[nodiscard]] const Fn& original() const noexcept { return *fn_; }
+
+  /// The cache key for `args` (before the region's prefix and mapping).
+  template <class... Args>
+  [[nodiscard]] std::string key(const Args&... args) const {
+    return detail::make_key(namespace_, args...);
+  }
+
+ private:
+  template <class F, class P>
+  friend class Cached;
+
+  std::optional<Expiration> current_expiration() const {
+    if (expiration_fn_) return expiration_fn_();
+    return expiration_;
+  }
+
+  CacheRegion* region_;
+  std::string namespace_;
+  std::shared_ptr<const Fn> fn_;
+  std::shared_ptr<const Predicate> predicate_;
+  std::optional<Expiration> expiration_;
+  std::function<Expiration()> expiration_fn_;
+};
+
+/// Caches `fn`'s results in `region` under keys that start with `ns`.
+template <class Fn>
+[[nodiscard]] Cached<std::decay_t<Fn>> cached(CacheRegion& region, std::string ns, Fn&& fn) {
+  return Cached<std::decay_t<Fn>>(region, std::move(ns), std::forward<Fn>(fn));
+}
+
+/// A function over many ids, cached per id: fn(std::span<const Id>) returns a
+/// std::vector of results in the order of the ids it was given.
+template <class Fn>
+class CachedMulti {
+ public:
+  CachedMulti(CacheRegion& region, std::string ns, Fn fn)
+      : region_(&region),
+        namespace_(std::move(ns)),
+        fn_(std::make_shared<const Fn>(std::move(fn))) {}
+
+  /// The results for `ids` (any range), in order: one multi-get, and fn
+  /// called once with the ids that have no usable value (if any). Blocks and
+  /// throws as CacheRegion::get_or_create_multi does; also throws
+  /// std::invalid_argument if fn returns the wrong number of results.
+  template <std::ranges::input_range Ids>
+  auto operator()(const Ids& ids) const {
+    using Id = std::ranges::range_value_t<Ids>;
+    detail::require_key_arguments<Id>();
+    std::vector<Id> all(std::ranges::begin(ids), std::ranges::end(ids));
+    std::vector<std::string> keys;
+    keys.reserve(all.size());
+    std::unordered_map<std::string, std::size_t> index;
+    for (std::size_t i = 0; i < all.size(); ++i) {
+      keys.push_back(detail::make_key(namespace_, all[i]));
+      index.emplace(keys.back(), i);
+    }
+    return region_->get_or_create_multi(keys, [&](std::span<const std::string_view> missing) {
+      std::vector<Id> wanted;
+      wanted.reserve(missing.size());
+      for (auto k : missing) wanted.push_back(all[index.at(std::string(k))]);
+      return std::invoke(*fn_, std::span<const Id>(wanted));
+    });
+  }
+
+  /// Removes the cached results for `ids`.
+  template <std::ranges::input_range Ids>
+  bool invalidate(const Ids& ids) const {
+    std::vector<std::string> keys;
+    for (const auto& id : ids) keys.push_back(detail::make_key(namespace_, id));
+    return region_->remove_multi(keys);
+  }
+
+  [[nodiscard]] const Fn& original() const noexcept { return *fn_; }
+
+ private:
+  CacheRegion* region_;
+  std::string namespace_;
+  std::shared_ptr<const Fn> fn_;
+};
+
+/// Caches `fn` (ids -> results) per id in `region` under keys that start with `ns`.
+template <class Fn>
+[[nodiscard]] CachedMulti<std::decay_t<Fn>> cached_multi(CacheRegion& region, std::string ns,
+                                                         Fn&& fn) {
+  return CachedMulti<std::decay_t<Fn>>(region, std::move(ns), std::forward<Fn>(fn));
+}
+
+}  // namespace dogpile
