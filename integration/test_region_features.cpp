@@ -1,0 +1,186 @@
+// cached() wrappers, invalidation across processes, and background
+// regeneration, on real memcached.
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <cstdio>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "dogpile/cached.hpp"
+#include "dogpile/memcached.hpp"
+#include "dogpile/region.hpp"
+#include "memcached_server.hpp"
+#include "processes.hpp"
+
+using namespace std::chrono_literals;
+using dogpile::CacheRegion;
+using dogpile::Invalidation;
+using dogpile::MemcachedBackend;
+using dogpile::Outcome;
+using dogpile::RegionOptions;
+using dogpile::test::MemcachedServer;
+using dogpile::test::now_ms;
+
+namespace {
+
+RegionOptions quiet(RegionOptions o) {
+  o.on_error = [](const dogpile::ErrorEvent&) {};
+  return o;
+}
+
+// Another process polls a key every 2 ms; this one invalidates the region.
+// Returns how long after the invalidation the other process first got a
+// value it made itself (its creator ran: the old value was no longer used).
+double invalidation_seen_after_ms(const MemcachedServer& server, Invalidation kind) {
+  struct State {
+    std::atomic<bool> polling{false};
+    std::atomic<double> invalidated_at{0};
+    std::atomic<double> seen_at{0};
+  };
+  dogpile::test::Shared<State> state;
+  const auto options = quiet({.expiration = 3600s});
+  {
+    CacheRegion writer(std::make_shared<MemcachedBackend>(server.options()), options);
+    REQUIRE(writer.set("k", std::string("before")));
+  }
+  const pid_t other = dogpile::test::fork_worker([&] {
+    CacheRegion region(std::make_shared<MemcachedBackend>(server.options()), options);
+    for (;;) {
+      const std::string v = region.get_or_create("k", [] { return std::string("after"); });
+      if (v == "after") break;
+      if (v != "before") return 1;
+      state->polling = true;
+      std::this_thread::sleep_for(2ms);
+    }
+    state->seen_at = now_ms();
+    return 0;
+  });
+  while (!state->polling.load()) std::this_thread::yield();
+  std::this_thread::sleep_for(300ms);  // let the other process's check interval run on
+  CacheRegion region(std::make_shared<MemcachedBackend>(server.options()), options);
+  state->invalidated_at = now_ms();
+  region.invalidate(kind);
+  CHECK(dogpile::test::wait_worker(other) == 0);
+  return state->seen_at.load() - state->invalidated_at.load();
+}
+
+}  // namespace
+
+TEST_SUITE("features on memcached") {
+  TEST_CASE("a hard invalidation reaches another process within invalidation_check (1 s)") {
+    MemcachedServer server;
+    const double after = invalidation_seen_after_ms(server, Invalidation::hard);
+    std::printf("hard invalidation seen by another process after %.0f ms (check every 1000 ms)\n",
+                after);
+    CHECK(after <= 1000 + 250);  // the interval, plus polling and scheduling slack
+  }
+
+  TEST_CASE("a soft invalidation reaches another process within invalidation_check (1 s)") {
+    MemcachedServer server;
+    const double after = invalidation_seen_after_ms(server, Invalidation::soft);
+    std::printf("soft invalidation seen by another process after %.0f ms (check every 1000 ms)\n",
+                after);
+    CHECK(after <= 1000 + 250);
+  }
+
+  TEST_CASE("background refresh: the stale winner returns before its creator runs") {
+    MemcachedServer server;
+    auto make_region = [&](bool background) {
+      RegionOptions o = quiet({.expiration = 60s});
+      o.background_refresh = background;
+      return std::make_unique<CacheRegion>(std::make_shared<MemcachedBackend>(server.options()), o);
+    };
+    auto write_stale = [&](const std::string& key) {
+      dogpile::ManualClock past(dogpile::system_clock().now() - 61s);
+      CacheRegion writer(std::make_shared<MemcachedBackend>(server.options()),
+                         quiet({.expiration = 60s, .clock = &past}));
+      REQUIRE(writer.set(key, std::string("old")));
+    };
+    double without_ms = 0, with_ms = 0;
+    {
+      write_stale("sync");
+      auto region = make_region(false);
+      const double start = now_ms();
+      Outcome outcome{};
+      CHECK(region->get_or_create(
+                "sync",
+                [] {
+                  std::this_thread::sleep_for(200ms);
+                  return std::string("new");
+                },
+                &outcome) == "new");
+      without_ms = now_ms() - start;
+      CHECK(outcome == Outcome::created);
+    }
+    {
+      write_stale("async");
+      auto region = make_region(true);
+      std::atomic<bool> returned{false};
+      std::atomic<bool> creator_saw_return{false};
+      const double start = now_ms();
+      Outcome outcome{};
+      CHECK(region->get_or_create(
+                "async",
+                [&returned, &creator_saw_return] {
+                  // Runs on the executor; finishes only after the caller returned.
+                  const double deadline = now_ms() + 10000;
+                  while (!returned.load() && now_ms() < deadline) std::this_thread::sleep_for(1ms);
+                  creator_saw_return = returned.load();
+                  std::this_thread::sleep_for(200ms);
+                  return std::string("new");
+                },
+                dogpile::CallOptions{.background = true, .outcome = &outcome}) == "old");
+      with_ms = now_ms() - start;
+      returned = true;
+      CHECK(outcome == Outcome::stale);
+      // The new value appears once the background creation ends.
+      std::optional<std::string> now;
+      const double deadline = now_ms() + 10000;
+      while (!(now = region->get<std::string>("async")) && now_ms() < deadline) {
+        std::this_thread::sleep_for(5ms);
+      }
+      CHECK(now == "new");
+      CHECK(creator_saw_return.load());
+      CHECK(region->stats().background_refreshes == 1);
+    }
+    std::printf("stale-key winner, creator 200 ms: %.1f ms without background, %.3f ms with\n",
+                without_ms, with_ms);
+  }
+
+  TEST_CASE("cached() across two processes: one call of the function for a key") {
+    MemcachedServer server;
+    struct State {
+      std::atomic<int> calls{0};
+      std::atomic<int> ready{0};
+      std::atomic<bool> go{false};
+    };
+    dogpile::test::Shared<State> state;
+    auto worker = [&] {
+      CacheRegion region(std::make_shared<MemcachedBackend>(server.options()),
+                         quiet({.expiration = 60s, .key_prefix = "app:"}));
+      auto report = dogpile::cached(region, "report", [&](int year, std::string_view unit) {
+        state->calls.fetch_add(1);
+        std::this_thread::sleep_for(100ms);
+        return std::to_string(year) + "/" + std::string(unit);
+      });
+      std::vector<std::jthread> threads;
+      for (int t = 0; t < 8; ++t) {
+        threads.emplace_back([&] {
+          state->ready.fetch_add(1);
+          while (!state->go.load()) std::this_thread::yield();
+          if (report(2026, "sales") != "2026/sales") std::abort();
+        });
+      }
+      return 0;
+    };
+    std::vector<pid_t> pids;
+    for (int p = 0; p < 2; ++p) pids.push_back(dogpile::test::fork_worker(worker));
+    while (state->ready.load() < 16) std::this_thread::yield();
+    state->go = true;
+    for (pid_t pid : pids) CHECK(dogpile::test::wait_worker(pid) == 0);
+    CHECK(state->calls.load() == 1);
+    CHECK(server.raw("get app:report|2026|sales\r\n").starts_with("VALUE app:report|2026|sales "));
+  }
+}
