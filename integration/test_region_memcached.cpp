@@ -248,13 +248,13 @@ TEST_SUITE("region on memcached") {
       std::atomic<int> lock_errors{0};
     };
     dogpile::test::Shared<State> state;
-    auto options = quiet({.expiration = 60s, .lock_timeout = 2s});
+    auto options = quiet({.expiration = 60s, .lock_timeout = 3s});
     const pid_t slow = dogpile::test::fork_worker([&] {
       CacheRegion region(backend_for(server), options);
       region.get_or_create("slow", [&] {
         state->creator_calls.fetch_add(1);
         state->creating = true;
-        std::this_thread::sleep_for(4500ms);  // more than twice the lock's time to live
+        std::this_thread::sleep_for(6500ms);  // more than twice the lock's time to live
         return std::string("slow value");
       });
       state->lock_errors += static_cast<int>(region.stats().lock_errors);

@@ -67,6 +67,14 @@ void DistributedLock::unlock() noexcept {
   }
 }
 
+bool Backend::get_view(std::string_view key,
+                       detail::FunctionRef<void(std::string_view, std::uint32_t)> visit) {
+  const auto item = get(key);
+  if (!item) return false;
+  visit(item->data, item->flags);
+  return true;
+}
+
 std::vector<std::optional<Item>> Backend::get_multi(std::span<const std::string_view> keys) {
   std::vector<std::optional<Item>> items;
   items.reserve(keys.size());

@@ -1,6 +1,7 @@
 #include "dogpile/detail/envelope.hpp"
 
 #include <algorithm>
+#include <bit>
 #include <chrono>
 #include <cstring>
 #include <limits>
@@ -23,9 +24,15 @@ void put_le(char* at, std::uint64_t v, std::size_t n) noexcept {
 }
 
 std::uint64_t get_le(const char* at, std::size_t n) noexcept {
-  std::uint64_t v = 0;
-  for (std::size_t i = n; i-- > 0;) v = (v << 8) | static_cast<unsigned char>(at[i]);
-  return v;
+  if constexpr (std::endian::native == std::endian::little) {
+    std::uint64_t v = 0;
+    std::memcpy(&v, at, n);  // n <= 8: the low n bytes, in order
+    return v;
+  } else {
+    std::uint64_t v = 0;
+    for (std::size_t i = n; i-- > 0;) v = (v << 8) | static_cast<unsigned char>(at[i]);
+    return v;
+  }
 }
 
 }  // namespace

@@ -42,7 +42,7 @@ LockKeeper::Ticket LockKeeper::keep(DistributedLock& lock, std::string key,
 LockKeeper::Clock::duration LockKeeper::interval_for(Ttl ttl) noexcept {
   const auto usable =
       std::max<Clock::duration>(ttl - std::chrono::seconds(1), std::chrono::milliseconds(500));
-  return usable / 2;
+  return usable / 3;
 }
 
 void LockKeeper::run() {

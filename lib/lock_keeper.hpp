@@ -72,9 +72,10 @@ class LockKeeper {
   /// ticket is destroyed. Starts the thread on first use.
   [[nodiscard]] Ticket keep(DistributedLock& lock, std::string key, Clock::duration interval);
 
-  /// The extension interval for a lock with time to live `ttl`: half of
+  /// The extension interval for a lock with time to live `ttl`: a third of
   /// (ttl - 1 s), because memcached counts expiry in whole seconds and may
-  /// expire an item up to a second early.
+  /// expire an item up to a second early; the other two thirds are slack for
+  /// a keeper (or a server) that is slow to run.
   [[nodiscard]] static Clock::duration interval_for(Ttl ttl) noexcept;
 
  private:

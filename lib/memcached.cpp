@@ -6,6 +6,7 @@
 
 #include <cstdlib>
 #include <ctime>
+#include <memory>
 #include <stdexcept>
 #include <unordered_map>
 #include <utility>
@@ -206,6 +207,22 @@ std::optional<Item> MemcachedBackend::get(std::string_view key) {
   }
   std::free(value);
   if (rc == MEMCACHED_NOTFOUND) return std::nullopt;
+  fail("get", key, conn.get(), rc);
+}
+
+bool MemcachedBackend::get_view(std::string_view key,
+                                detail::FunctionRef<void(std::string_view, std::uint32_t)> visit) {
+  Impl::Connection conn(*impl_, "get", key);
+  size_t length = 0;
+  std::uint32_t flags = 0;
+  memcached_return_t rc;
+  std::unique_ptr<char, decltype(&std::free)> value(
+      memcached_get(conn.get(), key.data(), key.size(), &length, &flags, &rc), &std::free);
+  if (rc == MEMCACHED_SUCCESS) {
+    visit(value ? std::string_view(value.get(), length) : std::string_view(), flags);
+    return true;
+  }
+  if (rc == MEMCACHED_NOTFOUND) return false;
   fail("get", key, conn.get(), rc);
 }
 

@@ -230,26 +230,30 @@ bool CacheRegion::State::draw_early(Duration remaining, std::chrono::microsecond
 }
 
 Read CacheRegion::State::read(const std::string& key, std::string_view user_key, Decode decode,
-                              const Expiration& expiration, bool quiet) {
-  check_invalidations();
+                              const Expiration& expiration, bool quiet, bool keep) {
+  const TimePoint now = clock->now();
+  check_invalidations(now);
   Read r;
-  std::optional<Item> item;
   try {
-    item = backend->get(key);
+    backend->get_view(key, [&](std::string_view data, std::uint32_t flags) {
+      r.found = examine(data, flags, user_key, decode, expiration, quiet, &r.created_at, now);
+      if (detail::usable(r.found) && (keep || r.found != Found::fresh)) {
+        r.item = Item{std::string(data), flags};
+      }
+    });
+  } catch (const std::bad_alloc&) {
+    throw;
   } catch (const std::exception& e) {
     report(ErrorKind::backend, "get", user_key, e.what());
+    r = Read{};
     r.found = Found::error;
-    return r;
   }
-  if (!item) return r;
-  r.found = examine(*item, user_key, decode, expiration, quiet, &r.created_at);
-  if (r.found != Found::missing) r.item = std::move(item);
   return r;
 }
 
-void CacheRegion::State::check_invalidations() noexcept {
+void CacheRegion::State::check_invalidations(TimePoint at) noexcept {
   if (!options.invalidation_check) return;
-  const std::int64_t now = micros(clock->now());
+  const std::int64_t now = micros(at);
   auto next = next_invalidation_check_us.load(std::memory_order_relaxed);
   if (now < next) return;
   const auto interval =
@@ -387,7 +391,7 @@ Read CacheRegion::State::wait_for_holder(const std::string& key, std::string_vie
   for (;;) {
     std::this_thread::sleep_for(jittered(pause));
     pause = next_pause(pause);
-    Read r = read(key, user_key, decode, expiration, /*quiet=*/true);
+    Read r = read(key, user_key, decode, expiration, /*quiet=*/true, /*keep=*/true);
     if (detail::usable(r.found)) return r;
     if (r.found == Found::error) {
       degraded = true;
@@ -449,7 +453,7 @@ Outcome CacheRegion::State::lead(const std::string& key, std::string_view user_k
   }
   if (locked) {
     // Another caller may have stored a value between our read and our lock.
-    Read again = read(key, user_key, decode, expiration, /*quiet=*/true);
+    Read again = read(key, user_key, decode, expiration, /*quiet=*/true, /*keep=*/true);
     const bool newer = !has_value || again.created_at > current.created_at;
     if ((again.found == Found::fresh || again.found == Found::early) && newer) {
       release(*lock, user_key);
@@ -744,6 +748,8 @@ RegionStats CacheRegion::stats() const noexcept {
   r.invalidation_checks = load(c.invalidation_checks);
   return r;
 }
+
+std::size_t CacheRegion::in_flight() const { return state_->flights.size(); }
 
 void CacheRegion::set_error_handler(ErrorHandler handler) {
   auto h = std::make_shared<const ErrorHandler>(std::move(handler));

@@ -26,7 +26,7 @@ Duration jittered(Duration pause) {
 
 void CacheRegion::get_multi_bytes(std::span<const std::string_view> user_keys, DecodeAt decode) {
   State& s = *state_;
-  s.check_invalidations();
+  s.check_invalidations(s.clock->now());
   std::vector<std::string> keys;
   keys.reserve(user_keys.size());
   for (auto k : user_keys) keys.push_back(detail::map_key(s.options.key_prefix, k));
@@ -111,7 +111,7 @@ void CacheRegion::get_or_create_multi_bytes(std::span<const std::string_view> us
   State& s = *state_;
   const std::size_t n = user_keys.size();
   if (n == 0) return;
-  s.check_invalidations();
+  s.check_invalidations(s.clock->now());
 
   enum class Task { done, own, remote, follow };
   struct Group {

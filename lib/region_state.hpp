@@ -105,14 +105,21 @@ struct CacheRegion::State {
   // `quiet` (a caller's re-reads do not report the item its first read did).
   template <class DecodeFn>
   Found examine(const Item& item, std::string_view user_key, DecodeFn&& decode,
-                const Expiration& expiration, bool quiet = false, TimePoint* created_at = nullptr) {
-    const auto result = detail::decode_envelope(item.data, item.flags);
+                const Expiration& expiration, bool quiet = false, TimePoint* created_at = nullptr,
+                std::optional<TimePoint> now = std::nullopt) {
+    return examine(item.data, item.flags, user_key, decode, expiration, quiet, created_at, now);
+  }
+  template <class DecodeFn>
+  Found examine(std::string_view data, std::uint32_t flags, std::string_view user_key,
+                DecodeFn&& decode, const Expiration& expiration, bool quiet = false,
+                TimePoint* created_at = nullptr, std::optional<TimePoint> now = std::nullopt) {
+    const auto result = detail::decode_envelope(data, flags);
     if (!result.envelope) {
       if (!quiet) report(ErrorKind::decode, "decode", user_key, detail::to_string(result.error));
       return Found::missing;
     }
     if (created_at != nullptr) *created_at = result.envelope->created_at;
-    const Found found = judge(*result.envelope, clock->now(), expiration);
+    const Found found = judge(*result.envelope, now ? *now : clock->now(), expiration);
     if (found == Found::missing) return found;
     if (!decode(result.envelope->payload)) {
       if (!quiet) {
@@ -124,12 +131,14 @@ struct CacheRegion::State {
     return found;
   }
 
-  // One backend `get` (after the invalidation record, if it is due).
+  // One backend `get` (after the invalidation record, if it is due). The
+  // item's bytes are kept in the Read when it is usable and not fresh, or
+  // always with `keep` (to hand to followers); a fresh hit copies nothing.
   Read read(const std::string& key, std::string_view user_key, Decode decode,
-            const Expiration& expiration, bool quiet = false);
+            const Expiration& expiration, bool quiet = false, bool keep = false);
 
   // --- invalidation ---
-  void check_invalidations() noexcept;  // reads the record if the interval has passed
+  void check_invalidations(TimePoint now) noexcept;  // reads the record if the interval has passed
   void fetch_invalidations() noexcept;
   void raise_invalidations(const detail::InvalidationTimes& t) noexcept;
   detail::InvalidationTimes invalidations() const noexcept {

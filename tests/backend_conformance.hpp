@@ -50,6 +50,19 @@ TEST_CASE_TEMPLATE_DEFINE("backend conformance", F, backend_conformance) {
     CHECK(b.get("conf-empty") == Item{"", 1});
   }
 
+  SUBCASE("get_view shows the item's bytes and flags, or says there is none") {
+    b.set("conf-view", Item{"viewed", 3}, 0s);
+    std::string seen;
+    std::uint32_t seen_flags = 0;
+    CHECK(b.get_view("conf-view", [&](std::string_view data, std::uint32_t flags) {
+      seen = data;
+      seen_flags = flags;
+    }));
+    CHECK(seen == "viewed");
+    CHECK(seen_flags == 3);
+    CHECK_FALSE(b.get_view("conf-not-there", [&](std::string_view, std::uint32_t) { FAIL(""); }));
+  }
+
   SUBCASE("add stores only when nothing is there") {
     CHECK(b.add("conf-add", Item{"first", 1}, 0s));
     CHECK_FALSE(b.add("conf-add", Item{"second", 2}, 0s));

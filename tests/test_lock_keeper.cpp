@@ -84,7 +84,7 @@ TEST_SUITE("lock keeper") {
   }
 
   TEST_CASE("the interval leaves a second of memcached's rounding") {
-    CHECK(LockKeeper::interval_for(2s) == 500ms);
-    CHECK(LockKeeper::interval_for(31s) == 15s);
+    CHECK(LockKeeper::interval_for(4s) == 1s);
+    CHECK(LockKeeper::interval_for(31s) == 10s);
   }
 }

@@ -277,6 +277,15 @@ TEST_SUITE("region") {
     CHECK(f.creator_calls == static_cast<int>(bad.size()));
   }
 
+  TEST_CASE("no per-key state is kept once keys are done with") {
+    Fixture f;
+    CacheRegion region(f.backend, f.options(1s));
+    for (int i = 0; i < 10000; ++i) {
+      region.get_or_create("key" + std::to_string(i), [] { return std::string("v"); });
+    }
+    CHECK(region.in_flight() == 0);
+  }
+
   TEST_CASE("hostile keys work end to end and stay apart") {
     Fixture f;
     CacheRegion region(f.backend, f.options());

@@ -27,6 +27,8 @@
 #include <string_view>
 #include <vector>
 
+#include "dogpile/detail/function_ref.hpp"
+
 namespace dogpile {
 
 /// One stored item: bytes plus the 32-bit flags memcached keeps beside them.
@@ -126,6 +128,14 @@ class Backend {
 
   /// The item under `key`, or nullopt if there is none. Throws BackendError.
   [[nodiscard]] virtual std::optional<Item> get(std::string_view key) = 0;
+
+  /// Calls `visit(data, flags)` with the item under `key`, if there is one,
+  /// without copying it where the backend can (memcached: its own buffer);
+  /// returns whether there was one. The view is valid only during the call.
+  /// The default calls get(). Throws BackendError, and what `visit` throws.
+  virtual bool get_view(
+      std::string_view key,
+      detail::FunctionRef<void(std::string_view data, std::uint32_t flags)> visit);
 
   /// Stores `item` under `key`, replacing any item there. Throws BackendError.
   virtual void set(std::string_view key, const Item& item, Ttl ttl) = 0;

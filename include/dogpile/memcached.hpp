@@ -52,6 +52,9 @@ class MemcachedBackend final : public Backend {
   // so does a key that is not a valid memcached key (libmemcached checks
   // each key: CacheRegion maps user keys to valid ones first).
   [[nodiscard]] std::optional<Item> get(std::string_view key) override;
+  /// One `get`; `visit` sees libmemcached's buffer, not a copy.
+  bool get_view(std::string_view key,
+                detail::FunctionRef<void(std::string_view, std::uint32_t)> visit) override;
   void set(std::string_view key, const Item& item, Ttl ttl) override;
   [[nodiscard]] bool add(std::string_view key, const Item& item, Ttl ttl) override;
   bool remove(std::string_view key) override;
