@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages dogpile needs to build, test and run its
-# demo, if any are missing. Runs apt-get as root (directly, or through sudo).
+# demo (and any named as arguments), if any are missing. Runs apt-get as root (directly, or through sudo).
 set -euo pipefail
 
-packages=(g++ make cmake pkg-config libmemcached-dev memcached libfmt-dev doctest-dev)
+# Extra packages may be named as arguments (scripts/bench.sh adds the peer's).
+packages=(g++ make cmake pkg-config libmemcached-dev memcached libfmt-dev doctest-dev python3 "$@")
 
 missing=()
 for p in "${packages[@]}"; do

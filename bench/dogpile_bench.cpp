@@ -1,0 +1,509 @@
+// dogpile's benchmarks. Each subcommand measures one thing side by side with
+// raw libmemcached (pooled, with the very option string MemcachedBackend
+// uses) in the same run, and prints one line per figure: `name value unit`.
+//
+//   dogpile_bench hit        --server H:P --size BYTES [--ops N]
+//   dogpile_bench throughput --server H:P --threads N [--milliseconds MS] [--keys N]
+//   dogpile_bench herd       --server H:P --processes P --threads T --mode cold|stale
+//                            [--creator-ms MS] [--csv PATH]
+//   dogpile_bench multi      --server H:P [--keys N] [--rounds N]
+//   dogpile_bench memory     [--keys N]
+//
+// Without --server, a memcached is started on a free loopback port for the run.
+#include <fmt/core.h>
+#include <libmemcached/memcached.h>
+#include <libmemcachedutil-1.0/util.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <charconv>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <new>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "dogpile/dogpile.hpp"
+#include "memcached_server.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using Steady = std::chrono::steady_clock;
+
+double now_us() {
+  return std::chrono::duration<double, std::micro>(Steady::now().time_since_epoch()).count();
+}
+
+void figure(const std::string& name, double value, const char* unit) {
+  fmt::print("{} {:.6g} {}\n", name, value, unit);
+  std::fflush(stdout);
+}
+
+double percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const auto rank = static_cast<std::size_t>(p / 100.0 * static_cast<double>(v.size() - 1) + 0.5);
+  return v[std::min(rank, v.size() - 1)];
+}
+
+double median(std::vector<double> v) { return percentile(std::move(v), 50); }
+
+// Command-line options: --name value.
+class Args {
+ public:
+  Args(int argc, char** argv) {
+    for (int i = 2; i + 1 < argc; i += 2) values_[argv[i]] = argv[i + 1];
+  }
+  std::string str(const std::string& name, std::string fallback = "") const {
+    auto it = values_.find("--" + name);
+    return it == values_.end() ? fallback : it->second;
+  }
+  long num(const std::string& name, long fallback) const {
+    auto s = str(name);
+    if (s.empty()) return fallback;
+    long v = 0;
+    std::from_chars(s.data(), s.data() + s.size(), v);
+    return v;
+  }
+
+ private:
+  std::map<std::string, std::string> values_;
+};
+
+// The memcached to use: --server, or one started for this run.
+class Server {
+ public:
+  explicit Server(const Args& args) {
+    const std::string given = args.str("server");
+    if (given.empty()) {
+      own_ = std::make_unique<dogpile::test::MemcachedServer>();
+      options_ = own_->options();
+    } else {
+      options_ = "--SERVER=" + given;
+    }
+  }
+  const std::string& options() const { return options_; }
+
+ private:
+  std::unique_ptr<dogpile::test::MemcachedServer> own_;
+  std::string options_;
+};
+
+// Raw libmemcached: a pool made from the same option string MemcachedBackend
+// uses; a get copies the value into a std::string, as a C++ caller would.
+class RawClient {
+ public:
+  explicit RawClient(const std::string& options)
+      : pool_(memcached_pool(options.data(), options.size())) {
+    if (pool_ == nullptr) throw std::runtime_error("memcached_pool failed");
+  }
+  ~RawClient() { memcached_pool_destroy(pool_); }
+  std::optional<std::string> get(const std::string& key) {
+    memcached_return_t rc;
+    timespec wait{1, 0};
+    memcached_st* mc = memcached_pool_fetch(pool_, &wait, &rc);
+    if (mc == nullptr) throw std::runtime_error("pool fetch failed");
+    size_t length = 0;
+    uint32_t flags = 0;
+    char* value = memcached_get(mc, key.data(), key.size(), &length, &flags, &rc);
+    std::optional<std::string> out;
+    if (value != nullptr) out.emplace(value, length);
+    std::free(value);
+    memcached_pool_release(pool_, mc);
+    return out;
+  }
+  void set(const std::string& key, const std::string& value) {
+    memcached_return_t rc;
+    timespec wait{1, 0};
+    memcached_st* mc = memcached_pool_fetch(pool_, &wait, &rc);
+    if (mc == nullptr) throw std::runtime_error("pool fetch failed");
+    memcached_set(mc, key.data(), key.size(), value.data(), value.size(), 0, 0);
+    memcached_pool_release(pool_, mc);
+  }
+
+ private:
+  memcached_pool_st* pool_;
+};
+
+dogpile::RegionOptions quiet_options() {
+  dogpile::RegionOptions o;
+  o.expiration = std::chrono::hours(1);
+  o.on_error = [](const dogpile::ErrorEvent& e) {
+    fmt::print(stderr, "dogpile error: {} {}\n", e.operation, e.message);
+  };
+  return o;
+}
+
+// --- hit ---------------------------------------------------------------------
+// A fresh hit: get_or_create vs a raw get of the same-sized value, in
+// alternating blocks; the median per-operation time of each.
+int bench_hit(const Args& args) {
+  Server server(args);
+  const auto size = static_cast<std::size_t>(args.num("size", 100));
+  const long ops = args.num("ops", 20000);
+  auto backend = std::make_shared<dogpile::MemcachedBackend>(server.options());
+  dogpile::CacheRegion region(backend, quiet_options());
+  RawClient raw(backend->options());
+  const std::string value(size, 'v');
+  const std::string raw_key = "raw:hit:" + std::to_string(size);
+  raw.set(raw_key, value);
+  const std::string key = "hit:" + std::to_string(size);
+  region.set(key, value);
+  auto creator = [&] { return value; };
+  for (int i = 0; i < 1000; ++i) {  // warm up both paths
+    region.get_or_create(key, creator);
+    raw.get(raw_key);
+  }
+  constexpr int kBlocks = 40;
+  const long per_block = std::max(1L, ops / kBlocks);
+  std::vector<double> ours, theirs;
+  for (int b = 0; b < kBlocks; ++b) {
+    double t0 = now_us();
+    for (long i = 0; i < per_block; ++i) {
+      if (region.get_or_create(key, creator).size() != size) return 1;
+    }
+    ours.push_back((now_us() - t0) / static_cast<double>(per_block));
+    t0 = now_us();
+    for (long i = 0; i < per_block; ++i) {
+      if (raw.get(raw_key)->size() != size) return 1;
+    }
+    theirs.push_back((now_us() - t0) / static_cast<double>(per_block));
+  }
+  const std::string label =
+      size >= 1024 ? fmt::format("{}KB", size / 1024) : fmt::format("{}B", size);
+  figure("hit_raw_" + label, median(theirs), "us");
+  figure("hit_dogpile_" + label, median(ours), "us");
+  figure("hit_ratio_" + label, median(ours) / median(theirs), "x");
+  if (region.stats().hits < static_cast<std::uint64_t>(per_block * kBlocks)) return 1;
+  return 0;
+}
+
+// --- throughput ----------------------------------------------------------------
+int bench_throughput(const Args& args) {
+  Server server(args);
+  const int threads = static_cast<int>(args.num("threads", 1));
+  const double seconds = static_cast<double>(args.num("milliseconds", 2000)) / 1000.0;
+  const int keys = static_cast<int>(args.num("keys", 1000));
+  auto backend = std::make_shared<dogpile::MemcachedBackend>(server.options());
+  dogpile::CacheRegion region(backend, quiet_options());
+  RawClient raw(backend->options());
+  const std::string value(100, 'v');
+  for (int k = 0; k < keys; ++k) {
+    region.set("tp:" + std::to_string(k), value);
+    raw.set("raw:tp:" + std::to_string(k), value);
+  }
+  auto run = [&](bool dogpile_path, double duration) {
+    std::atomic<bool> stop{false};
+    std::atomic<long> total{0};
+    std::vector<std::jthread> pool;
+    for (int t = 0; t < threads; ++t) {
+      pool.emplace_back([&, t] {
+        unsigned k = static_cast<unsigned>(t) * 7919u;
+        long done = 0;
+        auto creator = [&] { return value; };
+        while (!stop.load(std::memory_order_relaxed)) {
+          k = (k * 1103515245u + 12345u);
+          const std::string id = std::to_string(k % static_cast<unsigned>(keys));
+          if (dogpile_path) {
+            region.get_or_create("tp:" + id, creator);
+          } else {
+            raw.get("raw:tp:" + id);
+          }
+          ++done;
+        }
+        total += done;
+      });
+    }
+    std::this_thread::sleep_for(std::chrono::duration<double>(duration));
+    stop = true;
+    pool.clear();
+    return static_cast<double>(total.load()) / duration;
+  };
+  run(true, 0.2);  // warm up connections
+  run(false, 0.2);
+  // Many short alternating slices, so that drifts in the machine's load hit
+  // both alike; the ratio is the median of the slices' ratios.
+  constexpr int kRounds = 20;
+  std::vector<double> ours_rates, raw_rates, ratios;
+  for (int round = 0; round < kRounds; ++round) {
+    const double slice = seconds / kRounds;
+    const bool ours_first = round % 2 == 0;
+    const double first = run(ours_first, slice);
+    const double second = run(!ours_first, slice);
+    const double o = ours_first ? first : second;
+    const double r = ours_first ? second : first;
+    ours_rates.push_back(o);
+    raw_rates.push_back(r);
+    ratios.push_back(o / r);
+  }
+  const double ours = median(ours_rates);
+  const double theirs = median(raw_rates);
+  figure(fmt::format("throughput_raw_{}t", threads), theirs, "ops/s");
+  figure(fmt::format("throughput_dogpile_{}t", threads), ours, "ops/s");
+  figure(fmt::format("throughput_ratio_{}t", threads), median(ratios), "x");
+  return 0;
+}
+
+// --- herd ------------------------------------------------------------------------
+// P processes x T threads, released together on one key: cold (no value) or
+// stale (an expired value). Latencies go to shared memory, then a CSV.
+struct HerdShared {
+  std::atomic<int> ready{0};
+  std::atomic<bool> go{false};
+  std::atomic<int> creator_calls{0};
+  std::atomic<int> wrong{0};
+  double latency_us[8 * 64];
+  bool was_creator[8 * 64];
+};
+
+template <class Body>
+std::vector<double> run_herd(HerdShared& shared, int processes, int threads,
+                             const std::string& servers, Body body) {
+  std::vector<pid_t> pids;
+  for (int p = 0; p < processes; ++p) {
+    std::fflush(nullptr);
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+      int code = 0;
+      try {
+        auto backend = std::make_shared<dogpile::MemcachedBackend>(servers);
+        dogpile::CacheRegion region(backend, quiet_options());
+        std::vector<std::jthread> pool;
+        for (int t = 0; t < threads; ++t) {
+          pool.emplace_back([&, t] {
+            const int slot = p * threads + t;
+            // As in a running service: this thread's connection exists, and the
+            // region has read its invalidation record, before the race.
+            (void)region.get<std::string>("warm-up");
+            shared.ready.fetch_add(1);
+            while (!shared.go.load()) std::this_thread::yield();
+            const double t0 = now_us();
+            bool creator = false;
+            body(region, *backend, creator);
+            shared.latency_us[slot] = now_us() - t0;
+            shared.was_creator[slot] = creator;
+          });
+        }
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "herd worker: %s\n", e.what());
+        code = 1;
+      }
+      std::fflush(nullptr);
+      ::_exit(code);
+    }
+    pids.push_back(pid);
+  }
+  while (shared.ready.load() < processes * threads) std::this_thread::sleep_for(1ms);
+  std::this_thread::sleep_for(50ms);  // every thread is spinning on `go`
+  shared.go = true;
+  for (pid_t pid : pids) {
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) throw std::runtime_error("worker failed");
+  }
+  return {shared.latency_us, shared.latency_us + processes * threads};
+}
+
+int bench_herd(const Args& args) {
+  Server server(args);
+  const int processes = static_cast<int>(args.num("processes", 4));
+  const int threads = static_cast<int>(args.num("threads", 16));
+  if (processes * threads > 8 * 64) throw std::invalid_argument("at most 512 callers");
+  const auto creator_ms = args.num("creator-ms", 200);
+  const std::string mode = args.str("mode", "cold");
+  const std::string name = fmt::format("herd_{}_{}x{}", mode, processes, threads);
+  const std::string key = name + ":" + std::to_string(::getpid());
+
+  if (mode == "stale") {
+    // Expired 30 s ago (the expiration is 1 h), within the 60 s stale grace.
+    dogpile::ManualClock past(dogpile::system_clock().now() - std::chrono::hours(1) - 30s);
+    auto options = quiet_options();
+    options.clock = &past;
+    dogpile::CacheRegion writer(std::make_shared<dogpile::MemcachedBackend>(server.options()),
+                                options);
+    writer.set(key, std::string("old value"));
+  }
+  auto shared = static_cast<HerdShared*>(::mmap(nullptr, sizeof(HerdShared), PROT_READ | PROT_WRITE,
+                                                MAP_SHARED | MAP_ANONYMOUS, -1, 0));
+  new (shared) HerdShared();
+  const auto latencies =
+      run_herd(*shared, processes, threads, server.options(),
+               [&](dogpile::CacheRegion& region, dogpile::MemcachedBackend&, bool& creator) {
+                 dogpile::Outcome outcome{};
+                 auto o = dogpile::CallOptions{.outcome = &outcome};
+                 const std::string v = region.get_or_create(
+                     key,
+                     [&] {
+                       shared->creator_calls.fetch_add(1);
+                       std::this_thread::sleep_for(std::chrono::milliseconds(creator_ms));
+                       return std::string("new value");
+                     },
+                     o);
+                 creator = outcome == dogpile::Outcome::created;
+                 if (v != (mode == "cold" || creator ? "new value" : "old value")) shared->wrong++;
+               });
+  std::vector<double> waits_ms, others_ms;
+  for (int i = 0; i < processes * threads; ++i) {
+    waits_ms.push_back(latencies[i] / 1000.0);
+    if (!shared->was_creator[i]) others_ms.push_back(latencies[i] / 1000.0);
+  }
+  figure(name + "_creator_calls", shared->creator_calls.load(), "calls");
+  figure(name + "_wrong_values", shared->wrong.load(), "calls");
+  if (mode == "cold") {
+    figure(name + "_wait_p50", percentile(waits_ms, 50), "ms");
+    figure(name + "_wait_p99", percentile(waits_ms, 99), "ms");
+    figure(name + "_wait_max", percentile(waits_ms, 100), "ms");
+    figure(name + "_wait_p99_over_creator", percentile(waits_ms, 99) - creator_ms, "ms");
+  } else {
+    figure(name + "_others_p50", percentile(others_ms, 50), "ms");
+    figure(name + "_others_p99", percentile(others_ms, 99), "ms");
+    figure(name + "_others_max", percentile(others_ms, 100), "ms");
+    // The same callers, released the same way, each doing one raw get.
+    auto raw_shared = static_cast<HerdShared*>(::mmap(
+        nullptr, sizeof(HerdShared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0));
+    new (raw_shared) HerdShared();
+    const std::string backend_key =
+        dogpile::CacheRegion(std::make_shared<dogpile::MemcachedBackend>(server.options()),
+                             quiet_options())
+            .backend_key(key);
+    const auto raw = run_herd(*raw_shared, processes, threads, server.options(),
+                              [&](dogpile::CacheRegion&, dogpile::MemcachedBackend& backend,
+                                  bool&) { (void)backend.get(backend_key); });
+    std::vector<double> raw_ms;
+    for (double us : raw) raw_ms.push_back(us / 1000.0);
+    figure(name + "_raw_get_p99", percentile(raw_ms, 99), "ms");
+    figure(name + "_others_p99_over_raw", percentile(others_ms, 99) / percentile(raw_ms, 99), "x");
+  }
+  if (const std::string csv = args.str("csv"); !csv.empty()) {
+    std::ofstream out(csv);
+    out << "wait_ms,creator\n";
+    for (int i = 0; i < processes * threads; ++i) {
+      out << latencies[i] / 1000.0 << ',' << (shared->was_creator[i] ? 1 : 0) << '\n';
+    }
+  }
+  return 0;
+}
+
+// --- multi -------------------------------------------------------------------------
+int bench_multi(const Args& args) {
+  Server server(args);
+  const int keys = static_cast<int>(args.num("keys", 100));
+  const int rounds = static_cast<int>(args.num("rounds", 200));
+  dogpile::CacheRegion region(std::make_shared<dogpile::MemcachedBackend>(server.options()),
+                              quiet_options());
+  std::vector<std::string> names;
+  for (int k = 0; k < keys; ++k) names.push_back("multi:" + std::to_string(k));
+  auto creator = [](std::span<const std::string_view> missing) {
+    return std::vector<std::string>(missing.size(), std::string(100, 'v'));
+  };
+  region.get_or_create_multi(names, creator);  // all fresh from here on
+  auto single = [] { return std::string(100, 'v'); };
+  std::vector<double> multi_us, singles_us;
+  for (int r = 0; r < rounds; ++r) {
+    double t0 = now_us();
+    if (region.get_or_create_multi(names, creator).size() != names.size()) return 1;
+    multi_us.push_back(now_us() - t0);
+    t0 = now_us();
+    for (const auto& n : names) region.get_or_create(n, single);
+    singles_us.push_back(now_us() - t0);
+  }
+  figure(fmt::format("multi_{}_keys", keys), median(multi_us), "us");
+  figure(fmt::format("singles_{}_keys", keys), median(singles_us), "us");
+  figure(fmt::format("multi_ratio_{}_keys", keys), median(multi_us) / median(singles_us), "x");
+  return 0;
+}
+
+// --- memory ------------------------------------------------------------------------
+// A backend that keeps nothing: every key is a cold miss, so the region does
+// its whole per-key work (flight, lock, creation) for every key, and what
+// stays behind is the region's own.
+class NullBackend final : public dogpile::Backend {
+ public:
+  std::optional<dogpile::Item> get(std::string_view) override { return std::nullopt; }
+  void set(std::string_view, const dogpile::Item&, dogpile::Ttl) override {}
+  bool add(std::string_view, const dogpile::Item&, dogpile::Ttl) override { return true; }
+  bool remove(std::string_view) override { return false; }
+  std::unique_ptr<dogpile::DistributedLock> make_lock(std::string_view, dogpile::Ttl) override {
+    return std::make_unique<Lock>();
+  }
+
+ private:
+  class Lock final : public dogpile::DistributedLock {
+   public:
+    ~Lock() override { release_if_held(); }
+    bool extend() override { return true; }
+    dogpile::Ttl ttl() const noexcept override { return std::chrono::seconds(30); }
+
+   protected:
+    bool try_acquire() override { return true; }
+    bool release_acquired() override { return true; }
+  };
+};
+
+double rss_mb() {
+  std::ifstream statm("/proc/self/statm");
+  long pages = 0, resident = 0;
+  statm >> pages >> resident;
+  return static_cast<double>(resident) * static_cast<double>(::sysconf(_SC_PAGESIZE)) / 1048576.0;
+}
+
+int bench_memory(const Args& args) {
+  const long keys = args.num("keys", 1000000);
+  const int threads = 4;
+  dogpile::CacheRegion region(std::make_shared<NullBackend>(), quiet_options());
+  // Warm up the allocator and the thread pool's arenas before the baseline.
+  for (int i = 0; i < 1000; ++i) region.get_or_create("warm" + std::to_string(i), [] { return 1; });
+  const double before = rss_mb();
+  {
+    std::vector<std::jthread> pool;
+    for (int t = 0; t < threads; ++t) {
+      pool.emplace_back([&, t] {
+        for (long i = t; i < keys; i += threads) {
+          region.get_or_create("key:" + std::to_string(i), [i] { return std::to_string(i); });
+        }
+      });
+    }
+  }
+  const double after = rss_mb();
+  figure("memory_keys", static_cast<double>(keys), "keys");
+  figure("memory_registry_entries", static_cast<double>(region.in_flight()), "entries");
+  figure("memory_rss_before", before, "MB");
+  figure("memory_rss_after", after, "MB");
+  figure("memory_rss_growth", after - before, "MB");
+  return region.stats().created == static_cast<std::uint64_t>(keys) + 1000 ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    std::fprintf(stderr, "usage: %s hit|throughput|herd|multi|memory [--option value ...]\n",
+                 argv[0]);
+    return 2;
+  }
+  const std::string command = argv[1];
+  const Args args(argc, argv);
+  try {
+    if (command == "hit") return bench_hit(args);
+    if (command == "throughput") return bench_throughput(args);
+    if (command == "herd") return bench_herd(args);
+    if (command == "multi") return bench_multi(args);
+    if (command == "memory") return bench_memory(args);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s: %s\n", command.c_str(), e.what());
+    return 1;
+  }
+  std::fprintf(stderr, "unknown benchmark: %s\n", command.c_str());
+  return 2;
+}
