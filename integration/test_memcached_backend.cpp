@@ -49,6 +49,15 @@ TEST_SUITE("memcached backend") {
     refused("--SERVER=127.0.0.1:1 --NO-SUCH-OPTION", "cannot parse");
   }
 
+  TEST_CASE("white space around the options is not an error") {
+    MemcachedServer server;
+    MemcachedBackend backend("  " + server.options() + " \n");
+    backend.set("k", Item{"v", 0}, 0s);
+    CHECK(backend.get("k") == Item{"v", 0});
+    CHECK_THROWS_WITH_AS(MemcachedBackend("   "), doctest::Contains("no server"),
+                         std::invalid_argument);
+  }
+
   TEST_CASE("the caller's options follow dogpile's defaults, so they win") {
     MemcachedBackend backend("--SERVER=127.0.0.1:1 --POLL-TIMEOUT=250");
     const std::string& o = backend.options();

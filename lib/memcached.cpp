@@ -4,6 +4,8 @@
 #include <libmemcached/memcached.h>
 #include <libmemcachedutil-1.0/util.h>
 
+#include <algorithm>
+#include <charconv>
 #include <cstdlib>
 #include <ctime>
 #include <memory>
@@ -18,11 +20,35 @@ namespace dogpile {
 namespace {
 
 constexpr std::string_view kDefaultOptions =
-    "--SUPPORT-CAS --VERIFY-KEY --TCP-NODELAY --DISTRIBUTION=consistent --CONNECT-TIMEOUT=1000 "
-    "--POLL-TIMEOUT=1000 --RETRY-TIMEOUT=2 --POOL-MIN=1 --POOL-MAX=64";
+    "--SUPPORT-CAS --VERIFY-KEY --TCP-NODELAY --CONNECT-TIMEOUT=1000 --POLL-TIMEOUT=1000 "
+    "--RETRY-TIMEOUT=2 --POOL-MIN=1 --POOL-MAX=64";
 
 // memcached reads an expiration above 30 days as an absolute Unix time.
 constexpr std::chrono::seconds kMaxRelativeExpiration = std::chrono::hours(24 * 30);
+
+// The pool's size from --POOL-MIN / --POOL-MAX (the last of each wins, as in
+// libmemcached's own parser, which only memcached_pool() applies).
+std::pair<std::uint32_t, std::uint32_t> pool_sizes(std::string_view options) {
+  auto last = [&](std::string_view name, std::uint32_t fallback) {
+    const auto at = options.rfind(name);
+    if (at == std::string_view::npos) return fallback;
+    std::uint32_t value = fallback;
+    const char* begin = options.data() + at + name.size();
+    std::from_chars(begin, options.data() + options.size(), value);
+    return value;
+  };
+  const std::uint32_t max = std::max<std::uint32_t>(1, last("--POOL-MAX=", 64));
+  return {std::min(last("--POOL-MIN=", 1), max), max};
+}
+
+// dogpile's defaults, then the caller's options. libmemcached's parser
+// refuses leading or trailing white space, so it is trimmed.
+std::string with_defaults(std::string_view config) {
+  const auto first = config.find_first_not_of(" \t\r\n");
+  if (first == std::string_view::npos) return std::string(kDefaultOptions);
+  const auto last = config.find_last_not_of(" \t\r\n");
+  return fmt::format("{} {}", kDefaultOptions, config.substr(first, last - first + 1));
+}
 
 time_t memcached_exptime(Ttl ttl) {
   if (ttl <= Ttl::zero()) return 0;
@@ -80,34 +106,49 @@ void validate(memcached_st* mc) {
 }  // namespace
 
 struct MemcachedBackend::Impl {
-  explicit Impl(std::string opts) : options(std::move(opts)) {
-    memcached_st* probe = memcached(options.data(), options.size());
-    if (probe == nullptr) {
+  // The master connection is configured completely (the option string,
+  // then what it cannot say) before the pool clones it: a connection cloned
+  // earlier keeps the distribution it was cloned with, and connections that
+  // disagree on which server holds a key would split values and locks.
+  Impl(std::string opts, const MemcachedBackend::Options& extra) : options(std::move(opts)) {
+    if (extra.failure_limit == 0) {
+      throw std::invalid_argument("dogpile::MemcachedBackend: failure_limit must be at least 1");
+    }
+    master = memcached(options.data(), options.size());
+    if (master == nullptr) {
       char error[512] = {};
       libmemcached_check_configuration(options.data(), options.size(), error, sizeof error);
       throw std::invalid_argument(fmt::format(
           "dogpile::MemcachedBackend: cannot parse options \"{}\": {}", options, error));
     }
     try {
-      validate(probe);
+      validate(master);
+      // Ketama unless the caller chose a distribution.
+      if (options.find("--DISTRIBUTION") == std::string::npos) {
+        memcached_behavior_set(master, MEMCACHED_BEHAVIOR_KETAMA_WEIGHTED, 1);
+      }
+      memcached_behavior_set(master, MEMCACHED_BEHAVIOR_SERVER_FAILURE_LIMIT, extra.failure_limit);
+      memcached_behavior_set(master, MEMCACHED_BEHAVIOR_REMOVE_FAILED_SERVERS,
+                             extra.auto_eject ? 1 : 0);
+      const auto [pool_min, pool_max] = pool_sizes(options);
+      pool = memcached_pool_create(master, pool_min, pool_max);
+      if (pool == nullptr) {
+        throw std::invalid_argument(
+            fmt::format("dogpile::MemcachedBackend: cannot create a pool of {} to {} connections",
+                        pool_min, pool_max));
+      }
     } catch (...) {
-      memcached_free(probe);
+      memcached_free(master);
       throw;
     }
-    memcached_free(probe);
-    pool = memcached_pool(options.data(), options.size());
-    if (pool == nullptr) {
-      throw std::invalid_argument(
-          fmt::format("dogpile::MemcachedBackend: cannot create a pool from \"{}\"", options));
-    }
-    std::uint64_t poll_ms = 0;
-    if (memcached_pool_behavior_get(pool, MEMCACHED_BEHAVIOR_POLL_TIMEOUT, &poll_ms) ==
-        MEMCACHED_SUCCESS) {
-      fetch_timeout = timespec{static_cast<time_t>(poll_ms / 1000),
-                               static_cast<long>(poll_ms % 1000) * 1000000L};
-    }
+    const std::uint64_t poll_ms = memcached_behavior_get(master, MEMCACHED_BEHAVIOR_POLL_TIMEOUT);
+    fetch_timeout =
+        timespec{static_cast<time_t>(poll_ms / 1000), static_cast<long>(poll_ms % 1000) * 1000000L};
   }
-  ~Impl() { memcached_pool_destroy(pool); }
+  ~Impl() {
+    memcached_pool_destroy(pool);  // returns the master, which stays ours
+    memcached_free(master);
+  }
   Impl(const Impl&) = delete;
   Impl& operator=(const Impl&) = delete;
 
@@ -183,12 +224,16 @@ struct MemcachedBackend::Impl {
   }
 
   std::string options;
+  memcached_st* master = nullptr;
   memcached_pool_st* pool = nullptr;
   timespec fetch_timeout{1, 0};
 };
 
-MemcachedBackend::MemcachedBackend(std::string_view options)
-    : impl_(std::make_shared<Impl>(fmt::format("{} {}", kDefaultOptions, options))) {}
+MemcachedBackend::MemcachedBackend(std::string_view config)
+    : MemcachedBackend(Options{std::string(config)}) {}
+
+MemcachedBackend::MemcachedBackend(Options options)
+    : impl_(std::make_shared<Impl>(with_defaults(options.config), options)) {}
 
 MemcachedBackend::~MemcachedBackend() = default;
 

@@ -9,9 +9,11 @@
 //       "--SERVER=10.0.0.1:11211 --SERVER=10.0.0.2:11211 --POOL-MAX=32");
 //
 // dogpile puts its own defaults first, so anything in your string overrides
-// them: `--SUPPORT-CAS --VERIFY-KEY --TCP-NODELAY --DISTRIBUTION=consistent
-// --CONNECT-TIMEOUT=1000 --POLL-TIMEOUT=1000 --RETRY-TIMEOUT=2 --POOL-MIN=1
-// --POOL-MAX=64` (timeouts in milliseconds, retry in seconds). Rejected,
+// them: `--SUPPORT-CAS --VERIFY-KEY --TCP-NODELAY --CONNECT-TIMEOUT=1000
+// --POLL-TIMEOUT=1000 --RETRY-TIMEOUT=2 --POOL-MIN=1 --POOL-MAX=64`
+// (timeouts in milliseconds, retry in seconds). Keys are spread over the
+// servers by consistent hashing, ketama-compatible (MD5 points, as libketama
+// and pylibmc's "ketama"), unless the string sets --DISTRIBUTION. Rejected,
 // because dogpile's locks and results depend on the ASCII protocol's replies:
 // `--BINARY-PROTOCOL`, `--USE-UDP`, `--NOREPLY`, `--BUFFER-REQUESTS`, and a
 // `--NAMESPACE` (use RegionOptions::key_prefix instead).
@@ -27,6 +29,7 @@
 // libmemcached never appears in this header.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -37,11 +40,33 @@ namespace dogpile {
 
 class MemcachedBackend final : public Backend {
  public:
-  /// Parses `options` (a libmemcached option string naming at least one
+  /// What the option string cannot say (libmemcached 1.1 parses no option for
+  /// these), and the option string itself.
+  struct Options {
+    /// A libmemcached option string: --SERVER=host:port (one per node), and
+    /// --CONNECT-TIMEOUT, --POLL-TIMEOUT, --RETRY-TIMEOUT, --POOL-MAX, ...
+    std::string config;
+    /// Failed attempts after which a connection marks a server dead
+    /// (libmemcached's SERVER_FAILURE_LIMIT). After any failure a server is
+    /// skipped (its keys fail at once) until --RETRY-TIMEOUT seconds have
+    /// passed, and only attempts count, so with auto_eject a limit of N
+    /// ejects after about N - 1 retry periods; 1 ejects at the first failure.
+    std::uint32_t failure_limit = 1;
+    /// Auto-eject (REMOVE_FAILED_SERVERS): a dead server leaves the
+    /// consistent-hashing ring, so its keys move to the other servers (and
+    /// their values are made again there) until it is retried. Off (the
+    /// default): its keys fail fast and their callers fall back to in-process
+    /// protection, while keys on the other servers are untouched.
+    bool auto_eject = false;
+  };
+
+  /// Parses `config` (a libmemcached option string naming at least one
   /// --SERVER) after dogpile's defaults. Connects lazily: a server that is
   /// down now is not an error here. Throws std::invalid_argument with
   /// libmemcached's parse error, or naming the rejected option.
-  explicit MemcachedBackend(std::string_view options);
+  explicit MemcachedBackend(std::string_view config);
+  /// The same, with the options the string cannot carry.
+  explicit MemcachedBackend(Options options);
   ~MemcachedBackend() override;
   MemcachedBackend(const MemcachedBackend&) = delete;
   MemcachedBackend& operator=(const MemcachedBackend&) = delete;
