@@ -23,6 +23,7 @@
 #include "dogpile/memcached.hpp"
 #include "dogpile/region.hpp"
 #include "memcached_server.hpp"
+#include "quiet.hpp"
 
 using namespace std::chrono_literals;
 using dogpile::CacheRegion;
@@ -31,6 +32,7 @@ using dogpile::Outcome;
 using dogpile::RegionOptions;
 using dogpile::test::MemcachedServer;
 using dogpile::test::now_ms;
+using dogpile::test::quiet;
 
 namespace {
 
@@ -53,11 +55,6 @@ struct Cluster {
   }
   std::vector<std::unique_ptr<MemcachedServer>> nodes;
 };
-
-RegionOptions quiet(RegionOptions o) {
-  o.on_error = [](const dogpile::ErrorEvent&) {};
-  return o;
-}
 
 std::string value_for(std::string_view key) { return "value of " + std::string(key); }
 

@@ -13,6 +13,7 @@
 #include "dogpile/region.hpp"
 #include "memcached_server.hpp"
 #include "processes.hpp"
+#include "quiet.hpp"
 
 using namespace std::chrono_literals;
 using dogpile::CacheRegion;
@@ -22,13 +23,9 @@ using dogpile::Outcome;
 using dogpile::RegionOptions;
 using dogpile::test::MemcachedServer;
 using dogpile::test::now_ms;
+using dogpile::test::quiet;
 
 namespace {
-
-RegionOptions quiet(RegionOptions o) {
-  o.on_error = [](const dogpile::ErrorEvent&) {};
-  return o;
-}
 
 // Another process polls a key every 2 ms; this one invalidates the region.
 // Returns how long after the invalidation the other process first got a

@@ -16,6 +16,7 @@
 #include "dogpile/region.hpp"
 #include "memcached_server.hpp"
 #include "processes.hpp"
+#include "quiet.hpp"
 
 using namespace std::chrono_literals;
 using dogpile::CacheRegion;
@@ -25,13 +26,9 @@ using dogpile::RegionOptions;
 using dogpile::test::MemcachedServer;
 using dogpile::test::now_ms;
 using dogpile::test::percentile;
+using dogpile::test::quiet;
 
 namespace {
-
-RegionOptions quiet(RegionOptions o) {
-  o.on_error = [](const dogpile::ErrorEvent&) {};
-  return o;
-}
 
 std::shared_ptr<MemcachedBackend> backend_for(const MemcachedServer& server) {
   return std::make_shared<MemcachedBackend>(server.options());

@@ -57,6 +57,13 @@ struct Fixture {
     lock->unlock();
     return true;
   }
+  // Options with background regeneration on `executor`.
+  RegionOptions background(std::shared_ptr<dogpile::Executor> executor) {
+    RegionOptions o = options();
+    o.background_refresh = true;
+    o.executor = std::move(executor);
+    return o;
+  }
   std::size_t errors_of(ErrorKind kind) {
     std::lock_guard lock(mutex);
     std::size_t n = 0;
@@ -100,10 +107,7 @@ TEST_SUITE("region options") {
   TEST_CASE("background: the stale winner returns at once, the new value follows") {
     Fixture f;
     auto executor = std::make_shared<dogpile::test::ManualExecutor>();
-    auto o = f.options();
-    o.background_refresh = true;
-    o.executor = executor;
-    CacheRegion region(f.backend, o);
+    CacheRegion region(f.backend, f.background(executor));
     region.get_or_create("k", f.creator("old"));
     f.clock.advance(11s);
 
@@ -130,10 +134,7 @@ TEST_SUITE("region options") {
   TEST_CASE("background: a refused task runs in the caller, a dropped one frees its lock") {
     Fixture f;
     auto executor = std::make_shared<dogpile::test::ManualExecutor>(1);
-    auto o = f.options();
-    o.background_refresh = true;
-    o.executor = executor;
-    CacheRegion region(f.backend, o);
+    CacheRegion region(f.backend, f.background(executor));
     const CallOptions background{.background = true};
     region.get_or_create("a", f.creator("a1"));
     region.get_or_create("b", f.creator("b1"));
@@ -152,10 +153,7 @@ TEST_SUITE("region options") {
   TEST_CASE("background: a creator that throws leaves the stale value and frees the lock") {
     Fixture f;
     auto executor = std::make_shared<dogpile::test::ManualExecutor>();
-    auto o = f.options();
-    o.background_refresh = true;
-    o.executor = executor;
-    CacheRegion region(f.backend, o);
+    CacheRegion region(f.backend, f.background(executor));
     region.get_or_create("k", f.creator("old"));
     f.clock.advance(11s);
     CHECK(region.get_or_create(
@@ -173,10 +171,7 @@ TEST_SUITE("region options") {
   TEST_CASE("background needs a stale value: a cold key is still created by the caller") {
     Fixture f;
     auto executor = std::make_shared<dogpile::test::ManualExecutor>();
-    auto o = f.options();
-    o.background_refresh = true;
-    o.executor = executor;
-    CacheRegion region(f.backend, o);
+    CacheRegion region(f.backend, f.background(executor));
     CHECK(region.get_or_create("k", f.creator("v"), CallOptions{.background = true}) == "v");
     CHECK(executor->queued() == 0);
   }
