@@ -363,19 +363,14 @@ LockKeeper::Ticket CacheRegion::State::keep_alive(DistributedLock* lock,
   return keeper.keep(*lock, std::string(user_key), LockKeeper::interval_for(lock->ttl()));
 }
 
-// Backoff: the pause after `pause`, doubling to max_poll; the pause itself
-// is taken with +-25% jitter, so pollers of many processes spread out.
-Duration CacheRegion::State::next_pause(Duration pause) const noexcept {
-  return std::min(pause * 2, options.wait.max_poll);
-}
-
-namespace {
-Duration jittered(Duration pause) {
+// Sleeps before the next poll: `pause` with +-25% jitter, so that pollers of
+// many processes spread out; then doubles `pause`, up to max_poll.
+void CacheRegion::State::wait_before_poll(Duration& pause) const {
   thread_local std::minstd_rand generator{std::random_device{}()};
   std::uniform_real_distribution<double> factor(0.75, 1.25);
-  return std::chrono::duration_cast<Duration>(pause * factor(generator));
+  std::this_thread::sleep_for(std::chrono::duration_cast<Duration>(pause * factor(generator)));
+  pause = std::min(pause * 2, options.wait.max_poll);
 }
-}  // namespace
 
 // A caller that found no value and could not take the lock: another process
 // holds it. Polls for the value, trying the lock again whenever it is free
@@ -389,8 +384,7 @@ Read CacheRegion::State::wait_for_holder(const std::string& key, std::string_vie
   const auto started = SteadyClock::now();
   Duration pause = options.wait.first_poll;
   for (;;) {
-    std::this_thread::sleep_for(jittered(pause));
-    pause = next_pause(pause);
+    wait_before_poll(pause);
     Read r = read(key, user_key, decode, expiration, /*quiet=*/true, /*keep=*/true);
     if (detail::usable(r.found)) return r;
     if (r.found == Found::error) {

@@ -2,8 +2,6 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <random>
-#include <thread>
 
 #include "dogpile/detail/keys.hpp"
 #include "region_state.hpp"
@@ -15,12 +13,6 @@ using detail::Found;
 using detail::LockKeeper;
 using Lead = detail::FlightTable::Lead;
 using SteadyClock = std::chrono::steady_clock;
-
-Duration jittered(Duration pause) {
-  thread_local std::minstd_rand generator{std::random_device{}()};
-  std::uniform_real_distribution<double> factor(0.75, 1.25);
-  return std::chrono::duration_cast<Duration>(pause * factor(generator));
-}
 
 }  // namespace
 
@@ -311,8 +303,7 @@ void CacheRegion::get_or_create_multi_bytes(std::span<const std::string_view> us
   const auto waiting_since = SteadyClock::now();
   Duration pause = s.options.wait.first_poll;
   while (!remote.empty()) {
-    std::this_thread::sleep_for(jittered(pause));
-    pause = std::min(pause * 2, s.options.wait.max_poll);
+    s.wait_before_poll(pause);
     auto polled = fetch(remote);
     if (!polled) {
       create_owned(std::move(remote));

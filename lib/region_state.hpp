@@ -165,7 +165,7 @@ struct CacheRegion::State {
   std::optional<bool> try_lock(DistributedLock& lock, std::string_view user_key);
   void release(DistributedLock& lock, std::string_view user_key);
   detail::LockKeeper::Ticket keep_alive(DistributedLock* lock, std::string_view user_key);
-  Duration next_pause(Duration pause) const noexcept;
+  void wait_before_poll(Duration& pause) const;
 
   // --- the algorithm ---
   Read wait_for_holder(const std::string& key, std::string_view user_key, DistributedLock& lock,
