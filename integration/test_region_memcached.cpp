@@ -82,8 +82,11 @@ TEST_SUITE("region on memcached") {
     MemcachedServer server;
     // Invalidation checks stay on, with an interval longer than the test:
     // the first call reads the record, the fresh hit must not.
+    // (clock_sync off: its background samples are `stats` requests of their own.)
     CacheRegion region(backend_for(server),
-                       quiet({.expiration = 60s, .invalidation_check = std::chrono::hours(1)}));
+                       quiet({.expiration = 60s,
+                              .clock_sync = std::nullopt,
+                              .invalidation_check = std::chrono::hours(1)}));
     region.get_or_create("user:42", [] { return std::string(100, 'v'); });
     const auto before = server.stats();
     Outcome outcome{};
@@ -147,8 +150,10 @@ TEST_SUITE("region on memcached") {
     constexpr int P = 4, T = 16;
     {
       // A value created 11 s ago: expired (10 s), within the grace (60 s).
+      // (Written by a host 11 s behind that trusts its clock: no clock_sync.)
       dogpile::ManualClock past(dogpile::system_clock().now() - 11s);
-      CacheRegion writer(backend_for(server), quiet({.expiration = 10s, .clock = &past}));
+      CacheRegion writer(backend_for(server),
+                         quiet({.expiration = 10s, .clock = &past, .clock_sync = std::nullopt}));
       REQUIRE(writer.set("hot-key", std::string("old value")));
     }
     dogpile::test::Shared<Herd<P, T>> herd;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <string>
 #include <thread>
 
 namespace dogpile {
@@ -88,6 +89,141 @@ void Backend::set_multi(std::span<const KeyedItem> items, Ttl ttl) {
 
 void Backend::remove_multi(std::span<const std::string_view> keys) {
   for (auto key : keys) remove(key);
+}
+
+std::optional<Item> Backend::gets(std::string_view key, Cas& cas) {
+  cas = 0;
+  return get(key);
+}
+
+bool Backend::cas(std::string_view key, const Item&, Ttl, Cas) {
+  throw BackendError(std::string("this backend reports versions but cannot store by version (cas) "
+                                 "for key ") +
+                     std::string(key));
+}
+
+bool Backend::read_view(LeaseSlot& slot, const LeaseRequest&,
+                        detail::FunctionRef<void(std::string_view, std::uint32_t)> visit) {
+  slot.cas = 0;
+  slot.lease = LeaseState::unknown;
+  return get_view(slot.key, visit);
+}
+
+void Backend::read(std::span<LeaseSlot> slots, const LeaseRequest&) {
+  std::vector<std::string_view> keys;
+  keys.reserve(slots.size());
+  for (const auto& slot : slots) keys.push_back(slot.key);
+  auto items = get_multi(keys);
+  for (std::size_t i = 0; i < slots.size(); ++i) {
+    slots[i].item = i < items.size() ? std::move(items[i]) : std::nullopt;
+    slots[i].cas = 0;
+    slots[i].lease = LeaseState::unknown;
+  }
+}
+
+void Backend::claim(std::span<LeaseSlot> slots, const LeaseRequest& request) {
+  for (auto& slot : slots) {
+    auto lock = make_lock(slot.key, request.ttl);
+    if (lock->try_lock()) {
+      slot.lock = std::move(lock);
+      slot.lease = LeaseState::won;
+    } else {
+      slot.lease = LeaseState::held;
+    }
+  }
+}
+
+namespace {
+
+// The fence for a store after reading `item` at version `cas` under the lease.
+Fence fence_after(const std::optional<Item>& item, Cas cas) {
+  if (!item) return Fence{Fence::Kind::absent, 0};
+  if (cas != 0) return Fence{Fence::Kind::version, cas};
+  return Fence{};  // a backend without versions: the store replaces what is there
+}
+
+}  // namespace
+
+void Backend::confirm(std::span<LeaseSlot> slots) {
+  for (auto& slot : slots) {
+    Cas version = 0;
+    slot.item = gets(slot.key, version);
+    slot.cas = version;
+    slot.fence = fence_after(slot.item, version);
+  }
+}
+
+void Backend::poll(std::span<LeaseSlot> slots, const LeaseRequest& request) {
+  for (auto& slot : slots) {
+    Cas version = 0;
+    slot.item = gets(slot.key, version);
+    slot.cas = version;
+    if (slot.item) {
+      slot.lease = LeaseState::unknown;
+      continue;
+    }
+    // No way to ask whether the lock is held but to try it.
+    auto lock = make_lock(slot.key, request.ttl);
+    if (lock->try_lock()) {
+      slot.lock = std::move(lock);
+      slot.lease = LeaseState::won;
+      slot.fence = fence_after(slot.item, version);
+    } else {
+      slot.lease = LeaseState::held;
+    }
+  }
+}
+
+void Backend::store(std::span<LeaseSlot> slots) {
+  for (auto& slot : slots) {
+    if (slot.value == nullptr) continue;
+    switch (slot.fence.kind) {
+      case Fence::Kind::absent:
+        slot.stored = add(slot.key, *slot.value, slot.ttl);
+        break;
+      case Fence::Kind::version:
+        slot.stored = cas(slot.key, *slot.value, slot.ttl, slot.fence.version);
+        break;
+      case Fence::Kind::none:
+        set(slot.key, *slot.value, slot.ttl);
+        slot.stored = true;
+        break;
+    }
+  }
+}
+
+void Backend::release(std::span<LeaseSlot> slots) {
+  for (auto& slot : slots) {
+    if (!slot.lock) continue;
+    slot.lost = !slot.lock->release();
+  }
+}
+
+std::optional<ServerTime> Backend::server_time(std::string_view) { return std::nullopt; }
+
+}  // namespace dogpile
+
+#include "deadline.hpp"
+
+namespace dogpile {
+namespace detail {
+namespace {
+thread_local std::optional<Steady::time_point> current_deadline;
+}  // namespace
+
+std::optional<Steady::time_point> request_deadline() noexcept { return current_deadline; }
+
+DeadlineScope::DeadlineScope(std::optional<Steady::time_point> deadline) noexcept
+    : previous_(current_deadline) {
+  if (deadline && (!current_deadline || *deadline < *current_deadline)) current_deadline = deadline;
+}
+
+DeadlineScope::~DeadlineScope() { current_deadline = previous_; }
+
+}  // namespace detail
+
+std::optional<std::chrono::steady_clock::time_point> request_deadline() noexcept {
+  return detail::request_deadline();
 }
 
 }  // namespace dogpile

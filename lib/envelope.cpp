@@ -51,6 +51,11 @@ const char* to_string(EnvelopeError e) noexcept {
       return "envelope header is malformed";
     case EnvelopeError::trailing_bytes:
       return "item is longer than its envelope says";
+    case EnvelopeError::old_version:
+      return "item was written by dogpile 0.1 (envelope version 1); the next creation replaces it";
+    case EnvelopeError::key_mismatch:
+      return "item was stored under another key (a misrouted reply, or a connection shared "
+             "across processes)";
   }
   return "unknown envelope error";
 }
@@ -58,7 +63,8 @@ const char* to_string(EnvelopeError e) noexcept {
 void begin_envelope(std::string& out) { out.assign(kEnvelopeHeaderSize, '\0'); }
 
 void finish_envelope(std::string& out, TimePoint created_at,
-                     std::chrono::microseconds creation_duration) {
+                     std::chrono::microseconds creation_duration, std::uint64_t key_check,
+                     EnvelopeKind kind) {
   const std::size_t payload = out.size() - kEnvelopeHeaderSize;
   if (payload > std::numeric_limits<std::uint32_t>::max()) {
     throw std::length_error("dogpile: a cached value must be smaller than 4 GiB");
@@ -73,14 +79,17 @@ void finish_envelope(std::string& out, TimePoint created_at,
   std::memcpy(h, kMagic, 4);
   h[4] = static_cast<char>(kEnvelopeVersion);
   h[5] = static_cast<char>(kEnvelopeHeaderSize);
-  put_le(h + 6, 0, 2);
+  h[6] = static_cast<char>(kind);
+  h[7] = 0;
   put_le(h + 8, static_cast<std::uint64_t>(micros), 8);
   put_le(h + 16, static_cast<std::uint64_t>(took), 4);
   put_le(h + 20, payload, 4);
+  put_le(h + 24, key_check, 8);
 }
 
 DecodeResult decode_envelope(std::string_view bytes, std::uint32_t flags) noexcept {
   auto fail = [](EnvelopeError e) { return DecodeResult{std::nullopt, e}; };
+  if (flags == kEnvelopeFlagsV1) return fail(EnvelopeError::old_version);
   if (flags != kEnvelopeFlags) return fail(EnvelopeError::foreign_flags);
   if (bytes.size() < 4) return fail(EnvelopeError::truncated);
   if (std::memcmp(bytes.data(), kMagic, 4) != 0) return fail(EnvelopeError::bad_magic);
@@ -89,7 +98,9 @@ DecodeResult decode_envelope(std::string_view bytes, std::uint32_t flags) noexce
   if (static_cast<std::uint8_t>(h[4]) != kEnvelopeVersion) {
     return fail(EnvelopeError::wrong_version);
   }
-  if (static_cast<std::uint8_t>(h[5]) != kEnvelopeHeaderSize || get_le(h + 6, 2) != 0) {
+  const auto kind = static_cast<std::uint8_t>(h[6]);
+  if (static_cast<std::uint8_t>(h[5]) != kEnvelopeHeaderSize || h[7] != 0 ||
+      kind > static_cast<std::uint8_t>(EnvelopeKind::tombstone)) {
     return fail(EnvelopeError::bad_header);
   }
   const std::uint64_t payload = get_le(h + 20, 4);
@@ -102,10 +113,23 @@ DecodeResult decode_envelope(std::string_view bytes, std::uint32_t flags) noexce
   if (raw_micros > kMaxMicros) return fail(EnvelopeError::bad_header);
   const auto micros = static_cast<std::int64_t>(raw_micros);
   const auto took = static_cast<std::int64_t>(get_le(h + 16, 4));
+  if (kind == static_cast<std::uint8_t>(EnvelopeKind::tombstone) && payload != 0) {
+    return fail(EnvelopeError::bad_header);
+  }
   EnvelopeView view{
       TimePoint(std::chrono::duration_cast<Duration>(std::chrono::microseconds(micros))),
-      std::chrono::microseconds(took), bytes.substr(kEnvelopeHeaderSize)};
+      std::chrono::microseconds(took), bytes.substr(kEnvelopeHeaderSize),
+      static_cast<EnvelopeKind>(kind), get_le(h + 24, 8)};
   return DecodeResult{view, {}};
+}
+
+DecodeResult decode_envelope(std::string_view bytes, std::uint32_t flags,
+                             std::uint64_t expected_key_check) noexcept {
+  DecodeResult result = decode_envelope(bytes, flags);
+  if (result.envelope && result.envelope->key_check != expected_key_check) {
+    return DecodeResult{std::nullopt, EnvelopeError::key_mismatch};
+  }
+  return result;
 }
 
 }  // namespace dogpile::detail

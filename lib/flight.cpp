@@ -2,8 +2,29 @@
 
 #include <cstdint>
 #include <functional>
+#include <new>
 
 namespace dogpile::detail {
+
+std::optional<Flight::Result> Flight::wait(const Clock& clock, SteadyTime deadline,
+                                           std::stop_token stop) {
+  std::unique_lock lock(mutex_);
+  if (!clock.wait_until(done_cv_, lock, deadline, std::move(stop), [&] { return done_; })) {
+    return std::nullopt;
+  }
+  return result_;
+}
+
+bool Flight::complete(Result result) {
+  {
+    std::lock_guard lock(mutex_);
+    if (done_) return false;
+    result_ = std::move(result);
+    done_ = true;
+  }
+  done_cv_.notify_all();
+  return true;
+}
 
 FlightTable::Shard& FlightTable::shard_for(std::string_view key) noexcept {
   const auto mixed =
@@ -30,6 +51,20 @@ std::optional<FlightTable::Lead> FlightTable::try_lead(const std::string& key) {
   return Lead(*this, key, it->second);
 }
 
+void FlightTable::erase(const std::string& key, const std::shared_ptr<Flight>& flight) noexcept {
+  Shard& shard = shard_for(key);
+  std::lock_guard lock(shard.mutex);
+  // Only this flight: after a detach, the key may already lead a new one.
+  if (auto it = shard.flights.find(key); it != shard.flights.end() && it->second == flight) {
+    shard.flights.erase(it);
+  }
+}
+
+void FlightTable::detach(const std::string& key, const std::shared_ptr<Flight>& flight) {
+  erase(key, flight);
+  flight->complete({});
+}
+
 std::size_t FlightTable::size() const {
   std::size_t n = 0;
   for (const auto& shard : shards_) {
@@ -39,13 +74,17 @@ std::size_t FlightTable::size() const {
   return n;
 }
 
+void FlightTable::reset_after_fork() noexcept {
+  for (auto& shard : shards_) {
+    new (&shard.mutex) std::mutex;  // may have been held by a thread of the parent
+    // The flights are the parent's: leak them (their followers do not exist here).
+    new (&shard.flights) std::unordered_map<std::string, std::shared_ptr<Flight>>();
+  }
+}
+
 void FlightTable::Lead::finish(Flight::Result result) noexcept {
   if (table_ == nullptr) return;
-  {
-    Shard& shard = table_->shard_for(key_);
-    std::lock_guard lock(shard.mutex);
-    shard.flights.erase(key_);
-  }
+  table_->erase(key_, flight_);
   table_ = nullptr;
   flight_->complete(std::move(result));
 }

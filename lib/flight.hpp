@@ -3,10 +3,13 @@
 //
 // The first caller to join a key's flight leads it; later callers follow and
 // block until the leader completes it with an item (the envelope it stored or
-// found), an exception (its creator's), or abandons it (they then start over).
-// A completed flight leaves the table before its followers are woken, so a
-// caller that arrives afterwards starts a new one: it never receives the
-// result, or the exception, of work it did not wait for.
+// found), an exception (its creator's), or abandons it (they then start over)
+// — or until their own deadline passes. A completed flight leaves the table
+// before its followers are woken, so a caller that arrives afterwards starts
+// a new one: it never receives the result, or the exception, of work it did
+// not wait for. A flight can also be detached from outside (its creator was
+// declared hung): its followers start over, and the leader's late result
+// goes nowhere.
 #pragma once
 
 #include <array>
@@ -15,12 +18,14 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <stop_token>
 #include <string>
 #include <string_view>
 #include <unordered_map>
 #include <utility>
 
 #include "dogpile/backend.hpp"
+#include "dogpile/clock.hpp"
 
 namespace dogpile::detail {
 
@@ -31,25 +36,17 @@ class Flight {
     std::exception_ptr error;
   };
 
-  /// Blocks until the leader completes the flight.
-  Result wait() {
-    std::unique_lock lock(mutex_);
-    done_cv_.wait(lock, [&] { return done_; });
-    return result_;
-  }
+  /// Blocks until the flight is completed (its result), or until `deadline`
+  /// passes on `clock` or `stop` is requested (nullopt).
+  std::optional<Result> wait(const Clock& clock, SteadyTime deadline, std::stop_token stop);
 
-  void complete(Result result) {
-    {
-      std::lock_guard lock(mutex_);
-      result_ = std::move(result);
-      done_ = true;
-    }
-    done_cv_.notify_all();
-  }
+  /// Completes the flight and wakes its followers; false (and nothing
+  /// changes) if it was completed already.
+  bool complete(Result result);
 
  private:
   std::mutex mutex_;
-  std::condition_variable done_cv_;
+  std::condition_variable_any done_cv_;
   bool done_ = false;
   Result result_;
 };
@@ -65,8 +62,16 @@ class FlightTable {
   /// Leads a new flight for `key`, or returns nullopt if one is in progress.
   std::optional<Lead> try_lead(const std::string& key);
 
-  /// Flights in progress. For tests.
+  /// Removes `flight` from the table (if it is still there) and abandons it:
+  /// its followers start over. The leader's later result is dropped.
+  void detach(const std::string& key, const std::shared_ptr<Flight>& flight);
+
+  /// Flights in progress.
   [[nodiscard]] std::size_t size() const;
+
+  /// In a forked child: forgets every flight (their leaders and followers
+  /// are threads of the parent). Single-threaded use only.
+  void reset_after_fork() noexcept;
 
   /// Completes a flight when the leader is done; abandons it if the leader
   /// leaves without completing it (its followers then start over).
@@ -91,6 +96,10 @@ class FlightTable {
 
     void publish(std::shared_ptr<const Item> item) { finish({std::move(item), nullptr}); }
     void fail(std::exception_ptr error) { finish({nullptr, std::move(error)}); }
+    /// Abandons the flight now: its followers start over.
+    void abandon() { finish({}); }
+
+    [[nodiscard]] const std::shared_ptr<Flight>& flight() const noexcept { return flight_; }
 
    private:
     void finish(Flight::Result result) noexcept;
@@ -106,6 +115,7 @@ class FlightTable {
     std::unordered_map<std::string, std::shared_ptr<Flight>> flights;
   };
   Shard& shard_for(std::string_view key) noexcept;
+  void erase(const std::string& key, const std::shared_ptr<Flight>& flight) noexcept;
   std::array<Shard, 16> shards_;
 };
 

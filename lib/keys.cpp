@@ -1,5 +1,6 @@
 #include "dogpile/detail/keys.hpp"
 
+#include <bit>
 #include <stdexcept>
 
 #include "dogpile/detail/sha256.hpp"
@@ -44,6 +45,45 @@ std::string lock_key_for(std::string_view value_key) {
   out.reserve(value_key.size() + 2);
   out.append(value_key).append("#L");
   return out;
+}
+
+namespace {
+
+constexpr std::uint64_t kMul1 = 0x9E3779B97F4A7C15ull;
+constexpr std::uint64_t kMul2 = 0xC2B2AE3D27D4EB4Full;
+constexpr std::uint64_t kMul3 = 0x165667B19E3779F9ull;
+
+std::uint64_t load_le(const char* p, std::size_t n) noexcept {
+  std::uint64_t v = 0;
+  for (std::size_t i = n; i-- > 0;) v = (v << 8) | static_cast<unsigned char>(p[i]);
+  return v;
+}
+
+// The finalizer of MurmurHash3: every input bit affects every output bit.
+std::uint64_t avalanche(std::uint64_t h) noexcept {
+  h ^= h >> 33;
+  h *= 0xff51afd7ed558ccdull;
+  h ^= h >> 33;
+  h *= 0xc4ceb9fe1a85ec53ull;
+  h ^= h >> 33;
+  return h;
+}
+
+}  // namespace
+
+std::uint64_t key_check(std::string_view key) noexcept {
+  std::uint64_t h = kMul3 ^ (static_cast<std::uint64_t>(key.size()) * kMul1);
+  std::size_t i = 0;
+  for (; i + 8 <= key.size(); i += 8) {
+    const std::uint64_t word = std::rotl(load_le(key.data() + i, 8) * kMul2, 31) * kMul1;
+    h = std::rotl(h ^ word, 27) * kMul1 + kMul3;
+  }
+  if (i < key.size()) {
+    const std::uint64_t word =
+        std::rotl(load_le(key.data() + i, key.size() - i) * kMul2, 31) * kMul1;
+    h = std::rotl(h ^ word, 27) * kMul1 + kMul3;
+  }
+  return avalanche(h);
 }
 
 }  // namespace dogpile::detail

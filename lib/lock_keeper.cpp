@@ -2,21 +2,22 @@
 
 #include <algorithm>
 #include <exception>
+#include <new>
 #include <string>
 #include <utility>
 #include <vector>
 
 namespace dogpile::detail {
 
-LockKeeper::LockKeeper(Report report) : report_(std::move(report)) {}
+LockKeeper::LockKeeper(const Clock& clock, Report report)
+    : clock_(clock), report_(std::move(report)), registration_(*this) {}
 
 LockKeeper::~LockKeeper() {
-  {
-    std::lock_guard lock(mutex_);
-    stopping_ = true;
+  registration_.reset();
+  if (thread_.joinable()) {
+    thread_.request_stop();
+    thread_.join();
   }
-  wake_.notify_all();
-  if (thread_.joinable()) thread_.join();
 }
 
 void LockKeeper::Ticket::reset() noexcept {
@@ -29,35 +30,79 @@ void LockKeeper::Ticket::reset() noexcept {
   keeper_ = nullptr;
 }
 
-LockKeeper::Ticket LockKeeper::keep(DistributedLock& lock, std::string key,
-                                    Clock::duration interval) {
-  std::lock_guard guard(mutex_);
-  if (!thread_.joinable()) thread_ = std::thread([this] { run(); });
-  entries_.push_back(Entry{&lock, std::move(key), interval, Clock::now() + interval});
-  auto it = std::prev(entries_.end());
+void LockKeeper::start_locked() {
+  if (!thread_.joinable()) thread_ = std::jthread([this](std::stop_token stop) { run(stop); });
+  changed_ = true;
   wake_.notify_all();
+}
+
+LockKeeper::Ticket LockKeeper::keep(DistributedLock& lock, std::string key, Duration interval,
+                                    std::optional<Duration> max_creation,
+                                    std::function<void()> on_hung) {
+  std::lock_guard guard(mutex_);
+  const SteadyTime now = clock_.steady_now();
+  const SteadyTime hung_at =
+      max_creation ? now + std::chrono::duration_cast<SteadyTime::duration>(*max_creation)
+                   : SteadyTime::max();
+  entries_.push_back(Entry{&lock, std::move(key), interval,
+                           now + std::chrono::duration_cast<SteadyTime::duration>(interval),
+                           hung_at, std::move(on_hung)});
+  auto it = std::prev(entries_.end());
+  start_locked();
   return Ticket(this, it);
 }
 
-LockKeeper::Clock::duration LockKeeper::interval_for(Ttl ttl) noexcept {
+void LockKeeper::schedule(Duration delay, std::function<std::optional<Duration>()> chore) {
+  std::lock_guard guard(mutex_);
+  chores_.push_back(Chore{
+      clock_.steady_now() + std::chrono::duration_cast<SteadyTime::duration>(delay),
+      std::move(chore)});
+  start_locked();
+}
+
+Duration LockKeeper::interval_for(Ttl ttl) noexcept {
   const auto usable =
-      std::max<Clock::duration>(ttl - std::chrono::seconds(1), std::chrono::milliseconds(500));
+      std::max<Duration>(ttl - std::chrono::seconds(1), std::chrono::milliseconds(500));
   return usable / 3;
 }
 
-void LockKeeper::run() {
+void LockKeeper::after_fork_in_child() noexcept {
+  // The thread and the locks are the parent's: leak them, never join or
+  // extend them here. A new thread starts on the next keep() or schedule().
+  new (&thread_) std::jthread();
+  new (&entries_) std::list<Entry>();
+  new (&chores_) std::list<Chore>();
+  new (&mutex_) std::mutex;
+  new (&wake_) std::condition_variable_any;
+  new (&extended_) std::condition_variable;
+  changed_ = false;
+}
+
+void LockKeeper::run(std::stop_token stop) {
   std::unique_lock lock(mutex_);
-  while (!stopping_) {
-    // Extensions run outside the mutex: one slow request must not hold up
-    // creators that register or unregister their own locks meanwhile.
+  while (!stop.stop_requested()) {
+    const SteadyTime now = clock_.steady_now();
+    // Extensions and chores run outside the mutex: one slow request must not
+    // hold up creators that register or unregister their own locks.
     std::vector<Entry*> due;
+    std::vector<std::pair<std::string, std::function<void()>>> hung;
     for (Entry& e : entries_) {
-      if (e.alive && e.due <= Clock::now()) {
+      if (!e.alive) continue;
+      if (e.hung_at <= now) {
+        e.alive = false;  // no longer extended: another process may take over
+        hung.emplace_back(e.key, e.on_hung);
+      } else if (e.due <= now) {
         e.busy = true;
         due.push_back(&e);
       }
     }
-    if (!due.empty()) {
+    std::list<Chore> chores;
+    for (auto it = chores_.begin(); it != chores_.end();) {
+      auto next = std::next(it);
+      if (it->due <= now) chores.splice(chores.end(), chores_, it);
+      it = next;
+    }
+    if (!due.empty() || !hung.empty() || !chores.empty()) {
       struct Outcome {
         bool lost = false;
         std::string error;
@@ -71,34 +116,50 @@ void LockKeeper::run() {
           outcomes[i].error = error.what();
         }
       }
+      for (auto& [key, on_hung] : hung) {
+        report_(key, Event::hung, nullptr);
+        if (on_hung) on_hung();
+      }
+      std::vector<std::optional<Duration>> again;
+      for (auto& chore : chores) again.push_back(chore.run());
       lock.lock();
       std::vector<std::pair<std::string, Outcome>> reports;
+      const SteadyTime after = clock_.steady_now();
       for (std::size_t i = 0; i < due.size(); ++i) {
         Entry& e = *due[i];
         e.busy = false;
-        e.due = Clock::now() + e.interval;
+        e.due = after + std::chrono::duration_cast<SteadyTime::duration>(e.interval);
         if (outcomes[i].lost) e.alive = false;  // taken over: extending again cannot help
         if (outcomes[i].lost || !outcomes[i].error.empty()) {
           reports.emplace_back(e.key, std::move(outcomes[i]));
         }
       }
+      std::size_t j = 0;
+      for (auto it = chores.begin(); it != chores.end(); ++j) {
+        auto next = std::next(it);
+        if (again[j]) {
+          it->due = after + std::chrono::duration_cast<SteadyTime::duration>(*again[j]);
+          chores_.splice(chores_.end(), chores, it);
+        }
+        it = next;
+      }
       extended_.notify_all();
       if (!reports.empty()) {
         lock.unlock();
-        for (auto& [key, o] : reports) report_(key, o.lost, o.lost ? nullptr : o.error.c_str());
+        for (auto& [key, o] : reports) {
+          report_(key, o.lost ? Event::lost : Event::failed, o.lost ? nullptr : o.error.c_str());
+        }
         lock.lock();
       }
       continue;
     }
-    auto next = Clock::time_point::max();
+    auto next = SteadyTime::max();
     for (const Entry& e : entries_) {
-      if (e.alive) next = std::min(next, e.due);
+      if (e.alive) next = std::min({next, e.due, e.hung_at});
     }
-    if (next == Clock::time_point::max()) {
-      wake_.wait(lock);
-    } else {
-      wake_.wait_until(lock, next);
-    }
+    for (const Chore& c : chores_) next = std::min(next, c.due);
+    changed_ = false;
+    clock_.wait_until(wake_, lock, next, stop, [&] { return changed_; });
   }
 }
 

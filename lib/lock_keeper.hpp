@@ -1,9 +1,14 @@
-// Keeps distributed locks alive while their creators run (internal).
+// Keeps distributed locks alive while their creators run, and runs the
+// region's periodic chores (internal).
 //
 // A creator may outlive its lock's time to live. The keeper extends every
 // registered lock every `interval` from a background thread, so a slow but
 // live creator keeps its lock, while the lock of a crashed process (whose
-// keeper died with it) expires after its time to live.
+// keeper died with it) expires after its time to live. A creator that runs
+// past its `max_creation` is declared hung: its lock is no longer extended
+// (so another process can take over once it expires), and `on_hung` runs.
+// Timing is on the region's Clock timer (steady time in production; a
+// ManualClock in tests).
 #pragma once
 
 #include <chrono>
@@ -11,24 +16,29 @@
 #include <functional>
 #include <list>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <utility>
 
 #include "dogpile/backend.hpp"
+#include "dogpile/clock.hpp"
+#include "fork.hpp"
 
 namespace dogpile::detail {
 
-class LockKeeper {
+class LockKeeper : ForkAware {
  public:
-  using Clock = std::chrono::steady_clock;
-  /// Called (from the keeper thread) when an extension fails: `lost` is
-  /// true if the lock was taken over, false if the backend failed (then
-  /// `error` says how). Must not throw.
-  using Report = std::function<void(const std::string& key, bool lost, const char* error)>;
+  enum class Event {
+    lost,    ///< an extension found the lock gone or taken over
+    failed,  ///< an extension failed (the backend could not be asked); `error` says why
+    hung,    ///< the creator ran past its max_creation; the lock is no longer extended
+  };
+  /// Called from the keeper thread. Must not throw.
+  using Report = std::function<void(const std::string& key, Event event, const char* error)>;
 
-  explicit LockKeeper(Report report);
-  /// Joins the thread. Every Ticket must have been destroyed.
+  LockKeeper(const Clock& clock, Report report);
+  /// Stops and joins the thread. Every Ticket must have been destroyed.
   ~LockKeeper();
   LockKeeper(const LockKeeper&) = delete;
   LockKeeper& operator=(const LockKeeper&) = delete;
@@ -36,15 +46,16 @@ class LockKeeper {
   struct Entry {
     DistributedLock* lock;
     std::string key;
-    Clock::duration interval;
-    Clock::time_point due;
+    Duration interval;
+    SteadyTime due;
+    SteadyTime hung_at;  // SteadyTime::max(): never
+    std::function<void()> on_hung;
     bool alive = true;
     bool busy = false;  // being extended, outside the mutex
   };
 
   /// Unregisters its lock on destruction; after that the keeper no longer
-  /// touches the lock (an extension of it in progress is waited for; others
-  /// are not).
+  /// touches the lock (an extension of it in progress is waited for).
   class Ticket {
    public:
     Ticket() = default;
@@ -69,25 +80,45 @@ class LockKeeper {
   };
 
   /// Extends `lock` (held, named `key` in reports) every `interval` until the
-  /// ticket is destroyed. Starts the thread on first use.
-  [[nodiscard]] Ticket keep(DistributedLock& lock, std::string key, Clock::duration interval);
+  /// ticket is destroyed, or until `max_creation` has passed (then reports
+  /// `hung` and calls `on_hung`). Starts the thread on first use.
+  [[nodiscard]] Ticket keep(DistributedLock& lock, std::string key, Duration interval,
+                            std::optional<Duration> max_creation = std::nullopt,
+                            std::function<void()> on_hung = {});
+
+  /// Runs `chore` on the keeper thread after `delay`, then again after each
+  /// delay it returns, until it returns nullopt. Chores run one at a time,
+  /// between extensions; they must not throw.
+  void schedule(Duration delay, std::function<std::optional<Duration>()> chore);
 
   /// The extension interval for a lock with time to live `ttl`: a third of
   /// (ttl - 1 s), because memcached counts expiry in whole seconds and may
   /// expire an item up to a second early; the other two thirds are slack for
   /// a keeper (or a server) that is slow to run.
-  [[nodiscard]] static Clock::duration interval_for(Ttl ttl) noexcept;
+  [[nodiscard]] static Duration interval_for(Ttl ttl) noexcept;
+
+  /// The child of a fork has no keeper thread and extends none of its
+  /// parent's locks: everything is forgotten; a new thread starts on use.
+  void after_fork_in_child() noexcept override;
 
  private:
-  void run();
+  struct Chore {
+    SteadyTime due;
+    std::function<std::optional<Duration>()> run;
+  };
+  void run(std::stop_token stop);
+  void start_locked();
 
+  const Clock& clock_;
   Report report_;
   std::mutex mutex_;
-  std::condition_variable wake_;
+  std::condition_variable_any wake_;
   std::condition_variable extended_;  // an extension finished
+  bool changed_ = false;              // entries or chores changed: recompute the next wake
   std::list<Entry> entries_;
-  bool stopping_ = false;
-  std::thread thread_;
+  std::list<Chore> chores_;
+  std::jthread thread_;
+  ForkRegistration registration_;
 };
 
 }  // namespace dogpile::detail

@@ -1,19 +1,36 @@
 #include "dogpile/memcached.hpp"
 
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <fcntl.h>
 #include <fmt/format.h>
 #include <libmemcached/memcached.h>
-#include <libmemcachedutil-1.0/util.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <charconv>
+#include <condition_variable>
 #include <cstdlib>
+#include <cstring>
 #include <ctime>
 #include <memory>
+#include <mutex>
+#include <new>
+#include <regex>
 #include <stdexcept>
 #include <unordered_map>
 #include <utility>
+#include <vector>
 
+#include "deadline.hpp"
 #include "dogpile/detail/keys.hpp"
+#include "dogpile/detail/lock_item.hpp"
+#include "fork.hpp"
 #include "lock_token.hpp"
 
 namespace dogpile {
@@ -27,7 +44,7 @@ constexpr std::string_view kDefaultOptions =
 constexpr std::chrono::seconds kMaxRelativeExpiration = std::chrono::hours(24 * 30);
 
 // The pool's size from --POOL-MIN / --POOL-MAX (the last of each wins, as in
-// libmemcached's own parser, which only memcached_pool() applies).
+// libmemcached's own parser).
 std::pair<std::uint32_t, std::uint32_t> pool_sizes(std::string_view options) {
   auto last = [&](std::string_view name, std::uint32_t fallback) {
     const auto at = options.rfind(name);
@@ -56,11 +73,23 @@ time_t memcached_exptime(Ttl ttl) {
   return static_cast<time_t>(ttl.count());
 }
 
+// libmemcached's messages start with the connection's address in memory and
+// end with its source file and line ("(0x55..) CONNECTION FAILURE(...) ->
+// ./src/libmemcached/io.cc:145"); both are noise in a log, and the address
+// defeats de-duplication. They are cut.
+std::string tidy(std::string text) {
+  static const std::regex address(R"(\(0x[0-9a-fA-F]+\)\s*)");
+  static const std::regex source(R"(\s*->\s*\S+:\d+\s*$)");
+  text = std::regex_replace(text, address, "");
+  text = std::regex_replace(text, source, "");
+  return text;
+}
+
 std::string describe(memcached_st* mc, memcached_return_t rc) {
   std::string text = memcached_strerror(mc, rc);
   if (mc != nullptr && memcached_last_error(mc) == rc) {
     const char* detail = memcached_last_error_message(mc);
-    if (detail != nullptr && text != detail) text.append(": ").append(detail);
+    if (detail != nullptr && text != detail) text.append(": ").append(tidy(detail));
   }
   return text;
 }
@@ -103,130 +132,317 @@ void validate(memcached_st* mc) {
   }
 }
 
+// The local port of a socket, or 0.
+in_port_t local_port(int fd) {
+  sockaddr_storage addr{};
+  socklen_t len = sizeof addr;
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) return 0;
+  if (addr.ss_family == AF_INET) return ntohs(reinterpret_cast<sockaddr_in&>(addr).sin_port);
+  if (addr.ss_family == AF_INET6) return ntohs(reinterpret_cast<sockaddr_in6&>(addr).sin6_port);
+  return 0;
+}
+
+// In a forked child: closes the child's copies of the sockets whose local
+// ports are `ports` (the parent's connections), without a word to the
+// server — a polite `quit` would end the parent's connection too.
+void close_inherited_sockets(const std::vector<in_port_t>& ports) {
+  if (ports.empty()) return;
+  DIR* dir = ::opendir("/proc/self/fd");
+  if (dir == nullptr) return;  // they stay open, unused, until the child exits
+  std::vector<int> to_close;
+  const int own = ::dirfd(dir);
+  while (const dirent* entry = ::readdir(dir)) {
+    int fd = -1;
+    const std::string_view name(entry->d_name);
+    if (std::from_chars(name.data(), name.data() + name.size(), fd).ec != std::errc() || fd == own) {
+      continue;
+    }
+    const in_port_t port = local_port(fd);
+    if (port != 0 && std::find(ports.begin(), ports.end(), port) != ports.end()) {
+      to_close.push_back(fd);
+    }
+  }
+  ::closedir(dir);
+  for (int fd : to_close) ::close(fd);
+}
+
 }  // namespace
 
-struct MemcachedBackend::Impl {
-  // The master connection is configured completely (the option string,
-  // then what it cannot say) before the pool clones it: a connection cloned
-  // earlier keeps the distribution it was cloned with, and connections that
-  // disagree on which server holds a key would split values and locks.
-  Impl(std::string opts, const MemcachedBackend::Options& extra) : options(std::move(opts)) {
+// Connections: a pool of libmemcached handles cloned from one fully
+// configured master (a handle cloned earlier would keep an older server
+// distribution, and handles that disagree on where a key lives would split
+// values from their locks). The pool is dogpile's own rather than
+// libmemcachedutil's so that every handle ever made is known: a forked child
+// must find and drop each of them.
+struct MemcachedBackend::Impl : detail::ForkAware {
+  Impl(std::string opts, const MemcachedBackend::Options& extra)
+      : options(std::move(opts)), settings(extra), registration(*this) {
     if (extra.failure_limit == 0) {
       throw std::invalid_argument("dogpile::MemcachedBackend: failure_limit must be at least 1");
     }
-    master = memcached(options.data(), options.size());
-    if (master == nullptr) {
+    master = make_master();
+    const auto [pool_min, pool_max] = pool_sizes(options);
+    (void)pool_min;  // handles are made on demand
+    max_connections = pool_max;
+    poll_timeout_ms = static_cast<std::int32_t>(
+        memcached_behavior_get(master, MEMCACHED_BEHAVIOR_POLL_TIMEOUT));
+    connect_timeout_ms = static_cast<std::int32_t>(
+        memcached_behavior_get(master, MEMCACHED_BEHAVIOR_CONNECT_TIMEOUT));
+  }
+  ~Impl() {
+    registration.reset();
+    for (memcached_st* mc : all) memcached_free(mc);
+    memcached_free(master);
+  }
+  Impl(const Impl&) = delete;
+  Impl& operator=(const Impl&) = delete;
+
+  memcached_st* make_master() const {
+    memcached_st* mc = memcached(options.data(), options.size());
+    if (mc == nullptr) {
       char error[512] = {};
       libmemcached_check_configuration(options.data(), options.size(), error, sizeof error);
       throw std::invalid_argument(fmt::format(
           "dogpile::MemcachedBackend: cannot parse options \"{}\": {}", options, error));
     }
     try {
-      validate(master);
-      // Ketama unless the caller chose a distribution.
-      if (options.find("--DISTRIBUTION") == std::string::npos) {
-        memcached_behavior_set(master, MEMCACHED_BEHAVIOR_KETAMA_WEIGHTED, 1);
-      }
-      memcached_behavior_set(master, MEMCACHED_BEHAVIOR_SERVER_FAILURE_LIMIT, extra.failure_limit);
-      memcached_behavior_set(master, MEMCACHED_BEHAVIOR_REMOVE_FAILED_SERVERS,
-                             extra.auto_eject ? 1 : 0);
-      const auto [pool_min, pool_max] = pool_sizes(options);
-      pool = memcached_pool_create(master, pool_min, pool_max);
-      if (pool == nullptr) {
-        throw std::invalid_argument(
-            fmt::format("dogpile::MemcachedBackend: cannot create a pool of {} to {} connections",
-                        pool_min, pool_max));
-      }
+      validate(mc);
     } catch (...) {
-      memcached_free(master);
+      memcached_free(mc);
       throw;
     }
-    const std::uint64_t poll_ms = memcached_behavior_get(master, MEMCACHED_BEHAVIOR_POLL_TIMEOUT);
-    fetch_timeout =
-        timespec{static_cast<time_t>(poll_ms / 1000), static_cast<long>(poll_ms % 1000) * 1000000L};
+    // Ketama unless the caller chose a distribution.
+    if (options.find("--DISTRIBUTION") == std::string::npos) {
+      memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_KETAMA_WEIGHTED, 1);
+    }
+    memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_SERVER_FAILURE_LIMIT, settings.failure_limit);
+    memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_REMOVE_FAILED_SERVERS,
+                           settings.auto_eject ? 1 : 0);
+    return mc;
   }
-  ~Impl() {
-    memcached_pool_destroy(pool);  // returns the master, which stays ours
-    memcached_free(master);
-  }
-  Impl(const Impl&) = delete;
-  Impl& operator=(const Impl&) = delete;
 
-  // A connection borrowed from the pool for one operation.
+  // In the child: every handle's sockets are the parent's. Close the child's
+  // copies, forget the handles (never freed: freeing sends `quit`), and
+  // start with a new master and an empty pool.
+  void after_fork_in_child() noexcept override {
+    std::vector<in_port_t> ports;
+    auto collect = [&](memcached_st* mc) {
+      const std::uint32_t n = memcached_server_count(mc);
+      for (std::uint32_t i = 0; i < n; ++i) {
+        const in_port_t port = memcached_server_srcport(memcached_server_instance_by_position(mc, i));
+        if (port != 0 && port != static_cast<in_port_t>(-1)) ports.push_back(port);
+      }
+    };
+    collect(master);
+    for (memcached_st* mc : all) collect(mc);
+    close_inherited_sockets(ports);
+    new (&mutex) std::mutex;
+    new (&available) std::condition_variable;
+    new (&idle) std::vector<memcached_st*>();
+    new (&all) std::vector<memcached_st*>();
+    try {
+      master = make_master();
+    } catch (...) {
+      master = nullptr;  // cannot happen: the same options parsed in the parent
+    }
+  }
+
+  // A handle borrowed for one operation. The request's deadline (the calling
+  // region's, see request_deadline()) caps libmemcached's timeouts.
   class Connection {
    public:
     Connection(Impl& impl, std::string_view op, std::string_view key) : impl_(impl) {
-      timespec wait = impl.fetch_timeout;
-      memcached_return_t rc;
-      mc_ = memcached_pool_fetch(impl.pool, &wait, &rc);
-      if (mc_ == nullptr) fail(op, key, nullptr, rc);
+      const auto deadline = detail::request_deadline();
+      const auto wait_until =
+          std::min(deadline.value_or(detail::Steady::time_point::max()),
+                   detail::Steady::now() + std::chrono::milliseconds(impl.poll_timeout_ms));
+      mc_ = impl.borrow(wait_until);
+      if (mc_ == nullptr) {
+        throw BackendError(fmt::format("memcached {} {}: no connection free within the {}", op, key,
+                                       deadline && *deadline <= wait_until
+                                           ? "call's deadline"
+                                           : "poll timeout (raise --POOL-MAX)"));
+      }
+      if (deadline) {
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                              *deadline - detail::Steady::now())
+                              .count();
+        if (left <= 0) {
+          impl.give_back(mc_);
+          throw BackendError(fmt::format("memcached {} {}: the call's deadline has passed", op, key));
+        }
+        if (left < impl.poll_timeout_ms) {
+          capped_ = true;
+          const auto ms = static_cast<std::uint64_t>(left);
+          memcached_behavior_set(mc_, MEMCACHED_BEHAVIOR_POLL_TIMEOUT, ms);
+          memcached_behavior_set(mc_, MEMCACHED_BEHAVIOR_CONNECT_TIMEOUT,
+                                 std::min<std::uint64_t>(ms, impl.connect_timeout_ms));
+        }
+      }
     }
-    ~Connection() { memcached_pool_release(impl_.pool, mc_); }
+    ~Connection() {
+      if (capped_) {
+        memcached_behavior_set(mc_, MEMCACHED_BEHAVIOR_POLL_TIMEOUT,
+                               static_cast<std::uint64_t>(impl_.poll_timeout_ms));
+        memcached_behavior_set(mc_, MEMCACHED_BEHAVIOR_CONNECT_TIMEOUT,
+                               static_cast<std::uint64_t>(impl_.connect_timeout_ms));
+      }
+      impl_.give_back(mc_);
+    }
     Connection(const Connection&) = delete;
     Connection& operator=(const Connection&) = delete;
     memcached_st* get() const noexcept { return mc_; }
 
    private:
     Impl& impl_;
-    memcached_st* mc_;
+    memcached_st* mc_ = nullptr;
+    bool capped_ = false;
   };
 
-  // `gets` of one key placed by `master`; nullopt if absent.
-  struct Fetched {
-    std::string value;
-    std::uint64_t cas;
-  };
-  std::optional<Fetched> gets(memcached_st* mc, std::string_view op, std::string_view master,
-                              std::string_view key) {
-    const char* keys[] = {key.data()};
-    const size_t lengths[] = {key.size()};
+  memcached_st* borrow(detail::Steady::time_point until) {
+    std::unique_lock lock(mutex);
+    for (;;) {
+      if (!idle.empty()) {
+        memcached_st* mc = idle.back();
+        idle.pop_back();
+        return mc;
+      }
+      if (all.size() < max_connections) {
+        memcached_st* mc = memcached_clone(nullptr, master);
+        if (mc == nullptr) throw std::bad_alloc();
+        all.push_back(mc);
+        return mc;
+      }
+      if (available.wait_until(lock, until) == std::cv_status::timeout && idle.empty()) {
+        return nullptr;
+      }
+    }
+  }
+
+  void give_back(memcached_st* mc) {
+    {
+      std::lock_guard lock(mutex);
+      idle.push_back(mc);
+    }
+    available.notify_one();
+  }
+
+  // One multi-key `gets` of `keys`, all placed by `master_key` (one server,
+  // one request), or each by its own key when `master_key` is empty; calls
+  // `found(index, result)` for each item returned.
+  template <class Found>
+  void gets_many(memcached_st* mc, std::string_view op, std::string_view master_key,
+                 std::span<const std::string_view> keys, Found found) {
+    std::vector<const char*> key_ptrs;
+    std::vector<size_t> key_lengths;
+    std::unordered_multimap<std::string_view, std::size_t> index;
+    key_ptrs.reserve(keys.size());
+    key_lengths.reserve(keys.size());
+    index.reserve(keys.size());
+    for (std::size_t i = 0; i < keys.size(); ++i) {
+      key_ptrs.push_back(keys[i].data());
+      key_lengths.push_back(keys[i].size());
+      index.emplace(keys[i], i);
+    }
     memcached_return_t rc =
-        memcached_mget_by_key(mc, master.data(), master.size(), keys, lengths, 1);
-    if (rc != MEMCACHED_SUCCESS) fail(op, key, mc, rc);
-    std::optional<Fetched> found;
+        master_key.empty()
+            ? memcached_mget(mc, key_ptrs.data(), key_lengths.data(), key_ptrs.size())
+            : memcached_mget_by_key(mc, master_key.data(), master_key.size(), key_ptrs.data(),
+                                    key_lengths.data(), key_ptrs.size());
+    if (rc != MEMCACHED_SUCCESS) fail(op, keys.front(), mc, rc);
     while (memcached_result_st* r = memcached_fetch_result(mc, nullptr, &rc)) {
-      found = Fetched{std::string(memcached_result_value(r), memcached_result_length(r)),
-                      memcached_result_cas(r)};
+      std::string_view key(memcached_result_key_value(r), memcached_result_key_length(r));
+      auto [first, last] = index.equal_range(key);
+      for (auto it = first; it != last; ++it) found(it->second, r);
       memcached_result_free(r);
     }
     if (rc != MEMCACHED_END && rc != MEMCACHED_NOTFOUND && rc != MEMCACHED_SUCCESS) {
-      fail(op, key, mc, rc);
+      fail(op, keys.front(), mc, rc);
     }
-    return found;
   }
 
-  // Replaces the lock under `key` with the same token and expiration
-  // `exptime` if it still holds `token`; -1 deletes it.
-  bool cas_if_owned(std::string_view op, std::string_view master, std::string_view key,
-                    std::string_view token, time_t exptime) {
-    Connection conn(*this, op, key);
-    auto found = gets(conn.get(), op, master, key);
-    if (!found || found->value != token || found->cas == 0) return false;
-    const memcached_return_t rc =
-        memcached_cas_by_key(conn.get(), master.data(), master.size(), key.data(), key.size(),
-                             token.data(), token.size(), exptime, 0, found->cas);
-    if (rc == MEMCACHED_SUCCESS) return true;
-    if (rc == MEMCACHED_DATA_EXISTS || rc == MEMCACHED_NOTFOUND || rc == MEMCACHED_NOTSTORED) {
-      return false;  // taken or gone between the gets and the cas
+  // Groups `slots` by the server that holds each key: one entry per server,
+  // listing the slots' indices.
+  std::vector<std::vector<std::size_t>> by_server(memcached_st* mc, std::span<LeaseSlot> slots) {
+    std::vector<std::pair<const memcached_instance_st*, std::vector<std::size_t>>> groups;
+    for (std::size_t i = 0; i < slots.size(); ++i) {
+      memcached_return_t rc;
+      const auto* server =
+          memcached_server_by_key(mc, slots[i].key.data(), slots[i].key.size(), &rc);
+      auto it = std::find_if(groups.begin(), groups.end(),
+                             [&](const auto& g) { return g.first == server; });
+      if (it == groups.end()) {
+        groups.emplace_back(server, std::vector<std::size_t>{i});
+      } else {
+        it->second.push_back(i);
+      }
     }
-    fail(op, key, conn.get(), rc);
+    std::vector<std::vector<std::size_t>> out;
+    out.reserve(groups.size());
+    for (auto& g : groups) out.push_back(std::move(g.second));
+    return out;
   }
 
-  bool add_by_key(std::string_view master, std::string_view key, std::string_view data,
+  bool add_by_key(std::string_view master_key, std::string_view key, std::string_view data,
                   std::uint32_t flags, Ttl ttl) {
     Connection conn(*this, "add", key);
     const memcached_return_t rc =
-        memcached_add_by_key(conn.get(), master.data(), master.size(), key.data(), key.size(),
-                             data.data(), data.size(), memcached_exptime(ttl), flags);
+        memcached_add_by_key(conn.get(), master_key.data(), master_key.size(), key.data(),
+                             key.size(), data.data(), data.size(), memcached_exptime(ttl), flags);
     if (rc == MEMCACHED_SUCCESS) return true;
     if (rc == MEMCACHED_NOTSTORED || rc == MEMCACHED_DATA_EXISTS) return false;
     fail("add", key, conn.get(), rc);
   }
 
+  // `cas` of `key` (placed by `master_key`); false if the version changed or
+  // the item is gone.
+  bool cas_by_key(memcached_st* mc, std::string_view op, std::string_view master_key,
+                  std::string_view key, std::string_view data, std::uint32_t flags,
+                  time_t exptime, Cas version) {
+    const memcached_return_t rc =
+        memcached_cas_by_key(mc, master_key.data(), master_key.size(), key.data(), key.size(),
+                             data.data(), data.size(), exptime, flags, version);
+    if (rc == MEMCACHED_SUCCESS) return true;
+    if (rc == MEMCACHED_DATA_EXISTS || rc == MEMCACHED_NOTFOUND || rc == MEMCACHED_NOTSTORED) {
+      return false;
+    }
+    fail(op, key, mc, rc);
+  }
+
+  // The version of `lock`'s item if that item is still this holder's
+  // (`gets k#L`, on the value's server).
+  std::optional<Cas> owned_version(memcached_st* mc, MemcachedLock& lock, std::string_view op) {
+    std::optional<Cas> version;
+    const std::string_view keys[] = {lock.lock_key_};
+    gets_many(mc, op, lock.value_key_, keys, [&](std::size_t, memcached_result_st* r) {
+      const auto item = detail::decode_lock_item(
+          std::string_view(memcached_result_value(r), memcached_result_length(r)),
+          memcached_result_flags(r), detail::key_check(lock.lock_key_));
+      if (item && item->token == lock.token_) version = memcached_result_cas(r);
+    });
+    return version;
+  }
+
+  // After confirm read `lock`'s item (or found none): remembers its version,
+  // if it is this holder's, so that the release is one `cas`.
+  static void note_confirmed(MemcachedLock& lock, const Item* item, Cas version) {
+    const auto held = item != nullptr ? detail::decode_lock_item(item->data, item->flags,
+                                                                 detail::key_check(lock.lock_key_))
+                                      : std::nullopt;
+    lock.lock_version_ = held && held->token == lock.token_ ? version : 0;
+  }
+
   std::string options;
-  memcached_st* master = nullptr;
-  memcached_pool_st* pool = nullptr;
-  timespec fetch_timeout{1, 0};
+  MemcachedBackend::Options settings;
+  memcached_st* master = nullptr;  // configured once; only ever cloned
+  std::mutex mutex;
+  std::condition_variable available;
+  std::vector<memcached_st*> idle;
+  std::vector<memcached_st*> all;  // every handle made, borrowed or idle
+  std::size_t max_connections = 64;
+  std::int32_t poll_timeout_ms = 1000;
+  std::int32_t connect_timeout_ms = 1000;
+  detail::ForkRegistration registration;
 };
 
 MemcachedBackend::MemcachedBackend(std::string_view config)
@@ -294,69 +510,321 @@ std::vector<std::optional<Item>> MemcachedBackend::get_multi(
     std::span<const std::string_view> keys) {
   std::vector<std::optional<Item>> items(keys.size());
   if (keys.empty()) return items;
-  std::vector<const char*> key_ptrs;
-  std::vector<size_t> key_lengths;
-  std::unordered_multimap<std::string_view, std::size_t> index;
-  key_ptrs.reserve(keys.size());
-  key_lengths.reserve(keys.size());
-  index.reserve(keys.size());
-  for (std::size_t i = 0; i < keys.size(); ++i) {
-    key_ptrs.push_back(keys[i].data());
-    key_lengths.push_back(keys[i].size());
-    index.emplace(keys[i], i);
-  }
   Impl::Connection conn(*impl_, "get_multi", keys.front());
-  memcached_return_t rc =
-      memcached_mget(conn.get(), key_ptrs.data(), key_lengths.data(), key_ptrs.size());
-  if (rc != MEMCACHED_SUCCESS) fail("get_multi", keys.front(), conn.get(), rc);
-  while (memcached_result_st* r = memcached_fetch_result(conn.get(), nullptr, &rc)) {
-    std::string_view key(memcached_result_key_value(r), memcached_result_key_length(r));
-    auto [first, last] = index.equal_range(key);
-    for (auto it = first; it != last; ++it) {
-      items[it->second] = Item{std::string(memcached_result_value(r), memcached_result_length(r)),
-                               memcached_result_flags(r)};
-    }
-    memcached_result_free(r);
-  }
-  if (rc != MEMCACHED_END && rc != MEMCACHED_NOTFOUND && rc != MEMCACHED_SUCCESS) {
-    fail("get_multi", keys.front(), conn.get(), rc);
-  }
+  impl_->gets_many(conn.get(), "get_multi", {}, keys, [&](std::size_t i, memcached_result_st* r) {
+    items[i] = Item{std::string(memcached_result_value(r), memcached_result_length(r)),
+                    memcached_result_flags(r)};
+  });
   return items;
 }
 
 std::unique_ptr<DistributedLock> MemcachedBackend::make_lock(std::string_view key, Ttl ttl) {
   return std::unique_ptr<DistributedLock>(
-      new MemcachedLock(MemcachedLock::Mapped{}, impl_, std::string(key), ttl));
+      new MemcachedLock(MemcachedLock::Mapped{}, impl_, std::string(key), ttl, LockInfo{}));
 }
 
+std::optional<Item> MemcachedBackend::gets(std::string_view key, Cas& cas) {
+  Impl::Connection conn(*impl_, "gets", key);
+  std::optional<Item> item;
+  cas = 0;
+  const std::string_view keys[] = {key};
+  impl_->gets_many(conn.get(), "gets", {}, keys, [&](std::size_t, memcached_result_st* r) {
+    item = Item{std::string(memcached_result_value(r), memcached_result_length(r)),
+                memcached_result_flags(r)};
+    cas = memcached_result_cas(r);
+  });
+  return item;
+}
+
+bool MemcachedBackend::cas(std::string_view key, const Item& item, Ttl ttl, Cas version) {
+  Impl::Connection conn(*impl_, "cas", key);
+  return impl_->cas_by_key(conn.get(), "cas", key, key, item.data, item.flags,
+                           memcached_exptime(ttl), version);
+}
+
+// --- Lease operations ------------------------------------------------------
+// read_view: `gets k`; read: `gets k...` (one per server); claim: `add k#L`
+// per key, on the value's server; confirm and poll: `gets k k#L ...`, one per
+// server; store: `add` or `cas` per key; a lock's release: one `cas` with
+// expiration -1 against the version that confirm saw.
+
+bool MemcachedBackend::read_view(LeaseSlot& slot, const LeaseRequest&,
+                                 detail::FunctionRef<void(std::string_view, std::uint32_t)> visit) {
+  Impl::Connection conn(*impl_, "get", slot.key);
+  slot.lease = LeaseState::unknown;
+  slot.cas = 0;
+  bool found = false;
+  const std::string_view keys[] = {slot.key};
+  impl_->gets_many(conn.get(), "get", {}, keys, [&](std::size_t, memcached_result_st* r) {
+    found = true;
+    slot.cas = memcached_result_cas(r);
+    visit(std::string_view(memcached_result_value(r), memcached_result_length(r)),
+          memcached_result_flags(r));
+  });
+  return found;
+}
+
+void MemcachedBackend::read(std::span<LeaseSlot> slots, const LeaseRequest&) {
+  if (slots.empty()) return;
+  std::vector<std::string_view> keys;
+  keys.reserve(slots.size());
+  for (auto& slot : slots) {
+    keys.push_back(slot.key);
+    slot.item.reset();
+    slot.cas = 0;
+    slot.lease = LeaseState::unknown;
+  }
+  Impl::Connection conn(*impl_, "get_multi", keys.front());
+  impl_->gets_many(conn.get(), "get_multi", {}, keys, [&](std::size_t i, memcached_result_st* r) {
+    slots[i].item = Item{std::string(memcached_result_value(r), memcached_result_length(r)),
+                         memcached_result_flags(r)};
+    slots[i].cas = memcached_result_cas(r);
+  });
+}
+
+void MemcachedBackend::claim(std::span<LeaseSlot> slots, const LeaseRequest& request) {
+  for (auto& slot : slots) {
+    auto lock = std::unique_ptr<MemcachedLock>(new MemcachedLock(
+        MemcachedLock::Mapped{}, impl_, std::string(slot.key), request.ttl, request.info));
+    if (lock->try_lock()) {
+      slot.lock = std::move(lock);
+      slot.lease = LeaseState::won;
+    } else {
+      slot.lease = LeaseState::held;
+    }
+  }
+}
+
+// `gets k k#L` for each server's share of `slots`; fills each slot's item and
+// version, and calls `lock_seen(slot, lock item or nullptr, its version)`.
+template <class LockSeen>
+static void read_with_locks(MemcachedBackend::Impl& impl, std::span<LeaseSlot> slots,
+                            std::string_view op, LockSeen lock_seen) {
+  if (slots.empty()) return;
+  MemcachedBackend::Impl::Connection conn(impl, op, slots.front().key);
+  for (const auto& group : impl.by_server(conn.get(), slots)) {
+    std::vector<std::string> lock_keys;
+    std::vector<std::string_view> keys;
+    lock_keys.reserve(group.size());
+    keys.reserve(group.size() * 2);
+    for (std::size_t i : group) lock_keys.push_back(detail::lock_key_for(slots[i].key));
+    for (std::size_t j = 0; j < group.size(); ++j) {
+      keys.push_back(slots[group[j]].key);
+      keys.push_back(lock_keys[j]);
+    }
+    std::vector<std::optional<Item>> locks(group.size());
+    std::vector<Cas> lock_versions(group.size(), 0);
+    for (std::size_t i : group) {
+      slots[i].item.reset();
+      slots[i].cas = 0;
+    }
+    impl.gets_many(conn.get(), op, slots[group.front()].key, keys,
+                   [&](std::size_t k, memcached_result_st* r) {
+                     Item item{std::string(memcached_result_value(r), memcached_result_length(r)),
+                               memcached_result_flags(r)};
+                     const std::size_t j = k / 2;
+                     if (k % 2 == 0) {
+                       slots[group[j]].item = std::move(item);
+                       slots[group[j]].cas = memcached_result_cas(r);
+                     } else {
+                       locks[j] = std::move(item);
+                       lock_versions[j] = memcached_result_cas(r);
+                     }
+                   });
+    for (std::size_t j = 0; j < group.size(); ++j) {
+      lock_seen(slots[group[j]], lock_keys[j], locks[j] ? &*locks[j] : nullptr, lock_versions[j]);
+    }
+  }
+}
+
+void MemcachedBackend::confirm(std::span<LeaseSlot> slots) {
+  read_with_locks(*impl_, slots, "confirm",
+                  [](LeaseSlot& slot, const std::string&, const Item* lock, Cas version) {
+                    slot.fence = slot.item ? Fence{Fence::Kind::version, slot.cas}
+                                           : Fence{Fence::Kind::absent, 0};
+                    if (auto* held = dynamic_cast<MemcachedLock*>(slot.lock.get())) {
+                      Impl::note_confirmed(*held, lock, version);
+                    }
+                  });
+}
+
+void MemcachedBackend::poll(std::span<LeaseSlot> slots, const LeaseRequest&) {
+  read_with_locks(*impl_, slots, "poll",
+                  [](LeaseSlot& slot, const std::string& lock_key, const Item* lock, Cas) {
+                    if (lock == nullptr) {
+                      slot.lease = LeaseState::free;
+                      return;
+                    }
+                    slot.lease = LeaseState::held;
+                    slot.holder = {};
+                    if (auto info = detail::decode_lock_item(lock->data, lock->flags,
+                                                             detail::key_check(lock_key))) {
+                      slot.holder = LockInfo{info->started_at, info->expected};
+                    }
+                  });
+}
+
+void MemcachedBackend::store(std::span<LeaseSlot> slots) {
+  for (auto& slot : slots) {
+    if (slot.value == nullptr) continue;
+    const Item& item = *slot.value;
+    switch (slot.fence.kind) {
+      case Fence::Kind::absent:
+        slot.stored = impl_->add_by_key(slot.key, slot.key, item.data, item.flags, slot.ttl);
+        break;
+      case Fence::Kind::version: {
+        Impl::Connection conn(*impl_, "cas", slot.key);
+        slot.stored = impl_->cas_by_key(conn.get(), "cas", slot.key, slot.key, item.data,
+                                        item.flags, memcached_exptime(slot.ttl),
+                                        slot.fence.version);
+        break;
+      }
+      case Fence::Kind::none:
+        set(slot.key, item, slot.ttl);
+        slot.stored = true;
+        break;
+    }
+  }
+}
+
+// The server's `stats` `time`, read on a connection of its own (libmemcached
+// has no call for one server's stats on a pooled handle). The time is taken
+// around the request alone, not the connect.
+std::optional<ServerTime> MemcachedBackend::server_time(std::string_view key) {
+  std::string host;
+  in_port_t port = 0;
+  {
+    Impl::Connection conn(*impl_, "stats", key);
+    memcached_return_t rc;
+    const auto* server = memcached_server_by_key(conn.get(), key.data(), key.size(), &rc);
+    if (server == nullptr) fail("stats", key, conn.get(), rc);
+    host = memcached_server_name(server);
+    port = memcached_server_port(server);
+  }
+  const auto fail_with = [&](std::string_view why) -> BackendError {
+    return BackendError(fmt::format("memcached stats on {}:{}: {}", host, port, why));
+  };
+  int fd = -1;
+  if (port == 0) {  // a unix socket
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    if (host.size() >= sizeof addr.sun_path) throw fail_with("socket path too long");
+    std::memcpy(addr.sun_path, host.data(), host.size());
+    fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd >= 0 && ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+      ::close(fd);
+      fd = -1;
+    }
+  } else {
+    addrinfo hints{};
+    hints.ai_socktype = SOCK_STREAM;
+    addrinfo* found = nullptr;
+    const std::string service = std::to_string(port);
+    if (::getaddrinfo(host.c_str(), service.c_str(), &hints, &found) != 0 || found == nullptr) {
+      throw fail_with("cannot resolve the host");
+    }
+    for (addrinfo* a = found; a != nullptr && fd < 0; a = a->ai_next) {
+      fd = ::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+      if (fd >= 0 && ::connect(fd, a->ai_addr, a->ai_addrlen) != 0) {
+        ::close(fd);
+        fd = -1;
+      }
+    }
+    ::freeaddrinfo(found);
+  }
+  if (fd < 0) throw fail_with(std::strerror(errno));
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
+  const auto deadline = std::chrono::steady_clock::now() +
+                        std::chrono::milliseconds(impl_->poll_timeout_ms);
+  static constexpr std::string_view request = "stats\r\n";
+  if (::send(fd, request.data(), request.size(), MSG_NOSIGNAL) !=
+      static_cast<ssize_t>(request.size())) {
+    throw fail_with("send failed");
+  }
+  std::string reply;
+  char buffer[4096];
+  while (reply.find("END\r\n") == std::string::npos) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    pollfd pfd{fd, POLLIN, 0};
+    if (left.count() <= 0 || ::poll(&pfd, 1, static_cast<int>(left.count())) <= 0) {
+      throw fail_with("timed out");
+    }
+    const ssize_t n = ::recv(fd, buffer, sizeof buffer, 0);
+    if (n <= 0) throw fail_with("connection closed");
+    reply.append(buffer, static_cast<std::size_t>(n));
+    if (reply.size() > (1 << 20)) throw fail_with("reply too long");
+  }
+  const auto at = reply.find("STAT time ");
+  if (at == std::string::npos) throw fail_with("no time in the reply");
+  std::int64_t seconds = 0;
+  const char* begin = reply.data() + at + 10;
+  if (std::from_chars(begin, reply.data() + reply.size(), seconds).ec != std::errc()) {
+    throw fail_with("unreadable time");
+  }
+  return ServerTime{TimePoint(std::chrono::seconds(seconds)), std::chrono::seconds(1)};
+}
+
+// --- MemcachedLock -----------------------------------------------------------
+
 MemcachedLock::MemcachedLock(MemcachedBackend& backend, std::string_view key, Ttl ttl)
-    : MemcachedLock(Mapped{}, backend.impl_, detail::map_key("", key), ttl) {}
+    : MemcachedLock(Mapped{}, backend.impl_, detail::map_key("", key), ttl, LockInfo{}) {}
 
 MemcachedLock::MemcachedLock(Mapped, std::shared_ptr<MemcachedBackend::Impl> impl,
-                             std::string value_key, Ttl ttl)
+                             std::string value_key, Ttl ttl, LockInfo info)
     : impl_(std::move(impl)),
       value_key_(std::move(value_key)),
       lock_key_(detail::lock_key_for(value_key_)),
-      ttl_(ttl) {}
+      ttl_(ttl),
+      info_(info) {}
 
 MemcachedLock::~MemcachedLock() { release_if_held(); }
 
 bool MemcachedLock::try_acquire() {
-  std::string token = detail::new_lock_token();
-  if (!impl_->add_by_key(value_key_, lock_key_, token, 0, ttl_)) return false;
-  token_ = std::move(token);
+  detail::LockItem item;
+  item.token = detail::new_lock_token();
+  item.started_at = info_.started_at;
+  item.expected = info_.expected;
+  item.key_check = detail::key_check(lock_key_);
+  std::string bytes = detail::encode_lock_item(item);
+  if (!impl_->add_by_key(value_key_, lock_key_, bytes, detail::kLockFlags, ttl_)) return false;
+  token_ = item.token;
+  bytes_ = std::move(bytes);
+  lock_version_ = 0;
+  held_ = true;
   return true;
 }
 
 bool MemcachedLock::release_acquired() {
-  if (token_.empty()) return false;
-  const std::string token = std::exchange(token_, {});
-  return impl_->cas_if_owned("release lock", value_key_, lock_key_, token, time_t{-1});
+  if (!held_) return false;
+  held_ = false;
+  MemcachedBackend::Impl::Connection conn(*impl_, "release lock", lock_key_);
+  // One `cas` when the lock's version is known (extensions touch, which
+  // keeps it): it fails only if the lock expired or was taken over.
+  Cas version = std::exchange(lock_version_, 0);
+  if (version == 0) {
+    const auto owned = impl_->owned_version(conn.get(), *this, "release lock");
+    if (!owned) return false;
+    version = *owned;
+  }
+  return impl_->cas_by_key(conn.get(), "release lock", value_key_, lock_key_, bytes_,
+                           detail::kLockFlags, time_t{-1}, version);
 }
 
 bool MemcachedLock::extend() {
-  if (token_.empty()) return false;
-  return impl_->cas_if_owned("extend lock", value_key_, lock_key_, token_, memcached_exptime(ttl_));
+  if (!held_) return false;
+  MemcachedBackend::Impl::Connection conn(*impl_, "extend lock", lock_key_);
+  if (!impl_->owned_version(conn.get(), *this, "extend lock")) return false;
+  // `touch` sets a new time to live and keeps the version (memcached 1.6).
+  const memcached_return_t rc =
+      memcached_touch_by_key(conn.get(), value_key_.data(), value_key_.size(), lock_key_.data(),
+                             lock_key_.size(), memcached_exptime(ttl_));
+  if (rc == MEMCACHED_SUCCESS) return true;
+  if (rc == MEMCACHED_NOTFOUND) return false;
+  fail("extend lock", lock_key_, conn.get(), rc);
 }
 
 }  // namespace dogpile

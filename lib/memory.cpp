@@ -3,11 +3,14 @@
 #include <array>
 #include <functional>
 #include <mutex>
+#include <new>
 #include <string>
 #include <unordered_map>
 #include <utility>
 
 #include "dogpile/detail/keys.hpp"
+#include "dogpile/detail/lock_item.hpp"
+#include "fork.hpp"
 #include "lock_token.hpp"
 
 namespace dogpile {
@@ -16,6 +19,7 @@ namespace {
 struct Entry {
   Item item;
   std::optional<TimePoint> expires_at;  // nullopt: never
+  Cas cas = 0;
 };
 
 struct StringHash {
@@ -34,19 +38,28 @@ struct Shard {
 
 }  // namespace
 
-struct MemoryBackend::State {
-  explicit State(const Clock* c) : clock(c != nullptr ? c : &system_clock()) {}
+struct MemoryBackend::State : detail::ForkAware {
+  explicit State(const Clock* c) : clock(c != nullptr ? c : &system_clock()), registration(*this) {}
+  ~State() { registration.reset(); }
 
   const Clock* clock;
   std::array<Shard, 16> shards;
+  std::atomic<Cas> last_cas{0};
 
   struct AtomicCounters {
-    std::atomic<std::uint64_t> gets{0}, get_multis{0}, sets{0}, adds{0}, removes{0},
+    std::atomic<std::uint64_t> gets{0}, get_multis{0}, sets{0}, adds{0}, cas{0}, removes{0},
         lock_releases{0}, lock_extends{0};
   } counters;
+  detail::ForkRegistration registration;
 
-  static void count(std::atomic<std::uint64_t>& c) noexcept {
-    c.fetch_add(1, std::memory_order_relaxed);
+  // A forked child keeps its copy of the items (the two processes' backends
+  // are separate from now on); only the mutexes need to be made usable.
+  void after_fork_in_child() noexcept override {
+    for (auto& shard : shards) new (&shard.mutex) std::mutex;
+  }
+
+  static void count(std::atomic<std::uint64_t>& c, std::uint64_t n = 1) noexcept {
+    c.fetch_add(n, std::memory_order_relaxed);
   }
 
   Shard& shard_for(std::string_view key) noexcept {
@@ -74,12 +87,13 @@ struct MemoryBackend::State {
     return &it->second;
   }
 
-  // Stores an entry; sweeps the shard's expired entries once the inserts
-  // since the last sweep outnumber what that sweep kept, so items that are
-  // never read again do not accumulate, at amortized O(1) per insert.
-  // Shard mutex held.
-  void put(Shard& shard, std::string_view key, Entry entry, TimePoint now) {
-    shard.entries.insert_or_assign(std::string(key), std::move(entry));
+  // Stores an item with a new version; sweeps the shard's expired entries
+  // once the inserts since the last sweep outnumber what that sweep kept, so
+  // items that are never read again do not accumulate, at amortized O(1) per
+  // insert. Shard mutex held.
+  void put(Shard& shard, std::string_view key, const Item& item, Ttl ttl, TimePoint now) {
+    const Cas version = last_cas.fetch_add(1, std::memory_order_relaxed) + 1;
+    shard.entries.insert_or_assign(std::string(key), Entry{item, expiry(ttl, now), version});
     if (++shard.inserts_since_sweep > std::max<std::size_t>(64, shard.kept_by_last_sweep)) {
       std::erase_if(shard.entries, [&](const auto& kv) { return expired(kv.second, now); });
       shard.inserts_since_sweep = 0;
@@ -87,11 +101,15 @@ struct MemoryBackend::State {
     }
   }
 
-  std::optional<Item> get(std::string_view key) {
+  std::optional<Item> get(std::string_view key, Cas* version = nullptr) {
     const TimePoint now = clock->now();
     Shard& shard = shard_for(key);
     std::lock_guard lock(shard.mutex);
-    if (Entry* e = find_live(shard, key, now)) return e->item;
+    if (Entry* e = find_live(shard, key, now)) {
+      if (version != nullptr) *version = e->cas;
+      return e->item;
+    }
+    if (version != nullptr) *version = 0;
     return std::nullopt;
   }
 
@@ -99,7 +117,7 @@ struct MemoryBackend::State {
     const TimePoint now = clock->now();
     Shard& shard = shard_for(key);
     std::lock_guard lock(shard.mutex);
-    put(shard, key, Entry{item, expiry(ttl, now)}, now);
+    put(shard, key, item, ttl, now);
   }
 
   bool add(std::string_view key, const Item& item, Ttl ttl) {
@@ -107,7 +125,17 @@ struct MemoryBackend::State {
     Shard& shard = shard_for(key);
     std::lock_guard lock(shard.mutex);
     if (find_live(shard, key, now) != nullptr) return false;
-    put(shard, key, Entry{item, expiry(ttl, now)}, now);
+    put(shard, key, item, ttl, now);
+    return true;
+  }
+
+  bool cas(std::string_view key, const Item& item, Ttl ttl, Cas version) {
+    const TimePoint now = clock->now();
+    Shard& shard = shard_for(key);
+    std::lock_guard lock(shard.mutex);
+    Entry* e = find_live(shard, key, now);
+    if (e == nullptr || e->cas != version) return false;
+    put(shard, key, item, ttl, now);
     return true;
   }
 
@@ -121,14 +149,16 @@ struct MemoryBackend::State {
     return live;
   }
 
-  // Applies `fn` to the live entry under `key` if it holds `token`.
+  // Applies `fn` to the live lock item under `key` if it holds `token`.
   template <class Fn>
-  bool if_owned(std::string_view key, std::string_view token, Fn fn) {
+  bool if_owned(std::string_view key, const detail::LockToken& token, Fn fn) {
     const TimePoint now = clock->now();
     Shard& shard = shard_for(key);
     std::lock_guard lock(shard.mutex);
     Entry* e = find_live(shard, key, now);
-    if (e == nullptr || e->item.data != token) return false;
+    if (e == nullptr) return false;
+    const auto held = detail::decode_lock_item(e->item.data, e->item.flags, detail::key_check(key));
+    if (!held || held->token != token) return false;
     fn(shard, *e, now);
     return true;
   }
@@ -138,14 +168,16 @@ namespace {
 
 class MemoryLock final : public DistributedLock {
  public:
-  MemoryLock(std::shared_ptr<MemoryBackend::State> state, std::string key, Ttl ttl)
-      : state_(std::move(state)), key_(std::move(key)), ttl_(ttl) {}
+  MemoryLock(std::shared_ptr<MemoryBackend::State> state, std::string key, Ttl ttl,
+             LockInfo info = {})
+      : state_(std::move(state)), key_(std::move(key)), ttl_(ttl), info_(info) {}
 
   ~MemoryLock() override { release_if_held(); }
 
   bool extend() override {
-    if (token_.empty()) return false;
+    if (!held_) return false;
     MemoryBackend::State::count(state_->counters.lock_extends);
+    // Like memcached's touch: a new time to live, the same version.
     return state_->if_owned(key_, token_, [&](Shard&, Entry& e, TimePoint now) {
       e.expires_at = state_->expiry(ttl_, now);
     });
@@ -156,17 +188,24 @@ class MemoryLock final : public DistributedLock {
  protected:
   bool try_acquire() override {
     MemoryBackend::State::count(state_->counters.adds);
-    std::string token = detail::new_lock_token();
-    if (!state_->add(key_, Item{token, 0}, ttl_)) return false;
-    token_ = std::move(token);
+    detail::LockItem item;
+    item.token = detail::new_lock_token();
+    item.started_at = info_.started_at;
+    item.expected = info_.expected;
+    item.key_check = detail::key_check(key_);
+    if (!state_->add(key_, Item{detail::encode_lock_item(item), detail::kLockFlags}, ttl_)) {
+      return false;
+    }
+    token_ = item.token;
+    held_ = true;
     return true;
   }
 
   bool release_acquired() override {
-    if (token_.empty()) return false;
     MemoryBackend::State::count(state_->counters.lock_releases);
-    const std::string token = std::exchange(token_, {});
-    return state_->if_owned(key_, token, [&](Shard& shard, Entry&, TimePoint) {
+    if (!held_) return false;
+    held_ = false;
+    return state_->if_owned(key_, token_, [&](Shard& shard, Entry&, TimePoint) {
       shard.entries.erase(shard.entries.find(std::string_view(key_)));
     });
   }
@@ -175,7 +214,9 @@ class MemoryLock final : public DistributedLock {
   std::shared_ptr<MemoryBackend::State> state_;
   std::string key_;
   Ttl ttl_;
-  std::string token_;  // empty when not held
+  LockInfo info_;
+  detail::LockToken token_{};
+  bool held_ = false;
 };
 
 }  // namespace
@@ -226,6 +267,104 @@ std::unique_ptr<DistributedLock> MemoryBackend::make_lock(std::string_view key, 
   return std::make_unique<MemoryLock>(state_, detail::lock_key_for(key), ttl);
 }
 
+std::optional<Item> MemoryBackend::gets(std::string_view key, Cas& cas) {
+  State::count(state_->counters.gets);
+  return state_->get(key, &cas);
+}
+
+bool MemoryBackend::cas(std::string_view key, const Item& item, Ttl ttl, Cas version) {
+  State::count(state_->counters.cas);
+  return state_->cas(key, item, ttl, version);
+}
+
+// The lease operations count as the requests memcached would receive:
+// read_view a `gets`, read/confirm/poll one multi-key `gets` (value and lock
+// keys together), claim an `add` per key, store an `add`, `cas` or `set` per
+// key; a lock's release is one `cas` (DistributedLock::release).
+
+bool MemoryBackend::read_view(LeaseSlot& slot, const LeaseRequest&,
+                              detail::FunctionRef<void(std::string_view, std::uint32_t)> visit) {
+  State::count(state_->counters.gets);
+  slot.lease = LeaseState::unknown;
+  const auto item = state_->get(slot.key, &slot.cas);
+  if (!item) return false;
+  visit(item->data, item->flags);
+  return true;
+}
+
+void MemoryBackend::read(std::span<LeaseSlot> slots, const LeaseRequest&) {
+  State::count(state_->counters.get_multis);
+  for (auto& slot : slots) {
+    slot.item = state_->get(slot.key, &slot.cas);
+    slot.lease = LeaseState::unknown;
+  }
+}
+
+void MemoryBackend::claim(std::span<LeaseSlot> slots, const LeaseRequest& request) {
+  for (auto& slot : slots) {
+    auto lock = std::make_unique<MemoryLock>(state_, detail::lock_key_for(slot.key), request.ttl,
+                                             request.info);
+    if (lock->try_lock()) {
+      slot.lock = std::move(lock);
+      slot.lease = LeaseState::won;
+    } else {
+      slot.lease = LeaseState::held;
+    }
+  }
+}
+
+void MemoryBackend::confirm(std::span<LeaseSlot> slots) {
+  State::count(state_->counters.get_multis);
+  for (auto& slot : slots) {
+    slot.item = state_->get(slot.key, &slot.cas);
+    slot.fence = slot.item ? Fence{Fence::Kind::version, slot.cas} : Fence{Fence::Kind::absent, 0};
+  }
+}
+
+void MemoryBackend::poll(std::span<LeaseSlot> slots, const LeaseRequest&) {
+  State::count(state_->counters.get_multis);
+  for (auto& slot : slots) {
+    slot.item = state_->get(slot.key, &slot.cas);
+    const std::string lock_key = detail::lock_key_for(slot.key);
+    const auto lock = state_->get(lock_key);
+    if (!lock) {
+      slot.lease = LeaseState::free;
+      continue;
+    }
+    slot.lease = LeaseState::held;
+    slot.holder = {};
+    if (auto info =
+            detail::decode_lock_item(lock->data, lock->flags, detail::key_check(lock_key))) {
+      slot.holder = LockInfo{info->started_at, info->expected};
+    }
+  }
+}
+
+void MemoryBackend::store(std::span<LeaseSlot> slots) {
+  for (auto& slot : slots) {
+    if (slot.value == nullptr) continue;
+    switch (slot.fence.kind) {
+      case Fence::Kind::absent:
+        State::count(state_->counters.adds);
+        slot.stored = state_->add(slot.key, *slot.value, slot.ttl);
+        break;
+      case Fence::Kind::version:
+        State::count(state_->counters.cas);
+        slot.stored = state_->cas(slot.key, *slot.value, slot.ttl, slot.fence.version);
+        break;
+      case Fence::Kind::none:
+        State::count(state_->counters.sets);
+        state_->set(slot.key, *slot.value, slot.ttl);
+        slot.stored = true;
+        break;
+    }
+  }
+}
+
+std::optional<ServerTime> MemoryBackend::server_time(std::string_view) {
+  return ServerTime{state_->clock->now(), Duration::zero()};
+}
+
 std::size_t MemoryBackend::size() const {
   const TimePoint now = state_->clock->now();
   std::size_t n = 0;
@@ -248,8 +387,9 @@ std::size_t MemoryBackend::entries() const {
 MemoryBackend::Counters MemoryBackend::counters() const noexcept {
   const auto& c = state_->counters;
   auto load = [](const std::atomic<std::uint64_t>& a) { return a.load(std::memory_order_relaxed); };
-  return Counters{load(c.gets),    load(c.get_multis),    load(c.sets),        load(c.adds),
-                  load(c.removes), load(c.lock_releases), load(c.lock_extends)};
+  return Counters{load(c.gets),    load(c.get_multis),    load(c.sets),
+                  load(c.adds),    load(c.cas),           load(c.removes),
+                  load(c.lock_releases), load(c.lock_extends)};
 }
 
 }  // namespace dogpile

@@ -24,15 +24,20 @@ struct MemoryFixture {
 };
 
 /// Forwards to a MemoryBackend, or throws BackendError for the operations
-/// switched to fail.
+/// switched to fail (a stand-in for a server that is down). It implements the
+/// required core and versions only, so the region reaches it through the
+/// Backend's default lease operations.
 class FaultyBackend final : public Backend {
  public:
   explicit FaultyBackend(std::shared_ptr<MemoryBackend> inner) : inner_(std::move(inner)) {}
 
-  std::atomic<bool> fail_get{false}, fail_set{false}, fail_add{false}, fail_remove{false},
-      fail_release{false};
+  std::atomic<bool> fail_get{false};      // get, gets, get_multi
+  std::atomic<bool> fail_store{false};    // set, add, cas, set_multi of values
+  std::atomic<bool> fail_lock{false};     // taking a lock
+  std::atomic<bool> fail_remove{false};   // remove, remove_multi
+  std::atomic<bool> fail_release{false};  // releasing a lock (the request is lost)
   void fail_everything(bool on) {
-    fail_get = fail_set = fail_add = fail_remove = fail_release = on;
+    fail_get = fail_store = fail_lock = fail_remove = fail_release = on;
   }
   std::atomic<int> failures{0};
   /// Runs (once, then cleared) when a lock of this backend is tried: lets a
@@ -43,13 +48,21 @@ class FaultyBackend final : public Backend {
     check(fail_get, "get");
     return inner_->get(key);
   }
+  std::optional<Item> gets(std::string_view key, Cas& cas) override {
+    check(fail_get, "gets");
+    return inner_->gets(key, cas);
+  }
   void set(std::string_view key, const Item& item, Ttl ttl) override {
-    check(fail_set, "set");
+    check(fail_store, "set");
     inner_->set(key, item, ttl);
   }
   bool add(std::string_view key, const Item& item, Ttl ttl) override {
-    check(fail_add, "add");
+    check(fail_store, "add");
     return inner_->add(key, item, ttl);
+  }
+  bool cas(std::string_view key, const Item& item, Ttl ttl, Cas version) override {
+    check(fail_store, "cas");
+    return inner_->cas(key, item, ttl, version);
   }
   bool remove(std::string_view key) override {
     check(fail_remove, "remove");
@@ -60,7 +73,7 @@ class FaultyBackend final : public Backend {
     return inner_->get_multi(keys);
   }
   void set_multi(std::span<const KeyedItem> items, Ttl ttl) override {
-    check(fail_set, "set_multi");
+    check(fail_store, "set_multi");
     inner_->set_multi(items, ttl);
   }
   std::unique_ptr<DistributedLock> make_lock(std::string_view key, Ttl ttl) override {
@@ -79,7 +92,7 @@ class FaultyBackend final : public Backend {
    protected:
     bool try_acquire() override {
       if (auto hook = std::exchange(owner_.before_lock, nullptr)) hook();
-      owner_.check(owner_.fail_add, "lock");
+      owner_.check(owner_.fail_lock, "lock");
       return inner_->try_lock();
     }
     bool release_acquired() override {

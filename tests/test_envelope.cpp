@@ -12,11 +12,14 @@ using namespace dogpile::detail;
 
 namespace {
 
-std::string make(std::string_view payload, TimePoint created, std::chrono::microseconds took) {
+constexpr std::uint64_t kCheck = 0x0123456789abcdefull;
+
+std::string make(std::string_view payload, TimePoint created, std::chrono::microseconds took,
+                 EnvelopeKind kind = EnvelopeKind::value) {
   std::string out;
   begin_envelope(out);
   out.append(payload);
-  finish_envelope(out, created, took);
+  finish_envelope(out, created, took, kCheck, kind);
   return out;
 }
 
@@ -34,21 +37,57 @@ TEST_SUITE("envelope") {
     CHECK(r.envelope->created_at == kCreated);
     CHECK(r.envelope->creation_duration == 2500us);
     CHECK(r.envelope->payload == payload);
+    CHECK(r.envelope->kind == EnvelopeKind::value);
+    CHECK(r.envelope->key_check == kCheck);
   }
 
   TEST_CASE("the header is laid out as documented") {
     const std::string bytes = make("xy", kCreated, 1us);
     CHECK(bytes.substr(0, 4) == "dgpE");
-    CHECK(static_cast<unsigned char>(bytes[4]) == 1);   // version
-    CHECK(static_cast<unsigned char>(bytes[5]) == 24);  // header size
-    CHECK(bytes[6] == 0);
+    CHECK(static_cast<unsigned char>(bytes[4]) == 2);   // version
+    CHECK(static_cast<unsigned char>(bytes[5]) == 32);  // header size
+    CHECK(bytes[6] == 0);                               // kind: a value
     CHECK(bytes[7] == 0);
     // created_at, little-endian microseconds: 1767225600123456 = 0x0006474846222240
     const unsigned char micros[8] = {0x40, 0x22, 0x22, 0x46, 0x48, 0x47, 0x06, 0x00};
     for (int i = 0; i < 8; ++i) CHECK(static_cast<unsigned char>(bytes[8 + i]) == micros[i]);
     CHECK(static_cast<unsigned char>(bytes[16]) == 1);  // duration
     CHECK(static_cast<unsigned char>(bytes[20]) == 2);  // payload length
-    CHECK(bytes.substr(24) == "xy");
+    // the key check, little-endian
+    const unsigned char check[8] = {0xef, 0xcd, 0xab, 0x89, 0x67, 0x45, 0x23, 0x01};
+    for (int i = 0; i < 8; ++i) CHECK(static_cast<unsigned char>(bytes[24 + i]) == check[i]);
+    CHECK(bytes.substr(32) == "xy");
+  }
+
+  TEST_CASE("an item read for another key is refused as key_mismatch") {
+    const std::string bytes = make("v", kCreated, 0us);
+    CHECK(decode_envelope(bytes, kEnvelopeFlags, kCheck).envelope.has_value());
+    const auto other = decode_envelope(bytes, kEnvelopeFlags, kCheck ^ 1);
+    CHECK_FALSE(other.envelope.has_value());
+    CHECK(other.error == EnvelopeError::key_mismatch);
+  }
+
+  TEST_CASE("a tombstone decodes as one, and carries no payload") {
+    const auto r = decode_envelope(make("", kCreated, 0us, EnvelopeKind::tombstone), kEnvelopeFlags);
+    REQUIRE(r.envelope.has_value());
+    CHECK(r.envelope->kind == EnvelopeKind::tombstone);
+    std::string with_payload = make("x", kCreated, 0us, EnvelopeKind::tombstone);
+    CHECK(decode_envelope(with_payload, kEnvelopeFlags).error == EnvelopeError::bad_header);
+    std::string unknown_kind = make("", kCreated, 0us);
+    unknown_kind[6] = 7;
+    CHECK(decode_envelope(unknown_kind, kEnvelopeFlags).error == EnvelopeError::bad_header);
+  }
+
+  TEST_CASE("items of dogpile 0.1 (envelope version 1) are refused as old_version") {
+    // Version 1: a 24-byte header without the key check, flags 0x64704501.
+    std::string v1 = "dgpE";
+    v1 += '\x01';
+    v1 += '\x18';
+    v1.append(18, '\0');
+    v1 += "v";
+    const auto r = decode_envelope(v1, kEnvelopeFlagsV1);
+    CHECK_FALSE(r.envelope.has_value());
+    CHECK(r.error == EnvelopeError::old_version);
   }
 
   TEST_CASE("an empty payload and a long creation are representable") {
@@ -68,15 +107,15 @@ TEST_SUITE("envelope") {
     CHECK(error_of(good, 0) == EnvelopeError::foreign_flags);
     CHECK(error_of("") == EnvelopeError::truncated);
     CHECK(error_of("dgp") == EnvelopeError::truncated);
-    CHECK(error_of(good.substr(0, 20)) == EnvelopeError::truncated);
+    CHECK(error_of(good.substr(0, 28)) == EnvelopeError::truncated);
     CHECK(error_of(good.substr(0, good.size() - 1)) == EnvelopeError::truncated);
     CHECK(error_of(good + "x") == EnvelopeError::trailing_bytes);
     CHECK(error_of("plain text that someone else stored") == EnvelopeError::bad_magic);
-    std::string v2 = good;
-    v2[4] = 2;
-    CHECK(error_of(v2) == EnvelopeError::wrong_version);
+    std::string v3 = good;
+    v3[4] = 3;
+    CHECK(error_of(v3) == EnvelopeError::wrong_version);
     std::string header = good;
-    header[5] = 32;
+    header[5] = 24;
     CHECK(error_of(header) == EnvelopeError::bad_header);
     std::string reserved = good;
     reserved[7] = 1;

@@ -58,10 +58,12 @@ TEST_SUITE("region failures") {
     CHECK(outcome == Outcome::created);
     const auto s = region.stats();
     CHECK(s.degraded == 1);
-    CHECK(s.backend_errors == 2);  // the get, then the set; no lock was tried after the get failed
+    // The read, then the store (an add: without the lock it only fills an
+    // empty key); no lock was tried after the read failed.
+    CHECK(s.backend_errors == 2);
     REQUIRE(f.reported.size() == 2);
     CHECK(f.reported[0] == "backend get k: injected failure: get");
-    CHECK(f.reported[1] == "backend set k: injected failure: set");
+    CHECK(f.reported[1] == "backend set k: injected failure: add");
     CHECK_FALSE(region.get<std::string>("k").has_value());
     CHECK_FALSE(region.set("k", std::string("x")));
     CHECK_FALSE(region.remove("k"));
@@ -81,20 +83,20 @@ TEST_SUITE("region failures") {
     CHECK(outcome == Outcome::fresh);
   }
 
-  TEST_CASE("only the lock fails: the caller creates without it and stores") {
+  TEST_CASE("only the lock fails: the caller creates without it and stores into the empty key") {
     Fixture f;
     auto region = f.region();
-    f.backend->fail_add = true;
+    f.backend->fail_lock = true;
     CHECK(region.get_or_create("k", f.creator("v")) == "v");
     CHECK(region.stats().degraded == 1);
-    f.backend->fail_add = false;
+    f.backend->fail_lock = false;
     CHECK(region.get_or_create("k", f.creator("w")) == "v");
   }
 
-  TEST_CASE("only the set fails: the value is returned and the next call creates again") {
+  TEST_CASE("only storing fails: the value is returned and the next call creates again") {
     Fixture f;
     auto region = f.region();
-    f.backend->fail_set = true;
+    f.backend->fail_store = true;
     CHECK(region.get_or_create("k", f.creator("v1")) == "v1");
     CHECK(region.get_or_create("k", f.creator("v2")) == "v2");
     CHECK(f.creator_calls == 2);

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "backends.hpp"
+#include "region_fixture.hpp"
 #include "dogpile/region.hpp"
 #include "support.hpp"
 
@@ -22,33 +23,8 @@ using dogpile::test::eventually;
 namespace {
 
 constexpr int kThreads = 16;
-
-struct Fixture {
-  dogpile::ManualClock clock;
-  std::shared_ptr<dogpile::MemoryBackend> backend =
-      std::make_shared<dogpile::MemoryBackend>(dogpile::MemoryBackend::Options{.clock = &clock});
-  RegionOptions options(dogpile::Duration expiration = 10s) {
-    RegionOptions o;
-    o.expiration = expiration;
-    o.clock = &clock;
-    o.invalidation_check = std::nullopt;  // exact request counts; checks are tested on their own
-    o.on_error = [](const dogpile::ErrorEvent&) {};
-    return o;
-  }
-};
-
-// Runs `body(i)` on n threads released together; joins them.
-template <class Body>
-void run_together(int n, Body body) {
-  std::latch start(n);
-  std::vector<std::jthread> threads;
-  for (int i = 0; i < n; ++i) {
-    threads.emplace_back([&, i] {
-      start.arrive_and_wait();
-      body(i);
-    });
-  }
-}
+using Fixture = dogpile::test::RegionFixture;
+using dogpile::test::run_together;
 
 }  // namespace
 
@@ -75,9 +51,10 @@ TEST_SUITE("region threads") {
     CHECK(creators == 1);
     CHECK(waited == kThreads - 1);
     const auto c = f.backend->counters();
-    CHECK(c.gets == kThreads + 1);  // one read per caller, and the leader's re-read
-    CHECK(c.adds == 1);
-    CHECK(c.sets == 1);
+    CHECK(c.gets == kThreads);     // one read per caller
+    CHECK(c.get_multis == 1);      // the leader's re-read under the lock
+    CHECK(c.adds == 2);            // the lock, and the value (fenced: into the empty key)
+    CHECK(c.lock_releases == 1);
     const auto s = region.stats();
     CHECK(s.created == 1);
     CHECK(s.waited == kThreads - 1);
@@ -174,6 +151,8 @@ TEST_SUITE("region threads") {
       // One of b's callers polls the backend; the other seven wait on it.
       REQUIRE(eventually([&] { return b.stats().lock_waits == 8; }));
       release_creator = true;
+      // The poller sees the value at its next poll, when its pause is over.
+      CHECK(f.advance_until([&] { return b.stats().waited == 8; }, 1ms));
     }
     CHECK(waited == 8);
     CHECK(creators == 1);

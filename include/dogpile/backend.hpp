@@ -9,7 +9,20 @@
 //   backend->set("k", dogpile::Item{"bytes", 0}, std::chrono::seconds(60));
 //   std::optional<dogpile::Item> item = backend->get("k");
 //
-// Types: Item, KeyedItem, BackendError, DistributedLock, Backend.
+// To write one, implement get, set, add, remove and make_lock (and, for a
+// cluster, place a lock on its value's server). Everything else has a
+// default built from those five; override what your store does better:
+//   - versions: gets() and cas(), so that a creation never stores over a
+//     value written while it ran (without them only stores into empty keys
+//     are fenced);
+//   - the lease-aware batch operations the region's engine calls (read,
+//     claim, confirm, poll, store, release): one request each for a whole
+//     batch, or the lease granted in the read itself, as memcached's meta
+//     protocol does;
+//   - server_time(), so that every host judges ages on one clock.
+//
+// Types: Item, KeyedItem, Ttl, Cas, BackendError, DistributedLock, LockInfo,
+// LeaseState, Fence, LeaseRequest, LeaseSlot, ServerTime, Backend.
 //
 // Errors: a backend reports I/O failures (server down, timeout, item too
 // large, ...) by throwing BackendError; "not found" and "already exists" are
@@ -27,6 +40,7 @@
 #include <string_view>
 #include <vector>
 
+#include "dogpile/clock.hpp"
 #include "dogpile/detail/function_ref.hpp"
 
 namespace dogpile {
@@ -47,6 +61,10 @@ struct KeyedItem {
 
 /// Time to live of a stored item, in whole seconds; 0 means "never expires".
 using Ttl = std::chrono::seconds;
+
+/// An item's version (memcached's CAS unique): it changes whenever the item is
+/// written. 0: unknown.
+using Cas = std::uint64_t;
 
 /// An I/O failure of a backend: the server is unreachable or slow, refused the
 /// item, or answered something unexpected. `what()` says which operation on
@@ -122,6 +140,86 @@ class DistributedLock {
   bool held_ = false;              // the backend lock is held (written under busy_)
 };
 
+/// What a lock tells those who wait for its holder: when the holder started,
+/// and how long the previous creation of the value took, so they can sleep
+/// until the value is due. Either may be unknown.
+struct LockInfo {
+  TimePoint started_at{};                 ///< fleet clock; the epoch: unknown
+  std::chrono::microseconds expected{0};  ///< 0: unknown
+};
+
+/// The right to regenerate one key, as an operation found it.
+enum class LeaseState : std::uint8_t {
+  unknown,  ///< not asked
+  won,      ///< this caller holds it now (LeaseSlot::lock is set)
+  held,     ///< another caller holds it
+  free,     ///< nobody holds it
+};
+
+/// How a store is fenced against writes made since its lease was granted.
+struct Fence {
+  enum class Kind : std::uint8_t {
+    none,     ///< unconditional: replace whatever is there
+    absent,   ///< only if there is no item (`add`)
+    version,  ///< only if the item is still at `version` (`cas`)
+  };
+  Kind kind = Kind::none;
+  Cas version = 0;
+};
+
+/// What the engine asks of a lease-aware operation.
+struct LeaseRequest {
+  /// Grant the lease in the read when there is no item (meta protocol `N`).
+  bool claim_if_missing = false;
+  /// Grant the lease in the read when the item's remaining time to live is
+  /// below this (meta protocol `R`): the item is stale.
+  std::optional<Ttl> claim_if_ttl_below;
+  /// The lease's (lock's) time to live.
+  Ttl ttl = std::chrono::seconds(30);
+  /// Written into the lock that a claim creates.
+  LockInfo info;
+};
+
+/// One key of a lease-aware operation: what the engine asks, and what the
+/// backend answers.
+struct LeaseSlot {
+  std::string_view key;
+  /// read, confirm, poll: the item under the key (not filled by read_view,
+  /// whose visitor sees the bytes), and its version if the backend knows it.
+  std::optional<Item> item;
+  Cas cas = 0;
+  /// read, claim, poll: the lease as the operation left it.
+  LeaseState lease = LeaseState::unknown;
+  /// lease == held: what the holder's lock says, as far as the backend knows.
+  LockInfo holder;
+  /// lease == won: the lock, extended by the region while its creator runs
+  /// and ended by release().
+  std::unique_ptr<DistributedLock> lock;
+  /// How store() must fence this key's value: set by the operation that won
+  /// the lease with the item at hand (read with a claim, or confirm).
+  Fence fence;
+  /// store: the item to store, its time to live, and whether it was stored
+  /// (false: fenced out, something was written since).
+  const Item* value = nullptr;
+  Ttl ttl{};
+  bool stored = false;
+  /// release: the lease had been lost (expired, evicted, taken over) before
+  /// it was ended; nothing was removed.
+  bool lost = false;
+};
+
+/// A server's clock reading: the server's time is in
+/// [time, time + resolution) at some instant during the request.
+struct ServerTime {
+  TimePoint time;
+  Duration resolution{};
+};
+
+/// The deadline of the region call that the calling thread is making, if it
+/// has one (CallOptions::deadline, RegionOptions::deadline). A backend should
+/// end each request by then, throwing BackendError if it cannot.
+[[nodiscard]] std::optional<std::chrono::steady_clock::time_point> request_deadline() noexcept;
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -164,6 +262,61 @@ class Backend {
   /// held on the server that stores that value. Not taken yet. Never blocks.
   [[nodiscard]] virtual std::unique_ptr<DistributedLock> make_lock(std::string_view key,
                                                                    Ttl ttl) = 0;
+
+  // --- Versions. -----------------------------------------------------------
+
+  /// The item under `key` and its version (`cas`, 0 if unknown). The default
+  /// calls get() and reports version 0. Throws BackendError.
+  [[nodiscard]] virtual std::optional<Item> gets(std::string_view key, Cas& cas);
+
+  /// Stores `item` only if the item under `key` is still at `version`; false
+  /// if it changed or is gone. Backends whose gets() reports versions must
+  /// implement it; the default throws BackendError.
+  [[nodiscard]] virtual bool cas(std::string_view key, const Item& item, Ttl ttl, Cas version);
+
+  // --- The engine's lease-aware operations. --------------------------------
+  // Each takes a batch of slots and answers in them; a failure throws
+  // BackendError for the whole batch. The defaults are built from the members
+  // above, one request per key (and the lock's own requests).
+
+  /// The hot path: reads one key, calling `visit(data, flags)` with its item
+  /// (without a copy where it can), and fills the slot's cas, lease, holder,
+  /// lock and fence as far as the read tells them. Returns whether there was
+  /// an item. The default calls get_view(); the lease stays unknown.
+  virtual bool read_view(LeaseSlot& slot, const LeaseRequest& request,
+                         detail::FunctionRef<void(std::string_view data, std::uint32_t flags)> visit);
+
+  /// read_view for many keys, the items copied into the slots. The default
+  /// calls get_multi().
+  virtual void read(std::span<LeaseSlot> slots, const LeaseRequest& request);
+
+  /// Claims the lease of each slot: won (the slot's lock is set) or held.
+  /// The default takes make_lock()->try_lock() per slot.
+  virtual void claim(std::span<LeaseSlot> slots, const LeaseRequest& request);
+
+  /// For slots whose lease this caller won: reads the item again (someone may
+  /// have stored one before the lease was granted) and sets the fence that
+  /// store() will use. The default calls gets() per slot.
+  virtual void confirm(std::span<LeaseSlot> slots);
+
+  /// For a caller waiting on another's lease: the item, and whether the lease
+  /// is still held (with what its lock says). The default calls gets() and,
+  /// where there is no item, tries the lease (so it may report won).
+  virtual void poll(std::span<LeaseSlot> slots, const LeaseRequest& request);
+
+  /// Stores each slot's value, fenced by its fence; sets `stored`. The
+  /// default calls add(), cas() or set().
+  virtual void store(std::span<LeaseSlot> slots);
+
+  /// Ends each slot's lease (its lock), if it is still held. Never throws for
+  /// a lease that was lost; throws BackendError if the backend cannot be asked
+  /// (the lease then expires on its own). The default calls lock->release().
+  virtual void release(std::span<LeaseSlot> slots);
+
+  /// The clock of the server that holds `key`, for reconciling hosts whose
+  /// clocks disagree. nullopt (the default): there is no server clock; every
+  /// caller's own clock is trusted. Throws BackendError.
+  [[nodiscard]] virtual std::optional<ServerTime> server_time(std::string_view key);
 };
 
 }  // namespace dogpile

@@ -176,15 +176,16 @@ class Cached {
     options.expiration = expiration;
     options.background = region_->options().background_refresh;
     auto creator = [&]() -> R { return std::invoke(*fn_, args...); };
-    auto make_job = [&]() -> detail::BackgroundJob {
+    auto make_job = [&]() -> detail::BackgroundCreate {
       if constexpr (Codable<R> && (std::is_copy_constructible_v<std::decay_t<Args>> && ...)) {
         auto owned =
             std::make_tuple(detail::OwnedArgument<std::decay_t<Args>>(std::decay_t<Args>(args))...);
-        return [fn = fn_, predicate = predicate_, owned = std::move(owned)](std::string& out) {
+        return [fn = fn_, predicate = predicate_, owned = std::move(owned)](
+                   std::span<const std::string_view>, std::span<detail::CreateOut> out) {
           R made = std::apply(
               [&](const auto&... kept) -> R { return std::invoke(*fn, kept.get()...); }, owned);
-          Codec<R>::encode(made, out);
-          return static_cast<bool>(std::invoke(*predicate, std::as_const(made)));
+          out[0].keep = static_cast<bool>(std::invoke(*predicate, std::as_const(made)));
+          Codec<R>::encode(made, *out[0].bytes);
         };
       } else {
         return {};
@@ -227,7 +228,9 @@ class Cached {
         expiration ? &*expiration : nullptr);
   }
 
-  /// Removes the cached result for `args`: the next call creates it.
+  /// Removes the cached result for `args` (a tombstone, as
+  /// CacheRegion::remove): the next call creates it, and a creation for `args`
+  /// that began before this call does not store its value.
   template <class... Args>
   requires std::invocable<const Fn&, const Args&...>
   bool invalidate(const Args&... args) const {
@@ -302,15 +305,37 @@ class CachedMulti {
       keys.push_back(detail::make_key(namespace_, all[i]));
       index.emplace(keys.back(), i);
     }
-    return region_->get_or_create_multi(keys, [&](std::span<const std::string_view> missing) {
-      std::vector<Id> wanted;
-      wanted.reserve(missing.size());
-      for (auto k : missing) wanted.push_back(all[index.at(std::string(k))]);
-      return std::invoke(*fn_, std::span<const Id>(wanted));
-    });
+    CallOptions options;
+    options.background = region_->options().background_refresh;
+    if constexpr (std::is_copy_constructible_v<Id>) {
+      // Owns what it needs: a background regeneration may run after this
+      // call has returned, so it keeps copies of the ids it may be asked for.
+      auto by_key = std::make_shared<std::unordered_map<std::string, Id>>();
+      for (std::size_t i = 0; i < all.size(); ++i) by_key->emplace(keys[i], all[i]);
+      return region_->get_or_create_multi(
+          keys,
+          [fn = fn_, by_key](std::span<const std::string_view> missing) {
+            std::vector<Id> wanted;
+            wanted.reserve(missing.size());
+            for (auto k : missing) wanted.push_back(by_key->at(std::string(k)));
+            return std::invoke(*fn, std::span<const Id>(wanted));
+          },
+          options);
+    } else {
+      options.background = false;
+      return region_->get_or_create_multi(
+          keys,
+          [&](std::span<const std::string_view> missing) {
+            std::vector<Id> wanted;
+            wanted.reserve(missing.size());
+            for (auto k : missing) wanted.push_back(all[index.at(std::string(k))]);
+            return std::invoke(*fn_, std::span<const Id>(wanted));
+          },
+          options);
+    }
   }
 
-  /// Removes the cached results for `ids`.
+  /// Removes the cached results for `ids` (tombstones, as CacheRegion::remove).
   template <std::ranges::input_range Ids>
   bool invalidate(const Ids& ids) const {
     std::vector<std::string> keys;

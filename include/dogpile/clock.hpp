@@ -9,17 +9,31 @@
 //   dogpile::Dogpile<> lock(std::chrono::seconds(10), {.clock = &clock});
 //   clock.advance(std::chrono::seconds(11));   // the value is now expired
 //
-// Types: TimePoint, Duration, Clock (interface), SystemClock, ManualClock.
+// Timers are the clock's too: deadlines, polls and lock extensions are
+// measured on `steady_now()` (std::chrono::steady_clock for the system clock,
+// so a step of the wall clock does not stretch them) and waited for with
+// `sleep_until` and `wait_until`; with a ManualClock a test decides when that
+// time has passed (`waiters()` tells how many threads wait on it).
+//
+// Types: TimePoint, Duration, SteadyTime, Clock (interface), SystemClock,
+// ManualClock.
 #pragma once
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <stop_token>
+
+#include "dogpile/detail/function_ref.hpp"
 
 namespace dogpile {
 
 /// Wall-clock time point: created_at stamps travel between processes and hosts.
 using TimePoint = std::chrono::system_clock::time_point;
 using Duration = std::chrono::system_clock::duration;
+/// A point on a timer's clock: monotonic, meaningful within one process.
+using SteadyTime = std::chrono::steady_clock::time_point;
 
 /// A source of the current time. Implementations must be thread-safe.
 class Clock {
@@ -27,6 +41,21 @@ class Clock {
   virtual ~Clock() = default;
   /// The current time. Never blocks, never throws.
   [[nodiscard]] virtual TimePoint now() const noexcept = 0;
+
+  /// The timer reading: monotonic. The default is std::chrono::steady_clock.
+  [[nodiscard]] virtual SteadyTime steady_now() const noexcept;
+
+  /// Blocks until steady_now() >= deadline; false at once if `stop` is (or
+  /// gets) requested first. SteadyTime::max() waits for `stop` alone.
+  virtual bool sleep_until(SteadyTime deadline, std::stop_token stop = {}) const;
+
+  /// With `lock` held (on the mutex that guards what `done` reads): waits on
+  /// `cv` until done() holds, steady_now() >= deadline, or `stop` is
+  /// requested, and returns done(). Whoever makes done() true must notify
+  /// `cv` while holding that mutex.
+  virtual bool wait_until(std::condition_variable_any& cv, std::unique_lock<std::mutex>& lock,
+                          SteadyTime deadline, std::stop_token stop,
+                          detail::FunctionRef<bool()> done) const;
 };
 
 /// `std::chrono::system_clock`.
@@ -39,13 +68,26 @@ class SystemClock final : public Clock {
 [[nodiscard]] const Clock& system_clock() noexcept;
 
 /// A clock that moves only when told to. Thread-safe: any thread may read it
-/// while another advances it.
+/// while another advances it. Threads waiting on it (sleep_until,
+/// wait_until) wake within a millisecond of real time once it is advanced
+/// past their deadline.
 class ManualClock final : public Clock {
  public:
   /// Starts at `start` (default: 2026-01-01T00:00:00Z, a fixed, recognisable instant).
   explicit ManualClock(TimePoint start = default_start()) noexcept;
 
   [[nodiscard]] TimePoint now() const noexcept override;
+  /// This clock's own time, read as a timer: timers move when it is advanced.
+  [[nodiscard]] SteadyTime steady_now() const noexcept override;
+  bool sleep_until(SteadyTime deadline, std::stop_token stop = {}) const override;
+  bool wait_until(std::condition_variable_any& cv, std::unique_lock<std::mutex>& lock,
+                  SteadyTime deadline, std::stop_token stop,
+                  detail::FunctionRef<bool()> done) const override;
+  /// Threads whose wait on this clock ends at a time it has not reached yet
+  /// (in sleep_until, or in wait_until with a deadline).
+  [[nodiscard]] int waiters() const noexcept { return waiters_.load(std::memory_order_acquire); }
+  /// Threads in sleep_until: a caller's pause between polls.
+  [[nodiscard]] int sleepers() const noexcept { return sleepers_.load(std::memory_order_acquire); }
   /// Moves time forward (or backward, for a negative step) by `step`.
   void advance(Duration step) noexcept;
   /// Jumps to `t`.
@@ -55,6 +97,8 @@ class ManualClock final : public Clock {
 
  private:
   std::atomic<Duration::rep> ticks_;
+  mutable std::atomic<int> waiters_{0};
+  mutable std::atomic<int> sleepers_{0};
 };
 
 }  // namespace dogpile

@@ -14,13 +14,9 @@
 // Types: Executor (interface), ThreadPoolExecutor.
 #pragma once
 
-#include <condition_variable>
 #include <cstddef>
-#include <deque>
 #include <functional>
-#include <mutex>
-#include <thread>
-#include <vector>
+#include <memory>
 
 namespace dogpile {
 
@@ -34,7 +30,9 @@ class Executor {
 };
 
 /// A fixed set of threads and a bounded queue. Tasks that throw have their
-/// exception swallowed (dogpile's tasks report their own errors).
+/// exception swallowed (dogpile's tasks report their own errors). Fork-safe:
+/// in a child the parent's queued tasks are dropped unrun (they are the
+/// parent's work) and new threads start with the next task.
 class ThreadPoolExecutor final : public Executor {
  public:
   /// Throws std::invalid_argument if `threads` or `queue_capacity` is 0.
@@ -50,15 +48,10 @@ class ThreadPoolExecutor final : public Executor {
   /// Tasks queued, not yet started. Thread-safe.
   [[nodiscard]] std::size_t queued() const;
 
- private:
-  void run();
+  struct Impl;
 
-  const std::size_t capacity_;
-  mutable std::mutex mutex_;
-  std::condition_variable ready_;
-  std::deque<std::function<void()>> queue_;
-  bool stopping_ = false;
-  std::vector<std::thread> threads_;
+ private:
+  std::unique_ptr<Impl> impl_;
 };
 
 }  // namespace dogpile

@@ -18,10 +18,11 @@
 // `--BINARY-PROTOCOL`, `--USE-UDP`, `--NOREPLY`, `--BUFFER-REQUESTS`, and a
 // `--NAMESPACE` (use RegionOptions::key_prefix instead).
 //
-// `MemcachedLock` is the cross-host lock: `add` of a unique token with a time
-// to live on the server that holds the key's value; released by `gets` +
-// `cas` (expiration -1) so that it is removed only if it still holds this
-// holder's token. It can be the mutex of a Dogpile:
+// `MemcachedLock` is the cross-host lock: `add` of a lock item (a unique
+// token, when its holder started, how long the last creation took) with a
+// time to live on the server that holds the key's value; released by `cas`
+// (expiration -1) so that it is removed only if it is still this holder's.
+// It can be the mutex of a Dogpile:
 //
 //   dogpile::Dogpile<dogpile::MemcachedLock> lock(std::chrono::minutes(5), {},
 //                                                 *backend, "report:2026");
@@ -29,6 +30,7 @@
 // libmemcached never appears in this header.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -87,6 +89,25 @@ class MemcachedBackend final : public Backend {
   [[nodiscard]] std::vector<std::optional<Item>> get_multi(
       std::span<const std::string_view> keys) override;
   [[nodiscard]] std::unique_ptr<DistributedLock> make_lock(std::string_view key, Ttl ttl) override;
+  [[nodiscard]] std::optional<Item> gets(std::string_view key, Cas& cas) override;
+  [[nodiscard]] bool cas(std::string_view key, const Item& item, Ttl ttl, Cas version) override;
+
+  // The engine's operations, at the floor of the classic protocol: read_view
+  // `gets k`; read `gets k...` (one request per server); claim `add k#L` per
+  // key on the value's server (the lock item carries its LockInfo); confirm
+  // and poll `gets k k#L ...` (one request per server); store `add` or `cas`
+  // per key. The lock a claim wins is released by one `cas` with expiration
+  // -1 against the version confirm saw.
+  bool read_view(LeaseSlot& slot, const LeaseRequest& request,
+                 detail::FunctionRef<void(std::string_view, std::uint32_t)> visit) override;
+  void read(std::span<LeaseSlot> slots, const LeaseRequest& request) override;
+  void claim(std::span<LeaseSlot> slots, const LeaseRequest& request) override;
+  void confirm(std::span<LeaseSlot> slots) override;
+  void poll(std::span<LeaseSlot> slots, const LeaseRequest& request) override;
+  void store(std::span<LeaseSlot> slots) override;
+  /// The `time` of the `stats` of the server that holds `key`, on a
+  /// connection of its own (resolution: one second).
+  [[nodiscard]] std::optional<ServerTime> server_time(std::string_view key) override;
 
   /// The option string in effect: dogpile's defaults, then the caller's.
   [[nodiscard]] const std::string& options() const noexcept;
@@ -112,7 +133,8 @@ class MemcachedLock final : public DistributedLock {
   MemcachedLock(const MemcachedLock&) = delete;
   MemcachedLock& operator=(const MemcachedLock&) = delete;
 
-  /// `gets`, then `cas` with a fresh time to live if the token is still ours.
+  /// `gets`, then `touch` (which keeps the item's version) if the token is
+  /// still ours.
   bool extend() override;
   [[nodiscard]] Ttl ttl() const noexcept override { return ttl_; }
 
@@ -122,20 +144,27 @@ class MemcachedLock final : public DistributedLock {
  protected:
   /// One `add` of a new token.
   bool try_acquire() override;
-  /// `gets`, then `cas` with expiration -1 if the token is still ours.
+  /// `cas` with expiration -1 against the lock's version (learned when the
+  /// region confirmed its lease; otherwise by a `gets` first) if the token is
+  /// still ours.
   bool release_acquired() override;
 
  private:
   friend class MemcachedBackend;
+  friend struct MemcachedBackend::Impl;
   struct Mapped {};  // `value_key` is already a memcached key
   MemcachedLock(Mapped, std::shared_ptr<MemcachedBackend::Impl> impl, std::string value_key,
-                Ttl ttl);
+                Ttl ttl, LockInfo info);
 
   std::shared_ptr<MemcachedBackend::Impl> impl_;
   std::string value_key_;  // places the lock on the value's server
   std::string lock_key_;
   Ttl ttl_;
-  std::string token_;  // empty when not held
+  LockInfo info_;
+  std::array<std::uint8_t, 16> token_{};
+  std::string bytes_;     // the lock item, as stored
+  Cas lock_version_ = 0;  // 0: unknown
+  bool held_ = false;
 };
 
 }  // namespace dogpile

@@ -14,8 +14,12 @@
 //   clock.advance(std::chrono::seconds(11));   // "k" is gone
 //
 // Expired items are dropped when touched and swept in passing as new items
-// arrive, so memory follows the number of live items. Every member is
-// thread-safe and never blocks for longer than a shard's mutex is held.
+// arrive, so memory follows the number of live items. Items have versions
+// (gets/cas), locks carry their LockInfo, and server_time() is the backend's
+// clock: it behaves like one memcached server, and counts its operations as
+// the requests memcached would receive. Every member is thread-safe and never
+// blocks for longer than a shard's mutex is held. After fork() the child has
+// its own copy of the items.
 #pragma once
 
 #include <atomic>
@@ -42,13 +46,14 @@ class MemoryBackend final : public Backend {
     std::uint64_t get_multis = 0;
     std::uint64_t sets = 0;
     std::uint64_t adds = 0;
+    std::uint64_t cas = 0;
     std::uint64_t removes = 0;
     std::uint64_t lock_releases = 0;
     std::uint64_t lock_extends = 0;
 
     /// Every operation, of any kind.
     [[nodiscard]] std::uint64_t total() const noexcept {
-      return gets + get_multis + sets + adds + removes + lock_releases + lock_extends;
+      return gets + get_multis + sets + adds + cas + removes + lock_releases + lock_extends;
     }
     friend bool operator==(const Counters&, const Counters&) = default;
   };
@@ -68,6 +73,17 @@ class MemoryBackend final : public Backend {
   void set_multi(std::span<const KeyedItem> items, Ttl ttl) override;
   void remove_multi(std::span<const std::string_view> keys) override;
   [[nodiscard]] std::unique_ptr<DistributedLock> make_lock(std::string_view key, Ttl ttl) override;
+  [[nodiscard]] std::optional<Item> gets(std::string_view key, Cas& cas) override;
+  [[nodiscard]] bool cas(std::string_view key, const Item& item, Ttl ttl, Cas version) override;
+  bool read_view(LeaseSlot& slot, const LeaseRequest& request,
+                 detail::FunctionRef<void(std::string_view, std::uint32_t)> visit) override;
+  void read(std::span<LeaseSlot> slots, const LeaseRequest& request) override;
+  void claim(std::span<LeaseSlot> slots, const LeaseRequest& request) override;
+  void confirm(std::span<LeaseSlot> slots) override;
+  void poll(std::span<LeaseSlot> slots, const LeaseRequest& request) override;
+  void store(std::span<LeaseSlot> slots) override;
+  /// The backend's clock, exactly.
+  [[nodiscard]] std::optional<ServerTime> server_time(std::string_view key) override;
 
   /// Live (unexpired) items, locks included. Thread-safe; O(items).
   [[nodiscard]] std::size_t size() const;

@@ -2,15 +2,16 @@
 // across threads, processes and hosts.
 //
 // A `CacheRegion` stores values in a Backend (memcached in production) as
-// envelopes of (created_at, value), and runs the dogpile algorithm over them
-// with two tiers of locking:
+// envelopes of (created_at, value) bound to their key, and runs the dogpile
+// algorithm over them with two tiers of locking:
 //
 //   1. in-process: the threads of one process that need the same key share
 //      one "flight"; its leader does the work, followers get its value (or
 //      its exception) without touching the backend;
-//   2. across processes: the leader takes the backend's DistributedLock for
-//      the key (memcached: `add` with a time to live), so one caller in the
-//      whole fleet runs the creator.
+//   2. across processes: the leader takes the key's lease (memcached: `add`
+//      of a lock item with a time to live, or the meta protocol's lease in the
+//      read), so one caller in the whole fleet runs the creator, and its store
+//      is fenced: it never lands over a value written while it ran.
 //
 //   // servers: a libmemcached option string, e.g. "--SERVER=10.0.0.1:11211"
 //   auto backend = std::make_shared<dogpile::MemcachedBackend>(servers);
@@ -18,16 +19,18 @@
 //                                         .key_prefix = "users:"});
 //   std::string name = region.get_or_create("42", [] { return load_user_name(42); });
 //
-// What a call costs and does:
-//   fresh value        -> one backend `get`; returned.
-//   stale value        -> (within expiration + stale_grace) one `get`; if no one
-//                         in this process is regenerating it, one `add` for the
-//                         lock; whoever gets the lock regenerates (re-reading
-//                         first), everyone else returns the stale value at once.
+// What a call costs and does (memcached, classic protocol):
+//   fresh value        -> one `gets`; returned.
+//   stale value        -> (within expiration + stale_grace) one `gets`; if no
+//                         one in this process is regenerating it and its lock
+//                         is not known to be held elsewhere, one `add` for the
+//                         lock; whoever gets it regenerates (re-reading first),
+//                         everyone else returns the stale value at once.
 //   no usable value    -> one caller per process takes the lock or, if another
-//                         process holds it, polls for the value (1 ms doubling
-//                         to WaitPolicy::max_poll) until it appears or the lock
-//                         is free; the other callers of the process wait for it.
+//                         process holds it, polls (value and lock in one
+//                         request) until the value appears or the lock is
+//                         free; it sleeps until the value is due when the lock
+//                         says so. The other callers of the process wait for it.
 //   creator throws     -> the exception reaches this caller and the callers
 //                         waiting on it; nothing is stored; the lock is released
 //                         (with serve_stale_on_error and a stale value at hand:
@@ -35,14 +38,18 @@
 //   backend fails      -> never an exception from get_or_create: the error goes
 //                         to the error handler and stats(), and the caller falls
 //                         back to in-process protection (the flight) and the creator.
+//   deadline passes    -> the stale value if one is at hand, else WaitTimeout.
 //
 // Options beyond that: background regeneration (the stale winner also returns
 // the stale value and the new one is made on an Executor), serve-stale-on-
-// error, probabilistic early recomputation (XFetch), and invalidate(hard |
-// soft), seen by every process within RegionOptions::invalidation_check.
+// error, probabilistic early recomputation (XFetch), per-call expiration,
+// deadlines and cancellation, and invalidate(hard | soft), seen by every
+// process within RegionOptions::invalidation_check. Every option applies to
+// get_or_create_multi as well.
 //
-// Types: ErrorKind, ErrorEvent, ErrorHandler, WaitPolicy, RegionOptions,
-// RegionStats, CachedValue, CallOptions, Invalidation, CacheRegion.
+// Types: ErrorKind, ErrorEvent, ErrorHandler, WaitTimeout, WaitPolicy,
+// RegionOptions, RegionStats, CachedValue, Deadline, CallOptions, Invalidation,
+// CacheRegion.
 #pragma once
 
 #include <chrono>
@@ -54,6 +61,8 @@
 #include <optional>
 #include <ranges>
 #include <span>
+#include <stdexcept>
+#include <stop_token>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -73,9 +82,12 @@ namespace dogpile {
 enum class ErrorKind {
   backend,  ///< a backend operation failed (server down, timeout, item too large, ...)
   decode,   ///< a stored item was not a readable envelope or value: treated as a miss
-  lock,     ///< a distributed lock was lost, or waiting for its holder was given up
+  lock,     ///< a distributed lock was lost, or its creator was declared hung
   creator,  ///< a creator threw where no caller receives the exception: in the
             ///< background, or replaced by the stale value (serve_stale_on_error)
+  fenced,   ///< a creation's store was refused because the key was written (set,
+            ///< removed, or created elsewhere) while it ran: its value reached its
+            ///< callers but was not stored
 };
 
 [[nodiscard]] const char* to_string(ErrorKind kind) noexcept;
@@ -89,24 +101,45 @@ struct ErrorEvent {
 };
 
 /// Called for every reported error, from the calling thread or from the
-/// region's background lock keeper; it must be thread-safe and should be
-/// quick. Exceptions it throws are swallowed.
+/// region's background thread; it must be thread-safe and should be quick.
+/// Exceptions it throws are swallowed.
 using ErrorHandler = std::function<void(const ErrorEvent&)>;
 
+/// Thrown by get_or_create (and the wrappers) when a caller that has no value
+/// at hand stops waiting for another's creation: its deadline passed, its
+/// stop token was triggered, or WaitPolicy::max_wait ran out.
+class WaitTimeout : public std::runtime_error {
+ public:
+  enum class Reason { deadline, cancelled, max_wait };
+  WaitTimeout(Reason reason, std::string_view key);
+  [[nodiscard]] Reason reason() const noexcept { return reason_; }
+
+ private:
+  Reason reason_;
+};
+
 /// How a caller that finds no value waits while another process creates it.
+/// It polls one request at a time (the value and the lock together).
 struct WaitPolicy {
-  /// First pause between polls of the backend; doubles after each poll
-  /// (with +-25% jitter) up to max_poll. The value is seen at most about
-  /// max_poll after it is stored. Each poll is a `get` (and an `add` while
-  /// the value is missing), from one caller per process: at 5 ms, 400
-  /// requests a second per waiting process.
+  /// Shortest pause between polls.
   Duration first_poll = std::chrono::milliseconds(1);
+  /// The pause around the moment the value is due. When the lock says when
+  /// its holder started and how long the previous creation took, the waiter
+  /// sleeps until then and polls every max_poll from there: a value is seen
+  /// within about max_poll of being stored.
   Duration max_poll = std::chrono::milliseconds(5);
-  /// Give up waiting for the lock holder after this long and run the creator
-  /// here (reported as ErrorKind::lock). nullopt: wait while the holder is
-  /// alive (its lock keeps being extended) — a holder that dies loses the
-  /// lock after lock_timeout, and a waiter takes over.
+  /// With no such history (or past it), the pause is this fraction of the
+  /// time waited so far (of the overrun, past the due time), between
+  /// first_poll and max_interval: a 5 s creation costs about 50 polls.
+  double growth = 1.0 / 6;
+  Duration max_interval = std::chrono::seconds(1);
+  /// Stop waiting after this long: the caller gets WaitTimeout (with no
+  /// stale value at hand), or runs the creator itself if
+  /// create_after_max_wait. nullopt: wait while the holder lives (its lock is
+  /// extended up to RegionOptions::max_creation).
   std::optional<Duration> max_wait = std::nullopt;
+  /// After max_wait, run the creator here (a second creator) rather than give up.
+  bool create_after_max_wait = false;
 };
 
 struct RegionOptions {
@@ -118,22 +151,39 @@ struct RegionOptions {
   Duration stale_grace = std::chrono::seconds(60);
   /// Time to live of the distributed lock: if its holder dies, others wait at
   /// most this long. A live holder's lock is extended (every
-  /// (lock_timeout - 1 s) / 3) for as long as its creator runs. At least 2 s.
+  /// (lock_timeout - 1 s) / 3) while its creator runs. At least 2 s.
   std::chrono::seconds lock_timeout = std::chrono::seconds(30);
+  /// A creator that runs longer is declared hung: its lock is no longer
+  /// extended (another process takes over once it expires), this process's
+  /// callers waiting on it start over, and its late store is fenced out.
+  /// Reported as ErrorKind::lock. nullopt: never.
+  std::optional<Duration> max_creation = std::chrono::minutes(5);
   /// Put before every key; printable ASCII without '#', at most 100 bytes.
   std::string key_prefix;
   WaitPolicy wait;
-  /// Source of "now" for created_at and expiry; nullptr: dogpile::system_clock().
-  /// Must outlive the region.
+  /// The longest a call may take before it gives up waiting (with the stale
+  /// value, or WaitTimeout), unless CallOptions::deadline says otherwise.
+  /// Bounds backend requests too. nullopt: none.
+  std::optional<Duration> deadline = std::nullopt;
+  /// Source of "now" and of timers; nullptr: dogpile::system_clock(). Must
+  /// outlive the region.
   const Clock* clock = nullptr;
+  /// How often this host's clock is measured against the fleet's (the clock
+  /// of the server that holds the region's invalidation record), so that
+  /// hosts whose clocks disagree judge ages alike. The first call measures
+  /// it (one request: to within half a second); a background thread refines
+  /// it over the next second (to about a tenth) and renews it at about this
+  /// interval. nullopt: trust the local clock. Backends without a server
+  /// clock (server_time() is nullopt) are not measured.
+  std::optional<Duration> clock_sync = std::chrono::seconds(10);
   /// Receives errors; empty: at most one line per second to stderr.
   ErrorHandler on_error;
 
   /// The caller that wins the lock of a stale key returns the stale value at
   /// once; the new value is made on `executor` (the lock is held, and kept
-  /// alive, until it is stored). Applies to cached() wrappers, and to
-  /// get_or_create calls that pass CallOptions::background (their creator is
-  /// copied and may run after the call returns).
+  /// alive, until it is stored). Applies to cached() wrappers, and to calls
+  /// that pass CallOptions::background (their creator is copied and may run
+  /// after the call returns).
   bool background_refresh = false;
   /// Where background regenerations run; nullptr: a ThreadPoolExecutor with
   /// 2 threads and a queue of 64, made when background_refresh is on. A
@@ -150,7 +200,7 @@ struct RegionOptions {
   /// others keep the fresh value); with background_refresh it, too, returns
   /// at once.
   std::optional<double> early_recompute_beta = std::nullopt;
-  /// Seeds the random draws of early recomputation; 0: from std::random_device.
+  /// Seeds the random draws of early recomputation; 0: from the kernel.
   std::uint64_t random_seed = 0;
   /// How often a process reads the region's invalidation record (see
   /// invalidate()): the bound on how long another process's invalidation
@@ -166,7 +216,28 @@ enum class Invalidation {
   soft,  ///< they are stale: served while one caller regenerates
 };
 
-/// Options of one get_or_create call.
+/// When a call must be done: a duration from the call's start, a time point
+/// on the region's clock, or a std::chrono::steady_clock time point (a
+/// service's request deadline).
+class Deadline {
+ public:
+  Deadline(Duration within) noexcept : within_(within) {}  // NOLINT: implicit on purpose
+  template <class Rep, class Period>
+  Deadline(std::chrono::duration<Rep, Period> within) noexcept  // NOLINT
+      : within_(std::chrono::duration_cast<Duration>(within)) {}
+  Deadline(TimePoint at) noexcept : at_(at) {}  // NOLINT
+  Deadline(std::chrono::steady_clock::time_point at) noexcept : steady_(at) {}  // NOLINT
+
+  /// The deadline on `clock`'s timer, for a call starting now.
+  [[nodiscard]] SteadyTime on(const Clock& clock) const noexcept;
+
+ private:
+  std::optional<Duration> within_;
+  std::optional<TimePoint> at_;
+  std::optional<std::chrono::steady_clock::time_point> steady_;
+};
+
+/// Options of one get_or_create (or get_or_create_multi) call.
 struct CallOptions {
   /// This call's expiration instead of the region's: it judges freshness, and
   /// the stored item lives expiration + stale_grace.
@@ -175,14 +246,21 @@ struct CallOptions {
   /// background_refresh must be on). The creator is copied and may run after
   /// the call returns, so it must own what it uses (capture by value).
   bool background = false;
-  /// Receives how the call was served.
+  /// Receives how the call was served (single-key calls).
   Outcome* outcome = nullptr;
+  /// When this call must be done (else RegionOptions::deadline): waits end
+  /// then with the stale value or WaitTimeout, and backend requests are cut
+  /// short. A creator this caller runs is never interrupted.
+  std::optional<Deadline> deadline = std::nullopt;
+  /// Ends a wait the way a deadline does, when stop is requested.
+  std::stop_token stop = {};
 };
 
 /// Counts since the region was made. Every get_or_create call that returns
 /// counts in exactly one of hits, stale_served, waited or created; a creator
 /// that throws counts in creation_errors (and its caller, if it was served
-/// the stale value instead, in stale_served).
+/// the stale value instead, in stale_served). get_or_create_multi counts per
+/// key.
 struct RegionStats {
   std::uint64_t hits = 0;              ///< fresh value found in the backend
   std::uint64_t misses = 0;            ///< first read found no usable value
@@ -194,18 +272,23 @@ struct RegionStats {
   std::uint64_t degraded = 0;          ///< creations without the distributed lock (backend failing)
   std::uint64_t backend_errors = 0;    ///< backend operations that failed
   std::uint64_t decode_errors = 0;     ///< stored items that did not decode
-  std::uint64_t lock_errors = 0;       ///< locks lost, or waits given up
+  std::uint64_t lock_errors = 0;       ///< locks lost, or creators declared hung
   std::uint64_t early_recomputes = 0;  ///< fresh values this process chose to recompute early
   std::uint64_t background_refreshes = 0;  ///< regenerations handed to the executor
   std::uint64_t invalidation_checks = 0;   ///< reads of the invalidation record
+  std::uint64_t fenced_out = 0;      ///< creations not stored: the key was written meanwhile
+  std::uint64_t locks_lost = 0;      ///< locks found gone (evicted, flushed, expired) before release
+  std::uint64_t hung_creations = 0;  ///< creators that ran past max_creation
+  std::uint64_t wait_timeouts = 0;   ///< waits ended by a deadline, stop or max_wait
+  std::uint64_t removals = 0;        ///< tombstones written by remove() and invalidate(args)
 };
 
 /// A stored value with its metadata, from CacheRegion::get_value_metadata.
 template <class T>
 struct CachedValue {
   T value;
-  TimePoint created_at;
-  bool fresh;  ///< false: expired, but within the stale grace
+  TimePoint created_at;  ///< on the fleet clock
+  bool fresh;            ///< false: expired, but within the stale grace
 };
 
 namespace detail {
@@ -221,14 +304,17 @@ struct AlwaysCache {
   }
 };
 
-/// A background regeneration: appends the new value's bytes; false: do not store it.
-using BackgroundJob = std::function<bool(std::string&)>;
-
-/// What the compiled part of get_or_create needs to know of one call.
-struct CallParams {
-  const Expiration* expiration = nullptr;            // nullptr: the region's
-  FunctionRef<BackgroundJob()>* make_job = nullptr;  // nullptr: no background regeneration
+/// Where a creation writes one key's value: its encoded bytes are appended to
+/// `bytes`; `keep` false: return it, do not store it (should_cache).
+struct CreateOut {
+  std::string* bytes = nullptr;
+  bool keep = true;
 };
+
+/// A creation that owns what it needs, for background regeneration: called
+/// with the user keys to make, writes each one's value.
+using BackgroundCreate =
+    std::function<void(std::span<const std::string_view> keys, std::span<CreateOut> out)>;
 
 template <class R>
 concept key_range = std::ranges::input_range<R> &&
@@ -253,15 +339,20 @@ std::vector<std::string_view> key_views(const R& keys) {
 
 template <class Fn, class Predicate>
 class Cached;
+template <class Fn>
+class CachedMulti;
 
 /// Thread-safe: every member may be called from any number of threads.
+/// Fork-safe: a region used before fork() works in the parent and the child
+/// (the child opens its own connections and threads).
 class CacheRegion {
  public:
   /// Throws std::invalid_argument if `backend` is null or an option is out of
   /// range (the message says which and why).
   explicit CacheRegion(std::shared_ptr<Backend> backend, RegionOptions options = {});
-  /// Stops the lock keeper. Calls still running on other threads must have
-  /// returned.
+  /// Abandons background regenerations that have not started (releasing
+  /// their locks), waits for those running, and stops the region's thread.
+  /// Calls still running on other threads must have returned.
   ~CacheRegion();
   CacheRegion(const CacheRegion&) = delete;
   CacheRegion& operator=(const CacheRegion&) = delete;
@@ -270,10 +361,10 @@ class CacheRegion {
   /// another caller regenerates it, or made by `creator()` — by exactly one
   /// caller across every process sharing the backend. The value type is what
   /// `creator` returns, or T if given. Blocks only when no usable value
-  /// exists (until this or another caller has made one). Throws only what
-  /// `creator` throws (to this caller and to the callers of this process
-  /// waiting on it), or std::bad_alloc; backend failures never escape.
-  /// `outcome`, if given, receives how the call was served.
+  /// exists (until this or another caller has made one, or the deadline).
+  /// Throws what `creator` throws (to this caller and to the callers of this
+  /// process waiting on it), WaitTimeout, or std::bad_alloc; backend failures
+  /// never escape. `outcome`, if given, receives how the call was served.
   template <class T = detail::Deduced, class Creator>
   requires std::invocable<Creator&> detail::created_value_t<T, Creator> get_or_create(
       std::string_view key, Creator&& creator, Outcome* outcome = nullptr) {
@@ -291,13 +382,14 @@ class CacheRegion {
     using Stored = std::decay_t<Creator>;
     using Predicate = std::decay_t<ShouldCache>;
     detail::require_codable<V>();
-    auto make_job = [&]() -> detail::BackgroundJob {
+    auto make_job = [&]() -> detail::BackgroundCreate {
       if constexpr (Codable<V> && std::is_copy_constructible_v<Stored> &&
                     std::is_copy_constructible_v<Predicate>) {
-        return [c = Stored(creator), p = Predicate(should_cache)](std::string& out) mutable {
+        return [c = Stored(creator), p = Predicate(should_cache)](
+                   std::span<const std::string_view>, std::span<detail::CreateOut> out) mutable {
           V made = std::invoke(c);
-          Codec<V>::encode(made, out);
-          return static_cast<bool>(std::invoke(p, std::as_const(made)));
+          out[0].keep = static_cast<bool>(std::invoke(p, std::as_const(made)));
+          Codec<V>::encode(made, *out[0].bytes);
         };
       } else {
         return {};  // not copyable: regenerated in the calling thread
@@ -339,16 +431,19 @@ class CacheRegion {
     return CachedValue<T>{std::move(*value), created_at, fresh};
   }
 
-  /// Stores `value` under `key`, created now. False if the backend failed
-  /// (reported to the error handler). Never throws but std::bad_alloc.
+  /// Stores `value` under `key`, created now. A creation of `key` in progress
+  /// anywhere will not store over it. False if the backend failed (reported
+  /// to the error handler). Never throws but std::bad_alloc.
   template <class T>
   bool set(std::string_view key, const T& value) {
     detail::require_codable<T>();
     return set_bytes(key, [&](std::string& out) { Codec<T>::encode(value, out); });
   }
 
-  /// Removes the value under `key`. False if there was none or the backend
-  /// failed. Never throws but std::bad_alloc.
+  /// Removes the value under `key`: writes a short-lived tombstone (a miss
+  /// for every reader) rather than deleting, so that a creation of `key` that
+  /// began before the removal cannot store its (older) value over it. False
+  /// if there was no value or the backend failed. Never throws but std::bad_alloc.
   bool remove(std::string_view key);
 
   /// The fresh values under `keys`, in order (nullopt where missing, expired
@@ -388,7 +483,8 @@ class CacheRegion {
         keys, [&](std::size_t i, std::string& out) { Codec<T>::encode(*values[i], out); });
   }
 
-  /// Removes every key. False if the backend failed. Never throws but std::bad_alloc.
+  /// Removes every key (with tombstones, as remove()). False if the backend
+  /// failed. Never throws but std::bad_alloc.
   template <detail::key_range Keys>
   bool remove_multi(const Keys& keys) {
     return remove_multi_bytes(detail::key_views(keys));
@@ -400,19 +496,39 @@ class CacheRegion {
   /// get_or_create for many keys at once: one backend multi-get for all of
   /// them; `creator(missing)` is called once with the keys that have no usable
   /// value and that this caller won the lock for (a std::span of
-  /// std::string_view), and must return a std::vector of their values in the
-  /// same order. Keys that another caller is creating are waited for; stale
-  /// keys that another caller is regenerating are served stale. Locks are
-  /// tried in a fixed (sorted) order. If a lock holder in another process
-  /// dies, its keys are created by a further creator call. Throws what
-  /// `creator` throws, or std::invalid_argument if it returns the wrong
-  /// number of values.
+  /// std::string_view), and must return a sized range of their values in the
+  /// same order (a std::vector). Keys that another caller is creating are
+  /// waited for; stale keys that another caller is regenerating are served
+  /// stale. Locks are tried in a fixed (sorted) order. If a lock holder in
+  /// another process dies, its keys are created by a further creator call.
+  /// Throws what `creator` throws, WaitTimeout, or std::invalid_argument if it
+  /// returns the wrong number of values.
   template <detail::key_range Keys, class Creator>
   requires std::invocable<Creator&, std::span<const std::string_view>>
   auto get_or_create_multi(const Keys& keys, Creator&& creator) {
+    return get_or_create_multi(keys, std::forward<Creator>(creator), CallOptions{});
+  }
+  template <class Creator>
+  requires std::invocable<Creator&, std::span<const std::string_view>>
+  auto get_or_create_multi(std::initializer_list<std::string_view> keys, Creator&& creator) {
+    return get_or_create_multi(std::vector<std::string_view>(keys),
+                               std::forward<Creator>(creator), CallOptions{});
+  }
+
+  /// get_or_create_multi with per-call options (every option of
+  /// get_or_create applies, per key) and `should_cache(value)`.
+  template <detail::key_range Keys, class Creator, class ShouldCache = detail::AlwaysCache>
+  requires std::invocable<Creator&, std::span<const std::string_view>>
+  auto get_or_create_multi(const Keys& keys, Creator&& creator, const CallOptions& options,
+                           ShouldCache&& should_cache = {}) {
     using Result =
         std::remove_cvref_t<std::invoke_result_t<Creator&, std::span<const std::string_view>>>;
-    using T = typename Result::value_type;
+    static_assert(std::ranges::sized_range<Result>,
+                  "dogpile: get_or_create_multi's creator must return a sized range of values "
+                  "(e.g. std::vector<T>), one per key it was given, in order");
+    using T = std::remove_cvref_t<std::ranges::range_value_t<Result>>;
+    using Stored = std::decay_t<Creator>;
+    using Predicate = std::decay_t<ShouldCache>;
     detail::require_codable<T>();
     const auto views = detail::key_views(keys);
     std::vector<std::optional<T>> values(views.size());
@@ -420,27 +536,46 @@ class CacheRegion {
       values[i] = Codec<T>::decode(bytes);
       return values[i].has_value();
     };
-    auto create = [&](std::span<const std::size_t> indices) {
+    auto create = [&](std::span<const std::size_t> indices, std::span<detail::CreateOut> out) {
       std::vector<std::string_view> wanted;
       wanted.reserve(indices.size());
       for (auto i : indices) wanted.push_back(views[i]);
       Result made = std::invoke(creator, std::span<const std::string_view>(wanted));
-      check_created_count(made.size(), indices.size());
-      for (std::size_t j = 0; j < indices.size(); ++j)
-        values[indices[j]].emplace(std::move(made[j]));
+      check_created_count(std::ranges::size(made), indices.size());
+      std::size_t j = 0;
+      for (auto&& v : made) {
+        out[j].keep = static_cast<bool>(std::invoke(should_cache, std::as_const(v)));
+        Codec<T>::encode(v, *out[j].bytes);
+        values[indices[j]].emplace(std::move(v));
+        ++j;
+      }
     };
-    auto encode = [&](std::size_t i, std::string& out) { Codec<T>::encode(*values[i], out); };
-    get_or_create_multi_bytes(views, decode, create, encode);
+    auto make_job = [&]() -> detail::BackgroundCreate {
+      if constexpr (std::is_copy_constructible_v<Stored> &&
+                    std::is_copy_constructible_v<Predicate>) {
+        return [c = Stored(creator), p = Predicate(should_cache)](
+                   std::span<const std::string_view> wanted,
+                   std::span<detail::CreateOut> out) mutable {
+          Result made = std::invoke(c, wanted);
+          check_created_count(std::ranges::size(made), wanted.size());
+          std::size_t j = 0;
+          for (auto&& v : made) {
+            out[j].keep = static_cast<bool>(std::invoke(p, std::as_const(v)));
+            Codec<T>::encode(v, *out[j].bytes);
+            ++j;
+          }
+        };
+      } else {
+        return {};
+      }
+    };
+    std::optional<detail::FunctionRef<detail::BackgroundCreate()>> job_ref;
+    if (options.background) job_ref.emplace(make_job);
+    run(Call{views, decode, create, options, job_ref ? &*job_ref : nullptr});
     std::vector<T> out;
     out.reserve(values.size());
     for (auto& v : values) out.push_back(std::move(*v));
     return out;
-  }
-  template <class Creator>
-  requires std::invocable<Creator&, std::span<const std::string_view>>
-  auto get_or_create_multi(std::initializer_list<std::string_view> keys, Creator&& creator) {
-    return get_or_create_multi<std::initializer_list<std::string_view>>(
-        keys, std::forward<Creator>(creator));
   }
 
   /// A snapshot of the counters. Never blocks.
@@ -459,6 +594,10 @@ class CacheRegion {
   /// invalidation to this process only.
   void invalidate(Invalidation kind = Invalidation::hard);
 
+  /// How far the fleet clock (the server's) is ahead of this host's clock, as
+  /// last measured (zero until the first call, or without clock_sync).
+  [[nodiscard]] Duration clock_offset() const noexcept;
+
   /// Replaces the error handler (empty: the default stderr handler).
   /// Thread-safe; calls already reporting may still use the old one.
   void set_error_handler(ErrorHandler handler);
@@ -472,6 +611,27 @@ class CacheRegion {
  private:
   template <class Fn, class Predicate>
   friend class Cached;
+  template <class Fn>
+  friend class CachedMulti;
+
+  using DecodeAt = detail::FunctionRef<bool(std::size_t, std::string_view)>;
+  using CreateAt =
+      detail::FunctionRef<void(std::span<const std::size_t>, std::span<detail::CreateOut>)>;
+  using Decode = detail::FunctionRef<bool(std::string_view)>;
+  using Encode = detail::FunctionRef<void(std::string&)>;
+  using EncodeAt = detail::FunctionRef<void(std::size_t, std::string&)>;
+
+  /// One call of the engine: user keys (they may repeat), how to decode a
+  /// value into slot i, how to create the values of some slots, and the
+  /// options. Returns the Outcome of the first key.
+  struct Call {
+    std::span<const std::string_view> keys;
+    DecodeAt decode;
+    CreateAt create;
+    const CallOptions& options;
+    detail::FunctionRef<detail::BackgroundCreate()>* make_job;  // nullptr: no background
+  };
+  Outcome run(const Call& call);
 
   // get_or_create's body. `make_job`, if not null, makes an owning copy of the
   // work for a background regeneration.
@@ -480,35 +640,24 @@ class CacheRegion {
                        ShouldCache& should_cache, MakeJob* make_job) {
     detail::require_codable<V>();
     std::optional<V> value;
-    auto decode = [&](std::string_view bytes) {
+    auto decode = [&](std::size_t, std::string_view bytes) {
       value = Codec<V>::decode(bytes);
       return value.has_value();
     };
-    auto create = [&](std::string& out) {
+    auto create = [&](std::span<const std::size_t>, std::span<detail::CreateOut> out) {
       V made = std::invoke(creator);
-      const bool keep = static_cast<bool>(std::invoke(should_cache, std::as_const(made)));
-      Codec<V>::encode(made, out);
+      out[0].keep = static_cast<bool>(std::invoke(should_cache, std::as_const(made)));
+      Codec<V>::encode(made, *out[0].bytes);
       value = std::move(made);
-      return keep;
     };
-    std::optional<detail::FunctionRef<detail::BackgroundJob()>> job_ref;
+    std::optional<detail::FunctionRef<detail::BackgroundCreate()>> job_ref;
     if (make_job != nullptr) job_ref.emplace(*make_job);
-    const Expiration* expiration = options.expiration ? &*options.expiration : nullptr;
-    const detail::CallParams params{expiration, job_ref ? &*job_ref : nullptr};
-    const Outcome served = get_or_create_bytes(key, decode, create, params);
+    const std::string_view keys[] = {key};
+    const Outcome served = run(Call{keys, decode, create, options, job_ref ? &*job_ref : nullptr});
     if (options.outcome != nullptr) *options.outcome = served;
     return std::move(*value);
   }
 
-  using Decode = detail::FunctionRef<bool(std::string_view)>;
-  using Create = detail::FunctionRef<bool(std::string&)>;
-  using Encode = detail::FunctionRef<void(std::string&)>;
-  using DecodeAt = detail::FunctionRef<bool(std::size_t, std::string_view)>;
-  using EncodeAt = detail::FunctionRef<void(std::size_t, std::string&)>;
-  using CreateAt = detail::FunctionRef<void(std::span<const std::size_t>)>;
-
-  Outcome get_or_create_bytes(std::string_view key, Decode decode, Create create,
-                              const detail::CallParams& params);
   // Reads `key`; true if a fresh or stale value decoded, with its creation
   // time and freshness (each optional), judged by `expiration` (nullptr: the region's).
   bool get_bytes(std::string_view key, Decode decode, TimePoint* created_at, bool* fresh,
@@ -517,12 +666,10 @@ class CacheRegion {
   void get_multi_bytes(std::span<const std::string_view> keys, DecodeAt decode);
   bool set_multi_bytes(std::span<const std::string_view> keys, EncodeAt encode);
   bool remove_multi_bytes(std::span<const std::string_view> keys);
-  void get_or_create_multi_bytes(std::span<const std::string_view> keys, DecodeAt decode,
-                                 CreateAt create, EncodeAt encode);
   static void check_created_count(std::size_t got, std::size_t wanted);
 
-  struct State;
-  std::unique_ptr<State> state_;
+  class Engine;
+  std::unique_ptr<Engine> engine_;
 };
 
 }  // namespace dogpile

@@ -1,4 +1,5 @@
-// dogpile/detail/envelope.hpp — the stored form of a value: (created_at, payload).
+// dogpile/detail/envelope.hpp — the stored form of a value: (created_at, payload),
+// bound to the key it is stored under.
 //
 // A value and its creation time travel in one item, so one `get` returns both.
 // The item's 32-bit flags are kEnvelopeFlags; its bytes are a fixed header
@@ -6,18 +7,23 @@
 //
 //   offset  size  field
 //        0     4  magic "dgpE"
-//        4     1  format version (1)
-//        5     1  header size in bytes (24)
-//        6     2  reserved, zero
-//        8     8  created_at: microseconds since the Unix epoch, little-endian
-//                 (at most what a TimePoint holds: the year 2262)
+//        4     1  format version (2)
+//        5     1  header size in bytes (32)
+//        6     1  kind: 0 a value, 1 a tombstone (a removal; no payload)
+//        7     1  reserved, zero
+//        8     8  created_at: microseconds since the Unix epoch on the fleet
+//                 clock, little-endian (at most what a TimePoint holds: 2262)
 //       16     4  creation duration: microseconds the creator took, little-endian,
 //                 saturated at 2^32 - 1 (about 71 minutes); 0 if unknown
 //       20     4  payload length, little-endian
-//       24     n  payload
+//       24     8  key check: detail::key_check of the stored key, little-endian
+//       32     n  payload
 //
 // Anything else under the key (other flags, a short or long item, another
-// magic or version, a non-zero reserved field) does not decode: it is a miss.
+// magic or version, a non-zero reserved field, another key's check) does not
+// decode: it is a miss. Items of version 1 (flags 0x64704501, no key check,
+// written by dogpile 0.1) are refused as `old_version`: a miss, replaced by
+// the next creation.
 #pragma once
 
 #include <cstdint>
@@ -29,9 +35,16 @@
 
 namespace dogpile::detail {
 
-inline constexpr std::uint32_t kEnvelopeFlags = 0x64704501;  // "dpE" + version 1
-inline constexpr std::size_t kEnvelopeHeaderSize = 24;
-inline constexpr std::uint8_t kEnvelopeVersion = 1;
+inline constexpr std::uint32_t kEnvelopeFlags = 0x64704502;    // "dpE" + version 2
+inline constexpr std::uint32_t kEnvelopeFlagsV1 = 0x64704501;  // dogpile 0.1
+inline constexpr std::size_t kEnvelopeHeaderSize = 32;
+inline constexpr std::uint8_t kEnvelopeVersion = 2;
+
+/// What an envelope holds.
+enum class EnvelopeKind : std::uint8_t {
+  value = 0,      ///< a value and its creation time
+  tombstone = 1,  ///< a removal: a miss for readers; fences out older creations
+};
 
 /// Why bytes did not decode as an envelope.
 enum class EnvelopeError {
@@ -39,8 +52,10 @@ enum class EnvelopeError {
   truncated,       ///< shorter than the header, or than the payload length says
   bad_magic,       ///< not written by dogpile
   wrong_version,   ///< another format version
-  bad_header,      ///< header size or reserved field not as this version writes them
+  bad_header,      ///< header size, kind or reserved field not as this version writes them
   trailing_bytes,  ///< longer than the payload length says
+  old_version,     ///< written by dogpile 0.1 (envelope version 1, no key check)
+  key_mismatch,    ///< stored under another key than the one it was read for
 };
 
 [[nodiscard]] const char* to_string(EnvelopeError e) noexcept;
@@ -50,6 +65,8 @@ struct EnvelopeView {
   TimePoint created_at;
   std::chrono::microseconds creation_duration;
   std::string_view payload;
+  EnvelopeKind kind = EnvelopeKind::value;
+  std::uint64_t key_check = 0;
 };
 
 /// Starts an envelope in `out` (cleared): reserves the header. Append the
@@ -59,7 +76,8 @@ void begin_envelope(std::string& out);
 /// Writes the header of an envelope begun with begin_envelope. Throws
 /// std::length_error if the payload is 4 GiB or larger.
 void finish_envelope(std::string& out, TimePoint created_at,
-                     std::chrono::microseconds creation_duration);
+                     std::chrono::microseconds creation_duration, std::uint64_t key_check,
+                     EnvelopeKind kind = EnvelopeKind::value);
 
 /// Decodes an item. Pure; never reads outside `bytes`; never throws.
 struct DecodeResult {
@@ -67,5 +85,8 @@ struct DecodeResult {
   EnvelopeError error{};
 };
 [[nodiscard]] DecodeResult decode_envelope(std::string_view bytes, std::uint32_t flags) noexcept;
+/// The same, and refused as key_mismatch unless its key check is `expected_key_check`.
+[[nodiscard]] DecodeResult decode_envelope(std::string_view bytes, std::uint32_t flags,
+                                           std::uint64_t expected_key_check) noexcept;
 
 }  // namespace dogpile::detail

@@ -14,6 +14,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -39,5 +40,12 @@ void validate_key_prefix(std::string_view prefix);
 
 /// The lock key that guards the value stored under `value_key`.
 [[nodiscard]] std::string lock_key_for(std::string_view value_key);
+
+/// A 64-bit check of a stored key, written into every item dogpile stores
+/// under it (envelopes, lock items, the invalidation record), so that an item
+/// read for one key but stored under another is recognised and refused. Not
+/// cryptographic: it catches misrouted replies and shared connections, not a
+/// writer who forges items. Stable across hosts and byte orders. Pure.
+[[nodiscard]] std::uint64_t key_check(std::string_view stored_key) noexcept;
 
 }  // namespace dogpile::detail

@@ -1,0 +1,1229 @@
+// The dogpile step, written once (docs/engine.md):
+//
+//   read -> judge -> flight -> lease -> confirm -> create -> store -> release
+//        -> publish -> wait -> account
+//
+// A call is a batch of slots, one per distinct key; each step does its I/O
+// for the whole batch. get_or_create is a batch of one (on the stack, with a
+// fast path for a fresh hit), get_or_create_multi and cached_multi a batch of
+// many, and a background job runs the create..publish part for the slots a
+// caller handed it.
+#include "engine.hpp"
+
+#include <fmt/chrono.h>
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <array>
+#include <stdexcept>
+#include <utility>
+
+#include "deadline.hpp"
+#include "dogpile/detail/keys.hpp"
+#include "poll_schedule.hpp"
+
+namespace dogpile {
+
+using detail::Found;
+using detail::Served;
+using detail::Slot;
+
+namespace {
+
+// How long a caller remembers that a key's lock is held elsewhere: about as
+// long as the last creation took, within these bounds.
+constexpr Duration kMinHold = std::chrono::milliseconds(100);
+
+std::string what_of(const std::exception_ptr& error) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const std::exception& e) {
+    return e.what();
+  } catch (...) {
+  }
+  return "the creator threw";
+}
+
+template <class D>
+std::string format_duration(D d) {
+  return fmt::format("{}", std::chrono::duration_cast<std::chrono::milliseconds>(d));
+}
+
+}  // namespace
+
+// What one call (or one background job) carries through the step.
+struct CacheRegion::Engine::Context {
+  const Call* call = nullptr;  // null for a background job: no caller to decode for
+  Expiration expiration;
+  Ttl ttl{};                   // of the items it stores
+  SteadyTime deadline = SteadyTime::max();
+  std::stop_token stop;
+  LeaseRequest read_request;   // what a read may claim (the meta protocol grants it there)
+  bool allow_early = true;
+
+  bool decode(std::size_t index, std::string_view payload) const {
+    return call == nullptr || call->decode(index, payload);
+  }
+};
+
+// A background regeneration: the slots a caller handed over (their flights
+// and locks with them), and an owning copy of the creation.
+struct CacheRegion::Engine::Job {
+  enum State { queued, running, done, abandoned };
+
+  Engine* engine = nullptr;
+  std::vector<std::string> user_keys;  // owned: the slots view them
+  std::vector<Slot> slots;
+  detail::BackgroundCreate make;
+  Context ctx;
+  std::atomic<int> state{queued};
+
+  ~Job() {
+    // Dropped by the executor without running: give the locks back.
+    if (state.load() == queued) engine->abandon_job(*this);
+  }
+};
+
+// ---------------------------------------------------------------------------
+// Construction
+
+CacheRegion::Engine::Engine(std::shared_ptr<Backend> backend, RegionOptions options)
+    : backend_(std::move(backend)),
+      options_(std::move(options)),
+      clock_(options_.clock != nullptr ? *options_.clock : system_clock()),
+      reporter_(options_.on_error, counters_),
+      judge_(options_),
+      invalidations_(*backend_, options_.key_prefix + "#inv", options_.invalidation_check, clock_,
+                     reporter_, counters_),
+      fleet_(clock_, *backend_, invalidations_.key(), options_.clock_sync),
+      executor_(options_.background_refresh
+                    ? (options_.executor ? options_.executor
+                                         : std::make_shared<ThreadPoolExecutor>())
+                    : nullptr),
+      keeper_(clock_,
+              [this](const std::string& key, detail::LockKeeper::Event event, const char* error) {
+                switch (event) {
+                  case detail::LockKeeper::Event::lost:
+                    reporter_.report(ErrorKind::lock, "extend lock", key,
+                                     "the lock was lost (evicted, flushed, or expired and taken "
+                                     "over) while its creator ran; its store stays fenced, so no "
+                                     "older value lands over a newer one");
+                    break;
+                  case detail::LockKeeper::Event::failed:
+                    reporter_.report(ErrorKind::backend, "extend lock", key, error);
+                    break;
+                  case detail::LockKeeper::Event::hung:
+                    detail::Counters::add(counters_.hung_creations);
+                    reporter_.report(
+                        ErrorKind::lock, "create", key,
+                        fmt::format("the creator has run longer than max_creation ({}); its "
+                                    "lock is no longer extended, and this process's callers "
+                                    "waiting on it start over",
+                                    format_duration(*options_.max_creation)));
+                    break;
+                }
+              }),
+      registration_(*this) {}
+
+CacheRegion::Engine::~Engine() {
+  registration_.reset();
+  // Jobs not started are abandoned (their locks released, their flights
+  // given up); running ones are waited for.
+  std::unique_lock lock(jobs_mutex_);
+  for (Job* job : jobs_) {
+    int expected = Job::queued;
+    if (job->state.compare_exchange_strong(expected, Job::abandoned)) {
+      lock.unlock();
+      abandon_job(*job);
+      lock.lock();
+    }
+  }
+  jobs_done_.wait(lock, [&] { return jobs_running_ == 0; });
+}
+
+void CacheRegion::Engine::after_fork_in_child() noexcept {
+  // The parent's flights, jobs, lock memory and handler lock stay behind;
+  // the keeper and the executor reset themselves.
+  flights_.reset_after_fork();
+  held_.reset_after_fork();
+  reporter_.reset_after_fork();
+  fleet_.reset_after_fork();
+  judge_.reseed_after_fork();
+  new (&jobs_mutex_) std::mutex;
+  new (&jobs_done_) std::condition_variable;
+  new (&jobs_) std::vector<Job*>();
+  jobs_running_ = 0;
+  chores_scheduled_.store(false, std::memory_order_relaxed);
+}
+
+// Before a call: the fleet clock measured once, the invalidation record read
+// if due, the background chore running.
+void CacheRegion::Engine::prepare() {
+  fleet_.ensure_measured();
+  invalidations_.check();
+  if (!chores_scheduled_.load(std::memory_order_relaxed)) schedule_chores();
+}
+
+void CacheRegion::Engine::schedule_chores() {
+  if (chores_scheduled_.exchange(true)) return;
+  if (const auto first = fleet_.next_delay()) {
+    keeper_.schedule(*first, [this] {
+      std::string error;
+      if (!fleet_.sample(&error) && !error.empty()) {
+        reporter_.report(ErrorKind::backend, "measure clock", invalidations_.key(), error);
+      }
+      return fleet_.next_delay();
+    });
+  }
+}
+
+// ---------------------------------------------------------------------------
+// run: the whole step for one call
+
+Outcome CacheRegion::Engine::run(const Call& call) {
+  Context ctx;
+  ctx.call = &call;
+  ctx.expiration = call.options.expiration ? *call.options.expiration : options_.expiration;
+  ctx.ttl = judge_.ttl_for(ctx.expiration);
+  const auto deadline = call.options.deadline
+                            ? std::optional<Deadline>(*call.options.deadline)
+                            : (options_.deadline ? std::optional<Deadline>(*options_.deadline)
+                                                 : std::nullopt);
+  if (deadline) ctx.deadline = deadline->on(clock_);
+  ctx.stop = call.options.stop;
+  ctx.read_request.claim_if_missing = true;
+  if (ctx.expiration) {
+    ctx.read_request.claim_if_ttl_below = std::chrono::ceil<Ttl>(options_.stale_grace);
+  }
+  ctx.read_request.ttl = options_.lock_timeout;
+  // Backends bound each request by the deadline, on the real steady clock.
+  std::optional<detail::Steady::time_point> request_deadline;
+  if (deadline) request_deadline = detail::Steady::now() + (ctx.deadline - clock_.steady_now());
+  detail::DeadlineScope scope(request_deadline);
+  prepare();
+
+  if (call.keys.size() == 1) {
+    Slot slot;
+    slot.user_key = call.keys[0];
+    slot.key = detail::map_key(options_.key_prefix, slot.user_key);
+    slot.check = detail::key_check(slot.key);
+    slot.bind();
+    read_one(ctx, slot);
+    if (slot.found == Found::fresh) {  // the hot path: one request, nothing else
+      detail::Counters::add(counters_.hits);
+      return Outcome::fresh;
+    }
+    std::array<Slot*, 1> one{&slot};
+    step(ctx, {one.begin(), one.end()});
+    return account(slot);
+  }
+
+  // Many keys: one slot per distinct backend key, in key order (locks are
+  // taken in that order, so two calls over overlapping keys cannot deadlock).
+  std::vector<std::pair<std::string, std::size_t>> mapped;
+  mapped.reserve(call.keys.size());
+  for (std::size_t i = 0; i < call.keys.size(); ++i) {
+    mapped.emplace_back(detail::map_key(options_.key_prefix, call.keys[i]), i);
+  }
+  std::stable_sort(mapped.begin(), mapped.end(),
+                   [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::vector<Slot> slots;
+  slots.reserve(mapped.size());
+  for (auto& [key, index] : mapped) {
+    if (!slots.empty() && slots.back().key == key) {
+      slots.back().copies.push_back(index);
+      continue;
+    }
+    Slot& s = slots.emplace_back();
+    s.user_key = call.keys[index];
+    s.key = std::move(key);
+    s.check = detail::key_check(s.key);
+    s.index = index;
+  }
+  std::vector<Slot*> all;
+  all.reserve(slots.size());
+  for (auto& s : slots) {
+    s.bind();
+    all.push_back(&s);
+  }
+  if (!all.empty()) {
+    read(ctx, all);
+    step(ctx, all);
+  }
+  for (auto& s : slots) {
+    account(s);
+    if (s.copies.empty()) continue;
+    // Keys given more than once share one value.
+    std::string_view payload;
+    const Item* item = s.made ? s.made.get() : s.at_hand.get();
+    if (item != nullptr) {
+      if (auto env = detail::decode_envelope(item->data, item->flags, s.check).envelope) {
+        payload = env->payload;
+      }
+    }
+    for (auto c : s.copies) call.decode(c, payload);
+  }
+  return Outcome::fresh;
+}
+
+// The step for slots whose first read is done.
+void CacheRegion::Engine::step(Context& ctx, std::vector<Slot*> pending) {
+  bool first = true;
+  while (!pending.empty()) {
+    if (!first) {  // slots starting over: their flight was given up
+      if (pending.size() == 1) {
+        read_one(ctx, *pending.front());
+      } else {
+        read(ctx, pending);
+      }
+    }
+    first = false;
+    std::vector<Slot*> leaders, followers, won, remote, restart;
+    join_flights(ctx, pending, leaders, followers);
+    take_leases(ctx, leaders, won, remote);
+    confirm(ctx, won);
+    hand_to_background(ctx, won);
+    // Create what this caller holds the lease for, and what it must create
+    // without one (the backend is failing).
+    std::vector<Slot*> to_create;
+    for (Slot* s : leaders) {
+      if (s->served == Served::none && (s->lease.lock || s->degraded)) to_create.push_back(s);
+    }
+    if (!to_create.empty()) {
+      create(ctx, to_create,
+             [&](std::span<Slot* const> slots, std::span<detail::CreateOut> out) {
+               std::vector<std::size_t> indices;
+               indices.reserve(slots.size());
+               for (const Slot* s : slots) indices.push_back(s->index);
+               ctx.call->create(indices, out);
+             },
+             false);
+    }
+    wait_for_others(ctx, remote);
+    follow(ctx, followers, restart);
+    pending = std::move(restart);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// read and judge
+
+template <class DecodeFn>
+Found CacheRegion::Engine::examine(const Context& ctx, Slot& slot, std::string_view data,
+                                   std::uint32_t flags, bool quiet, DecodeFn&& decode) {
+  const auto result = detail::decode_envelope(data, flags, slot.check);
+  if (!result.envelope) {
+    // An empty item with no flags is a meta-protocol lease placeholder
+    // (another client's creation in progress): a miss, not an error.
+    const bool placeholder = data.empty() && flags == 0;
+    if (!quiet && !placeholder) {
+      reporter_.report(ErrorKind::decode, "decode", slot.user_key,
+                       detail::to_string(result.error));
+    }
+    return Found::missing;
+  }
+  const auto& envelope = *result.envelope;
+  if (envelope.kind == detail::EnvelopeKind::tombstone) return Found::missing;
+  const Found found = judge_.judge(envelope, fleet_.now(), ctx.expiration,
+                                   invalidations_.current(), ctx.allow_early);
+  if (found == Found::missing) return found;
+  if (!decode(envelope.payload)) {
+    if (!quiet) {
+      reporter_.report(ErrorKind::decode, "decode", slot.user_key,
+                       "the stored value does not decode as the requested type");
+    }
+    return Found::missing;
+  }
+  slot.created_at = envelope.created_at;
+  slot.took = envelope.creation_duration;
+  return found;
+}
+
+Found CacheRegion::Engine::examine_item(Context& ctx, Slot& slot, const Item& item, bool quiet) {
+  const Found found =
+      examine(ctx, slot, item.data, item.flags, quiet,
+              [&](std::string_view payload) { return ctx.decode(slot.index, payload); });
+  slot.value_is_at_hand = false;  // the value slot now holds this item's value, or nothing
+  return found;
+}
+
+// The hot path's read: one request; the bytes are kept only if the value is
+// not fresh (a stale value may be served, or handed to followers).
+void CacheRegion::Engine::read_one(Context& ctx, Slot& slot) {
+  slot.at_hand.reset();
+  try {
+    const bool there =
+        backend_->read_view(slot.lease, ctx.read_request,
+                            [&](std::string_view data, std::uint32_t flags) {
+                              slot.found = examine(ctx, slot, data, flags, false,
+                                                   [&](std::string_view payload) {
+                                                     return ctx.decode(slot.index, payload);
+                                                   });
+                              if (detail::usable(slot.found) && slot.found != Found::fresh) {
+                                slot.at_hand = std::make_shared<const Item>(
+                                    Item{std::string(data), flags});
+                                slot.value_is_at_hand = true;
+                              }
+                            });
+    if (!there) slot.found = Found::missing;
+    if (slot.lease.lease == LeaseState::won) slot.confirmed = true;  // granted in the read
+  } catch (const std::bad_alloc&) {
+    throw;
+  } catch (const std::exception& e) {
+    reporter_.report(ErrorKind::backend, "get", slot.user_key, e.what());
+    slot.found = Found::error;
+  }
+}
+
+template <class Op>
+void CacheRegion::Engine::with_leases(std::span<Slot* const> slots, Op op) {
+  std::vector<LeaseSlot> leases;
+  leases.reserve(slots.size());
+  for (Slot* s : slots) leases.push_back(std::move(s->lease));
+  struct Restore {
+    std::span<Slot* const> slots;
+    std::vector<LeaseSlot>& leases;
+    ~Restore() {
+      for (std::size_t i = 0; i < slots.size(); ++i) {
+        slots[i]->lease = std::move(leases[i]);
+        slots[i]->bind();
+      }
+    }
+  } restore{slots, leases};
+  op(std::span<LeaseSlot>(leases));
+}
+
+void CacheRegion::Engine::read(Context& ctx, std::span<Slot* const> slots) {
+  try {
+    with_leases(slots, [&](std::span<LeaseSlot> leases) { backend_->read(leases, ctx.read_request); });
+  } catch (const std::bad_alloc&) {
+    throw;
+  } catch (const std::exception& e) {
+    reporter_.report(ErrorKind::backend, "get_multi", slots.front()->user_key, e.what());
+    for (Slot* s : slots) s->found = Found::error;
+    return;
+  }
+  for (Slot* s : slots) {
+    s->at_hand.reset();
+    s->found = Found::missing;
+    if (s->lease.item) {
+      s->found = examine_item(ctx, *s, *s->lease.item, false);
+      if (detail::usable(s->found)) {
+        s->at_hand = std::make_shared<const Item>(std::move(*s->lease.item));
+        s->value_is_at_hand = true;
+      }
+      s->lease.item.reset();
+    }
+    if (s->lease.lease == LeaseState::won) s->confirmed = true;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// flight: this process's callers of a key share one leader
+
+void CacheRegion::Engine::join_flights(Context&, std::span<Slot* const> slots,
+                                       std::vector<Slot*>& leaders,
+                                       std::vector<Slot*>& followers) {
+  for (Slot* s : slots) {
+    switch (s->found) {
+      case Found::fresh:
+        s->served = Served::fresh;
+        break;
+      case Found::early:
+      case Found::stale:
+        // Someone in this process is regenerating it already: serve what we have.
+        if (auto lead = flights_.try_lead(s->key)) {
+          s->lead.emplace(std::move(*lead));
+          if (s->found == Found::early) detail::Counters::add(counters_.early_recomputes);
+          leaders.push_back(s);
+        } else {
+          s->served = s->found == Found::early ? Served::fresh : Served::stale;
+        }
+        break;
+      case Found::missing:
+      case Found::error: {
+        if (!s->counted_miss) {
+          detail::Counters::add(counters_.misses);
+          s->counted_miss = true;
+        }
+        auto [flight, lead] = flights_.join(s->key);
+        if (lead) {
+          s->lead.emplace(std::move(*lead));
+          leaders.push_back(s);
+        } else {
+          s->follow = std::move(flight);
+          detail::Counters::add(counters_.lock_waits);
+          followers.push_back(s);
+        }
+        break;
+      }
+    }
+  }
+}
+
+// Serves the value this caller read (stale, or fresh but chosen for early
+// recomputation) and hands it to the flight's followers.
+void CacheRegion::Engine::serve_at_hand(Context& ctx, Slot& slot) {
+  redecode_at_hand(ctx, slot);
+  slot.lead->publish(slot.at_hand);
+  slot.served = slot.found == Found::early ? Served::fresh : Served::stale;
+}
+
+void CacheRegion::Engine::redecode_at_hand(Context& ctx, Slot& slot) {
+  if (slot.value_is_at_hand || ctx.call == nullptr || !slot.at_hand) return;
+  const auto env = detail::decode_envelope(slot.at_hand->data, slot.at_hand->flags, slot.check);
+  if (env.envelope) ctx.decode(slot.index, env.envelope->payload);
+  slot.value_is_at_hand = true;
+}
+
+// ---------------------------------------------------------------------------
+// lease: one caller in the fleet regenerates
+
+void CacheRegion::Engine::take_leases(Context& ctx, std::span<Slot* const> leaders,
+                                      std::vector<Slot*>& won, std::vector<Slot*>& remote) {
+  const SteadyTime now = clock_.steady_now();
+  auto held_elsewhere = [&](Slot& s) {
+    if (s.has_value()) {
+      // Served stale; the process's next stale callers will not ask again
+      // until the holder's creation is likely done.
+      const auto hold = std::clamp<Duration>(s.took, kMinHold, options_.lock_timeout);
+      held_.remember(s.key, now + std::chrono::duration_cast<SteadyTime::duration>(hold));
+      serve_at_hand(ctx, s);
+    } else {
+      remote.push_back(&s);
+    }
+  };
+  std::vector<Slot*> to_claim;
+  for (Slot* s : leaders) {
+    if (s->found == Found::error) {
+      s->degraded = true;  // the read failed: the server is likely down, skip the lock
+    } else if (s->lease.lease == LeaseState::won) {
+      won.push_back(s);  // granted in the read
+    } else if (s->lease.lease == LeaseState::held) {
+      held_elsewhere(*s);
+    } else if (s->has_value() && held_.held(s->key, now)) {
+      serve_at_hand(ctx, *s);
+    } else {
+      to_claim.push_back(s);
+    }
+  }
+  for (Slot* s : to_claim) {
+    // Each lock item tells waiters when this creation started and how long
+    // the last one took.
+    LeaseRequest request;
+    request.ttl = options_.lock_timeout;
+    request.info = LockInfo{fleet_.now(), s->has_value() ? s->took : std::chrono::microseconds(0)};
+    try {
+      with_leases(std::span<Slot* const>(&s, 1),
+                  [&](std::span<LeaseSlot> leases) { backend_->claim(leases, request); });
+    } catch (const std::bad_alloc&) {
+      throw;
+    } catch (const std::exception& e) {
+      reporter_.report(ErrorKind::backend, "lock", s->user_key, e.what());
+      s->degraded = true;
+      continue;
+    }
+    if (s->lease.lease == LeaseState::won) {
+      held_.forget(s->key);
+      won.push_back(s);
+    } else {
+      held_elsewhere(*s);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// confirm: under the lease, read again — someone may have stored meanwhile
+
+void CacheRegion::Engine::confirm(Context& ctx, std::vector<Slot*>& won) {
+  std::vector<Slot*> unconfirmed;
+  for (Slot* s : won) {
+    if (!s->confirmed) unconfirmed.push_back(s);
+  }
+  if (!unconfirmed.empty()) {
+    try {
+      with_leases(unconfirmed, [&](std::span<LeaseSlot> leases) { backend_->confirm(leases); });
+    } catch (const std::bad_alloc&) {
+      throw;
+    } catch (const std::exception& e) {
+      reporter_.report(ErrorKind::backend, "get", unconfirmed.front()->user_key, e.what());
+      // The lock is held: create, and store only into an empty key.
+      for (Slot* s : unconfirmed) s->lease.fence = Fence{Fence::Kind::absent, 0};
+      unconfirmed.clear();
+    }
+  }
+  std::vector<Slot*> found_elsewhere;
+  for (Slot* s : unconfirmed) {
+    s->confirmed = true;
+    if (!s->lease.item) continue;
+    Item item = std::move(*s->lease.item);
+    s->lease.item.reset();
+    const TimePoint before = s->created_at;
+    const bool had_value = s->has_value();
+    const Found found = examine_item(ctx, *s, item, true);
+    const bool newer = !had_value || s->created_at > before;
+    if ((found == Found::fresh || found == Found::early) && newer) {
+      s->at_hand = std::make_shared<const Item>(std::move(item));
+      s->value_is_at_hand = true;
+      s->served = had_value ? Served::fresh : Served::waited;
+      found_elsewhere.push_back(s);
+    } else if (had_value && detail::usable(found) && newer) {
+      s->at_hand = std::make_shared<const Item>(std::move(item));  // a newer stale value
+      s->found = found;
+      s->value_is_at_hand = true;
+    } else if (!detail::usable(found)) {
+      s->created_at = before;  // examine did not keep this item
+    }
+  }
+  if (found_elsewhere.empty()) return;
+  release(found_elsewhere);
+  for (Slot* s : found_elsewhere) s->lead->publish(s->at_hand);
+  std::erase_if(won, [](const Slot* s) { return s->served != Served::none; });
+}
+
+// ---------------------------------------------------------------------------
+// background: the stale winner returns the stale value; a job creates
+
+void CacheRegion::Engine::hand_to_background(Context& ctx, std::vector<Slot*>& won) {
+  if (ctx.call == nullptr || ctx.call->make_job == nullptr || !executor_) return;
+  std::vector<Slot*> stale;
+  for (Slot* s : won) {
+    if (s->served == Served::none && s->has_value()) stale.push_back(s);
+  }
+  if (stale.empty()) return;
+  detail::BackgroundCreate make = (*ctx.call->make_job)();
+  if (!make) return;  // the creator cannot be copied: made here
+
+  auto job = std::make_shared<Job>();
+  job->engine = this;
+  job->make = std::move(make);
+  job->ctx.expiration = ctx.expiration;
+  job->ctx.ttl = ctx.ttl;
+  job->user_keys.reserve(stale.size());
+  for (Slot* s : stale) job->user_keys.emplace_back(s->user_key);
+  job->slots.resize(stale.size());
+  for (std::size_t i = 0; i < stale.size(); ++i) {
+    Slot& to = job->slots[i];
+    Slot& from = *stale[i];
+    to.user_key = job->user_keys[i];
+    to.key = from.key;
+    to.check = from.check;
+    to.found = from.found;
+    to.at_hand = from.at_hand;
+    to.took = from.took;
+    to.lead = std::move(from.lead);
+    to.lease = std::move(from.lease);
+    to.bind();
+    from.bind();
+  }
+  {
+    std::lock_guard lock(jobs_mutex_);
+    jobs_.push_back(job.get());
+  }
+  if (executor_->try_submit([job] {
+        int expected = Job::queued;
+        if (!job->state.compare_exchange_strong(expected, Job::running)) return;  // abandoned
+        job->engine->run_job(*job);
+      })) {
+    for (Slot* s : stale) {
+      s->served = s->found == Found::early ? Served::fresh : Served::stale;
+      redecode_at_hand(ctx, *s);
+      detail::Counters::add(counters_.background_refreshes);
+    }
+    std::erase_if(won, [](const Slot* s) { return s->served != Served::none; });
+    return;
+  }
+  // Refused: the caller takes everything back and creates itself.
+  {
+    std::lock_guard lock(jobs_mutex_);
+    std::erase(jobs_, job.get());
+  }
+  for (std::size_t i = 0; i < stale.size(); ++i) {
+    stale[i]->lead = std::move(job->slots[i].lead);
+    stale[i]->lease = std::move(job->slots[i].lease);
+    stale[i]->bind();
+  }
+  job->state = Job::done;
+}
+
+void CacheRegion::Engine::run_job(Job& job) noexcept {
+  {
+    std::lock_guard lock(jobs_mutex_);
+    ++jobs_running_;
+  }
+  try {
+    std::vector<Slot*> slots;
+    for (auto& s : job.slots) slots.push_back(&s);
+    create(job.ctx, slots,
+           [&](std::span<Slot* const> made, std::span<detail::CreateOut> out) {
+             std::vector<std::string_view> keys;
+             for (const Slot* s : made) keys.push_back(s->user_key);
+             job.make(keys, out);
+           },
+           true);
+  } catch (...) {
+    // create() reports a background creator's errors itself.
+  }
+  job.slots.clear();  // completes any flight left, before the engine may go
+  job.state = Job::done;
+  std::lock_guard lock(jobs_mutex_);
+  std::erase(jobs_, &job);
+  if (--jobs_running_ == 0) jobs_done_.notify_all();
+}
+
+void CacheRegion::Engine::abandon_job(Job& job) noexcept {
+  std::vector<Slot*> slots;
+  for (auto& s : job.slots) slots.push_back(&s);
+  release(slots);
+  job.slots.clear();  // the flights are abandoned: their followers start over
+  std::lock_guard lock(jobs_mutex_);
+  std::erase(jobs_, &job);
+}
+
+// ---------------------------------------------------------------------------
+// create, store (fenced), release, publish
+
+void CacheRegion::Engine::create(Context& ctx, std::span<Slot* const> slots, Creator creator,
+                                 bool background) {
+  std::vector<detail::CreateOut> out(slots.size());
+  for (std::size_t j = 0; j < slots.size(); ++j) {
+    Slot& s = *slots[j];
+    s.made = std::make_shared<Item>();
+    s.made->flags = detail::kEnvelopeFlags;
+    detail::begin_envelope(s.made->data);
+    out[j].bytes = &s.made->data;
+  }
+  // The keeper extends each lock while the creator runs; a creator that runs
+  // past max_creation loses that, and its followers start over.
+  std::vector<detail::LockKeeper::Ticket> tickets;
+  for (Slot* s : slots) {
+    if (!s->lease.lock) continue;
+    std::function<void()> on_hung;
+    if (s->lead) {
+      on_hung = [this, key = s->key, flight = s->lead->flight()] { flights_.detach(key, flight); };
+    }
+    tickets.push_back(keeper_.keep(*s->lease.lock, std::string(s->user_key),
+                                   detail::LockKeeper::interval_for(s->lease.lock->ttl()),
+                                   options_.max_creation, std::move(on_hung)));
+  }
+  const TimePoint started = clock_.now();
+  try {
+    creator(slots, out);
+  } catch (...) {
+    tickets.clear();
+    release(slots);
+    detail::Counters::add(counters_.creation_errors);
+    const auto error = std::current_exception();
+    bool all_served = true;
+    for (Slot* s : slots) {
+      s->made.reset();
+      if ((background || options_.serve_stale_on_error) && s->has_value()) {
+        if (!background) serve_at_hand(ctx, *s);
+        if (background) s->lead->publish(s->at_hand);
+        continue;
+      }
+      all_served = false;
+      if (s->lead) s->lead->fail(error);
+    }
+    if (background || all_served) {
+      reporter_.report(ErrorKind::creator, background ? "background create" : "create",
+                       slots.front()->user_key,
+                       what_of(error) + (background ? "; the stale value stays"
+                                                    : "; serving the stale value"));
+      if (background || all_served) return;
+    }
+    throw;
+  }
+  tickets.clear();
+  const auto took = std::max(std::chrono::microseconds::zero(),
+                             std::chrono::duration_cast<std::chrono::microseconds>(
+                                 clock_.now() - started));
+  const TimePoint created_at = fleet_.now();
+  std::vector<Slot*> to_store;
+  for (std::size_t j = 0; j < slots.size(); ++j) {
+    Slot& s = *slots[j];
+    s.keep = out[j].keep;
+    try {
+      detail::finish_envelope(s.made->data, created_at, took, s.check);
+    } catch (const std::length_error& e) {
+      reporter_.report(ErrorKind::backend, "set", s.user_key, e.what());
+      s.made.reset();
+      continue;
+    }
+    if (!s.keep) continue;
+    // Without a lock (the backend failing) store only into an empty key.
+    if (!s.lease.lock && !s.confirmed) s.lease.fence = Fence{Fence::Kind::absent, 0};
+    s.lease.value = s.made.get();
+    s.lease.ttl = ctx.ttl;
+    s.lease.stored = false;
+    to_store.push_back(&s);
+  }
+  if (!to_store.empty()) {
+    try {
+      with_leases(to_store, [&](std::span<LeaseSlot> leases) { backend_->store(leases); });
+      for (Slot* s : to_store) {
+        if (s->lease.stored) continue;
+        detail::Counters::add(counters_.fenced_out);
+        reporter_.report(ErrorKind::fenced, "set", s->user_key,
+                         "the key was written (set, removed, or created elsewhere) while this "
+                         "value was made; it was returned, not stored");
+      }
+    } catch (const std::bad_alloc&) {
+      throw;
+    } catch (const std::exception& e) {
+      reporter_.report(ErrorKind::backend, "set", to_store.front()->user_key, e.what());
+    }
+    for (Slot* s : to_store) s->lease.value = nullptr;
+  }
+  release(slots);
+  for (Slot* s : slots) {
+    held_.forget(s->key);
+    detail::Counters::add(counters_.created);
+    if (!s->lease.lock && s->degraded) detail::Counters::add(counters_.degraded);
+    s->lease.lock.reset();
+    if (s->lead) {
+      if (s->made) {
+        s->lead->publish(s->made);
+      } else {
+        s->lead->abandon();  // nothing to hand over: followers start over
+      }
+    }
+    s->served = Served::created;
+  }
+}
+
+void CacheRegion::Engine::release(std::span<Slot* const> slots) {
+  std::vector<Slot*> held;
+  for (Slot* s : slots) {
+    if (s->lease.lock) held.push_back(s);
+  }
+  if (held.empty()) return;
+  for (Slot* s : held) s->lease.lost = false;
+  try {
+    with_leases(held, [&](std::span<LeaseSlot> leases) { backend_->release(leases); });
+  } catch (const std::bad_alloc&) {
+    throw;
+  } catch (const std::exception& e) {
+    reporter_.report(ErrorKind::backend, "release lock", held.front()->user_key, e.what());
+  }
+  for (Slot* s : held) {
+    if (s->lease.lost) {
+      detail::Counters::add(counters_.locks_lost);
+      reporter_.report(ErrorKind::lock, "release lock", s->user_key,
+                       "the lock was gone before it was released (expired, evicted or flushed); "
+                       "another caller may have created the value as well");
+    }
+    s->lease.lock.reset();
+  }
+}
+
+// ---------------------------------------------------------------------------
+// wait: for a lease held in another process, and for this process's leader
+
+void CacheRegion::Engine::wait_for_others(Context& ctx, std::span<Slot* const> remote) {
+  if (remote.empty()) return;
+  for (std::size_t i = 0; i < remote.size(); ++i) detail::Counters::add(counters_.lock_waits);
+  const SteadyTime started = clock_.steady_now();
+  const SteadyTime give_up_at =
+      options_.wait.max_wait
+          ? started + std::chrono::duration_cast<SteadyTime::duration>(*options_.wait.max_wait)
+          : SteadyTime::max();
+  struct Waiting {
+    Slot* slot;
+    SteadyTime next;
+  };
+  std::vector<Waiting> waiting;
+  for (Slot* s : remote) {
+    const auto pause = detail::next_poll_in(options_.wait, Duration::zero(), fleet_.now(),
+                                            s->lease.holder, detail::poll_jitter());
+    waiting.push_back({s, started + std::chrono::duration_cast<SteadyTime::duration>(pause)});
+  }
+  auto remove_done = [&] {
+    std::erase_if(waiting, [](const Waiting& w) { return w.slot->served != Served::none; });
+  };
+  std::optional<WaitTimeout::Reason> timed_out;
+  while (!waiting.empty()) {
+    SteadyTime next = SteadyTime::max();
+    for (const auto& w : waiting) next = std::min(next, w.next);
+    const SteadyTime limit = std::min(ctx.deadline, give_up_at);
+    if (next > limit) {
+      clock_.sleep_until(limit, ctx.stop);
+      timed_out = ctx.stop.stop_requested()
+                      ? WaitTimeout::Reason::cancelled
+                      : (limit == give_up_at ? WaitTimeout::Reason::max_wait
+                                             : WaitTimeout::Reason::deadline);
+      break;
+    }
+    if (!clock_.sleep_until(next, ctx.stop)) {
+      timed_out = WaitTimeout::Reason::cancelled;
+      break;
+    }
+    const SteadyTime now = clock_.steady_now();
+    std::vector<Slot*> due;
+    for (auto& w : waiting) {
+      if (w.next <= now) due.push_back(w.slot);
+    }
+    try {
+      with_leases(due, [&](std::span<LeaseSlot> leases) {
+        backend_->poll(leases, ctx.read_request);
+      });
+    } catch (const std::bad_alloc&) {
+      throw;
+    } catch (const std::exception& e) {
+      // The server went away while we waited: create here, without the lock.
+      reporter_.report(ErrorKind::backend, "poll", due.front()->user_key, e.what());
+      for (Slot* s : due) s->degraded = true;
+      create(ctx, due,
+             [&](std::span<Slot* const> slots, std::span<detail::CreateOut> out) {
+               std::vector<std::size_t> indices;
+               for (const Slot* s : slots) indices.push_back(s->index);
+               ctx.call->create(indices, out);
+             },
+             false);
+      remove_done();
+      continue;
+    }
+    std::vector<Slot*> takeover, to_claim;
+    for (Slot* s : due) {
+      if (s->lease.item) {
+        Item item = std::move(*s->lease.item);
+        s->lease.item.reset();
+        const Found found = examine_item(ctx, *s, item, true);
+        if (detail::usable(found)) {
+          s->found = found;
+          s->at_hand = std::make_shared<const Item>(std::move(item));
+          s->value_is_at_hand = true;
+          s->lead->publish(s->at_hand);
+          s->served = found == Found::stale ? Served::stale : Served::waited;
+          continue;
+        }
+      }
+      switch (s->lease.lease) {
+        case LeaseState::won:  // a backend that can only tell by trying took it
+          takeover.push_back(s);
+          break;
+        case LeaseState::held:
+          break;
+        default:  // free: its holder finished without storing, or died
+          to_claim.push_back(s);
+          break;
+      }
+    }
+    for (Slot* s : to_claim) {
+      LeaseRequest request;
+      request.ttl = options_.lock_timeout;
+      request.info = LockInfo{fleet_.now(), std::chrono::microseconds(0)};
+      try {
+        with_leases(std::span<Slot* const>(&s, 1),
+                    [&](std::span<LeaseSlot> leases) { backend_->claim(leases, request); });
+      } catch (const std::bad_alloc&) {
+        throw;
+      } catch (const std::exception& e) {
+        reporter_.report(ErrorKind::backend, "lock", s->user_key, e.what());
+        s->degraded = true;
+        takeover.push_back(s);
+        continue;
+      }
+      if (s->lease.lease == LeaseState::won) takeover.push_back(s);
+    }
+    if (!takeover.empty()) {
+      std::vector<Slot*> won;
+      for (Slot* s : takeover) {
+        s->confirmed = false;
+        if (!s->degraded) won.push_back(s);
+      }
+      confirm(ctx, won);
+      std::vector<Slot*> make;
+      for (Slot* s : takeover) {
+        if (s->served == Served::none) make.push_back(s);
+      }
+      if (!make.empty()) {
+        create(ctx, make,
+               [&](std::span<Slot* const> slots, std::span<detail::CreateOut> out) {
+                 std::vector<std::size_t> indices;
+                 for (const Slot* s : slots) indices.push_back(s->index);
+                 ctx.call->create(indices, out);
+               },
+               false);
+      }
+    }
+    remove_done();
+    const SteadyTime after = clock_.steady_now();
+    for (auto& w : waiting) {
+      if (w.next > now) continue;
+      const auto pause = detail::next_poll_in(options_.wait, after - started, fleet_.now(),
+                                              w.slot->lease.holder, detail::poll_jitter());
+      w.next = after + std::chrono::duration_cast<SteadyTime::duration>(pause);
+    }
+  }
+  if (!timed_out) return;
+  // Out of time. Never a second creator, unless the policy asks for one
+  // after max_wait.
+  const bool create_anyway = *timed_out == WaitTimeout::Reason::max_wait &&
+                             options_.wait.create_after_max_wait;
+  std::vector<Slot*> late;
+  for (auto& w : waiting) {
+    detail::Counters::add(counters_.wait_timeouts);
+    late.push_back(w.slot);
+  }
+  if (create_anyway) {
+    reporter_.report(ErrorKind::lock, "wait", late.front()->user_key,
+                     fmt::format("gave up waiting for the lock holder after {}; creating here",
+                                 format_duration(*options_.wait.max_wait)));
+    for (Slot* s : late) s->degraded = true;
+    create(ctx, late,
+           [&](std::span<Slot* const> slots, std::span<detail::CreateOut> out) {
+             std::vector<std::size_t> indices;
+             for (const Slot* s : slots) indices.push_back(s->index);
+             ctx.call->create(indices, out);
+           },
+           false);
+    return;
+  }
+  for (Slot* s : late) s->lead->abandon();  // this process's followers start over
+  throw WaitTimeout(*timed_out, late.front()->user_key);
+}
+
+void CacheRegion::Engine::follow(Context& ctx, std::span<Slot* const> followers,
+                                 std::vector<Slot*>& restart) {
+  const SteadyTime limit =
+      options_.wait.max_wait
+          ? std::min(ctx.deadline,
+                     clock_.steady_now() +
+                         std::chrono::duration_cast<SteadyTime::duration>(*options_.wait.max_wait))
+          : ctx.deadline;
+  for (Slot* s : followers) {
+    const auto result = s->follow->wait(clock_, limit, ctx.stop);
+    s->follow.reset();
+    if (!result) {
+      detail::Counters::add(counters_.wait_timeouts);
+      throw WaitTimeout(ctx.stop.stop_requested()
+                            ? WaitTimeout::Reason::cancelled
+                            : (limit == ctx.deadline ? WaitTimeout::Reason::deadline
+                                                     : WaitTimeout::Reason::max_wait),
+                        s->user_key);
+    }
+    if (result->error) std::rethrow_exception(result->error);
+    if (result->item) {
+      const Found found = examine_item(ctx, *s, *result->item, false);
+      if (detail::usable(found)) {
+        s->found = found;
+        s->at_hand = result->item;
+        s->value_is_at_hand = true;
+        s->served = found == Found::stale ? Served::stale : Served::waited;
+        continue;
+      }
+    }
+    restart.push_back(s);  // the leader gave up: start over
+  }
+}
+
+// ---------------------------------------------------------------------------
+// account: how each key was served, counted in one place
+
+Outcome CacheRegion::Engine::account(const Slot& slot) noexcept {
+  switch (slot.served) {
+    case Served::fresh:
+      detail::Counters::add(counters_.hits);
+      return Outcome::fresh;
+    case Served::stale:
+      detail::Counters::add(counters_.stale_served);
+      return Outcome::stale;
+    case Served::waited:
+      detail::Counters::add(counters_.waited);
+      return Outcome::waited;
+    case Served::created:
+    case Served::none:
+      break;
+  }
+  return Outcome::created;  // counted where it was created
+}
+
+// ---------------------------------------------------------------------------
+// The region's other operations
+
+std::shared_ptr<Item> CacheRegion::Engine::envelope(std::string_view user_key,
+                                                    std::uint64_t check,
+                                                    detail::FunctionRef<void(std::string&)> encode,
+                                                    std::chrono::microseconds took,
+                                                    detail::EnvelopeKind kind) {
+  auto item = std::make_shared<Item>();
+  item->flags = detail::kEnvelopeFlags;
+  detail::begin_envelope(item->data);
+  encode(item->data);
+  try {
+    detail::finish_envelope(item->data, fleet_.now(), took, check, kind);
+  } catch (const std::length_error& e) {
+    reporter_.report(ErrorKind::backend, "set", user_key, e.what());
+    return nullptr;
+  }
+  return item;
+}
+
+// A tombstone outlives any creation that began before it: a lock lives
+// lock_timeout past its last extension, and extensions stop at max_creation.
+Ttl CacheRegion::Engine::tombstone_ttl() const noexcept {
+  const Duration longest = options_.max_creation.value_or(std::chrono::hours(24));
+  return std::min<Ttl>(std::chrono::ceil<Ttl>(options_.lock_timeout + longest),
+                       std::chrono::hours(24 * 30));
+}
+
+bool CacheRegion::Engine::get(std::string_view user_key, Decode decode, TimePoint* created_at,
+                              bool* fresh, const Expiration* expiration) {
+  prepare();
+  Context ctx;
+  ctx.expiration = expiration != nullptr ? *expiration : options_.expiration;
+  ctx.allow_early = false;
+  Slot slot;
+  slot.user_key = user_key;
+  slot.key = detail::map_key(options_.key_prefix, user_key);
+  slot.check = detail::key_check(slot.key);
+  slot.bind();
+  try {
+    const bool there = backend_->read_view(
+        slot.lease, LeaseRequest{}, [&](std::string_view data, std::uint32_t flags) {
+          slot.found = examine(ctx, slot, data, flags, false, decode);
+        });
+    if (!there) slot.found = Found::missing;
+  } catch (const std::exception& e) {
+    reporter_.report(ErrorKind::backend, "get", user_key, e.what());
+    slot.found = Found::error;
+  }
+  const bool is_fresh = slot.found == Found::fresh;
+  detail::Counters::add(is_fresh ? counters_.hits : counters_.misses);
+  if (!detail::usable(slot.found)) return false;
+  if (fresh != nullptr) *fresh = is_fresh;
+  if (created_at != nullptr) *created_at = slot.created_at;
+  return true;
+}
+
+bool CacheRegion::Engine::set(std::string_view user_key, Encode encode,
+                              const Expiration* expiration) {
+  prepare();
+  const std::string key = detail::map_key(options_.key_prefix, user_key);
+  auto item = envelope(user_key, detail::key_check(key), encode, std::chrono::microseconds(0));
+  if (!item) return false;
+  try {
+    backend_->set(key, *item, judge_.ttl_for(expiration ? *expiration : options_.expiration));
+    return true;
+  } catch (const std::exception& e) {
+    reporter_.report(ErrorKind::backend, "set", user_key, e.what());
+    return false;
+  }
+}
+
+bool CacheRegion::Engine::remove(std::string_view user_key) {
+  prepare();
+  const std::string key = detail::map_key(options_.key_prefix, user_key);
+  const std::uint64_t check = detail::key_check(key);
+  auto tombstone =
+      envelope(user_key, check, [](std::string&) {}, std::chrono::microseconds(0),
+               detail::EnvelopeKind::tombstone);
+  try {
+    const auto before = backend_->get(key);
+    bool existed = false;
+    if (before) {
+      const auto env = detail::decode_envelope(before->data, before->flags, check);
+      existed = env.envelope && env.envelope->kind == detail::EnvelopeKind::value;
+    }
+    backend_->set(key, *tombstone, tombstone_ttl());
+    detail::Counters::add(counters_.removals);
+    return existed;
+  } catch (const std::exception& e) {
+    reporter_.report(ErrorKind::backend, "remove", user_key, e.what());
+    return false;
+  }
+}
+
+void CacheRegion::Engine::get_multi(std::span<const std::string_view> user_keys,
+                                    DecodeAt decode) {
+  prepare();
+  if (user_keys.empty()) return;
+  Context ctx;
+  ctx.expiration = options_.expiration;
+  ctx.allow_early = false;
+  std::vector<Slot> slots(user_keys.size());
+  std::vector<LeaseSlot> leases(user_keys.size());
+  for (std::size_t i = 0; i < user_keys.size(); ++i) {
+    slots[i].user_key = user_keys[i];
+    slots[i].key = detail::map_key(options_.key_prefix, user_keys[i]);
+    slots[i].check = detail::key_check(slots[i].key);
+    slots[i].index = i;
+    leases[i].key = slots[i].key;
+  }
+  try {
+    backend_->read(leases, LeaseRequest{});
+  } catch (const std::exception& e) {
+    reporter_.report(ErrorKind::backend, "get_multi", user_keys.front(), e.what());
+    return;
+  }
+  for (std::size_t i = 0; i < slots.size(); ++i) {
+    bool fresh = false;
+    if (leases[i].item) {
+      const Found found = examine(ctx, slots[i], leases[i].item->data, leases[i].item->flags,
+                                  false, [&](std::string_view payload) { return decode(i, payload); });
+      fresh = found == Found::fresh;
+    }
+    detail::Counters::add(fresh ? counters_.hits : counters_.misses);
+  }
+}
+
+bool CacheRegion::Engine::set_multi(std::span<const std::string_view> user_keys, EncodeAt encode) {
+  prepare();
+  std::vector<std::string> keys;
+  std::vector<std::shared_ptr<Item>> items;
+  bool ok = true;
+  for (std::size_t i = 0; i < user_keys.size(); ++i) {
+    std::string key = detail::map_key(options_.key_prefix, user_keys[i]);
+    auto item = envelope(user_keys[i], detail::key_check(key),
+                         [&](std::string& out) { encode(i, out); }, std::chrono::microseconds(0));
+    if (!item) {
+      ok = false;
+      continue;
+    }
+    keys.push_back(std::move(key));
+    items.push_back(std::move(item));
+  }
+  if (keys.empty()) return ok;
+  std::vector<KeyedItem> batch;
+  for (std::size_t i = 0; i < keys.size(); ++i) batch.push_back(KeyedItem{keys[i], items[i].get()});
+  try {
+    backend_->set_multi(batch, judge_.ttl_for(options_.expiration));
+  } catch (const std::exception& e) {
+    reporter_.report(ErrorKind::backend, "set_multi", user_keys.front(), e.what());
+    return false;
+  }
+  return ok;
+}
+
+bool CacheRegion::Engine::remove_multi(std::span<const std::string_view> user_keys) {
+  prepare();
+  if (user_keys.empty()) return true;
+  std::vector<std::string> keys;
+  std::vector<std::shared_ptr<Item>> tombstones;
+  for (auto user_key : user_keys) {
+    std::string key = detail::map_key(options_.key_prefix, user_key);
+    tombstones.push_back(envelope(user_key, detail::key_check(key), [](std::string&) {},
+                                  std::chrono::microseconds(0), detail::EnvelopeKind::tombstone));
+    keys.push_back(std::move(key));
+  }
+  std::vector<KeyedItem> batch;
+  for (std::size_t i = 0; i < keys.size(); ++i) {
+    batch.push_back(KeyedItem{keys[i], tombstones[i].get()});
+  }
+  try {
+    backend_->set_multi(batch, tombstone_ttl());
+    detail::Counters::add(counters_.removals, batch.size());
+    return true;
+  } catch (const std::exception& e) {
+    reporter_.report(ErrorKind::backend, "remove_multi", user_keys.front(), e.what());
+    return false;
+  }
+}
+
+void CacheRegion::Engine::invalidate(Invalidation kind) {
+  prepare();
+  invalidations_.invalidate(kind, fleet_.now());
+}
+
+}  // namespace dogpile

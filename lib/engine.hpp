@@ -1,0 +1,170 @@
+// The dogpile engine (internal): the one algorithm behind every CacheRegion
+// path. See docs/engine.md for the design; lib/engine.cpp reads in the same
+// order.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "counters.hpp"
+#include "dogpile/detail/envelope.hpp"
+#include "dogpile/region.hpp"
+#include "fleet_clock.hpp"
+#include "flight.hpp"
+#include "fork.hpp"
+#include "held_elsewhere.hpp"
+#include "invalidation.hpp"
+#include "judge.hpp"
+#include "lock_keeper.hpp"
+#include "reporter.hpp"
+
+namespace dogpile {
+namespace detail {
+
+/// How a key's part of a call ended.
+enum class Served : std::uint8_t { none, fresh, stale, waited, created };
+
+/// One distinct key of a call, on its way through the step.
+struct Slot {
+  // --- the key ---
+  std::string_view user_key;
+  std::string key;                  // the backend key
+  std::uint64_t check = 0;          // key_check(key)
+  std::size_t index = 0;            // where its value goes in the call
+  std::vector<std::size_t> copies;  // further indices with the same key (multi)
+
+  // --- what was found ---
+  Found found = Found::missing;
+  std::shared_ptr<const Item> at_hand;  // the usable envelope this caller holds
+  TimePoint created_at{};               // of at_hand
+  std::chrono::microseconds took{0};    // its creation duration: the history for waiters
+  bool value_is_at_hand = false;        // the call's value slot holds at_hand's value
+  bool counted_miss = false;
+
+  // --- this process ---
+  std::optional<FlightTable::Lead> lead;
+  std::shared_ptr<Flight> follow;
+
+  // --- other processes ---
+  LeaseSlot lease;         // the lease, its lock and fence; lease.key views `key`
+  bool confirmed = false;  // the item at hand was read with the lease held
+  bool degraded = false;   // no distributed lock: the backend is failing
+
+  // --- creation ---
+  std::shared_ptr<Item> made;
+  bool keep = true;
+
+  // --- the end ---
+  Served served = Served::none;
+
+  void bind() noexcept { lease.key = key; }  // after the slot is moved
+  [[nodiscard]] bool has_value() const noexcept { return usable(found) && at_hand != nullptr; }
+};
+
+}  // namespace detail
+
+class CacheRegion::Engine : detail::ForkAware {
+ public:
+  Engine(std::shared_ptr<Backend> backend, RegionOptions options);
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  Outcome run(const Call& call);
+
+  // The region's other operations.
+  bool get(std::string_view key, Decode decode, TimePoint* created_at, bool* fresh,
+           const Expiration* expiration);
+  bool set(std::string_view key, Encode encode, const Expiration* expiration);
+  bool remove(std::string_view key);
+  void get_multi(std::span<const std::string_view> keys, DecodeAt decode);
+  bool set_multi(std::span<const std::string_view> keys, EncodeAt encode);
+  bool remove_multi(std::span<const std::string_view> keys);
+  void invalidate(Invalidation kind);
+
+  [[nodiscard]] RegionStats stats() const noexcept { return counters_.snapshot(); }
+  [[nodiscard]] std::size_t in_flight() const { return flights_.size(); }
+  [[nodiscard]] Duration clock_offset() const noexcept { return fleet_.offset(); }
+  void set_error_handler(ErrorHandler handler) { reporter_.set_handler(std::move(handler)); }
+  [[nodiscard]] const RegionOptions& options() const noexcept { return options_; }
+  [[nodiscard]] Backend& backend() const noexcept { return *backend_; }
+
+  void after_fork_in_child() noexcept override;
+
+  struct Job;
+
+ private:
+  struct Context;
+  using Creator = detail::FunctionRef<void(std::span<detail::Slot* const>,
+                                           std::span<detail::CreateOut>)>;
+
+  // The step, in order (docs/engine.md).
+  void prepare();
+  void read_one(Context& ctx, detail::Slot& slot);
+  void read(Context& ctx, std::span<detail::Slot* const> slots);
+  void step(Context& ctx, std::vector<detail::Slot*> pending);
+  void join_flights(Context& ctx, std::span<detail::Slot* const> slots,
+                    std::vector<detail::Slot*>& leaders, std::vector<detail::Slot*>& followers);
+  void take_leases(Context& ctx, std::span<detail::Slot* const> leaders,
+                   std::vector<detail::Slot*>& won, std::vector<detail::Slot*>& remote);
+  void confirm(Context& ctx, std::vector<detail::Slot*>& won);
+  void hand_to_background(Context& ctx, std::vector<detail::Slot*>& won);
+  void create(Context& ctx, std::span<detail::Slot* const> slots, Creator creator,
+              bool background);
+  void wait_for_others(Context& ctx, std::span<detail::Slot* const> remote);
+  void follow(Context& ctx, std::span<detail::Slot* const> followers,
+              std::vector<detail::Slot*>& restart);
+  Outcome account(const detail::Slot& slot) noexcept;
+
+  // Parts of the steps.
+  template <class DecodeFn>
+  detail::Found examine(const Context& ctx, detail::Slot& slot, std::string_view data,
+                        std::uint32_t flags, bool quiet, DecodeFn&& decode);
+  detail::Found examine_item(Context& ctx, detail::Slot& slot, const Item& item, bool quiet);
+  void serve_at_hand(Context& ctx, detail::Slot& slot);
+  void redecode_at_hand(Context& ctx, detail::Slot& slot);
+  void release(std::span<detail::Slot* const> slots);
+  void run_job(Job& job) noexcept;
+  void abandon_job(Job& job) noexcept;
+  template <class Op>
+  void with_leases(std::span<detail::Slot* const> slots, Op op);
+  std::shared_ptr<Item> envelope(std::string_view user_key, std::uint64_t check,
+                                 detail::FunctionRef<void(std::string&)> encode,
+                                 std::chrono::microseconds took,
+                                 detail::EnvelopeKind kind = detail::EnvelopeKind::value);
+  [[nodiscard]] Ttl tombstone_ttl() const noexcept;
+  void schedule_chores();
+
+  const std::shared_ptr<Backend> backend_;
+  const RegionOptions options_;
+  const Clock& clock_;
+  mutable detail::Counters counters_;
+  detail::Reporter reporter_;
+  detail::Judge judge_;
+  detail::Invalidations invalidations_;
+  detail::FleetClock fleet_;
+  detail::FlightTable flights_;
+  detail::HeldElsewhere held_;
+  std::shared_ptr<Executor> executor_;  // set when background_refresh is on
+
+  // Background jobs: queued or running, for the destructor to abandon or wait for.
+  std::mutex jobs_mutex_;
+  std::condition_variable jobs_done_;
+  std::vector<Job*> jobs_;
+  std::size_t jobs_running_ = 0;
+
+  std::atomic<bool> chores_scheduled_{false};
+  detail::LockKeeper keeper_;  // after what its thread uses: destroyed first
+  detail::ForkRegistration registration_;
+};
+
+}  // namespace dogpile

@@ -1,0 +1,68 @@
+#include "dogpile/detail/lock_item.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+namespace dogpile::detail {
+namespace {
+
+constexpr char kMagic[4] = {'d', 'g', 'p', 'L'};
+
+void put_le(char* at, std::uint64_t v) noexcept {
+  for (int i = 0; i < 8; ++i) {
+    at[i] = static_cast<char>(v & 0xff);
+    v >>= 8;
+  }
+}
+
+std::uint64_t get_le(const char* at) noexcept {
+  std::uint64_t v = 0;
+  for (int i = 8; i-- > 0;) v = (v << 8) | static_cast<unsigned char>(at[i]);
+  return v;
+}
+
+std::int64_t micros(TimePoint t) noexcept {
+  return std::chrono::duration_cast<std::chrono::microseconds>(t.time_since_epoch()).count();
+}
+
+// The largest microsecond count a TimePoint holds.
+constexpr std::uint64_t kMaxMicros = static_cast<std::uint64_t>(
+    std::chrono::duration_cast<std::chrono::microseconds>(Duration::max()).count());
+
+}  // namespace
+
+std::string encode_lock_item(const LockItem& lock) {
+  std::string out(kLockItemSize, '\0');
+  char* p = out.data();
+  std::memcpy(p, kMagic, 4);
+  p[4] = 1;
+  p[5] = static_cast<char>(kLockItemSize);
+  put_le(p + 8, static_cast<std::uint64_t>(std::max<std::int64_t>(0, micros(lock.started_at))));
+  put_le(p + 16, static_cast<std::uint64_t>(std::max<std::int64_t>(0, lock.expected.count())));
+  std::memcpy(p + 24, lock.token.data(), lock.token.size());
+  put_le(p + 40, lock.key_check);
+  return out;
+}
+
+std::optional<LockItem> decode_lock_item(std::string_view bytes, std::uint32_t flags,
+                                         std::uint64_t expected_key_check) noexcept {
+  if (flags != kLockFlags || bytes.size() != kLockItemSize) return std::nullopt;
+  const char* p = bytes.data();
+  if (std::memcmp(p, kMagic, 4) != 0 || p[4] != 1 ||
+      static_cast<unsigned char>(p[5]) != kLockItemSize || p[6] != 0 || p[7] != 0) {
+    return std::nullopt;
+  }
+  const std::uint64_t started = get_le(p + 8);
+  const std::uint64_t expected = get_le(p + 16);
+  if (started > kMaxMicros || expected > kMaxMicros) return std::nullopt;
+  LockItem lock;
+  lock.started_at = TimePoint(std::chrono::duration_cast<Duration>(
+      std::chrono::microseconds(static_cast<std::int64_t>(started))));
+  lock.expected = std::chrono::microseconds(static_cast<std::int64_t>(expected));
+  std::memcpy(lock.token.data(), p + 24, lock.token.size());
+  lock.key_check = get_le(p + 40);
+  if (lock.key_check != expected_key_check) return std::nullopt;
+  return lock;
+}
+
+}  // namespace dogpile::detail
