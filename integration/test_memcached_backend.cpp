@@ -18,6 +18,7 @@ using dogpile::test::MemcachedServer;
 namespace {
 
 struct MemcachedFixture {
+  static constexpr bool kVersions = true;
   MemcachedServer server;
   std::shared_ptr<dogpile::Backend> backend = std::make_shared<MemcachedBackend>(server.options());
   std::shared_ptr<dogpile::Backend> other() {

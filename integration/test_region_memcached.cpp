@@ -15,7 +15,7 @@
 #include "dogpile/memcached.hpp"
 #include "dogpile/region.hpp"
 #include "memcached_server.hpp"
-#include "processes.hpp"
+#include "../tests/processes.hpp"
 #include "quiet.hpp"
 
 using namespace std::chrono_literals;

@@ -15,7 +15,7 @@
 #include "dogpile/memcached.hpp"
 #include "dogpile/name_registry.hpp"
 #include "memcached_server.hpp"
-#include "processes.hpp"
+#include "../tests/processes.hpp"
 
 using namespace std::chrono_literals;
 using dogpile::Dogpile;

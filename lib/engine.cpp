@@ -80,7 +80,8 @@ struct CacheRegion::Engine::Job {
 
   ~Job() {
     // Dropped by the executor without running: give the locks back.
-    if (state.load() == queued) engine->abandon_job(*this);
+    int expected = queued;
+    if (state.compare_exchange_strong(expected, abandoned)) engine->abandon_job(*this);
   }
 };
 
@@ -129,16 +130,21 @@ CacheRegion::Engine::~Engine() {
   registration_.reset();
   // Jobs not started are abandoned (their locks released, their flights
   // given up); running ones are waited for.
+  std::vector<std::shared_ptr<Job>> queued;
   std::unique_lock lock(jobs_mutex_);
-  for (Job* job : jobs_) {
+  for (auto& [raw, weak] : jobs_) {
+    auto job = weak.lock();
     int expected = Job::queued;
-    if (job->state.compare_exchange_strong(expected, Job::abandoned)) {
-      lock.unlock();
-      abandon_job(*job);
-      lock.lock();
+    if (job && job->state.compare_exchange_strong(expected, Job::abandoned)) {
+      queued.push_back(std::move(job));
     }
   }
-  jobs_done_.wait(lock, [&] { return jobs_running_ == 0; });
+  lock.unlock();
+  for (auto& job : queued) abandon_job(*job);
+  queued.clear();
+  // A job leaves the list when it ends, however it ends.
+  lock.lock();
+  jobs_done_.wait(lock, [&] { return jobs_.empty(); });
 }
 
 void CacheRegion::Engine::after_fork_in_child() noexcept {
@@ -151,8 +157,7 @@ void CacheRegion::Engine::after_fork_in_child() noexcept {
   judge_.reseed_after_fork();
   new (&jobs_mutex_) std::mutex;
   new (&jobs_done_) std::condition_variable;
-  new (&jobs_) std::vector<Job*>();
-  jobs_running_ = 0;
+  new (&jobs_) std::vector<std::pair<Job*, std::weak_ptr<Job>>>();
   chores_scheduled_.store(false, std::memory_order_relaxed);
 }
 
@@ -618,7 +623,7 @@ void CacheRegion::Engine::hand_to_background(Context& ctx, std::vector<Slot*>& w
   }
   {
     std::lock_guard lock(jobs_mutex_);
-    jobs_.push_back(job.get());
+    jobs_.emplace_back(job.get(), job);
   }
   if (executor_->try_submit([job] {
         int expected = Job::queued;
@@ -636,7 +641,7 @@ void CacheRegion::Engine::hand_to_background(Context& ctx, std::vector<Slot*>& w
   // Refused: the caller takes everything back and creates itself.
   {
     std::lock_guard lock(jobs_mutex_);
-    std::erase(jobs_, job.get());
+    std::erase_if(jobs_, [&](const auto& j) { return j.first == job.get(); });
   }
   for (std::size_t i = 0; i < stale.size(); ++i) {
     stale[i]->lead = std::move(job->slots[i].lead);
@@ -647,10 +652,6 @@ void CacheRegion::Engine::hand_to_background(Context& ctx, std::vector<Slot*>& w
 }
 
 void CacheRegion::Engine::run_job(Job& job) noexcept {
-  {
-    std::lock_guard lock(jobs_mutex_);
-    ++jobs_running_;
-  }
   try {
     std::vector<Slot*> slots;
     for (auto& s : job.slots) slots.push_back(&s);
@@ -667,8 +668,8 @@ void CacheRegion::Engine::run_job(Job& job) noexcept {
   job.slots.clear();  // completes any flight left, before the engine may go
   job.state = Job::done;
   std::lock_guard lock(jobs_mutex_);
-  std::erase(jobs_, &job);
-  if (--jobs_running_ == 0) jobs_done_.notify_all();
+  std::erase_if(jobs_, [&](const auto& j) { return j.first == &job; });
+  jobs_done_.notify_all();
 }
 
 void CacheRegion::Engine::abandon_job(Job& job) noexcept {
@@ -677,7 +678,8 @@ void CacheRegion::Engine::abandon_job(Job& job) noexcept {
   release(slots);
   job.slots.clear();  // the flights are abandoned: their followers start over
   std::lock_guard lock(jobs_mutex_);
-  std::erase(jobs_, &job);
+  std::erase_if(jobs_, [&](const auto& j) { return j.first == &job; });
+  jobs_done_.notify_all();
 }
 
 // ---------------------------------------------------------------------------
@@ -779,8 +781,7 @@ void CacheRegion::Engine::create(Context& ctx, std::span<Slot* const> slots, Cre
   for (Slot* s : slots) {
     held_.forget(s->key);
     detail::Counters::add(counters_.created);
-    if (!s->lease.lock && s->degraded) detail::Counters::add(counters_.degraded);
-    s->lease.lock.reset();
+    if (s->degraded) detail::Counters::add(counters_.degraded);
     if (s->lead) {
       if (s->made) {
         s->lead->publish(s->made);

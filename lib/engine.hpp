@@ -156,11 +156,11 @@ class CacheRegion::Engine : detail::ForkAware {
   detail::HeldElsewhere held_;
   std::shared_ptr<Executor> executor_;  // set when background_refresh is on
 
-  // Background jobs: queued or running, for the destructor to abandon or wait for.
+  // Background jobs queued or running, for the destructor to abandon or wait
+  // for. The executor owns them; a job it drops gives its locks back.
   std::mutex jobs_mutex_;
   std::condition_variable jobs_done_;
-  std::vector<Job*> jobs_;
-  std::size_t jobs_running_ = 0;
+  std::vector<std::pair<Job*, std::weak_ptr<Job>>> jobs_;
 
   std::atomic<bool> chores_scheduled_{false};
   detail::LockKeeper keeper_;  // after what its thread uses: destroyed first

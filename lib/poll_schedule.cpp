@@ -27,8 +27,10 @@ Duration next_poll_in(const WaitPolicy& policy, Duration waited, TimePoint fleet
       // Sleep until just before it is due (no jitter: being late is the cost).
       return until_due - policy.max_poll;
     }
+    // Late: the pause grows with the overrun, twice as fast as with no
+    // history (the creation is already longer than the last one).
     const Duration overrun = std::max(Duration::zero(), -until_due);
-    return jittered(std::clamp(scaled(overrun), policy.max_poll, policy.max_interval));
+    return jittered(std::clamp(scaled(overrun) * 2, policy.max_poll, policy.max_interval));
   }
   return jittered(clamp(scaled(waited)));
 }
@@ -40,7 +42,7 @@ double poll_jitter() noexcept {
     generation = fork_generation();
     generator.seed(std::random_device{}());
   }
-  std::uniform_real_distribution<double> factor(0.75, 1.25);
+  std::uniform_real_distribution<double> factor(0.9, 1.1);
   return factor(generator);
 }
 

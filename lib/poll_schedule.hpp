@@ -5,8 +5,8 @@
 // long the last creation took) the caller sleeps until the value is due and
 // then polls every max_poll, growing again once the creation overruns; with
 // none, the pause grows with the time waited. Either way the polls of one
-// creation are bounded (about 5 for a creation as long as the last one,
-// about 50 for 5 s with no history) and nearly independent of its length.
+// creation are bounded (a few for a creation as long as the last one, about
+// 50 for 5 s with no history) and nearly independent of its length.
 #pragma once
 
 #include <chrono>
@@ -19,12 +19,12 @@ namespace dogpile::detail {
 
 /// The pause before the next poll. `waited`: since the wait began;
 /// `fleet_now`: now on the fleet clock (the clock of holder.started_at);
-/// `jitter` in [0.75, 1.25] spreads the pollers of many processes.
+/// `jitter` in [0.9, 1.1] spreads the pollers of many processes.
 [[nodiscard]] Duration next_poll_in(const WaitPolicy& policy, Duration waited, TimePoint fleet_now,
                                     const LockInfo& holder, double jitter) noexcept;
 
-/// A jitter factor in [0.75, 1.25] from a per-thread generator (reseeded in
-/// a forked child).
+/// A jitter factor in [0.9, 1.1] from a per-thread generator (reseeded in a
+/// forked child).
 [[nodiscard]] double poll_jitter() noexcept;
 
 }  // namespace dogpile::detail

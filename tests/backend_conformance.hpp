@@ -6,6 +6,7 @@
 //   std::shared_ptr<dogpile::Backend> backend;     // the backend under test
 //   std::shared_ptr<dogpile::Backend> other();     // a second client of the same store
 //   void advance(dogpile::Duration d);             // let d pass (a manual clock, or real time)
+//   static constexpr bool kVersions;               // gets() reports versions (cas works)
 #pragma once
 
 #include <doctest/doctest.h>
@@ -16,6 +17,7 @@
 #include <vector>
 
 #include "dogpile/backend.hpp"
+#include "dogpile/detail/lock_item.hpp"
 
 namespace dogpile::test {
 
@@ -183,5 +185,121 @@ TEST_CASE_TEMPLATE_DEFINE("backend conformance", F, backend_conformance) {
     a->unlock();
     CHECK(c->try_lock());
     c->unlock();
+  }
+
+  SUBCASE("gets reports a version that every write changes; cas stores only at that version") {
+    if constexpr (F::kVersions) {
+      dogpile::Cas v1 = 0, v2 = 0, none = 7;
+      CHECK_FALSE(b.gets("conf-cas", none).has_value());
+      CHECK(none == 0);
+      b.set("conf-cas", Item{"one", 1}, 0s);
+      REQUIRE(b.gets("conf-cas", v1) == Item{"one", 1});
+      CHECK(v1 != 0);
+      CHECK(b.cas("conf-cas", Item{"two", 2}, 0s, v1));
+      REQUIRE(b.gets("conf-cas", v2) == Item{"two", 2});
+      CHECK(v2 != v1);
+      CHECK_FALSE(b.cas("conf-cas", Item{"three", 3}, 0s, v1));  // v1 is gone
+      f.other()->set("conf-cas", Item{"theirs", 0}, 0s);
+      CHECK_FALSE(b.cas("conf-cas", Item{"mine", 0}, 0s, v2));  // written since
+      CHECK(b.get("conf-cas") == Item{"theirs", 0});
+      b.remove("conf-cas");
+      CHECK_FALSE(b.cas("conf-cas", Item{"gone", 0}, 0s, v2));
+    }
+  }
+
+  SUBCASE("lease: one caller wins the claim, the lock says when it started and what to expect") {
+    auto other = f.other();
+    const dogpile::LockInfo info{dogpile::TimePoint(1'767'225'600s), 2500ms};
+    dogpile::LeaseRequest request;
+    request.ttl = 30s;
+    request.info = info;
+    dogpile::LeaseSlot mine[1], theirs[1], polled[1];
+    mine[0].key = theirs[0].key = polled[0].key = "conf-lease";
+    b.claim(mine, request);
+    REQUIRE(mine[0].lease == dogpile::LeaseState::won);
+    REQUIRE(mine[0].lock != nullptr);
+    other->claim(theirs, request);
+    CHECK(theirs[0].lease == dogpile::LeaseState::held);
+    CHECK(theirs[0].lock == nullptr);
+    other->poll(polled, request);
+    CHECK(polled[0].lease == dogpile::LeaseState::held);
+    CHECK_FALSE(polled[0].item.has_value());
+    if constexpr (F::kVersions) {  // the backends that read the lock item
+      CHECK(polled[0].holder.started_at == info.started_at);
+      CHECK(polled[0].holder.expected == info.expected);
+    }
+    b.release(mine);
+    CHECK_FALSE(mine[0].lost);
+    other->claim(theirs, request);
+    CHECK(theirs[0].lease == dogpile::LeaseState::won);
+    other->release(theirs);
+  }
+
+  SUBCASE("lease: confirm reads under the lease and fences the store; a write since wins") {
+    auto other = f.other();
+    dogpile::LeaseRequest request;
+    for (bool written_meanwhile : {false, true}) {
+      for (bool was_there : {false, true}) {
+        CAPTURE(written_meanwhile);
+        CAPTURE(was_there);
+        const std::string key = std::string("conf-fence-") + (written_meanwhile ? "w" : "n") +
+                                (was_there ? "t" : "e");
+        if (was_there) b.set(key, Item{"old", 0}, 0s);
+        dogpile::LeaseSlot slot[1];
+        slot[0].key = key;
+        b.claim(slot, request);
+        REQUIRE(slot[0].lease == dogpile::LeaseState::won);
+        b.confirm(slot);
+        CHECK(slot[0].item.has_value() == was_there);
+        if (!was_there) CHECK(slot[0].fence.kind == dogpile::Fence::Kind::absent);
+        if (written_meanwhile) other->set(key, Item{"written meanwhile", 0}, 0s);
+        const Item made{"made", 0};
+        slot[0].value = &made;
+        slot[0].ttl = 0s;
+        b.store(slot);
+        b.release(slot);
+        const bool fenced = written_meanwhile && (!was_there || F::kVersions);
+        CHECK(slot[0].stored == !fenced);
+        CHECK(b.get(key) == (fenced ? Item{"written meanwhile", 0} : made));
+      }
+    }
+  }
+
+  SUBCASE("lease: a lease lost to expiry is reported lost at release, and removes nothing") {
+    auto other = f.other();
+    dogpile::LeaseRequest request;
+    request.ttl = 1s;
+    dogpile::LeaseSlot mine[1], theirs[1];
+    mine[0].key = theirs[0].key = "conf-lost";
+    b.claim(mine, request);
+    REQUIRE(mine[0].lease == dogpile::LeaseState::won);
+    f.advance(2s);
+    request.ttl = 30s;
+    other->claim(theirs, request);
+    REQUIRE(theirs[0].lease == dogpile::LeaseState::won);
+    b.release(mine);
+    CHECK(mine[0].lost);
+    dogpile::LeaseSlot polled[1];
+    polled[0].key = "conf-lost";
+    b.poll(polled, request);
+    CHECK(polled[0].lease == dogpile::LeaseState::held);  // theirs is still there
+    other->release(theirs);
+  }
+
+  SUBCASE("lease: read and poll return the items of many keys, in order") {
+    b.set("conf-r1", Item{"1", 1}, 0s);
+    b.set("conf-r3", Item{"3", 3}, 0s);
+    dogpile::LeaseSlot slots[3];
+    slots[0].key = "conf-r3";
+    slots[1].key = "conf-r2";
+    slots[2].key = "conf-r1";
+    b.read(slots, dogpile::LeaseRequest{});
+    CHECK(slots[0].item == Item{"3", 3});
+    CHECK_FALSE(slots[1].item.has_value());
+    CHECK(slots[2].item == Item{"1", 1});
+    b.poll(slots, dogpile::LeaseRequest{});
+    CHECK(slots[0].item == Item{"3", 3});
+    CHECK_FALSE(slots[1].item.has_value());
+    CHECK(slots[1].lease != dogpile::LeaseState::held);  // nobody holds conf-r2's lease
   }
 }

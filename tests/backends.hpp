@@ -16,10 +16,41 @@
 namespace dogpile::test {
 
 struct MemoryFixture {
+  static constexpr bool kVersions = true;
   ManualClock clock;
   std::shared_ptr<MemoryBackend> backend =
       std::make_shared<MemoryBackend>(MemoryBackend::Options{.clock = &clock});
   std::shared_ptr<Backend> other() { return backend; }  // one store, so one client suffices
+  void advance(Duration d) { clock.advance(d); }
+};
+
+/// A backend as small as a user may write one: the required core only (get,
+/// set, add, remove, make_lock), over a MemoryBackend. Everything else, the
+/// lease operations included, is the Backend's default composition.
+class MinimalBackend final : public Backend {
+ public:
+  explicit MinimalBackend(std::shared_ptr<MemoryBackend> inner) : inner_(std::move(inner)) {}
+  std::optional<Item> get(std::string_view key) override { return inner_->get(key); }
+  void set(std::string_view key, const Item& item, Ttl ttl) override { inner_->set(key, item, ttl); }
+  bool add(std::string_view key, const Item& item, Ttl ttl) override {
+    return inner_->add(key, item, ttl);
+  }
+  bool remove(std::string_view key) override { return inner_->remove(key); }
+  std::unique_ptr<DistributedLock> make_lock(std::string_view key, Ttl ttl) override {
+    return inner_->make_lock(key, ttl);
+  }
+
+ private:
+  std::shared_ptr<MemoryBackend> inner_;
+};
+
+struct MinimalFixture {
+  static constexpr bool kVersions = false;
+  ManualClock clock;
+  std::shared_ptr<MemoryBackend> store =
+      std::make_shared<MemoryBackend>(MemoryBackend::Options{.clock = &clock});
+  std::shared_ptr<Backend> backend = std::make_shared<MinimalBackend>(store);
+  std::shared_ptr<Backend> other() { return backend; }
   void advance(Duration d) { clock.advance(d); }
 };
 

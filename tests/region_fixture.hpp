@@ -95,16 +95,17 @@ struct RegionFixture {
     clock.advance(step);
   }
 
-  /// Advances the clock by `step` whenever a thread pauses on it, until
-  /// `done()` (a bounded number of times: the limit only turns a hang into a
-  /// failure).
+  /// Advances the clock by `step` whenever a thread waits on it for a time
+  /// (a poll's pause, a deadline, the lock keeper), until `done()`; false if
+  /// that does not happen within `limit` steps (which only turns a hang into
+  /// a failure).
   template <class Done>
   bool advance_until(Done done, Duration step, int limit = 10000) {
     for (int i = 0; i < limit; ++i) {
-      if (!eventually([&] { return done() || clock.sleepers() > 0; })) return false;
+      if (!eventually([&] { return done() || clock.waiters() > 0; })) return false;
       if (done()) return true;
       clock.advance(step);
-      eventually([&] { return done() || clock.sleepers() == 0; }, std::chrono::milliseconds(50));
+      eventually(done, std::chrono::milliseconds(5));
     }
     return done();
   }

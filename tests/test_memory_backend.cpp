@@ -6,7 +6,8 @@
 
 using namespace std::chrono_literals;
 
-TEST_CASE_TEMPLATE_INVOKE(backend_conformance, dogpile::test::MemoryFixture);
+TEST_CASE_TEMPLATE_INVOKE(backend_conformance, dogpile::test::MemoryFixture,
+                          dogpile::test::MinimalFixture);
 
 TEST_SUITE("memory backend") {
   TEST_CASE("expired items stop counting and are swept as new items arrive") {

@@ -1,0 +1,154 @@
+// The fleet clock (internal): this host's clock corrected to a server's, from
+// samples of the server's time at a coarse resolution; narrowed by samples at
+// different phases of the server's second; reset when a clock is stepped.
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <cmath>
+
+#include "../lib/fleet_clock.hpp"
+#include "dogpile/memory.hpp"
+
+using namespace std::chrono_literals;
+using dogpile::Duration;
+using dogpile::ManualClock;
+using dogpile::TimePoint;
+using dogpile::detail::FleetClock;
+
+namespace {
+
+// A server whose clock is `clock`, read in whole units of `resolution`
+// (memcached's `stats` `time`: whole seconds).
+class ClockServer final : public dogpile::Backend {
+ public:
+  ClockServer(const ManualClock& clock, Duration resolution)
+      : clock_(clock), resolution_(resolution) {}
+  std::atomic<bool> fail{false};
+  std::atomic<int> samples{0};
+
+  std::optional<dogpile::ServerTime> server_time(std::string_view) override {
+    samples.fetch_add(1);
+    if (fail) throw dogpile::BackendError("server away");
+    TimePoint t = clock_.now();
+    if (resolution_ > Duration::zero()) {
+      t = TimePoint(t.time_since_epoch() - t.time_since_epoch() % resolution_);
+    }
+    return dogpile::ServerTime{t, resolution_};
+  }
+  std::optional<dogpile::Item> get(std::string_view) override { return std::nullopt; }
+  void set(std::string_view, const dogpile::Item&, dogpile::Ttl) override {}
+  bool add(std::string_view, const dogpile::Item&, dogpile::Ttl) override { return true; }
+  bool remove(std::string_view) override { return false; }
+  std::unique_ptr<dogpile::DistributedLock> make_lock(std::string_view, dogpile::Ttl) override {
+    return nullptr;
+  }
+
+ private:
+  const ManualClock& clock_;
+  Duration resolution_;
+};
+
+double seconds(Duration d) { return std::chrono::duration<double>(d).count(); }
+
+}  // namespace
+
+TEST_SUITE("fleet clock") {
+  TEST_CASE("an exact server clock: the offset is measured exactly, ahead or behind") {
+    for (Duration skew : {Duration(600s), Duration(-600s), Duration(0s)}) {
+      ManualClock server;
+      ManualClock local(server.now() + skew);
+      ClockServer backend(server, Duration::zero());
+      FleetClock fleet(local, backend, "ref", 10s);
+      CHECK(fleet.offset() == Duration::zero());  // not measured yet
+      fleet.ensure_measured();
+      CHECK(backend.samples.load() == 1);
+      CHECK(fleet.offset() == -skew);
+      CHECK(fleet.now() == server.now());
+      fleet.ensure_measured();  // measured: no further request
+      CHECK(backend.samples.load() == 1);
+    }
+  }
+
+  TEST_CASE("a one-second server clock: half a second at first, a tenth after a second of samples") {
+    ManualClock server(ManualClock::default_start() + 370ms);  // some phase within its second
+    ManualClock local(server.now() - 600s);                     // this host is 10 minutes behind
+    ClockServer backend(server, 1s);
+    FleetClock fleet(local, backend, "ref", 10s);
+    fleet.ensure_measured();
+    const double first = seconds(fleet.now() - server.now());
+    MESSAGE("one sample: off by " << first << " s");
+    CHECK(std::abs(first) <= 0.5);
+    // The refining chore: samples every next_delay() (about 0.1 s) for a second.
+    int burst = 0;
+    while (fleet.next_delay() < 1s) {
+      const auto d = *fleet.next_delay();
+      server.advance(d);
+      local.advance(d);
+      REQUIRE(fleet.sample());
+      ++burst;
+    }
+    const double refined = seconds(fleet.now() - server.now());
+    MESSAGE("after " << burst << " more samples: off by " << refined << " s, uncertainty "
+                     << seconds(fleet.uncertainty()) << " s");
+    CHECK(std::abs(refined) <= 0.1);
+    CHECK(fleet.uncertainty() <= 60ms);
+    CHECK(*fleet.next_delay() >= 7s);  // then renewed about every clock_sync (10 s)
+  }
+
+  TEST_CASE("a stepped clock: the next sample disagrees with the bounds, and measuring starts over") {
+    ManualClock server;
+    ManualClock local(server.now() + 30s);
+    ClockServer backend(server, Duration::zero());
+    FleetClock fleet(local, backend, "ref", 10s);
+    fleet.ensure_measured();
+    CHECK(fleet.now() == server.now());
+    local.advance(-45s);  // an operator (or NTP) steps this host's clock back
+    CHECK(fleet.now() != server.now());
+    REQUIRE(fleet.sample());
+    CHECK(fleet.now() == server.now());
+  }
+
+  TEST_CASE("no server clock: the local clock, and no chore") {
+    ManualClock local;
+    dogpile::MemoryBackend memory;  // has one; a plain Backend does not
+    struct Plain final : dogpile::Backend {
+      std::optional<dogpile::Item> get(std::string_view) override { return std::nullopt; }
+      void set(std::string_view, const dogpile::Item&, dogpile::Ttl) override {}
+      bool add(std::string_view, const dogpile::Item&, dogpile::Ttl) override { return true; }
+      bool remove(std::string_view) override { return false; }
+      std::unique_ptr<dogpile::DistributedLock> make_lock(std::string_view,
+                                                          dogpile::Ttl) override {
+        return nullptr;
+      }
+    } plain;
+    FleetClock fleet(local, plain, "ref", 10s);
+    fleet.ensure_measured();
+    CHECK(fleet.now() == local.now());
+    CHECK_FALSE(fleet.next_delay().has_value());
+    FleetClock off(local, memory, "ref", std::nullopt);  // clock_sync = nullopt
+    off.ensure_measured();
+    CHECK(off.now() == local.now());
+    CHECK_FALSE(off.next_delay().has_value());
+  }
+
+  TEST_CASE("a server away: calls go on with the local clock, retried a second later, backed off") {
+    ManualClock server;
+    ManualClock local(server.now() + 600s);
+    ClockServer backend(server, Duration::zero());
+    backend.fail = true;
+    FleetClock fleet(local, backend, "ref", 10s);
+    fleet.ensure_measured();
+    fleet.ensure_measured();
+    CHECK(backend.samples.load() == 1);  // not again on the call path within a second
+    CHECK(fleet.now() == local.now());
+    std::string error;
+    CHECK_FALSE(fleet.sample(&error));
+    CHECK(error == "server away");
+    CHECK(*fleet.next_delay() >= 2s);  // the chore backs off
+    backend.fail = false;
+    local.advance(1s);
+    server.advance(1s);
+    fleet.ensure_measured();
+    CHECK(fleet.now() == server.now());
+  }
+}
