@@ -82,7 +82,7 @@ TEST_SUITE("deadlines") {
     CHECK(region.get<std::string>("k") == "v");
   }
 
-  TEST_CASE("a waiter on another process gives up at its deadline; the region's default applies") {
+  TEST_CASE("a waiter on another process gives up at its deadline, the region default deadline") {
     dogpile::test::RegionFixture f;
     CacheRegion a(f.backend, f.options());
     auto o = f.options();

@@ -18,7 +18,7 @@ using dogpile::detail::FlightTable;
 using dogpile::test::eventually;
 
 TEST_SUITE("flight") {
-  TEST_CASE("the first caller leads; the next follow and receive the published item") {
+  TEST_CASE("the first caller leads, the next follow and receive the published item") {
     FlightTable table;
     ManualClock clock;
     auto [flight, lead] = table.join("k");
@@ -37,7 +37,7 @@ TEST_SUITE("flight") {
     CHECK(table.join("k").second.has_value());  // a later caller starts afresh
   }
 
-  TEST_CASE("an exception reaches the followers; a leader that leaves abandons the flight") {
+  TEST_CASE("an exception reaches the followers, and a leader that leaves abandons the flight") {
     FlightTable table;
     ManualClock clock;
     {

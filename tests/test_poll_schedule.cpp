@@ -77,7 +77,7 @@ TEST_SUITE("poll schedule") {
     }
   }
 
-  TEST_CASE("no history: the pause grows with the time waited; 5 s costs at most 60 polls") {
+  TEST_CASE("no history: the pause grows with the time waited, and 5 s costs at most 60 polls") {
     WaitPolicy policy;
     const LockInfo none{};
     CHECK(next_poll_in(policy, 0s, kStart, none, 1.0) == policy.first_poll);
