@@ -116,8 +116,8 @@ TEST_SUITE("memcached backend") {
     CHECK(lock.lock_key() == "report:2026#L");
     REQUIRE(lock.try_lock());
     const std::string reply = server.raw("get report:2026#L\r\n");
-    // flags 0x64704C01 (1685081089), 48 bytes: the lock item format.
-    CHECK(reply.starts_with("VALUE report:2026#L 1685081089 48\r\ndgpL"));
+    // flags 0x64704C01 (1685081089), 56 bytes: the lock item format.
+    CHECK(reply.starts_with("VALUE report:2026#L 1685081089 56\r\ndgpL"));
     CHECK(lock.release());
     CHECK(server.raw("get report:2026#L\r\n") == "END\r\n");
   }

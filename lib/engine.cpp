@@ -328,6 +328,9 @@ Found CacheRegion::Engine::examine(const Context& ctx, Slot& slot, std::string_v
     return Found::missing;
   }
   const auto& envelope = *result.envelope;
+  if (envelope.creation_duration > std::chrono::microseconds::zero()) {
+    slot.history = envelope.creation_duration;
+  }
   if (envelope.kind == detail::EnvelopeKind::tombstone) return Found::missing;
   const Found found = judge_.judge(envelope, fleet_.now(), ctx.expiration,
                                    invalidations_.current(), ctx.allow_early);
@@ -517,7 +520,7 @@ void CacheRegion::Engine::take_leases(Context& ctx, std::span<Slot* const> leade
     // the last one took.
     LeaseRequest request;
     request.ttl = options_.lock_timeout;
-    request.info = LockInfo{fleet_.now(), s->has_value() ? s->took : std::chrono::microseconds(0)};
+    request.info = LockInfo{fleet_.now(), s->history, fleet_.error()};
     try {
       with_leases(std::span<Slot* const>(&s, 1),
                   [&](std::span<LeaseSlot> leases) { backend_->claim(leases, request); });
@@ -836,7 +839,8 @@ void CacheRegion::Engine::wait_for_others(Context& ctx, std::span<Slot* const> r
   std::vector<Waiting> waiting;
   for (Slot* s : remote) {
     const auto pause = detail::next_poll_in(options_.wait, Duration::zero(), fleet_.now(),
-                                            s->lease.holder, detail::poll_jitter());
+                                            s->lease.holder, fleet_.error(),
+                                            detail::poll_jitter());
     waiting.push_back({s, started + std::chrono::duration_cast<SteadyTime::duration>(pause)});
   }
   auto remove_done = [&] {
@@ -913,7 +917,7 @@ void CacheRegion::Engine::wait_for_others(Context& ctx, std::span<Slot* const> r
     for (Slot* s : to_claim) {
       LeaseRequest request;
       request.ttl = options_.lock_timeout;
-      request.info = LockInfo{fleet_.now(), std::chrono::microseconds(0)};
+      request.info = LockInfo{fleet_.now(), s->history, fleet_.error()};
       try {
         with_leases(std::span<Slot* const>(&s, 1),
                     [&](std::span<LeaseSlot> leases) { backend_->claim(leases, request); });
@@ -952,8 +956,9 @@ void CacheRegion::Engine::wait_for_others(Context& ctx, std::span<Slot* const> r
     const SteadyTime after = clock_.steady_now();
     for (auto& w : waiting) {
       if (w.next > now) continue;
-      const auto pause = detail::next_poll_in(options_.wait, after - started, fleet_.now(),
-                                              w.slot->lease.holder, detail::poll_jitter());
+      const auto pause =
+          detail::next_poll_in(options_.wait, after - started, fleet_.now(), w.slot->lease.holder,
+                               fleet_.error(), detail::poll_jitter());
       w.next = after + std::chrono::duration_cast<SteadyTime::duration>(pause);
     }
   }
@@ -1117,16 +1122,19 @@ bool CacheRegion::Engine::remove(std::string_view user_key) {
   prepare();
   const std::string key = detail::map_key(options_.key_prefix, user_key);
   const std::uint64_t check = detail::key_check(key);
-  auto tombstone =
-      envelope(user_key, check, [](std::string&) {}, std::chrono::microseconds(0),
-               detail::EnvelopeKind::tombstone);
   try {
+    // The tombstone keeps the removed value's creation duration: whoever
+    // waits for the next creation knows how long it will likely take.
     const auto before = backend_->get(key);
     bool existed = false;
+    std::chrono::microseconds took{0};
     if (before) {
       const auto env = detail::decode_envelope(before->data, before->flags, check);
       existed = env.envelope && env.envelope->kind == detail::EnvelopeKind::value;
+      if (env.envelope) took = env.envelope->creation_duration;
     }
+    auto tombstone = envelope(user_key, check, [](std::string&) {}, took,
+                              detail::EnvelopeKind::tombstone);
     backend_->set(key, *tombstone, tombstone_ttl());
     detail::Counters::add(counters_.removals);
     return existed;

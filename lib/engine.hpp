@@ -46,7 +46,9 @@ struct Slot {
   Found found = Found::missing;
   std::shared_ptr<const Item> at_hand;  // the usable envelope this caller holds
   TimePoint created_at{};               // of at_hand
-  std::chrono::microseconds took{0};    // its creation duration: the history for waiters
+  std::chrono::microseconds took{0};    // its creation duration
+  std::chrono::microseconds history{0};  // the last creation duration seen for the key, from
+                                         // any envelope (even a miss): told to waiters
   bool value_is_at_hand = false;        // the call's value slot holds at_hand's value
   bool counted_miss = false;
 

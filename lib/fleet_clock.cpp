@@ -11,10 +11,16 @@ namespace {
 // re-armed after each tick, so the instant of its tick moves by about a
 // millisecond a second (measured: 1.1 ms/s on memcached 1.6.18).
 constexpr double kDrift = 2000e-6;
-// Samples of the first burst, and their spacing: about a tenth of a second
+// Samples of the first sweep, and their spacing: about a tenth of a second
 // apart, so they fall at different phases of a one-second server clock.
 constexpr int kBurst = 11;
 constexpr auto kBurstSpacing = std::chrono::milliseconds(97);
+// Then bisection: samples timed for the instant the server's clock should
+// tick by the current estimate; whichever side of the tick it lands on, the
+// interval halves. This many, one a tick, before renewals take over.
+constexpr int kBisections = 8;
+// The least time before a bisection sample, so that it is not taken at once.
+constexpr auto kMinGap = std::chrono::milliseconds(50);
 
 }  // namespace
 
@@ -30,6 +36,11 @@ Duration FleetClock::uncertainty() const {
   if (!measured_.load(std::memory_order_acquire)) return Duration::max();
   std::lock_guard lock(mutex_);
   return (high_ - low_) / 2;
+}
+
+std::chrono::microseconds FleetClock::error() const {
+  if (!measured_.load(std::memory_order_acquire)) return std::chrono::microseconds(0);
+  return std::chrono::ceil<std::chrono::microseconds>(uncertainty());
 }
 
 void FleetClock::measure_first() {
@@ -86,6 +97,7 @@ bool FleetClock::sample(std::string* error) {
     high_ = high;
   }
   bounds_at_ = t1;
+  resolution_ = server->resolution;
   ++samples_in_burst_;
   failures_ = 0;
   offset_.store((low_ + (high_ - low_) / 2).count(), std::memory_order_release);
@@ -102,10 +114,16 @@ std::optional<Duration> FleetClock::next_delay() const {
   if (!measured_.load(std::memory_order_relaxed) || samples_in_burst_ < kBurst) {
     return kBurstSpacing;
   }
-  // Renewals at varied phases of the server's second keep both bounds tight.
-  const auto spread = *resync_ / 4;
-  const auto phase = static_cast<Duration::rep>(bounds_at_.time_since_epoch().count() % 1009);
-  return *resync_ - spread + spread * 2 * phase / 1009;
+  // Renewals, and the bisections before them, wait for the server clock's
+  // next tick as this host sees it (a coarse clock ticks at a whole multiple
+  // of its resolution) at least `gap` from now.
+  const Duration gap = samples_in_burst_ < kBurst + kBisections ? Duration(kMinGap) : *resync_;
+  if (resolution_ <= Duration::zero()) return gap;  // an exact clock: no ticks to aim for
+  const TimePoint now = local_.now();
+  const Duration middle = low_ + (high_ - low_) / 2;
+  const Duration server_soon = (now + gap + middle).time_since_epoch();
+  const Duration next_tick = (server_soon / resolution_ + 1) * resolution_;
+  return TimePoint(next_tick) - middle - now;
 }
 
 }  // namespace dogpile::detail

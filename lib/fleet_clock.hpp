@@ -4,11 +4,12 @@
 // A sample reads the server's time S (with resolution r) between local
 // instants t0 and t1; the server's time was in [S, S + r) at some instant of
 // [t0, t1], so the offset (server - local) lies in [S - t1, S + r - t0]. The
-// intersection of the samples' intervals narrows it; samples taken at
-// different phases of the server's second narrow it to the spacing between
-// them. Intervals widen with time by a drift allowance, and a sample that
-// falls outside them (a clock was stepped) starts afresh. The estimate is the
-// middle of the interval.
+// intersection of the samples' intervals narrows it: a first sweep of samples
+// at different phases of the server's second narrows it to about a tenth of
+// a second; then samples timed for the instant the estimate says the server
+// will tick halve it each (bisection), to about a millisecond. Intervals
+// widen with time by a drift allowance, and a sample that falls outside them
+// (a clock was stepped) starts afresh. The estimate is the middle.
 #pragma once
 
 #include <atomic>
@@ -40,6 +41,10 @@ class FleetClock {
   /// Half the width of the interval the offset is known to lie in; max() if
   /// never measured.
   [[nodiscard]] Duration uncertainty() const;
+  /// How far now() may be from the fleet's time, as told to others: the
+  /// uncertainty once measured; zero when the local clock is trusted (no
+  /// server clock, or clock_sync off) or not measured yet.
+  [[nodiscard]] std::chrono::microseconds error() const;
 
   /// Called by every region call: until the offset has been measured once,
   /// one caller measures it (one request) while the others wait for it; if
@@ -60,7 +65,8 @@ class FleetClock {
   void reset_after_fork() noexcept;
 
   /// What the refining chore should do next: the delay before its next
-  /// sample (short while the offset is coarse, then `resync`), or nullopt.
+  /// sample (a sweep, then bisections, then renewals about every `resync`),
+  /// or nullopt.
   [[nodiscard]] std::optional<Duration> next_delay() const;
 
  private:
@@ -78,6 +84,7 @@ class FleetClock {
   Duration low_{}, high_{};  // bounds of (server - local), valid when measured_
   TimePoint bounds_at_{};    // local time the bounds were last narrowed
   int samples_in_burst_ = 0;
+  Duration resolution_{};
   int failures_ = 0;  // consecutive failed samples
   std::atomic<bool> measured_{false};
   std::atomic<bool> unavailable_{false};  // the backend has no server clock

@@ -39,8 +39,9 @@ std::string encode_lock_item(const LockItem& lock) {
   p[5] = static_cast<char>(kLockItemSize);
   put_le(p + 8, static_cast<std::uint64_t>(std::max<std::int64_t>(0, micros(lock.started_at))));
   put_le(p + 16, static_cast<std::uint64_t>(std::max<std::int64_t>(0, lock.expected.count())));
-  std::memcpy(p + 24, lock.token.data(), lock.token.size());
-  put_le(p + 40, lock.key_check);
+  put_le(p + 24, static_cast<std::uint64_t>(std::max<std::int64_t>(0, lock.clock_error.count())));
+  std::memcpy(p + 32, lock.token.data(), lock.token.size());
+  put_le(p + 48, lock.key_check);
   return out;
 }
 
@@ -54,13 +55,17 @@ std::optional<LockItem> decode_lock_item(std::string_view bytes, std::uint32_t f
   }
   const std::uint64_t started = get_le(p + 8);
   const std::uint64_t expected = get_le(p + 16);
-  if (started > kMaxMicros || expected > kMaxMicros) return std::nullopt;
+  const std::uint64_t clock_error = get_le(p + 24);
+  if (started > kMaxMicros || expected > kMaxMicros || clock_error > kMaxMicros) {
+    return std::nullopt;
+  }
   LockItem lock;
   lock.started_at = TimePoint(std::chrono::duration_cast<Duration>(
       std::chrono::microseconds(static_cast<std::int64_t>(started))));
   lock.expected = std::chrono::microseconds(static_cast<std::int64_t>(expected));
-  std::memcpy(lock.token.data(), p + 24, lock.token.size());
-  lock.key_check = get_le(p + 40);
+  lock.clock_error = std::chrono::microseconds(static_cast<std::int64_t>(clock_error));
+  std::memcpy(lock.token.data(), p + 32, lock.token.size());
+  lock.key_check = get_le(p + 48);
   if (lock.key_check != expected_key_check) return std::nullopt;
   return lock;
 }

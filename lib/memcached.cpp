@@ -659,7 +659,7 @@ void MemcachedBackend::poll(std::span<LeaseSlot> slots, const LeaseRequest&) {
                     slot.holder = {};
                     if (auto info = detail::decode_lock_item(lock->data, lock->flags,
                                                              detail::key_check(lock_key))) {
-                      slot.holder = LockInfo{info->started_at, info->expected};
+                      slot.holder = LockInfo{info->started_at, info->expected, info->clock_error};
                     }
                   });
 }
@@ -788,6 +788,7 @@ bool MemcachedLock::try_acquire() {
   item.token = detail::new_lock_token();
   item.started_at = info_.started_at;
   item.expected = info_.expected;
+  item.clock_error = info_.clock_error;
   item.key_check = detail::key_check(lock_key_);
   std::string bytes = detail::encode_lock_item(item);
   if (!impl_->add_by_key(value_key_, lock_key_, bytes, detail::kLockFlags, ttl_)) return false;

@@ -192,6 +192,7 @@ class MemoryLock final : public DistributedLock {
     item.token = detail::new_lock_token();
     item.started_at = info_.started_at;
     item.expected = info_.expected;
+    item.clock_error = info_.clock_error;
     item.key_check = detail::key_check(key_);
     if (!state_->add(key_, Item{detail::encode_lock_item(item), detail::kLockFlags}, ttl_)) {
       return false;
@@ -335,7 +336,7 @@ void MemoryBackend::poll(std::span<LeaseSlot> slots, const LeaseRequest&) {
     slot.holder = {};
     if (auto info =
             detail::decode_lock_item(lock->data, lock->flags, detail::key_check(lock_key))) {
-      slot.holder = LockInfo{info->started_at, info->expected};
+      slot.holder = LockInfo{info->started_at, info->expected, info->clock_error};
     }
   }
 }

@@ -8,11 +8,10 @@
 namespace dogpile::detail {
 
 Duration next_poll_in(const WaitPolicy& policy, Duration waited, TimePoint fleet_now,
-                      const LockInfo& holder, double jitter) noexcept {
-  auto clamp = [&](Duration d) { return std::clamp(d, policy.first_poll, policy.max_interval); };
-  auto scaled = [&](Duration d) {
+                      const LockInfo& holder, Duration clock_error, double jitter) noexcept {
+  auto scaled = [&](Duration d, double factor) {
     return std::chrono::duration_cast<Duration>(std::chrono::duration<double, Duration::period>(
-        static_cast<double>(d.count()) * policy.growth));
+        static_cast<double>(d.count()) * policy.growth * factor));
   };
   auto jittered = [&](Duration d) {
     return std::max(policy.first_poll,
@@ -20,19 +19,23 @@ Duration next_poll_in(const WaitPolicy& policy, Duration waited, TimePoint fleet
                         static_cast<double>(d.count()) * jitter)));
   };
   const bool history = holder.expected > Duration::zero() && holder.started_at != TimePoint{};
-  if (history) {
-    const TimePoint due = holder.started_at + holder.expected;
-    const Duration until_due = due - fleet_now;
-    if (until_due > policy.max_poll) {
-      // Sleep until just before it is due (no jitter: being late is the cost).
-      return until_due - policy.max_poll;
-    }
-    // Late: the pause grows with the overrun, twice as fast as with no
-    // history (the creation is already longer than the last one).
-    const Duration overrun = std::max(Duration::zero(), -until_due);
-    return jittered(std::clamp(scaled(overrun) * 2, policy.max_poll, policy.max_interval));
+  if (!history) {
+    return jittered(std::clamp(scaled(waited, 1.0), policy.first_poll, policy.max_interval));
   }
-  return jittered(clamp(scaled(waited)));
+  const TimePoint due = holder.started_at + holder.expected;
+  const Duration until_due = due - fleet_now;
+  const Duration window = holder.clock_error + clock_error + policy.max_poll;
+  if (until_due > window) return until_due - window;  // asleep until the window opens
+  if (until_due > Duration::zero()) {
+    // Closing in on the due time: the pause shrinks with the distance.
+    return jittered(std::clamp(scaled(until_due, 1.0), policy.max_poll, policy.max_interval));
+  }
+  // Late: the pause grows with the overrun — as it shrank, while the clocks'
+  // errors may explain it, then twice as fast as with no history (the
+  // creation is longer than the last one).
+  const Duration overrun = -until_due;
+  return jittered(std::clamp(scaled(overrun, overrun <= window ? 1.0 : 2.0), policy.max_poll,
+                             policy.max_interval));
 }
 
 double poll_jitter() noexcept {

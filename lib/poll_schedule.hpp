@@ -19,9 +19,15 @@ namespace dogpile::detail {
 
 /// The pause before the next poll. `waited`: since the wait began;
 /// `fleet_now`: now on the fleet clock (the clock of holder.started_at);
-/// `jitter` in [0.9, 1.1] spreads the pollers of many processes.
+/// `clock_error`: how far this host's fleet clock may be off; `jitter` in
+/// [0.9, 1.1] spreads the pollers of many processes. With history, the value
+/// is due at started_at + expected, give or take both clocks' errors: the
+/// waiter sleeps until that window opens, then polls more often the nearer
+/// it is to the due time (every max_poll at it), and less often as the
+/// creation overruns.
 [[nodiscard]] Duration next_poll_in(const WaitPolicy& policy, Duration waited, TimePoint fleet_now,
-                                    const LockInfo& holder, double jitter) noexcept;
+                                    const LockInfo& holder, Duration clock_error,
+                                    double jitter) noexcept;
 
 /// A jitter factor in [0.9, 1.1] from a per-thread generator (reseeded in a
 /// forked child).

@@ -30,7 +30,7 @@ Run simulate(const WaitPolicy& policy, const LockInfo& holder, Duration creation
   Duration waited{};
   const TimePoint begin = holder.started_at == TimePoint{} ? kStart : holder.started_at;
   for (;;) {
-    waited += next_poll_in(policy, waited, begin + waited, holder, jitter);
+    waited += next_poll_in(policy, waited, begin + waited, holder, 0s, jitter);
     ++run.polls;
     if (waited >= creation) {
       run.late = waited - creation;
@@ -46,14 +46,21 @@ TEST_SUITE("poll schedule") {
     WaitPolicy policy;
     const LockInfo holder{kStart, 5s};
     // 1 s into a 5 s creation: sleep 4 s less max_poll.
-    CHECK(next_poll_in(policy, 1s, kStart + 1s, holder, 1.0) == 4s - policy.max_poll);
+    CHECK(next_poll_in(policy, 1s, kStart + 1s, holder, 0s, 1.0) == 4s - policy.max_poll);
+    // Less the clocks' errors, the holder's and this host's.
+    auto unsure = holder;
+    unsure.clock_error = 20ms;
+    CHECK(next_poll_in(policy, 1s, kStart + 1s, unsure, 30ms, 1.0) ==
+          4s - policy.max_poll - 50ms);
+    // Within the window, the pause shrinks with the distance to the due time.
+    CHECK(next_poll_in(policy, 1s, kStart + 5s - 48ms, unsure, 30ms, 1.0) == 8ms);
     // At the due time: max_poll (jittered, never under first_poll).
-    CHECK(next_poll_in(policy, 5s, kStart + 5s, holder, 1.0) == policy.max_poll);
-    CHECK(next_poll_in(policy, 5s, kStart + 5s, holder, 0.75) ==
-          std::chrono::duration_cast<Duration>(policy.max_poll * 0.75));
+    CHECK(next_poll_in(policy, 5s, kStart + 5s, holder, 0s, 1.0) == policy.max_poll);
+    CHECK(next_poll_in(policy, 5s, kStart + 5s, holder, 0s, 0.9) ==
+          std::chrono::duration_cast<Duration>(policy.max_poll * 0.9));
     // Past it, the pause grows with the overrun (a third of it).
-    CHECK(next_poll_in(policy, 8s, kStart + 8s, holder, 1.0) == 1s);
-    CHECK(next_poll_in(policy, 60s, kStart + 60s, holder, 1.0) == policy.max_interval);
+    CHECK(next_poll_in(policy, 8s, kStart + 8s, holder, 0s, 1.0) == 1s);
+    CHECK(next_poll_in(policy, 60s, kStart + 60s, holder, 0s, 1.0) == policy.max_interval);
   }
 
   TEST_CASE("a 5 s creation that takes as long as the last: a handful of polls, seen within max_poll") {
@@ -80,9 +87,9 @@ TEST_SUITE("poll schedule") {
   TEST_CASE("no history: the pause grows with the time waited, and 5 s costs at most 60 polls") {
     WaitPolicy policy;
     const LockInfo none{};
-    CHECK(next_poll_in(policy, 0s, kStart, none, 1.0) == policy.first_poll);
-    CHECK(next_poll_in(policy, 600ms, kStart, none, 1.0) == 100ms);
-    CHECK(next_poll_in(policy, 1h, kStart, none, 1.0) == policy.max_interval);
+    CHECK(next_poll_in(policy, 0s, kStart, none, 0s, 1.0) == policy.first_poll);
+    CHECK(next_poll_in(policy, 600ms, kStart, none, 0s, 1.0) == 100ms);
+    CHECK(next_poll_in(policy, 1h, kStart, none, 0s, 1.0) == policy.max_interval);
     for (double jitter : {0.9, 1.0, 1.1}) {
       const Run five = simulate(policy, none, 5s, jitter);
       const Run short_one = simulate(policy, none, 200ms, jitter);

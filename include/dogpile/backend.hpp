@@ -146,6 +146,8 @@ class DistributedLock {
 struct LockInfo {
   TimePoint started_at{};                 ///< fleet clock; the epoch: unknown
   std::chrono::microseconds expected{0};  ///< 0: unknown
+  /// How far the holder's clock may be from the fleet's, so started_at too.
+  std::chrono::microseconds clock_error{0};
 };
 
 /// The right to regenerate one key, as an operation found it.

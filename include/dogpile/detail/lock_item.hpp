@@ -7,14 +7,16 @@
 //   offset  size  field
 //        0     4  magic "dgpL"
 //        4     1  format version (1)
-//        5     1  size in bytes (48)
+//        5     1  size in bytes (56)
 //        6     2  reserved, zero
 //        8     8  started_at: when the holder took the lock, microseconds since
 //                 the Unix epoch on the fleet clock; 0 if unknown
 //       16     8  expected: how long the last creation of K took, in
 //                 microseconds; 0 if unknown
-//       24    16  token: 128 random bits, one per acquisition
-//       40     8  key check of the lock key (detail::key_check)
+//       24     8  clock error: how far the holder's fleet clock may be off, in
+//                 microseconds
+//       32    16  token: 128 random bits, one per acquisition
+//       48     8  key check of the lock key (detail::key_check)
 //
 // Flags kLockFlags. Anything else under a lock key is still a lock (someone
 // holds it) but tells nothing.
@@ -32,12 +34,13 @@
 namespace dogpile::detail {
 
 inline constexpr std::uint32_t kLockFlags = 0x64704C01;  // "dpL" + version 1
-inline constexpr std::size_t kLockItemSize = 48;
+inline constexpr std::size_t kLockItemSize = 56;
 
 struct LockItem {
   std::array<std::uint8_t, 16> token{};
   TimePoint started_at{};                  // epoch: unknown
   std::chrono::microseconds expected{0};   // 0: unknown
+  std::chrono::microseconds clock_error{0};
   std::uint64_t key_check = 0;
 };
 
