@@ -192,8 +192,12 @@ TEST_SUITE("deadlines") {
     CHECK(eventually([&] { return f.errors_of(dogpile::ErrorKind::lock) >= 1; }));
     // Another process takes over once the lock expires (10 s after its last extension).
     std::string got;
-    std::jthread other([&] { got = b.get_or_create("k", f.creator("from b")); });
-    CHECK(f.advance_until([&] { return !got.empty(); }, 500ms));
+    std::atomic<bool> done{false};
+    std::jthread other([&] {
+      got = b.get_or_create("k", f.creator("from b"));
+      done = true;
+    });
+    CHECK(f.advance_until([&] { return done.load(); }, 500ms));
     other.join();
     CHECK(got == "from b");
     CHECK(f.backend->counters().lock_extends == extends);  // never extended again
@@ -213,9 +217,13 @@ TEST_SUITE("deadlines") {
     std::jthread hung([&] { a.get_or_create("k", [&] { return gate.pass("late"); }); });
     REQUIRE(eventually([&] { return gate.entered.load(); }));
     std::string got;
-    std::jthread follower([&] { got = a.get_or_create("k", f.creator("retried")); });
+    std::atomic<bool> done{false};
+    std::jthread follower([&] {
+      got = a.get_or_create("k", f.creator("retried"));
+      done = true;
+    });
     REQUIRE(eventually([&] { return a.stats().lock_waits == 1; }));
-    CHECK(f.advance_until([&] { return !got.empty(); }, 1s));
+    CHECK(f.advance_until([&] { return done.load(); }, 1s));
     follower.join();
     CHECK(got == "retried");
     CHECK(a.stats().hung_creations == 1);
