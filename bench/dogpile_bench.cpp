@@ -7,6 +7,7 @@
 //   dogpile_bench herd       --server H:P --processes P --threads T --mode cold|stale
 //                            [--creator-ms MS] [--csv PATH]
 //   dogpile_bench multi      --server H:P [--keys N] [--rounds N]
+//   dogpile_bench waiting    --server H:P [--creator-ms MS] [--warm-ms MS]
 //   dogpile_bench memory     [--keys N]
 //
 // Without --server, a memcached is started on a free loopback port for the run.
@@ -452,6 +453,98 @@ class NullBackend final : public dogpile::Backend {
   };
 };
 
+// --- waiting -----------------------------------------------------------------------
+// A Backend that counts the polls of a caller waiting on another's creation:
+// each is one request (`gets k k#L` on the classic transport).
+class CountingPolls final : public dogpile::Backend {
+ public:
+  explicit CountingPolls(std::shared_ptr<dogpile::Backend> inner) : inner_(std::move(inner)) {}
+  std::atomic<int> polls{0};
+
+  std::optional<dogpile::Item> get(std::string_view key) override { return inner_->get(key); }
+  void set(std::string_view key, const dogpile::Item& item, dogpile::Ttl ttl) override {
+    inner_->set(key, item, ttl);
+  }
+  bool add(std::string_view key, const dogpile::Item& item, dogpile::Ttl ttl) override {
+    return inner_->add(key, item, ttl);
+  }
+  bool remove(std::string_view key) override { return inner_->remove(key); }
+  std::unique_ptr<dogpile::DistributedLock> make_lock(std::string_view key,
+                                                      dogpile::Ttl ttl) override {
+    return inner_->make_lock(key, ttl);
+  }
+  bool read_view(dogpile::LeaseSlot& slot, const dogpile::LeaseRequest& request,
+                 dogpile::detail::FunctionRef<void(std::string_view, std::uint32_t)> visit) override {
+    return inner_->read_view(slot, request, visit);
+  }
+  void claim(std::span<dogpile::LeaseSlot> slots, const dogpile::LeaseRequest& request) override {
+    inner_->claim(slots, request);
+  }
+  void confirm(std::span<dogpile::LeaseSlot> slots) override { inner_->confirm(slots); }
+  void poll(std::span<dogpile::LeaseSlot> slots, const dogpile::LeaseRequest& request) override {
+    polls.fetch_add(1);
+    inner_->poll(slots, request);
+  }
+  void store(std::span<dogpile::LeaseSlot> slots) override { inner_->store(slots); }
+  std::optional<dogpile::ServerTime> server_time(std::string_view key) override {
+    return inner_->server_time(key);
+  }
+
+ private:
+  std::shared_ptr<dogpile::Backend> inner_;
+};
+
+// A caller waits while another region creates a value that takes
+// --creator-ms: its polls, and how long after the store it has the value.
+// "history": the key's last creation took as long (its lock says so); the
+// clocks are either this host's (one host: clock_sync off) or measured
+// against memcached's after --warm-ms (as in a fleet of long-lived hosts).
+int bench_waiting(const Args& args) {
+  Server server(args);
+  const auto creator_ms = args.num("creator-ms", 200);
+  const auto warm_ms = args.num("warm-ms", 10000);
+  for (const char* setup : {"no_history", "history_one_host", "history_measured_clocks"}) {
+    const bool history = std::string(setup) != "no_history";
+    const bool measured = std::string(setup) == "history_measured_clocks";
+    auto options = quiet_options();
+    options.expiration = std::chrono::minutes(10);
+    if (!measured) options.clock_sync = std::nullopt;
+    auto memcached = std::make_shared<dogpile::MemcachedBackend>(server.options());
+    auto counting = std::make_shared<CountingPolls>(memcached);
+    dogpile::CacheRegion holder(memcached, options);
+    dogpile::CacheRegion waiter(counting, options);
+    const std::string key = fmt::format("waiting:{}:{}:{}", creator_ms, setup, ::getpid());
+    holder.get_value_metadata<std::string>("warm");  // each measures its clock, if it does
+    waiter.get_value_metadata<std::string>("warm");
+    if (measured) std::this_thread::sleep_for(std::chrono::milliseconds(warm_ms));
+    if (history) {
+      // The last creation took as long; then the value was removed.
+      holder.get_or_create(key, [&] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(creator_ms));
+        return std::string("first");
+      });
+      holder.remove(key);
+    }
+    std::atomic<double> stored_at{0};
+    std::thread creator([&] {
+      holder.get_or_create(key, [&] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(creator_ms));
+        return std::string("made");
+      });
+      stored_at = now_us();
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(std::min<long>(20, creator_ms / 10)));
+    const std::string v = waiter.get_or_create(key, [] { return std::string("second"); });
+    const double seen_at = now_us();
+    creator.join();
+    if (v != "made") throw std::runtime_error("the waiter did not get the creator's value");
+    const std::string name = fmt::format("waiting_{}ms_{}", creator_ms, setup);
+    figure(name + "_polls", counting->polls.load(), "calls");
+    figure(name + "_late", std::max(0.0, seen_at - stored_at.load()) / 1000.0, "ms");
+  }
+  return 0;
+}
+
 double rss_mb() {
   std::ifstream statm("/proc/self/statm");
   long pages = 0, resident = 0;
@@ -489,7 +582,8 @@ int bench_memory(const Args& args) {
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: %s hit|throughput|herd|multi|memory [--option value ...]\n",
+    std::fprintf(stderr,
+                 "usage: %s hit|throughput|herd|multi|memory|waiting [--option value ...]\n",
                  argv[0]);
     return 2;
   }
@@ -501,6 +595,7 @@ int main(int argc, char** argv) {
     if (command == "herd") return bench_herd(args);
     if (command == "multi") return bench_multi(args);
     if (command == "memory") return bench_memory(args);
+    if (command == "waiting") return bench_waiting(args);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "%s: %s\n", command.c_str(), e.what());
     return 1;

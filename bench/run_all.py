@@ -149,6 +149,19 @@ def write_results(r, out, elapsed):
         entries == 0)
     row("1,000,000 distinct keys: RSS growth", cell("memory_rss_growth"), "-",
         cell("peer_memory_rss_growth"), "-", "< 20 MB", growth is not None and growth < 20)
+    for ms in (200, 5000):
+        for setup, label, limit in (("no_history", "no history", 60),
+                                    ("history_one_host", "history, one host's clock", 20),
+                                    ("history_measured_clocks",
+                                     "history, clocks measured against memcached's", 20)):
+            n = f"waiting_{ms}ms_{setup}"
+            polls = get(n + "_polls")
+            late = get(n + "_late")
+            target = f"<= {limit} polls" + (", <= 10 ms late" if setup != "no_history" else "")
+            met = polls is not None and polls <= limit and (
+                setup == "no_history" or (late is not None and late <= 10))
+            row(f"a process waiting on a {ms / 1000:g} s creation, {label}: polls, seen after store",
+                f"{cell(n + '_polls')} polls, {cell(n + '_late')}", "-", "-", "-", target, met)
 
     lines = [
         "# Benchmark results",
@@ -186,6 +199,11 @@ def write_results(r, out, elapsed):
         "- memory: a backend that stores nothing, so every key does the full cold path "
         "(flight, lock, creation); RSS of the process before and after (the peer: dogpile.cache's "
         "null backend).",
+        "- waiting: one region creates a value (200 ms or 5 s) while another, in the same "
+        "process, waits for it; its polls (one request each) and how long after the store it "
+        "had the value. History: the key's last creation took as long (its lock says so). "
+        "Clocks: this host's (clock_sync off, as on one host), or measured against memcached's "
+        "after 10 s of refinement (as long-lived hosts of a fleet have them).",
         "",
     ]
     (out / "RESULTS.md").write_text("\n".join(lines))
@@ -269,6 +287,8 @@ def main():
         r.run("ours", "multi", "--keys", "100", "--rounds", "200")
         r.run("peer", "multi", "--keys", "100", "--rounds", "50")
         r.run("ours", "memory", "--keys", "1000000")
+        for ms in ("200", "5000"):
+            r.run("ours", "waiting", "--creator-ms", ms)
         r.run("peer", "memory", "--keys", "1000000")
     finally:
         memcached.terminate()

@@ -175,6 +175,13 @@ void close_inherited_sockets(const std::vector<in_port_t>& ports) {
 // libmemcachedutil's so that every handle ever made is known: a forked child
 // must find and drop each of them.
 struct MemcachedBackend::Impl : detail::ForkAware {
+  // A pooled libmemcached handle, with a result buffer kept across requests
+  // (a fresh hit then allocates nothing for it).
+  struct Handle {
+    memcached_st* mc = nullptr;
+    memcached_result_st result{};
+  };
+
   Impl(std::string opts, const MemcachedBackend::Options& extra)
       : options(std::move(opts)), settings(extra), registration(*this) {
     if (extra.failure_limit == 0) {
@@ -191,7 +198,11 @@ struct MemcachedBackend::Impl : detail::ForkAware {
   }
   ~Impl() {
     registration.reset();
-    for (memcached_st* mc : all) memcached_free(mc);
+    for (Handle* h : all) {
+      memcached_result_free(&h->result);
+      memcached_free(h->mc);
+      delete h;
+    }
     memcached_free(master);
   }
   Impl(const Impl&) = delete;
@@ -234,12 +245,12 @@ struct MemcachedBackend::Impl : detail::ForkAware {
       }
     };
     collect(master);
-    for (memcached_st* mc : all) collect(mc);
+    for (Handle* h : all) collect(h->mc);
     close_inherited_sockets(ports);
     new (&mutex) std::mutex;
     new (&available) std::condition_variable;
-    new (&idle) std::vector<memcached_st*>();
-    new (&all) std::vector<memcached_st*>();
+    new (&idle) std::vector<Handle*>();
+    new (&all) std::vector<Handle*>();
     try {
       master = make_master();
     } catch (...) {
@@ -253,76 +264,95 @@ struct MemcachedBackend::Impl : detail::ForkAware {
    public:
     Connection(Impl& impl, std::string_view op, std::string_view key) : impl_(impl) {
       const auto deadline = detail::request_deadline();
-      const auto wait_until =
-          std::min(deadline.value_or(detail::Steady::time_point::max()),
-                   detail::Steady::now() + std::chrono::milliseconds(impl.poll_timeout_ms));
-      mc_ = impl.borrow(wait_until);
-      if (mc_ == nullptr) {
-        throw BackendError(fmt::format("memcached {} {}: no connection free within the {}", op, key,
-                                       deadline && *deadline <= wait_until
-                                           ? "call's deadline"
-                                           : "poll timeout (raise --POOL-MAX)"));
+      handle_ = impl.borrow_idle();
+      if (handle_ == nullptr) {
+        const auto wait_until =
+            std::min(deadline.value_or(detail::Steady::time_point::max()),
+                     detail::Steady::now() + std::chrono::milliseconds(impl.poll_timeout_ms));
+        handle_ = impl.borrow(wait_until);
+        if (handle_ == nullptr) {
+          throw BackendError(fmt::format("memcached {} {}: no connection free within the {}", op,
+                                         key,
+                                         deadline && *deadline <= wait_until
+                                             ? "call's deadline"
+                                             : "poll timeout (raise --POOL-MAX)"));
+        }
       }
       if (deadline) {
         const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
                               *deadline - detail::Steady::now())
                               .count();
         if (left <= 0) {
-          impl.give_back(mc_);
+          impl.give_back(handle_);
           throw BackendError(fmt::format("memcached {} {}: the call's deadline has passed", op, key));
         }
         if (left < impl.poll_timeout_ms) {
           capped_ = true;
           const auto ms = static_cast<std::uint64_t>(left);
-          memcached_behavior_set(mc_, MEMCACHED_BEHAVIOR_POLL_TIMEOUT, ms);
-          memcached_behavior_set(mc_, MEMCACHED_BEHAVIOR_CONNECT_TIMEOUT,
+          memcached_behavior_set(handle_->mc, MEMCACHED_BEHAVIOR_POLL_TIMEOUT, ms);
+          memcached_behavior_set(handle_->mc, MEMCACHED_BEHAVIOR_CONNECT_TIMEOUT,
                                  std::min<std::uint64_t>(ms, impl.connect_timeout_ms));
         }
       }
     }
     ~Connection() {
       if (capped_) {
-        memcached_behavior_set(mc_, MEMCACHED_BEHAVIOR_POLL_TIMEOUT,
+        memcached_behavior_set(handle_->mc, MEMCACHED_BEHAVIOR_POLL_TIMEOUT,
                                static_cast<std::uint64_t>(impl_.poll_timeout_ms));
-        memcached_behavior_set(mc_, MEMCACHED_BEHAVIOR_CONNECT_TIMEOUT,
+        memcached_behavior_set(handle_->mc, MEMCACHED_BEHAVIOR_CONNECT_TIMEOUT,
                                static_cast<std::uint64_t>(impl_.connect_timeout_ms));
       }
-      impl_.give_back(mc_);
+      impl_.give_back(handle_);
     }
     Connection(const Connection&) = delete;
     Connection& operator=(const Connection&) = delete;
-    memcached_st* get() const noexcept { return mc_; }
+    memcached_st* get() const noexcept { return handle_->mc; }
+    memcached_result_st* result() const noexcept { return &handle_->result; }
 
    private:
     Impl& impl_;
-    memcached_st* mc_ = nullptr;
+    Handle* handle_ = nullptr;
     bool capped_ = false;
   };
 
-  memcached_st* borrow(detail::Steady::time_point until) {
+  // An idle handle, or one made now if the pool may grow; nullptr if the
+  // caller must wait. The common case: a mutex, no clock.
+  Handle* borrow_idle() {
+    std::lock_guard lock(mutex);
+    return take_locked();
+  }
+
+  Handle* take_locked() {
+    if (!idle.empty()) {
+      Handle* h = idle.back();
+      idle.pop_back();
+      return h;
+    }
+    if (all.size() < max_connections) {
+      auto h = std::make_unique<Handle>();
+      h->mc = memcached_clone(nullptr, master);
+      if (h->mc == nullptr) throw std::bad_alloc();
+      memcached_result_create(h->mc, &h->result);
+      all.push_back(h.get());
+      return h.release();
+    }
+    return nullptr;
+  }
+
+  Handle* borrow(detail::Steady::time_point until) {
     std::unique_lock lock(mutex);
     for (;;) {
-      if (!idle.empty()) {
-        memcached_st* mc = idle.back();
-        idle.pop_back();
-        return mc;
-      }
-      if (all.size() < max_connections) {
-        memcached_st* mc = memcached_clone(nullptr, master);
-        if (mc == nullptr) throw std::bad_alloc();
-        all.push_back(mc);
-        return mc;
-      }
+      if (Handle* h = take_locked()) return h;
       if (available.wait_until(lock, until) == std::cv_status::timeout && idle.empty()) {
         return nullptr;
       }
     }
   }
 
-  void give_back(memcached_st* mc) {
+  void give_back(Handle* h) {
     {
       std::lock_guard lock(mutex);
-      idle.push_back(mc);
+      idle.push_back(h);
     }
     available.notify_one();
   }
@@ -437,8 +467,8 @@ struct MemcachedBackend::Impl : detail::ForkAware {
   memcached_st* master = nullptr;  // configured once; only ever cloned
   std::mutex mutex;
   std::condition_variable available;
-  std::vector<memcached_st*> idle;
-  std::vector<memcached_st*> all;  // every handle made, borrowed or idle
+  std::vector<Handle*> idle;
+  std::vector<Handle*> all;  // every handle made, borrowed or idle
   std::size_t max_connections = 64;
   std::int32_t poll_timeout_ms = 1000;
   std::int32_t connect_timeout_ms = 1000;
@@ -553,14 +583,22 @@ bool MemcachedBackend::read_view(LeaseSlot& slot, const LeaseRequest&,
   Impl::Connection conn(*impl_, "get", slot.key);
   slot.lease = LeaseState::unknown;
   slot.cas = 0;
+  const char* keys[] = {slot.key.data()};
+  const size_t lengths[] = {slot.key.size()};
+  memcached_return_t rc = memcached_mget(conn.get(), keys, lengths, 1);
+  if (rc != MEMCACHED_SUCCESS) fail("get", slot.key, conn.get(), rc);
   bool found = false;
-  const std::string_view keys[] = {slot.key};
-  impl_->gets_many(conn.get(), "get", {}, keys, [&](std::size_t, memcached_result_st* r) {
-    found = true;
-    slot.cas = memcached_result_cas(r);
-    visit(std::string_view(memcached_result_value(r), memcached_result_length(r)),
-          memcached_result_flags(r));
-  });
+  while (memcached_result_st* r = memcached_fetch_result(conn.get(), conn.result(), &rc)) {
+    if (!found) {  // a reply naming the key asked for (the envelope's check does the rest)
+      found = true;
+      slot.cas = memcached_result_cas(r);
+      visit(std::string_view(memcached_result_value(r), memcached_result_length(r)),
+            memcached_result_flags(r));
+    }
+  }
+  if (rc != MEMCACHED_END && rc != MEMCACHED_NOTFOUND && rc != MEMCACHED_SUCCESS) {
+    fail("get", slot.key, conn.get(), rc);
+  }
   return found;
 }
 

@@ -13,6 +13,7 @@
 
 #include "backends.hpp"
 #include "dogpile/cached.hpp"
+#include "region_fixture.hpp"
 #include "manual_executor.hpp"
 
 using namespace std::chrono_literals;
@@ -29,17 +30,9 @@ struct Point {
 
 struct NoFormatter {};
 
-struct Fixture {
-  dogpile::ManualClock clock;
-  std::shared_ptr<dogpile::MemoryBackend> backend =
-      std::make_shared<dogpile::MemoryBackend>(dogpile::MemoryBackend::Options{.clock = &clock});
-  RegionOptions options() {
-    RegionOptions o;
-    o.expiration = 60s;
-    o.clock = &clock;
-    o.on_error = [](const dogpile::ErrorEvent&) {};
-    return o;
-  }
+// test_cached's default: values fresh for a minute.
+struct Fixture : dogpile::test::RegionFixture {
+  RegionOptions options() { return RegionFixture::options(std::chrono::seconds(60)); }
 };
 
 }  // namespace

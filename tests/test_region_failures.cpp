@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "backends.hpp"
+#include "region_fixture.hpp"
 #include "dogpile/region.hpp"
 
 using namespace std::chrono_literals;
@@ -16,33 +17,22 @@ using dogpile::Outcome;
 
 namespace {
 
-struct Fixture {
-  dogpile::ManualClock clock;
-  std::shared_ptr<dogpile::MemoryBackend> memory =
-      std::make_shared<dogpile::MemoryBackend>(dogpile::MemoryBackend::Options{.clock = &clock});
-  std::shared_ptr<dogpile::test::FaultyBackend> backend =
-      std::make_shared<dogpile::test::FaultyBackend>(memory);
-  std::mutex mutex;
+// The region's fixture, its backend behind a FaultyBackend; errors recorded
+// as "kind operation key: message".
+struct Fixture : dogpile::test::RegionFixture {
+  std::shared_ptr<dogpile::MemoryBackend>& memory = backend;
+  std::shared_ptr<dogpile::test::FaultyBackend> faulty =
+      std::make_shared<dogpile::test::FaultyBackend>(backend);
   std::vector<std::string> reported;
-  int creator_calls = 0;
 
   CacheRegion region() {
-    dogpile::RegionOptions o;
-    o.expiration = 10s;
-    o.clock = &clock;
-    o.invalidation_check = std::nullopt;  // exact request counts; checks are tested on their own
+    auto o = options();
     o.on_error = [this](const dogpile::ErrorEvent& e) {
-      std::lock_guard lock(mutex);
+      std::lock_guard lock(errors_mutex);
       reported.push_back(std::string(to_string(e.kind)) + " " + std::string(e.operation) + " " +
                          std::string(e.key) + ": " + std::string(e.message));
     };
-    return CacheRegion(backend, o);
-  }
-  auto creator(std::string v) {
-    return [this, v] {
-      ++creator_calls;
-      return v;
-    };
+    return CacheRegion(faulty, o);
   }
 };
 
@@ -52,7 +42,7 @@ TEST_SUITE("region failures") {
   TEST_CASE("a dead backend: the creator's value, no exception, every error reported") {
     Fixture f;
     auto region = f.region();
-    f.backend->fail_everything(true);
+    f.faulty->fail_everything(true);
     Outcome outcome{};
     CHECK(region.get_or_create("k", f.creator("v"), &outcome) == "v");
     CHECK(outcome == Outcome::created);
@@ -72,11 +62,11 @@ TEST_SUITE("region failures") {
   TEST_CASE("the backend comes back: values are stored and hit again") {
     Fixture f;
     auto region = f.region();
-    f.backend->fail_everything(true);
+    f.faulty->fail_everything(true);
     region.get_or_create("k", f.creator("v1"));
     region.get_or_create("k", f.creator("v2"));
     CHECK(f.creator_calls == 2);  // nothing could be stored
-    f.backend->fail_everything(false);
+    f.faulty->fail_everything(false);
     CHECK(region.get_or_create("k", f.creator("v3")) == "v3");
     Outcome outcome{};
     CHECK(region.get_or_create("k", f.creator("v4"), &outcome) == "v3");
@@ -86,17 +76,17 @@ TEST_SUITE("region failures") {
   TEST_CASE("only the lock fails: the caller creates without it and stores into the empty key") {
     Fixture f;
     auto region = f.region();
-    f.backend->fail_lock = true;
+    f.faulty->fail_lock = true;
     CHECK(region.get_or_create("k", f.creator("v")) == "v");
     CHECK(region.stats().degraded == 1);
-    f.backend->fail_lock = false;
+    f.faulty->fail_lock = false;
     CHECK(region.get_or_create("k", f.creator("w")) == "v");
   }
 
   TEST_CASE("only storing fails: the value is returned and the next call creates again") {
     Fixture f;
     auto region = f.region();
-    f.backend->fail_store = true;
+    f.faulty->fail_store = true;
     CHECK(region.get_or_create("k", f.creator("v1")) == "v1");
     CHECK(region.get_or_create("k", f.creator("v2")) == "v2");
     CHECK(f.creator_calls == 2);
@@ -106,7 +96,7 @@ TEST_SUITE("region failures") {
   TEST_CASE("a failed lock release is reported, the lock then expires on its own") {
     Fixture f;
     auto region = f.region();
-    f.backend->fail_release = true;
+    f.faulty->fail_release = true;
     CHECK(region.get_or_create("k", f.creator("v")) == "v");
     CHECK(f.reported.size() == 1);
     CHECK(f.memory->size() == 2);  // the value, and the lock left behind
@@ -117,7 +107,7 @@ TEST_SUITE("region failures") {
   TEST_CASE("get_or_create_multi with a dead backend: one creator call, no exception") {
     Fixture f;
     auto region = f.region();
-    f.backend->fail_everything(true);
+    f.faulty->fail_everything(true);
     int calls = 0;
     const auto values = region.get_or_create_multi({"a", "b"}, [&](auto keys) {
       ++calls;
