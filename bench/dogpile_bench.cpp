@@ -473,8 +473,9 @@ class CountingPolls final : public dogpile::Backend {
                                                       dogpile::Ttl ttl) override {
     return inner_->make_lock(key, ttl);
   }
-  bool read_view(dogpile::LeaseSlot& slot, const dogpile::LeaseRequest& request,
-                 dogpile::detail::FunctionRef<void(std::string_view, std::uint32_t)> visit) override {
+  bool read_view(
+      dogpile::LeaseSlot& slot, const dogpile::LeaseRequest& request,
+      dogpile::detail::FunctionRef<void(std::string_view, std::uint32_t)> visit) override {
     return inner_->read_view(slot, request, visit);
   }
   void claim(std::span<dogpile::LeaseSlot> slots, const dogpile::LeaseRequest& request) override {

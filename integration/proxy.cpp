@@ -9,8 +9,8 @@
 
 #include <algorithm>
 #include <charconv>
-#include <optional>
 #include <cstring>
+#include <optional>
 #include <sstream>
 #include <stdexcept>
 
@@ -217,7 +217,8 @@ void Proxy::serve(int client) {
     while (auto m = next_message(from_server, false)) {
       std::string bytes = from_server.substr(0, m->total);
       from_server.erase(0, m->total);
-      if (rewrite_reply_) bytes = rewrite_reply_(m->line) + "\r\n" + bytes.substr(m->line.size() + 2);
+      if (rewrite_reply_)
+        bytes = rewrite_reply_(m->line) + "\r\n" + bytes.substr(m->line.size() + 2);
       if (!send_all(client, bytes)) open = false;
     }
   }

@@ -70,7 +70,8 @@ TEST_SUITE("production conditions") {
     // pooled connections and its threads in use), then forks workers.
     CacheRegion region(backend_for(server), quiet({.expiration = 60s, .background_refresh = true}));
     for (int i = 0; i < 50; ++i) {
-      region.get_or_create("master:" + std::to_string(i), [i] { return "master:" + std::to_string(i); });
+      region.get_or_create("master:" + std::to_string(i),
+                           [i] { return "master:" + std::to_string(i); });
     }
     auto hammer = [&](const std::string& who) {
       const auto until = now_ms() + 1500;
@@ -99,9 +100,10 @@ TEST_SUITE("production conditions") {
     }
     hammer("master");
     for (pid_t pid : children) CHECK(dogpile::test::wait_worker_within(pid, 60s) == 0);
-    std::printf("fork after use: %ld calls in a parent and 2 children on distinct keys, %ld "
-                "returned another key's value, %ld threw\n",
-                shared->calls.load(), shared->wrong.load(), shared->failures.load());
+    std::printf(
+        "fork after use: %ld calls in a parent and 2 children on distinct keys, %ld "
+        "returned another key's value, %ld threw\n",
+        shared->calls.load(), shared->wrong.load(), shared->failures.load());
     CHECK(shared->calls.load() > 1000);
     CHECK(shared->wrong.load() == 0);
     CHECK(shared->failures.load() == 0);
@@ -148,13 +150,16 @@ TEST_SUITE("production conditions") {
         CacheRegion slow(backend_for(server), o);
         CacheRegion writer(backend_for(server), quiet({.expiration = 10s}));
         Gate gate;
-        auto slow_fn = dogpile::cached(slow, "row" + suffix, [&](int) { return gate.pass("version 1"); });
-        auto writer_fn = dogpile::cached(writer, "row" + suffix, [](int) { return std::string("unused"); });
+        auto slow_fn =
+            dogpile::cached(slow, "row" + suffix, [&](int) { return gate.pass("version 1"); });
+        auto writer_fn =
+            dogpile::cached(writer, "row" + suffix, [](int) { return std::string("unused"); });
         const std::string key = slow_fn.key(1);
         if (path == 2) {  // a stale value, regenerated in the background
           dogpile::ManualClock past(dogpile::system_clock().now() - 11s);
-          CacheRegion old_writer(backend_for(server),
-                                 quiet({.expiration = 10s, .clock = &past, .clock_sync = std::nullopt}));
+          CacheRegion old_writer(
+              backend_for(server),
+              quiet({.expiration = 10s, .clock = &past, .clock_sync = std::nullopt}));
           REQUIRE(old_writer.set(key, std::string("version 0")));
         }
         std::string got;
@@ -188,10 +193,11 @@ TEST_SUITE("production conditions") {
         } else {
           CHECK_FALSE(held.has_value());  // the tombstone: the next caller reads the database
         }
-        std::printf("stale-set race, path %s, %s during the creation: the cache holds %s\n",
-                    path == 0 ? "get_or_create" : (path == 1 ? "get_or_create_multi" : "background"),
-                    write == 0 ? "remove" : (write == 1 ? "set" : "invalidate(args)"),
-                    held ? ("\"" + held->value + "\"").c_str() : "nothing (a tombstone)");
+        std::printf(
+            "stale-set race, path %s, %s during the creation: the cache holds %s\n",
+            path == 0 ? "get_or_create" : (path == 1 ? "get_or_create_multi" : "background"),
+            write == 0 ? "remove" : (write == 1 ? "set" : "invalidate(args)"),
+            held ? ("\"" + held->value + "\"").c_str() : "nothing (a tombstone)");
       }
     }
   }
@@ -212,10 +218,11 @@ TEST_SUITE("production conditions") {
       }
       std::this_thread::sleep_for(20ms);
     }
-    std::printf("clock skew: a value written by a host 10 min ahead went stale for a host 10 min "
-                "behind after %.0f ms (expiration 2000 ms); offsets measured %.3f s and %.3f s\n",
-                stale_after, std::chrono::duration<double>(ahead.clock_offset()).count(),
-                std::chrono::duration<double>(behind.clock_offset()).count());
+    std::printf(
+        "clock skew: a value written by a host 10 min ahead went stale for a host 10 min "
+        "behind after %.0f ms (expiration 2000 ms); offsets measured %.3f s and %.3f s\n",
+        stale_after, std::chrono::duration<double>(ahead.clock_offset()).count(),
+        std::chrono::duration<double>(behind.clock_offset()).count());
     CHECK(stale_after >= 1000);
     CHECK(stale_after <= 3000);
 
@@ -285,10 +292,11 @@ TEST_SUITE("production conditions") {
     CHECK(a.stats().fenced_out == 1);
     CHECK(lost_reports.load() >= 1);
     CHECK(b.get<std::string>("k") == "newer");
-    std::printf("flush_all while a creator ran: %d creators, the older store fenced out (%llu), "
-                "lock loss reported %d times; the cache holds the newer value\n",
-                creators.load(), static_cast<unsigned long long>(a.stats().fenced_out),
-                lost_reports.load());
+    std::printf(
+        "flush_all while a creator ran: %d creators, the older store fenced out (%llu), "
+        "lock loss reported %d times; the cache holds the newer value\n",
+        creators.load(), static_cast<unsigned long long>(a.stats().fenced_out),
+        lost_reports.load());
   }
 
   TEST_CASE("a lock evicted under memory pressure: the second creator is noticed and reported") {
@@ -337,10 +345,11 @@ TEST_SUITE("production conditions") {
     flood.clear();
     const auto lost = a.stats().lock_errors + b.stats().lock_errors;
     const auto fenced = a.stats().fenced_out + b.stats().fenced_out;
-    std::printf("eviction (-m 2, %ld small items flooded): %d creators of one key, at most %d at "
-                "once; %llu lock losses reported, %llu stores fenced out\n",
-                flooded.load(), creators.load(), most_at_once.load(),
-                static_cast<unsigned long long>(lost), static_cast<unsigned long long>(fenced));
+    std::printf(
+        "eviction (-m 2, %ld small items flooded): %d creators of one key, at most %d at "
+        "once; %llu lock losses reported, %llu stores fenced out\n",
+        flooded.load(), creators.load(), most_at_once.load(), static_cast<unsigned long long>(lost),
+        static_cast<unsigned long long>(fenced));
     CHECK(got_a == "older");
     CHECK((got_b == "newer" || got_b == "older"));
     // Two creators at once means the lock was lost: that must not go unnoticed.
@@ -359,15 +368,16 @@ TEST_SUITE("production conditions") {
     const double start = now_ms();
     bool timed_out = false;
     try {
-      waiter.get_or_create("slow", [] { return std::string("second"); },
-                           CallOptions{.deadline = 500ms});
+      waiter.get_or_create(
+          "slow", [] { return std::string("second"); }, CallOptions{.deadline = 500ms});
     } catch (const dogpile::WaitTimeout&) {
       timed_out = true;
     }
     const double waited = now_ms() - start;
     gate.open = true;
-    std::printf("deadline 500 ms, waiting on another process's creation: WaitTimeout after %.1f ms\n",
-                waited);
+    std::printf(
+        "deadline 500 ms, waiting on another process's creation: WaitTimeout after %.1f ms\n",
+        waited);
     CHECK(timed_out);
     CHECK(waited < 750);
 
@@ -377,8 +387,8 @@ TEST_SUITE("production conditions") {
     region.get_or_create("warm", [] { return std::string("v"); });
     server.pause();
     const double before = now_ms();
-    const std::string v = region.get_or_create("other", [] { return std::string("made"); },
-                                               CallOptions{.deadline = 300ms});
+    const std::string v = region.get_or_create(
+        "other", [] { return std::string("made"); }, CallOptions{.deadline = 300ms});
     const double took = now_ms() - before;
     server.resume();
     std::printf("deadline 300 ms, server stalled (poll timeout 1000 ms): returned after %.1f ms\n",

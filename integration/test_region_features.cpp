@@ -8,11 +8,11 @@
 #include <thread>
 #include <vector>
 
+#include "../tests/processes.hpp"
 #include "dogpile/cached.hpp"
 #include "dogpile/memcached.hpp"
 #include "dogpile/region.hpp"
 #include "memcached_server.hpp"
-#include "../tests/processes.hpp"
 #include "quiet.hpp"
 
 using namespace std::chrono_literals;

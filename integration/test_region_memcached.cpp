@@ -11,11 +11,11 @@
 #include <thread>
 #include <vector>
 
+#include "../tests/processes.hpp"
 #include "dogpile/detail/envelope.hpp"
 #include "dogpile/memcached.hpp"
 #include "dogpile/region.hpp"
 #include "memcached_server.hpp"
-#include "../tests/processes.hpp"
 #include "quiet.hpp"
 
 using namespace std::chrono_literals;
@@ -83,10 +83,9 @@ TEST_SUITE("region on memcached") {
     // Invalidation checks stay on, with an interval longer than the test:
     // the first call reads the record, the fresh hit must not.
     // (clock_sync off: its background samples are `stats` requests of their own.)
-    CacheRegion region(backend_for(server),
-                       quiet({.expiration = 60s,
-                              .clock_sync = std::nullopt,
-                              .invalidation_check = std::chrono::hours(1)}));
+    CacheRegion region(backend_for(server), quiet({.expiration = 60s,
+                                                   .clock_sync = std::nullopt,
+                                                   .invalidation_check = std::chrono::hours(1)}));
     region.get_or_create("user:42", [] { return std::string(100, 'v'); });
     const auto before = server.stats();
     Outcome outcome{};

@@ -10,12 +10,12 @@
 #include <thread>
 #include <vector>
 
+#include "../tests/processes.hpp"
 #include "dogpile/codec.hpp"
 #include "dogpile/lock.hpp"
 #include "dogpile/memcached.hpp"
 #include "dogpile/name_registry.hpp"
 #include "memcached_server.hpp"
-#include "../tests/processes.hpp"
 
 using namespace std::chrono_literals;
 using dogpile::Dogpile;

@@ -66,7 +66,8 @@ TEST_SUITE("on the wire") {
     std::printf("requests per call on the classic transport (counted on the wire):\n");
 
     const int cold = cost([&] { region->get_or_create("cold", [] { return std::string("v"); }); });
-    std::printf("  cold, this caller creates:                 %d (%s)\n", cold, "gets, add lock, "
+    std::printf("  cold, this caller creates:                 %d (%s)\n", cold,
+                "gets, add lock, "
                 "gets value+lock, add value, cas lock");
     CHECK(cold == 5);
 
@@ -78,36 +79,36 @@ TEST_SUITE("on the wire") {
     write_old(server, "stale", 11s);
     const int stale_winner =
         cost([&] { region->get_or_create("stale", [] { return std::string("new"); }); });
-    std::printf("  stale, this caller regenerates:            %d (gets, add lock, gets "
-                "value+lock, cas value, cas lock)\n",
-                stale_winner);
+    std::printf(
+        "  stale, this caller regenerates:            %d (gets, add lock, gets "
+        "value+lock, cas value, cas lock)\n",
+        stale_winner);
     CHECK(stale_winner == 5);
 
     // Stale while another process holds the lock.
     write_old(server, "held", 11s);
-    auto elsewhere = std::make_shared<MemcachedBackend>(server.options())->make_lock(
-        region->backend_key("held"), 30s);
+    auto elsewhere = std::make_shared<MemcachedBackend>(server.options())
+                         ->make_lock(region->backend_key("held"), 30s);
     REQUIRE(elsewhere->try_lock());
     const int first = cost([&] { other->get_or_create("held", [] { return std::string("n"); }); });
     std::vector<int> later;
     for (int i = 0; i < 5; ++i) {
       later.push_back(cost([&] { other->get_or_create("held", [] { return std::string("n"); }); }));
     }
-    std::printf("  stale, another process regenerating:       %d the first time, then %d %d %d %d %d\n",
-                first, later[0], later[1], later[2], later[3], later[4]);
+    std::printf(
+        "  stale, another process regenerating:       %d the first time, then %d %d %d %d %d\n",
+        first, later[0], later[1], later[2], later[3], later[4]);
     CHECK(first == 2);
     for (int n : later) CHECK(n == 1);
     elsewhere->unlock();
 
     std::vector<std::string> keys;
     for (int i = 0; i < 100; ++i) keys.push_back("multi" + std::to_string(i));
-    region->get_or_create_multi(keys, [](auto missing) {
-      return std::vector<std::string>(missing.size(), "v");
-    });
+    region->get_or_create_multi(
+        keys, [](auto missing) { return std::vector<std::string>(missing.size(), "v"); });
     const int multi = cost([&] {
-      region->get_or_create_multi(keys, [](auto missing) {
-        return std::vector<std::string>(missing.size(), "w");
-      });
+      region->get_or_create_multi(
+          keys, [](auto missing) { return std::vector<std::string>(missing.size(), "w"); });
     });
     std::printf("  100 fresh keys on one server (multi):      %d\n", multi);
     CHECK(multi == 1);
@@ -128,8 +129,9 @@ TEST_SUITE("on the wire") {
       // Both processes on this host: its clock is the fleet's (clock_sync off).
       // Across hosts the lock also says how far the holder's clock may be
       // off, and the waiter polls around the due time by as much.
-      auto holder = std::make_unique<CacheRegion>(std::make_shared<MemcachedBackend>(server.options()),
-                                                  quiet({.expiration = 60s, .clock_sync = std::nullopt}));
+      auto holder =
+          std::make_unique<CacheRegion>(std::make_shared<MemcachedBackend>(server.options()),
+                                        quiet({.expiration = 60s, .clock_sync = std::nullopt}));
       auto waiter = region_through(proxy, {.expiration = 60s, .clock_sync = std::nullopt});
       std::atomic<double> stored_at{0};
       std::jthread creator([&] {
@@ -142,14 +144,16 @@ TEST_SUITE("on the wire") {
       std::this_thread::sleep_for(50ms);  // the holder has the lock
       proxy.reset_counts();
       Outcome outcome{};
-      CHECK(waiter->get_or_create(key, [] { return std::string("second"); }, &outcome) == "made");
+      CHECK(waiter->get_or_create(
+                key, [] { return std::string("second"); }, &outcome) == "made");
       const double seen_at = now_ms();
       creator.join();
       CHECK(outcome == Outcome::waited);
       const int polls = proxy.requests() - 2;  // the first read and the lock attempt
-      std::printf("waiting on a 5 s creation, %s history: %d polls, value seen %.1f ms after it "
-                  "was stored\n",
-                  history ? "with" : "no", polls, seen_at - stored_at.load());
+      std::printf(
+          "waiting on a 5 s creation, %s history: %d polls, value seen %.1f ms after it "
+          "was stored\n",
+          history ? "with" : "no", polls, seen_at - stored_at.load());
       CHECK(polls <= (history ? 20 : 60));
     }
   }
@@ -192,8 +196,9 @@ TEST_SUITE("on the wire") {
     CHECK(wrong == 0);
     CHECK_FALSE(region->get<std::string>("bob").has_value());
     CHECK(decode_errors.load() >= 30);
-    std::printf("a proxy answering bob's reads with alice's item: %d of 30 calls served "
-                "another key's value, %d decode errors reported\n",
-                wrong, decode_errors.load());
+    std::printf(
+        "a proxy answering bob's reads with alice's item: %d of 30 calls served "
+        "another key's value, %d decode errors reported\n",
+        wrong, decode_errors.load());
   }
 }

@@ -55,10 +55,10 @@ std::string format_duration(D d) {
 struct CacheRegion::Engine::Context {
   const Call* call = nullptr;  // null for a background job: no caller to decode for
   Expiration expiration;
-  Ttl ttl{};                   // of the items it stores
+  Ttl ttl{};  // of the items it stores
   SteadyTime deadline = SteadyTime::max();
   std::stop_token stop;
-  LeaseRequest read_request;   // what a read may claim (the meta protocol grants it there)
+  LeaseRequest read_request;  // what a read may claim (the meta protocol grants it there)
   bool allow_early = true;
 
   bool decode(std::size_t index, std::string_view payload) const {
@@ -97,10 +97,10 @@ CacheRegion::Engine::Engine(std::shared_ptr<Backend> backend, RegionOptions opti
       invalidations_(*backend_, options_.key_prefix + "#inv", options_.invalidation_check, clock_,
                      reporter_, counters_),
       fleet_(clock_, *backend_, invalidations_.key(), options_.clock_sync),
-      executor_(options_.background_refresh
-                    ? (options_.executor ? options_.executor
-                                         : std::make_shared<ThreadPoolExecutor>())
-                    : nullptr),
+      executor_(
+          options_.background_refresh
+              ? (options_.executor ? options_.executor : std::make_shared<ThreadPoolExecutor>())
+              : nullptr),
       keeper_(clock_,
               [this](const std::string& key, detail::LockKeeper::Event event, const char* error) {
                 switch (event) {
@@ -190,10 +190,10 @@ Outcome CacheRegion::Engine::run(const Call& call) {
   ctx.call = &call;
   ctx.expiration = call.options.expiration ? *call.options.expiration : options_.expiration;
   ctx.ttl = judge_.ttl_for(ctx.expiration);
-  const auto deadline = call.options.deadline
-                            ? std::optional<Deadline>(*call.options.deadline)
-                            : (options_.deadline ? std::optional<Deadline>(*options_.deadline)
-                                                 : std::nullopt);
+  const auto deadline =
+      call.options.deadline
+          ? std::optional<Deadline>(*call.options.deadline)
+          : (options_.deadline ? std::optional<Deadline>(*options_.deadline) : std::nullopt);
   if (deadline) ctx.deadline = deadline->on(clock_);
   ctx.stop = call.options.stop;
   ctx.read_request.claim_if_missing = true;
@@ -295,14 +295,15 @@ void CacheRegion::Engine::step(Context& ctx, std::vector<Slot*> pending) {
       if (s->served == Served::none && (s->lease.lock || s->degraded)) to_create.push_back(s);
     }
     if (!to_create.empty()) {
-      create(ctx, to_create,
-             [&](std::span<Slot* const> slots, std::span<detail::CreateOut> out) {
-               std::vector<std::size_t> indices;
-               indices.reserve(slots.size());
-               for (const Slot* s : slots) indices.push_back(s->index);
-               ctx.call->create(indices, out);
-             },
-             false);
+      create(
+          ctx, to_create,
+          [&](std::span<Slot* const> slots, std::span<detail::CreateOut> out) {
+            std::vector<std::size_t> indices;
+            indices.reserve(slots.size());
+            for (const Slot* s : slots) indices.push_back(s->index);
+            ctx.call->create(indices, out);
+          },
+          false);
     }
     wait_for_others(ctx, remote);
     follow(ctx, followers, restart);
@@ -322,8 +323,7 @@ Found CacheRegion::Engine::examine(const Context& ctx, Slot& slot, std::string_v
     // (another client's creation in progress): a miss, not an error.
     const bool placeholder = data.empty() && flags == 0;
     if (!quiet && !placeholder) {
-      reporter_.report(ErrorKind::decode, "decode", slot.user_key,
-                       detail::to_string(result.error));
+      reporter_.report(ErrorKind::decode, "decode", slot.user_key, detail::to_string(result.error));
     }
     return Found::missing;
   }
@@ -332,8 +332,8 @@ Found CacheRegion::Engine::examine(const Context& ctx, Slot& slot, std::string_v
     slot.history = envelope.creation_duration;
   }
   if (envelope.kind == detail::EnvelopeKind::tombstone) return Found::missing;
-  const Found found = judge_.judge(envelope, fleet_.now(), ctx.expiration,
-                                   invalidations_.current(), ctx.allow_early);
+  const Found found = judge_.judge(envelope, fleet_.now(), ctx.expiration, invalidations_.current(),
+                                   ctx.allow_early);
   if (found == Found::missing) return found;
   if (!decode(envelope.payload)) {
     if (!quiet) {
@@ -360,19 +360,16 @@ Found CacheRegion::Engine::examine_item(Context& ctx, Slot& slot, const Item& it
 void CacheRegion::Engine::read_one(Context& ctx, Slot& slot) {
   slot.at_hand.reset();
   try {
-    const bool there =
-        backend_->read_view(slot.lease, ctx.read_request,
-                            [&](std::string_view data, std::uint32_t flags) {
-                              slot.found = examine(ctx, slot, data, flags, false,
-                                                   [&](std::string_view payload) {
-                                                     return ctx.decode(slot.index, payload);
-                                                   });
-                              if (detail::usable(slot.found) && slot.found != Found::fresh) {
-                                slot.at_hand = std::make_shared<const Item>(
-                                    Item{std::string(data), flags});
-                                slot.value_is_at_hand = true;
-                              }
-                            });
+    const bool there = backend_->read_view(
+        slot.lease, ctx.read_request, [&](std::string_view data, std::uint32_t flags) {
+          slot.found = examine(ctx, slot, data, flags, false, [&](std::string_view payload) {
+            return ctx.decode(slot.index, payload);
+          });
+          if (detail::usable(slot.found) && slot.found != Found::fresh) {
+            slot.at_hand = std::make_shared<const Item>(Item{std::string(data), flags});
+            slot.value_is_at_hand = true;
+          }
+        });
     if (!there) slot.found = Found::missing;
     if (slot.lease.lease == LeaseState::won) slot.confirmed = true;  // granted in the read
   } catch (const std::bad_alloc&) {
@@ -403,7 +400,8 @@ void CacheRegion::Engine::with_leases(std::span<Slot* const> slots, Op op) {
 
 void CacheRegion::Engine::read(Context& ctx, std::span<Slot* const> slots) {
   try {
-    with_leases(slots, [&](std::span<LeaseSlot> leases) { backend_->read(leases, ctx.read_request); });
+    with_leases(slots,
+                [&](std::span<LeaseSlot> leases) { backend_->read(leases, ctx.read_request); });
   } catch (const std::bad_alloc&) {
     throw;
   } catch (const std::exception& e) {
@@ -430,8 +428,7 @@ void CacheRegion::Engine::read(Context& ctx, std::span<Slot* const> slots) {
 // flight: this process's callers of a key share one leader
 
 void CacheRegion::Engine::join_flights(Context&, std::span<Slot* const> slots,
-                                       std::vector<Slot*>& leaders,
-                                       std::vector<Slot*>& followers) {
+                                       std::vector<Slot*>& leaders, std::vector<Slot*>& followers) {
   for (Slot* s : slots) {
     switch (s->found) {
       case Found::fresh:
@@ -658,13 +655,14 @@ void CacheRegion::Engine::run_job(Job& job) noexcept {
   try {
     std::vector<Slot*> slots;
     for (auto& s : job.slots) slots.push_back(&s);
-    create(job.ctx, slots,
-           [&](std::span<Slot* const> made, std::span<detail::CreateOut> out) {
-             std::vector<std::string_view> keys;
-             for (const Slot* s : made) keys.push_back(s->user_key);
-             job.make(keys, out);
-           },
-           true);
+    create(
+        job.ctx, slots,
+        [&](std::span<Slot* const> made, std::span<detail::CreateOut> out) {
+          std::vector<std::string_view> keys;
+          for (const Slot* s : made) keys.push_back(s->user_key);
+          job.make(keys, out);
+        },
+        true);
   } catch (...) {
     // create() reports a background creator's errors itself.
   }
@@ -731,18 +729,17 @@ void CacheRegion::Engine::create(Context& ctx, std::span<Slot* const> slots, Cre
       if (s->lead) s->lead->fail(error);
     }
     if (background || all_served) {
-      reporter_.report(ErrorKind::creator, background ? "background create" : "create",
-                       slots.front()->user_key,
-                       what_of(error) + (background ? "; the stale value stays"
-                                                    : "; serving the stale value"));
+      reporter_.report(
+          ErrorKind::creator, background ? "background create" : "create", slots.front()->user_key,
+          what_of(error) + (background ? "; the stale value stays" : "; serving the stale value"));
       if (background || all_served) return;
     }
     throw;
   }
   tickets.clear();
-  const auto took = std::max(std::chrono::microseconds::zero(),
-                             std::chrono::duration_cast<std::chrono::microseconds>(
-                                 clock_.now() - started));
+  const auto took =
+      std::max(std::chrono::microseconds::zero(),
+               std::chrono::duration_cast<std::chrono::microseconds>(clock_.now() - started));
   const TimePoint created_at = fleet_.now();
   std::vector<Slot*> to_store;
   for (std::size_t j = 0; j < slots.size(); ++j) {
@@ -839,8 +836,7 @@ void CacheRegion::Engine::wait_for_others(Context& ctx, std::span<Slot* const> r
   std::vector<Waiting> waiting;
   for (Slot* s : remote) {
     const auto pause = detail::next_poll_in(options_.wait, Duration::zero(), fleet_.now(),
-                                            s->lease.holder, fleet_.error(),
-                                            detail::poll_jitter());
+                                            s->lease.holder, fleet_.error(), detail::poll_jitter());
     waiting.push_back({s, started + std::chrono::duration_cast<SteadyTime::duration>(pause)});
   }
   auto remove_done = [&] {
@@ -853,10 +849,9 @@ void CacheRegion::Engine::wait_for_others(Context& ctx, std::span<Slot* const> r
     const SteadyTime limit = std::min(ctx.deadline, give_up_at);
     if (next > limit) {
       clock_.sleep_until(limit, ctx.stop);
-      timed_out = ctx.stop.stop_requested()
-                      ? WaitTimeout::Reason::cancelled
-                      : (limit == give_up_at ? WaitTimeout::Reason::max_wait
-                                             : WaitTimeout::Reason::deadline);
+      timed_out = ctx.stop.stop_requested() ? WaitTimeout::Reason::cancelled
+                                            : (limit == give_up_at ? WaitTimeout::Reason::max_wait
+                                                                   : WaitTimeout::Reason::deadline);
       break;
     }
     if (!clock_.sleep_until(next, ctx.stop)) {
@@ -869,22 +864,22 @@ void CacheRegion::Engine::wait_for_others(Context& ctx, std::span<Slot* const> r
       if (w.next <= now) due.push_back(w.slot);
     }
     try {
-      with_leases(due, [&](std::span<LeaseSlot> leases) {
-        backend_->poll(leases, ctx.read_request);
-      });
+      with_leases(due,
+                  [&](std::span<LeaseSlot> leases) { backend_->poll(leases, ctx.read_request); });
     } catch (const std::bad_alloc&) {
       throw;
     } catch (const std::exception& e) {
       // The server went away while we waited: create here, without the lock.
       reporter_.report(ErrorKind::backend, "poll", due.front()->user_key, e.what());
       for (Slot* s : due) s->degraded = true;
-      create(ctx, due,
-             [&](std::span<Slot* const> slots, std::span<detail::CreateOut> out) {
-               std::vector<std::size_t> indices;
-               for (const Slot* s : slots) indices.push_back(s->index);
-               ctx.call->create(indices, out);
-             },
-             false);
+      create(
+          ctx, due,
+          [&](std::span<Slot* const> slots, std::span<detail::CreateOut> out) {
+            std::vector<std::size_t> indices;
+            for (const Slot* s : slots) indices.push_back(s->index);
+            ctx.call->create(indices, out);
+          },
+          false);
       remove_done();
       continue;
     }
@@ -943,13 +938,14 @@ void CacheRegion::Engine::wait_for_others(Context& ctx, std::span<Slot* const> r
         if (s->served == Served::none) make.push_back(s);
       }
       if (!make.empty()) {
-        create(ctx, make,
-               [&](std::span<Slot* const> slots, std::span<detail::CreateOut> out) {
-                 std::vector<std::size_t> indices;
-                 for (const Slot* s : slots) indices.push_back(s->index);
-                 ctx.call->create(indices, out);
-               },
-               false);
+        create(
+            ctx, make,
+            [&](std::span<Slot* const> slots, std::span<detail::CreateOut> out) {
+              std::vector<std::size_t> indices;
+              for (const Slot* s : slots) indices.push_back(s->index);
+              ctx.call->create(indices, out);
+            },
+            false);
       }
     }
     remove_done();
@@ -965,8 +961,8 @@ void CacheRegion::Engine::wait_for_others(Context& ctx, std::span<Slot* const> r
   if (!timed_out) return;
   // Out of time. Never a second creator, unless the policy asks for one
   // after max_wait.
-  const bool create_anyway = *timed_out == WaitTimeout::Reason::max_wait &&
-                             options_.wait.create_after_max_wait;
+  const bool create_anyway =
+      *timed_out == WaitTimeout::Reason::max_wait && options_.wait.create_after_max_wait;
   std::vector<Slot*> late;
   for (auto& w : waiting) {
     detail::Counters::add(counters_.wait_timeouts);
@@ -977,13 +973,14 @@ void CacheRegion::Engine::wait_for_others(Context& ctx, std::span<Slot* const> r
                      fmt::format("gave up waiting for the lock holder after {}; creating here",
                                  format_duration(*options_.wait.max_wait)));
     for (Slot* s : late) s->degraded = true;
-    create(ctx, late,
-           [&](std::span<Slot* const> slots, std::span<detail::CreateOut> out) {
-             std::vector<std::size_t> indices;
-             for (const Slot* s : slots) indices.push_back(s->index);
-             ctx.call->create(indices, out);
-           },
-           false);
+    create(
+        ctx, late,
+        [&](std::span<Slot* const> slots, std::span<detail::CreateOut> out) {
+          std::vector<std::size_t> indices;
+          for (const Slot* s : slots) indices.push_back(s->index);
+          ctx.call->create(indices, out);
+        },
+        false);
     return;
   }
   for (Slot* s : late) s->lead->abandon();  // this process's followers start over
@@ -1048,8 +1045,7 @@ Outcome CacheRegion::Engine::account(const Slot& slot) noexcept {
 // ---------------------------------------------------------------------------
 // The region's other operations
 
-std::shared_ptr<Item> CacheRegion::Engine::envelope(std::string_view user_key,
-                                                    std::uint64_t check,
+std::shared_ptr<Item> CacheRegion::Engine::envelope(std::string_view user_key, std::uint64_t check,
                                                     detail::FunctionRef<void(std::string&)> encode,
                                                     std::chrono::microseconds took,
                                                     detail::EnvelopeKind kind) {
@@ -1133,8 +1129,8 @@ bool CacheRegion::Engine::remove(std::string_view user_key) {
       existed = env.envelope && env.envelope->kind == detail::EnvelopeKind::value;
       if (env.envelope) took = env.envelope->creation_duration;
     }
-    auto tombstone = envelope(user_key, check, [](std::string&) {}, took,
-                              detail::EnvelopeKind::tombstone);
+    auto tombstone = envelope(
+        user_key, check, [](std::string&) {}, took, detail::EnvelopeKind::tombstone);
     backend_->set(key, *tombstone, tombstone_ttl());
     detail::Counters::add(counters_.removals);
     return existed;
@@ -1144,8 +1140,7 @@ bool CacheRegion::Engine::remove(std::string_view user_key) {
   }
 }
 
-void CacheRegion::Engine::get_multi(std::span<const std::string_view> user_keys,
-                                    DecodeAt decode) {
+void CacheRegion::Engine::get_multi(std::span<const std::string_view> user_keys, DecodeAt decode) {
   prepare();
   if (user_keys.empty()) return;
   Context ctx;
@@ -1169,8 +1164,8 @@ void CacheRegion::Engine::get_multi(std::span<const std::string_view> user_keys,
   for (std::size_t i = 0; i < slots.size(); ++i) {
     bool fresh = false;
     if (leases[i].item) {
-      const Found found = examine(ctx, slots[i], leases[i].item->data, leases[i].item->flags,
-                                  false, [&](std::string_view payload) { return decode(i, payload); });
+      const Found found = examine(ctx, slots[i], leases[i].item->data, leases[i].item->flags, false,
+                                  [&](std::string_view payload) { return decode(i, payload); });
       fresh = found == Found::fresh;
     }
     detail::Counters::add(fresh ? counters_.hits : counters_.misses);
@@ -1184,8 +1179,9 @@ bool CacheRegion::Engine::set_multi(std::span<const std::string_view> user_keys,
   bool ok = true;
   for (std::size_t i = 0; i < user_keys.size(); ++i) {
     std::string key = detail::map_key(options_.key_prefix, user_keys[i]);
-    auto item = envelope(user_keys[i], detail::key_check(key),
-                         [&](std::string& out) { encode(i, out); }, std::chrono::microseconds(0));
+    auto item = envelope(
+        user_keys[i], detail::key_check(key), [&](std::string& out) { encode(i, out); },
+        std::chrono::microseconds(0));
     if (!item) {
       ok = false;
       continue;
@@ -1212,8 +1208,9 @@ bool CacheRegion::Engine::remove_multi(std::span<const std::string_view> user_ke
   std::vector<std::shared_ptr<Item>> tombstones;
   for (auto user_key : user_keys) {
     std::string key = detail::map_key(options_.key_prefix, user_key);
-    tombstones.push_back(envelope(user_key, detail::key_check(key), [](std::string&) {},
-                                  std::chrono::microseconds(0), detail::EnvelopeKind::tombstone));
+    tombstones.push_back(envelope(
+        user_key, detail::key_check(key), [](std::string&) {}, std::chrono::microseconds(0),
+        detail::EnvelopeKind::tombstone));
     keys.push_back(std::move(key));
   }
   std::vector<KeyedItem> batch;

@@ -44,12 +44,12 @@ struct Slot {
 
   // --- what was found ---
   Found found = Found::missing;
-  std::shared_ptr<const Item> at_hand;  // the usable envelope this caller holds
-  TimePoint created_at{};               // of at_hand
-  std::chrono::microseconds took{0};    // its creation duration
+  std::shared_ptr<const Item> at_hand;   // the usable envelope this caller holds
+  TimePoint created_at{};                // of at_hand
+  std::chrono::microseconds took{0};     // its creation duration
   std::chrono::microseconds history{0};  // the last creation duration seen for the key, from
                                          // any envelope (even a miss): told to waiters
-  bool value_is_at_hand = false;        // the call's value slot holds at_hand's value
+  bool value_is_at_hand = false;         // the call's value slot holds at_hand's value
   bool counted_miss = false;
 
   // --- this process ---
@@ -106,8 +106,8 @@ class CacheRegion::Engine : detail::ForkAware {
 
  private:
   struct Context;
-  using Creator = detail::FunctionRef<void(std::span<detail::Slot* const>,
-                                           std::span<detail::CreateOut>)>;
+  using Creator =
+      detail::FunctionRef<void(std::span<detail::Slot* const>, std::span<detail::CreateOut>)>;
 
   // The step, in order (docs/engine.md).
   void prepare();
@@ -120,8 +120,7 @@ class CacheRegion::Engine : detail::ForkAware {
                    std::vector<detail::Slot*>& won, std::vector<detail::Slot*>& remote);
   void confirm(Context& ctx, std::vector<detail::Slot*>& won);
   void hand_to_background(Context& ctx, std::vector<detail::Slot*>& won);
-  void create(Context& ctx, std::span<detail::Slot* const> slots, Creator creator,
-              bool background);
+  void create(Context& ctx, std::span<detail::Slot* const> slots, Creator creator, bool background);
   void wait_for_others(Context& ctx, std::span<detail::Slot* const> remote);
   void follow(Context& ctx, std::span<detail::Slot* const> followers,
               std::vector<detail::Slot*>& restart);

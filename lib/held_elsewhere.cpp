@@ -28,8 +28,9 @@ void HeldElsewhere::remember(std::string_view key, SteadyTime until) {
   std::lock_guard lock(shard.mutex);
   if (shard.until.size() >= kCapacity && !shard.until.contains(std::string(key))) {
     // Full: drop the entry that ends first (expired ones end first of all).
-    const auto first = std::min_element(shard.until.begin(), shard.until.end(),
-                                        [](const auto& a, const auto& b) { return a.second < b.second; });
+    const auto first =
+        std::min_element(shard.until.begin(), shard.until.end(),
+                         [](const auto& a, const auto& b) { return a.second < b.second; });
     shard.until.erase(first);
   }
   shard.until.insert_or_assign(std::string(key), until);

@@ -14,13 +14,12 @@
 #include <string>
 
 #include "counters.hpp"
-#include "invalidation_times.hpp"
 #include "dogpile/backend.hpp"
 #include "dogpile/region.hpp"
+#include "invalidation_times.hpp"
 #include "reporter.hpp"
 
 namespace dogpile::detail {
-
 
 class Invalidations {
  public:

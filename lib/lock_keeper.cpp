@@ -54,9 +54,9 @@ LockKeeper::Ticket LockKeeper::keep(DistributedLock& lock, std::string key, Dura
 
 void LockKeeper::schedule(Duration delay, std::function<std::optional<Duration>()> chore) {
   std::lock_guard guard(mutex_);
-  chores_.push_back(Chore{
-      clock_.steady_now() + std::chrono::duration_cast<SteadyTime::duration>(delay),
-      std::move(chore)});
+  chores_.push_back(
+      Chore{clock_.steady_now() + std::chrono::duration_cast<SteadyTime::duration>(delay),
+            std::move(chore)});
   start_locked();
 }
 

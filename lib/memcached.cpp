@@ -154,7 +154,8 @@ void close_inherited_sockets(const std::vector<in_port_t>& ports) {
   while (const dirent* entry = ::readdir(dir)) {
     int fd = -1;
     const std::string_view name(entry->d_name);
-    if (std::from_chars(name.data(), name.data() + name.size(), fd).ec != std::errc() || fd == own) {
+    if (std::from_chars(name.data(), name.data() + name.size(), fd).ec != std::errc() ||
+        fd == own) {
       continue;
     }
     const in_port_t port = local_port(fd);
@@ -191,8 +192,8 @@ struct MemcachedBackend::Impl : detail::ForkAware {
     const auto [pool_min, pool_max] = pool_sizes(options);
     (void)pool_min;  // handles are made on demand
     max_connections = pool_max;
-    poll_timeout_ms = static_cast<std::int32_t>(
-        memcached_behavior_get(master, MEMCACHED_BEHAVIOR_POLL_TIMEOUT));
+    poll_timeout_ms =
+        static_cast<std::int32_t>(memcached_behavior_get(master, MEMCACHED_BEHAVIOR_POLL_TIMEOUT));
     connect_timeout_ms = static_cast<std::int32_t>(
         memcached_behavior_get(master, MEMCACHED_BEHAVIOR_CONNECT_TIMEOUT));
   }
@@ -240,7 +241,8 @@ struct MemcachedBackend::Impl : detail::ForkAware {
     auto collect = [&](memcached_st* mc) {
       const std::uint32_t n = memcached_server_count(mc);
       for (std::uint32_t i = 0; i < n; ++i) {
-        const in_port_t port = memcached_server_srcport(memcached_server_instance_by_position(mc, i));
+        const in_port_t port =
+            memcached_server_srcport(memcached_server_instance_by_position(mc, i));
         if (port != 0 && port != static_cast<in_port_t>(-1)) ports.push_back(port);
       }
     };
@@ -271,20 +273,20 @@ struct MemcachedBackend::Impl : detail::ForkAware {
                      detail::Steady::now() + std::chrono::milliseconds(impl.poll_timeout_ms));
         handle_ = impl.borrow(wait_until);
         if (handle_ == nullptr) {
-          throw BackendError(fmt::format("memcached {} {}: no connection free within the {}", op,
-                                         key,
-                                         deadline && *deadline <= wait_until
-                                             ? "call's deadline"
-                                             : "poll timeout (raise --POOL-MAX)"));
+          throw BackendError(
+              fmt::format("memcached {} {}: no connection free within the {}", op, key,
+                          deadline && *deadline <= wait_until ? "call's deadline"
+                                                              : "poll timeout (raise --POOL-MAX)"));
         }
       }
       if (deadline) {
-        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-                              *deadline - detail::Steady::now())
-                              .count();
+        const auto left =
+            std::chrono::duration_cast<std::chrono::milliseconds>(*deadline - detail::Steady::now())
+                .count();
         if (left <= 0) {
           impl.give_back(handle_);
-          throw BackendError(fmt::format("memcached {} {}: the call's deadline has passed", op, key));
+          throw BackendError(
+              fmt::format("memcached {} {}: the call's deadline has passed", op, key));
         }
         if (left < impl.poll_timeout_ms) {
           capped_ = true;
@@ -427,8 +429,8 @@ struct MemcachedBackend::Impl : detail::ForkAware {
   // `cas` of `key` (placed by `master_key`); false if the version changed or
   // the item is gone.
   bool cas_by_key(memcached_st* mc, std::string_view op, std::string_view master_key,
-                  std::string_view key, std::string_view data, std::uint32_t flags,
-                  time_t exptime, Cas version) {
+                  std::string_view key, std::string_view data, std::uint32_t flags, time_t exptime,
+                  Cas version) {
     const memcached_return_t rc =
         memcached_cas_by_key(mc, master_key.data(), master_key.size(), key.data(), key.size(),
                              data.data(), data.size(), exptime, flags, version);
@@ -712,9 +714,9 @@ void MemcachedBackend::store(std::span<LeaseSlot> slots) {
         break;
       case Fence::Kind::version: {
         Impl::Connection conn(*impl_, "cas", slot.key);
-        slot.stored = impl_->cas_by_key(conn.get(), "cas", slot.key, slot.key, item.data,
-                                        item.flags, memcached_exptime(slot.ttl),
-                                        slot.fence.version);
+        slot.stored =
+            impl_->cas_by_key(conn.get(), "cas", slot.key, slot.key, item.data, item.flags,
+                              memcached_exptime(slot.ttl), slot.fence.version);
         break;
       }
       case Fence::Kind::none:
@@ -775,8 +777,8 @@ std::optional<ServerTime> MemcachedBackend::server_time(std::string_view key) {
     int fd;
     ~Closer() { ::close(fd); }
   } closer{fd};
-  const auto deadline = std::chrono::steady_clock::now() +
-                        std::chrono::milliseconds(impl_->poll_timeout_ms);
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::milliseconds(impl_->poll_timeout_ms);
   static constexpr std::string_view request = "stats\r\n";
   if (::send(fd, request.data(), request.size(), MSG_NOSIGNAL) !=
       static_cast<ssize_t>(request.size())) {

@@ -388,9 +388,8 @@ std::size_t MemoryBackend::entries() const {
 MemoryBackend::Counters MemoryBackend::counters() const noexcept {
   const auto& c = state_->counters;
   auto load = [](const std::atomic<std::uint64_t>& a) { return a.load(std::memory_order_relaxed); };
-  return Counters{load(c.gets),    load(c.get_multis),    load(c.sets),
-                  load(c.adds),    load(c.cas),           load(c.removes),
-                  load(c.lock_releases), load(c.lock_extends)};
+  return Counters{load(c.gets), load(c.get_multis), load(c.sets),          load(c.adds),
+                  load(c.cas),  load(c.removes),    load(c.lock_releases), load(c.lock_extends)};
 }
 
 }  // namespace dogpile

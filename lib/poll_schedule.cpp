@@ -14,9 +14,9 @@ Duration next_poll_in(const WaitPolicy& policy, Duration waited, TimePoint fleet
         static_cast<double>(d.count()) * policy.growth * factor));
   };
   auto jittered = [&](Duration d) {
-    return std::max(policy.first_poll,
-                    std::chrono::duration_cast<Duration>(std::chrono::duration<double, Duration::period>(
-                        static_cast<double>(d.count()) * jitter)));
+    return std::max(policy.first_poll, std::chrono::duration_cast<Duration>(
+                                           std::chrono::duration<double, Duration::period>(
+                                               static_cast<double>(d.count()) * jitter)));
   };
   const bool history = holder.expected > Duration::zero() && holder.started_at != TimePoint{};
   if (!history) {

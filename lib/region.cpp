@@ -80,9 +80,9 @@ std::string printable(std::string_view key) {
 }  // namespace
 
 WaitTimeout::WaitTimeout(Reason reason, std::string_view key)
-    : std::runtime_error(fmt::format(
-          "dogpile: no value for key \"{}\": another caller is creating it and {}",
-          printable(key), reason_text(reason))),
+    : std::runtime_error(
+          fmt::format("dogpile: no value for key \"{}\": another caller is creating it and {}",
+                      printable(key), reason_text(reason))),
       reason_(reason) {}
 
 SteadyTime Deadline::on(const Clock& clock) const noexcept {
@@ -94,7 +94,8 @@ SteadyTime Deadline::on(const Clock& clock) const noexcept {
     left = std::chrono::duration_cast<Duration>(*steady_ - std::chrono::steady_clock::now());
   }
   if (left <= Duration::zero()) return now;
-  if (left > std::chrono::duration_cast<Duration>(SteadyTime::max() - now)) return SteadyTime::max();
+  if (left > std::chrono::duration_cast<Duration>(SteadyTime::max() - now))
+    return SteadyTime::max();
   return now + std::chrono::duration_cast<SteadyTime::duration>(left);
 }
 
@@ -108,8 +109,8 @@ CacheRegion::~CacheRegion() = default;
 
 Outcome CacheRegion::run(const Call& call) { return engine_->run(call); }
 
-bool CacheRegion::get_bytes(std::string_view key, Decode decode, TimePoint* created_at,
-                            bool* fresh, const Expiration* expiration) {
+bool CacheRegion::get_bytes(std::string_view key, Decode decode, TimePoint* created_at, bool* fresh,
+                            const Expiration* expiration) {
   return engine_->get(key, decode, created_at, fresh, expiration);
 }
 

@@ -242,8 +242,8 @@ TEST_CASE_TEMPLATE_DEFINE("backend conformance", F, backend_conformance) {
       for (bool was_there : {false, true}) {
         CAPTURE(written_meanwhile);
         CAPTURE(was_there);
-        const std::string key = std::string("conf-fence-") + (written_meanwhile ? "w" : "n") +
-                                (was_there ? "t" : "e");
+        const std::string key =
+            std::string("conf-fence-") + (written_meanwhile ? "w" : "n") + (was_there ? "t" : "e");
         if (was_there) b.set(key, Item{"old", 0}, 0s);
         dogpile::LeaseSlot slot[1];
         slot[0].key = key;

@@ -31,7 +31,9 @@ class MinimalBackend final : public Backend {
  public:
   explicit MinimalBackend(std::shared_ptr<MemoryBackend> inner) : inner_(std::move(inner)) {}
   std::optional<Item> get(std::string_view key) override { return inner_->get(key); }
-  void set(std::string_view key, const Item& item, Ttl ttl) override { inner_->set(key, item, ttl); }
+  void set(std::string_view key, const Item& item, Ttl ttl) override {
+    inner_->set(key, item, ttl);
+  }
   bool add(std::string_view key, const Item& item, Ttl ttl) override {
     return inner_->add(key, item, ttl);
   }

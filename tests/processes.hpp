@@ -12,9 +12,9 @@
 #include <chrono>
 #include <cstdio>
 #include <exception>
-#include <thread>
 #include <new>
 #include <stdexcept>
+#include <thread>
 #include <type_traits>
 #include <vector>
 

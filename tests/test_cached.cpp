@@ -13,8 +13,8 @@
 
 #include "backends.hpp"
 #include "dogpile/cached.hpp"
-#include "region_fixture.hpp"
 #include "manual_executor.hpp"
+#include "region_fixture.hpp"
 
 using namespace std::chrono_literals;
 using dogpile::CacheRegion;

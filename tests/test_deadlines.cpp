@@ -63,9 +63,7 @@ TEST_SUITE("deadlines") {
     REQUIRE(eventually([&] { return gate.entered.load(); }));
     Outcomes out;
     std::jthread follower([&] {
-      out.run([&] {
-        region.get_or_create("k", f.creator("second"), CallOptions{.deadline = 2s});
-      });
+      out.run([&] { region.get_or_create("k", f.creator("second"), CallOptions{.deadline = 2s}); });
     });
     // Waiting on the clock: the leader's lock keeper, and the follower.
     REQUIRE(eventually([&] { return region.stats().lock_waits == 1 && f.clock.waiters() >= 2; }));
@@ -151,7 +149,8 @@ TEST_SUITE("deadlines") {
       REQUIRE(eventually([&] { return gate.entered.load(); }));
       Outcomes out;
       std::string got;
-      std::jthread waiter([&] { out.run([&] { got = b.get_or_create("k", f.creator("from b")); }); });
+      std::jthread waiter(
+          [&] { out.run([&] { got = b.get_or_create("k", f.creator("from b")); }); });
       CHECK(f.advance_until([&] { return out.timeouts.load() + out.returned.load() == 1; }, 100ms));
       waiter.join();
       if (create_after) {
@@ -166,7 +165,8 @@ TEST_SUITE("deadlines") {
     }
   }
 
-  TEST_CASE("a hung creator: its lock stops being extended after max_creation, and the fleet moves on") {
+  TEST_CASE(
+      "a hung creator: its lock stops being extended after max_creation, and the fleet moves on") {
     dogpile::test::RegionFixture f;
     auto o = f.options();
     o.max_creation = 60s;

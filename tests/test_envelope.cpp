@@ -68,7 +68,8 @@ TEST_SUITE("envelope") {
   }
 
   TEST_CASE("a tombstone decodes as one, and carries no payload") {
-    const auto r = decode_envelope(make("", kCreated, 0us, EnvelopeKind::tombstone), kEnvelopeFlags);
+    const auto r =
+        decode_envelope(make("", kCreated, 0us, EnvelopeKind::tombstone), kEnvelopeFlags);
     REQUIRE(r.envelope.has_value());
     CHECK(r.envelope->kind == EnvelopeKind::tombstone);
     std::string with_payload = make("x", kCreated, 0us, EnvelopeKind::tombstone);

@@ -61,8 +61,8 @@ struct Gate {
 };
 
 struct Result {
-  std::string a_got;               // what A's caller received for "user|1"
-  std::uint64_t fenced_out = 0;    // in A's region
+  std::string a_got;                                       // what A's caller received for "user|1"
+  std::uint64_t fenced_out = 0;                            // in A's region
   std::optional<dogpile::CachedValue<std::string>> after;  // what the cache holds for it
 };
 
@@ -93,13 +93,13 @@ Result race(Path path, Write write) {
         r.a_got = cached_a(1);
         break;
       case Path::multi: {
-        const auto values = a.get_or_create_multi(
-            std::vector<std::string>{key, cached_a.key(2)},
-            [&](std::span<const std::string_view> keys) {
-              std::vector<std::string> out;
-              for (auto k : keys) out.push_back(load(k == key ? 1 : 2));
-              return out;
-            });
+        const auto values = a.get_or_create_multi(std::vector<std::string>{key, cached_a.key(2)},
+                                                  [&](std::span<const std::string_view> keys) {
+                                                    std::vector<std::string> out;
+                                                    for (auto k : keys)
+                                                      out.push_back(load(k == key ? 1 : 2));
+                                                    return out;
+                                                  });
         r.a_got = values[0];
         break;
       }
@@ -171,8 +171,8 @@ Result race(Path path, Write write) {
 TEST_SUITE("fences") {
   TEST_CASE("a creation never stores over a remove, set or invalidation made while it ran") {
     for (Path path : {Path::single, Path::multi, Path::background}) {
-      for (Write write : {Write::remove, Write::set, Write::invalidate_args, Write::hard,
-                          Write::soft}) {
+      for (Write write :
+           {Write::remove, Write::set, Write::invalidate_args, Write::hard, Write::soft}) {
         CAPTURE(name(path));
         CAPTURE(name(write));
         const Result r = race(path, write);
@@ -180,7 +180,7 @@ TEST_SUITE("fences") {
         switch (write) {
           case Write::remove:
           case Write::invalidate_args:
-            CHECK(r.fenced_out == 1);     // the creation's value was not stored...
+            CHECK(r.fenced_out == 1);          // the creation's value was not stored...
             CHECK_FALSE(r.after.has_value());  // ...and the tombstone is a miss
             break;
           case Write::set:

@@ -71,7 +71,7 @@ TEST_SUITE("fleet clock") {
 
   TEST_CASE("a one-second server clock: half a second at first, a millisecond after bisection") {
     ManualClock server(ManualClock::default_start() + 370ms);  // some phase within its second
-    ManualClock local(server.now() - 600s);                     // this host is 10 minutes behind
+    ManualClock local(server.now() - 600s);                    // this host is 10 minutes behind
     ClockServer backend(server, 1s);
     FleetClock fleet(local, backend, "ref", 10s);
     fleet.ensure_measured();
@@ -92,17 +92,18 @@ TEST_SUITE("fleet clock") {
       if (++samples == 11) after_sweep = seconds(fleet.uncertainty());
     }
     const double refined = seconds(fleet.now() - server.now());
-    MESSAGE("after the sweep: uncertainty " << after_sweep << " s; after " << samples
-                                            << " samples over " << seconds(elapsed)
-                                            << " s: off by " << refined << " s, uncertainty "
-                                            << seconds(fleet.uncertainty()) << " s");
+    MESSAGE("after the sweep: uncertainty "
+            << after_sweep << " s; after " << samples << " samples over " << seconds(elapsed)
+            << " s: off by " << refined << " s, uncertainty " << seconds(fleet.uncertainty())
+            << " s");
     CHECK(after_sweep <= 0.06);
     CHECK(std::abs(refined) <= 0.002);
     CHECK(fleet.uncertainty() <= 5ms);  // the drift allowance between samples keeps it open
-    CHECK(*fleet.next_delay() >= 7s);  // then renewed about every clock_sync (10 s)
+    CHECK(*fleet.next_delay() >= 7s);   // then renewed about every clock_sync (10 s)
   }
 
-  TEST_CASE("a stepped clock: the next sample disagrees with the bounds, and measuring starts over") {
+  TEST_CASE(
+      "a stepped clock: the next sample disagrees with the bounds, and measuring starts over") {
     ManualClock server;
     ManualClock local(server.now() + 30s);
     ClockServer backend(server, Duration::zero());
@@ -123,8 +124,7 @@ TEST_SUITE("fleet clock") {
       void set(std::string_view, const dogpile::Item&, dogpile::Ttl) override {}
       bool add(std::string_view, const dogpile::Item&, dogpile::Ttl) override { return true; }
       bool remove(std::string_view) override { return false; }
-      std::unique_ptr<dogpile::DistributedLock> make_lock(std::string_view,
-                                                          dogpile::Ttl) override {
+      std::unique_ptr<dogpile::DistributedLock> make_lock(std::string_view, dogpile::Ttl) override {
         return nullptr;
       }
     } plain;

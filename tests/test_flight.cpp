@@ -66,9 +66,8 @@ TEST_SUITE("flight") {
     ManualClock clock;
     auto [flight, lead] = table.join("k");
     std::atomic<bool> timed_out{false};
-    std::jthread waiter([&] {
-      timed_out = !flight->wait(clock, clock.steady_now() + 5s, {}).has_value();
-    });
+    std::jthread waiter(
+        [&] { timed_out = !flight->wait(clock, clock.steady_now() + 5s, {}).has_value(); });
     REQUIRE(eventually([&] { return clock.waiters() == 1; }));
     clock.advance(4s);
     CHECK_FALSE(timed_out.load());
@@ -78,9 +77,8 @@ TEST_SUITE("flight") {
 
     std::stop_source stop;
     std::atomic<bool> stopped{false};
-    std::jthread cancelled([&] {
-      stopped = !flight->wait(clock, SteadyTime::max(), stop.get_token()).has_value();
-    });
+    std::jthread cancelled(
+        [&] { stopped = !flight->wait(clock, SteadyTime::max(), stop.get_token()).has_value(); });
     stop.request_stop();
     cancelled.join();
     CHECK(stopped.load());
@@ -100,8 +98,8 @@ TEST_SUITE("flight") {
     REQUIRE(next_lead.has_value());
     CHECK(next != flight);
     lead->publish(std::make_shared<const Item>(Item{"late", 0}));  // the hung leader finishes
-    CHECK(table.size() == 1);  // the new flight is still there
-    CHECK_FALSE(flight->complete({}));  // completed once, by detach
+    CHECK(table.size() == 1);                                      // the new flight is still there
+    CHECK_FALSE(flight->complete({}));                             // completed once, by detach
   }
 
   TEST_CASE("after fork(), the child forgets every flight of the parent") {

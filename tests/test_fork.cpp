@@ -48,14 +48,16 @@ TEST_SUITE("fork") {
     // threads), a creation holding a lock (the keeper's thread).
     region.set("stale", std::string("old"));
     f.clock.advance(11s);
-    CHECK(region.get_or_create("stale", f.creator("new"), CallOptions{.background = true}) == "old");
+    CHECK(region.get_or_create("stale", f.creator("new"), CallOptions{.background = true}) ==
+          "old");
     REQUIRE(eventually([&] { return region.get<std::string>("stale") == "new"; }));
     region.get_or_create("k", f.creator("v"));
 
     const pid_t child = dogpile::test::fork_worker([&] {
       // The child's copy of the store: it goes on by itself from here.
       if (region.get_or_create("k", f.creator("x")) != "v") return 10;
-      if (region.get_or_create("child key", f.creator("made in the child")) != "made in the child") {
+      if (region.get_or_create("child key", f.creator("made in the child")) !=
+          "made in the child") {
         return 11;
       }
       region.set("child stale", std::string("old"));

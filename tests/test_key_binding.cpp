@@ -71,7 +71,8 @@ TEST_SUITE("key binding") {
     CHECK(region.get_or_create_multi({"bob", "carol"}, [](std::span<const std::string_view> keys) {
       return std::vector<std::string>(keys.size(), "made");
     }) == std::vector<std::string>{"made", "made"});
-    auto lookup = dogpile::cached(region, "user", [](const std::string& who) { return "made:" + who; });
+    auto lookup =
+        dogpile::cached(region, "user", [](const std::string& who) { return "made:" + who; });
     misrouting->answer_with[region.backend_key(lookup.key("bob"))] = region.backend_key("alice");
     CHECK(lookup("bob") == "made:bob");
 

@@ -60,9 +60,9 @@ TEST_SUITE("multi parity") {
     dogpile::test::RegionFixture f;
     CacheRegion region(f.backend, f.options());
     Maker make{""};
-    const auto values = region.get_or_create_multi(
-        Keys{"keep", "drop"}, std::ref(make), CallOptions{},
-        [](const std::string& v) { return v != "drop"; });
+    const auto values =
+        region.get_or_create_multi(Keys{"keep", "drop"}, std::ref(make), CallOptions{},
+                                   [](const std::string& v) { return v != "drop"; });
     CHECK(values == std::vector<std::string>{"keep", "drop"});
     CHECK(region.get<std::string>("keep") == "keep");
     CHECK_FALSE(region.get<std::string>("drop").has_value());
@@ -76,16 +76,18 @@ TEST_SUITE("multi parity") {
     region.set("a", std::string("old a"));
     region.set("b", std::string("old b"));
     f.clock.advance(11s);
-    const auto values = region.get_or_create_multi(Keys{"a", "b"}, [](auto) -> std::vector<std::string> {
-      throw std::runtime_error("database down");
-    });
+    const auto values = region.get_or_create_multi(
+        Keys{"a", "b"},
+        [](auto) -> std::vector<std::string> { throw std::runtime_error("database down"); });
     CHECK(values == std::vector<std::string>{"old a", "old b"});
     CHECK(region.stats().creation_errors == 1);
     CHECK(f.errors_of(dogpile::ErrorKind::creator) == 1);
     // A key without a stale value: the exception reaches the caller.
-    CHECK_THROWS_WITH_AS(region.get_or_create_multi(Keys{"a", "new"}, [](auto) -> std::vector<std::string> {
-      throw std::runtime_error("database down");
-    }), "database down", std::runtime_error);
+    CHECK_THROWS_WITH_AS(region.get_or_create_multi(Keys{"a", "new"},
+                                                    [](auto) -> std::vector<std::string> {
+                                                      throw std::runtime_error("database down");
+                                                    }),
+                         "database down", std::runtime_error);
   }
 
   TEST_CASE("early recomputation: XFetch chooses keys of a batch, one creator call makes them") {
@@ -146,7 +148,8 @@ TEST_SUITE("multi parity") {
     auto names = dogpile::cached_multi(region, "name", [&](std::span<const int> ids) {
       calls.fetch_add(1);
       std::vector<std::string> out;
-      for (int id : ids) out.push_back("name" + std::to_string(id) + "#" + std::to_string(calls.load()));
+      for (int id : ids)
+        out.push_back("name" + std::to_string(id) + "#" + std::to_string(calls.load()));
       return out;
     });
     {

@@ -14,8 +14,8 @@ using dogpile::detail::next_poll_in;
 
 namespace {
 
-const TimePoint kStart = TimePoint(std::chrono::sys_days(std::chrono::year(2026) /
-                                                         std::chrono::January / 1));
+const TimePoint kStart =
+    TimePoint(std::chrono::sys_days(std::chrono::year(2026) / std::chrono::January / 1));
 
 // Simulates one waiter from `started` (fleet time of the holder's start)
 // until `done`: the number of polls, and how late the value (stored at
@@ -50,8 +50,7 @@ TEST_SUITE("poll schedule") {
     // Less the clocks' errors, the holder's and this host's.
     auto unsure = holder;
     unsure.clock_error = 20ms;
-    CHECK(next_poll_in(policy, 1s, kStart + 1s, unsure, 30ms, 1.0) ==
-          4s - policy.max_poll - 50ms);
+    CHECK(next_poll_in(policy, 1s, kStart + 1s, unsure, 30ms, 1.0) == 4s - policy.max_poll - 50ms);
     // Within the window, the pause shrinks with the distance to the due time.
     CHECK(next_poll_in(policy, 1s, kStart + 5s - 48ms, unsure, 30ms, 1.0) == 8ms);
     // At the due time: max_poll (jittered, never under first_poll).
@@ -63,7 +62,8 @@ TEST_SUITE("poll schedule") {
     CHECK(next_poll_in(policy, 60s, kStart + 60s, holder, 0s, 1.0) == policy.max_interval);
   }
 
-  TEST_CASE("a 5 s creation that takes as long as the last: a handful of polls, seen within max_poll") {
+  TEST_CASE(
+      "a 5 s creation that takes as long as the last: a handful of polls, seen within max_poll") {
     WaitPolicy policy;
     for (double jitter : {0.9, 1.0, 1.1}) {
       const Run run = simulate(policy, LockInfo{kStart, 5s}, 5s, jitter);

@@ -9,9 +9,9 @@
 #include <vector>
 
 #include "backends.hpp"
-#include "region_fixture.hpp"
 #include "dogpile/detail/envelope.hpp"
 #include "dogpile/region.hpp"
+#include "region_fixture.hpp"
 
 using namespace std::chrono_literals;
 using dogpile::CacheRegion;
@@ -86,9 +86,7 @@ TEST_SUITE("region") {
   TEST_CASE("an expired value whose lock is held elsewhere: one get and one add, then one get") {
     Fixture f;
     CacheRegion region(f.backend, f.options(10s));
-    region.get_or_create("k", [] {
-      return std::string("old");
-    });
+    region.get_or_create("k", [] { return std::string("old"); });
     auto elsewhere = f.backend->make_lock(region.backend_key("k"), 30s);
     REQUIRE(elsewhere->try_lock());
     f.clock.advance(11s);

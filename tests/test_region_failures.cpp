@@ -7,8 +7,8 @@
 #include <vector>
 
 #include "backends.hpp"
-#include "region_fixture.hpp"
 #include "dogpile/region.hpp"
+#include "region_fixture.hpp"
 
 using namespace std::chrono_literals;
 using dogpile::CacheRegion;

@@ -13,9 +13,9 @@
 #include <vector>
 
 #include "backends.hpp"
-#include "region_fixture.hpp"
 #include "dogpile/region.hpp"
 #include "manual_executor.hpp"
+#include "region_fixture.hpp"
 #include "support.hpp"
 
 using namespace std::chrono_literals;

@@ -10,8 +10,8 @@
 #include <vector>
 
 #include "backends.hpp"
-#include "region_fixture.hpp"
 #include "dogpile/region.hpp"
+#include "region_fixture.hpp"
 #include "support.hpp"
 
 using namespace std::chrono_literals;
@@ -51,9 +51,9 @@ TEST_SUITE("region threads") {
     CHECK(creators == 1);
     CHECK(waited == kThreads - 1);
     const auto c = f.backend->counters();
-    CHECK(c.gets == kThreads);     // one read per caller
-    CHECK(c.get_multis == 1);      // the leader's re-read under the lock
-    CHECK(c.adds == 2);            // the lock, and the value (fenced: into the empty key)
+    CHECK(c.gets == kThreads);  // one read per caller
+    CHECK(c.get_multis == 1);   // the leader's re-read under the lock
+    CHECK(c.adds == 2);         // the lock, and the value (fenced: into the empty key)
     CHECK(c.lock_releases == 1);
     const auto s = region.stats();
     CHECK(s.created == 1);

@@ -285,8 +285,9 @@ class Backend {
   /// (without a copy where it can), and fills the slot's cas, lease, holder,
   /// lock and fence as far as the read tells them. Returns whether there was
   /// an item. The default calls get_view(); the lease stays unknown.
-  virtual bool read_view(LeaseSlot& slot, const LeaseRequest& request,
-                         detail::FunctionRef<void(std::string_view data, std::uint32_t flags)> visit);
+  virtual bool read_view(
+      LeaseSlot& slot, const LeaseRequest& request,
+      detail::FunctionRef<void(std::string_view data, std::uint32_t flags)> visit);
 
   /// read_view for many keys, the items copied into the slots. The default
   /// calls get_multi().

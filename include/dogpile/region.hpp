@@ -225,7 +225,7 @@ class Deadline {
   template <class Rep, class Period>
   Deadline(std::chrono::duration<Rep, Period> within) noexcept  // NOLINT
       : within_(std::chrono::duration_cast<Duration>(within)) {}
-  Deadline(TimePoint at) noexcept : at_(at) {}  // NOLINT
+  Deadline(TimePoint at) noexcept : at_(at) {}                                  // NOLINT
   Deadline(std::chrono::steady_clock::time_point at) noexcept : steady_(at) {}  // NOLINT
 
   /// The deadline on `clock`'s timer, for a call starting now.
@@ -276,8 +276,8 @@ struct RegionStats {
   std::uint64_t early_recomputes = 0;  ///< fresh values this process chose to recompute early
   std::uint64_t background_refreshes = 0;  ///< regenerations handed to the executor
   std::uint64_t invalidation_checks = 0;   ///< reads of the invalidation record
-  std::uint64_t fenced_out = 0;      ///< creations not stored: the key was written meanwhile
-  std::uint64_t locks_lost = 0;      ///< locks found gone (evicted, flushed, expired) before release
+  std::uint64_t fenced_out = 0;            ///< creations not stored: the key was written meanwhile
+  std::uint64_t locks_lost = 0;  ///< locks found gone (evicted, flushed, expired) before release
   std::uint64_t hung_creations = 0;  ///< creators that ran past max_creation
   std::uint64_t wait_timeouts = 0;   ///< waits ended by a deadline, stop or max_wait
   std::uint64_t removals = 0;        ///< tombstones written by remove() and invalidate(args)
@@ -511,8 +511,8 @@ class CacheRegion {
   template <class Creator>
   requires std::invocable<Creator&, std::span<const std::string_view>>
   auto get_or_create_multi(std::initializer_list<std::string_view> keys, Creator&& creator) {
-    return get_or_create_multi(std::vector<std::string_view>(keys),
-                               std::forward<Creator>(creator), CallOptions{});
+    return get_or_create_multi(std::vector<std::string_view>(keys), std::forward<Creator>(creator),
+                               CallOptions{});
   }
 
   /// get_or_create_multi with per-call options (every option of

@@ -38,8 +38,8 @@ inline constexpr std::size_t kLockItemSize = 56;
 
 struct LockItem {
   std::array<std::uint8_t, 16> token{};
-  TimePoint started_at{};                  // epoch: unknown
-  std::chrono::microseconds expected{0};   // 0: unknown
+  TimePoint started_at{};                 // epoch: unknown
+  std::chrono::microseconds expected{0};  // 0: unknown
   std::chrono::microseconds clock_error{0};
   std::uint64_t key_check = 0;
 };
