@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -40,20 +41,6 @@ int free_port() {
   return ntohs(addr.sin_port);
 }
 
-int connect_to(int port) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -1;
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(static_cast<std::uint16_t>(port));
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  return fd;
-}
-
 bool reply_complete(const std::string& reply) {
   static const char* const endings[] = {"END\r\n",    "STORED\r\n",    "NOT_STORED\r\n",
                                         "EXISTS\r\n", "NOT_FOUND\r\n", "DELETED\r\n",
@@ -68,6 +55,22 @@ bool reply_complete(const std::string& reply) {
 }
 
 }  // namespace
+
+int connect_loopback(int port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(static_cast<std::uint16_t>(port));
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  const int one = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  return fd;
+}
 
 MemcachedServer::MemcachedServer() : MemcachedServer(Options{}) {}
 
@@ -155,7 +158,7 @@ void MemcachedServer::start() {
       pid_ = -1;
       throw std::runtime_error("memcached exited at start on port " + std::to_string(port_));
     }
-    const int fd = connect_to(port_);
+    const int fd = connect_loopback(port_);
     if (fd >= 0) {
       ::close(fd);
       return;
@@ -205,7 +208,7 @@ void MemcachedServer::restart() {
 }
 
 std::string MemcachedServer::raw(std::string_view request) const {
-  const int fd = connect_to(port_);
+  const int fd = connect_loopback(port_);
   if (fd < 0) throw std::runtime_error("cannot connect to memcached");
   std::size_t sent = 0;
   while (sent < request.size()) {

@@ -62,6 +62,9 @@ class MemcachedServer {
   pid_t pid_ = -1;
 };
 
+/// A TCP connection to 127.0.0.1:`port` (TCP_NODELAY), or -1.
+int connect_loopback(int port);
+
 /// Milliseconds since some fixed point, for measuring waits.
 inline double now_ms() {
   using namespace std::chrono;

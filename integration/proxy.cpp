@@ -1,5 +1,7 @@
 #include "proxy.hpp"
 
+#include "memcached_server.hpp"
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -16,22 +18,6 @@
 
 namespace dogpile::test {
 namespace {
-
-int connect_to(int port) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -1;
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(static_cast<std::uint16_t>(port));
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  const int one = 1;
-  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  return fd;
-}
 
 std::vector<std::string> words(const std::string& line) {
   std::istringstream in(line);
@@ -173,7 +159,7 @@ void Proxy::accept_loop() {
 }
 
 void Proxy::serve(int client) {
-  const int server = connect_to(upstream_);
+  const int server = connect_loopback(upstream_);
   if (server < 0) {
     {
       std::lock_guard lock(mutex_);

@@ -295,15 +295,7 @@ void CacheRegion::Engine::step(Context& ctx, std::vector<Slot*> pending) {
       if (s->served == Served::none && (s->lease.lock || s->degraded)) to_create.push_back(s);
     }
     if (!to_create.empty()) {
-      create(
-          ctx, to_create,
-          [&](std::span<Slot* const> slots, std::span<detail::CreateOut> out) {
-            std::vector<std::size_t> indices;
-            indices.reserve(slots.size());
-            for (const Slot* s : slots) indices.push_back(s->index);
-            ctx.call->create(indices, out);
-          },
-          false);
+      create_for_call(ctx, to_create);
     }
     wait_for_others(ctx, remote);
     follow(ctx, followers, restart);
@@ -513,27 +505,35 @@ void CacheRegion::Engine::take_leases(Context& ctx, std::span<Slot* const> leade
     }
   }
   for (Slot* s : to_claim) {
-    // Each lock item tells waiters when this creation started and how long
-    // the last one took.
-    LeaseRequest request;
-    request.ttl = options_.lock_timeout;
-    request.info = LockInfo{fleet_.now(), s->history, fleet_.error()};
-    try {
-      with_leases(std::span<Slot* const>(&s, 1),
-                  [&](std::span<LeaseSlot> leases) { backend_->claim(leases, request); });
-    } catch (const std::bad_alloc&) {
-      throw;
-    } catch (const std::exception& e) {
-      reporter_.report(ErrorKind::backend, "lock", s->user_key, e.what());
-      s->degraded = true;
-      continue;
-    }
+    if (!claim(*s)) continue;
     if (s->lease.lease == LeaseState::won) {
       held_.forget(s->key);
       won.push_back(s);
     } else {
       held_elsewhere(*s);
     }
+  }
+}
+
+// Claims one slot's lease (classic: one `add` of the lock item, which tells
+// waiters when this creation started, how long the last one took, and how far
+// this host's clock may be off). False if the backend failed: the slot is
+// then degraded.
+bool CacheRegion::Engine::claim(Slot& s) {
+  LeaseRequest request;
+  request.ttl = options_.lock_timeout;
+  request.info = LockInfo{fleet_.now(), s.history, fleet_.error()};
+  Slot* one = &s;
+  try {
+    with_leases(std::span<Slot* const>(&one, 1),
+                [&](std::span<LeaseSlot> leases) { backend_->claim(leases, request); });
+    return true;
+  } catch (const std::bad_alloc&) {
+    throw;
+  } catch (const std::exception& e) {
+    reporter_.report(ErrorKind::backend, "lock", s.user_key, e.what());
+    s.degraded = true;
+    return false;
   }
 }
 
@@ -793,6 +793,19 @@ void CacheRegion::Engine::create(Context& ctx, std::span<Slot* const> slots, Cre
   }
 }
 
+// create() with the call's own creator, given the slots' value indices.
+void CacheRegion::Engine::create_for_call(Context& ctx, std::span<Slot* const> slots) {
+  create(
+      ctx, slots,
+      [&](std::span<Slot* const> made, std::span<detail::CreateOut> out) {
+        std::vector<std::size_t> indices;
+        indices.reserve(made.size());
+        for (const Slot* s : made) indices.push_back(s->index);
+        ctx.call->create(indices, out);
+      },
+      false);
+}
+
 void CacheRegion::Engine::release(std::span<Slot* const> slots) {
   std::vector<Slot*> held;
   for (Slot* s : slots) {
@@ -872,14 +885,7 @@ void CacheRegion::Engine::wait_for_others(Context& ctx, std::span<Slot* const> r
       // The server went away while we waited: create here, without the lock.
       reporter_.report(ErrorKind::backend, "poll", due.front()->user_key, e.what());
       for (Slot* s : due) s->degraded = true;
-      create(
-          ctx, due,
-          [&](std::span<Slot* const> slots, std::span<detail::CreateOut> out) {
-            std::vector<std::size_t> indices;
-            for (const Slot* s : slots) indices.push_back(s->index);
-            ctx.call->create(indices, out);
-          },
-          false);
+      create_for_call(ctx, due);
       remove_done();
       continue;
     }
@@ -910,21 +916,8 @@ void CacheRegion::Engine::wait_for_others(Context& ctx, std::span<Slot* const> r
       }
     }
     for (Slot* s : to_claim) {
-      LeaseRequest request;
-      request.ttl = options_.lock_timeout;
-      request.info = LockInfo{fleet_.now(), s->history, fleet_.error()};
-      try {
-        with_leases(std::span<Slot* const>(&s, 1),
-                    [&](std::span<LeaseSlot> leases) { backend_->claim(leases, request); });
-      } catch (const std::bad_alloc&) {
-        throw;
-      } catch (const std::exception& e) {
-        reporter_.report(ErrorKind::backend, "lock", s->user_key, e.what());
-        s->degraded = true;
-        takeover.push_back(s);
-        continue;
-      }
-      if (s->lease.lease == LeaseState::won) takeover.push_back(s);
+      // won: take over; failed: create here, degraded; held: wait on
+      if (!claim(*s) || s->lease.lease == LeaseState::won) takeover.push_back(s);
     }
     if (!takeover.empty()) {
       std::vector<Slot*> won;
@@ -938,14 +931,7 @@ void CacheRegion::Engine::wait_for_others(Context& ctx, std::span<Slot* const> r
         if (s->served == Served::none) make.push_back(s);
       }
       if (!make.empty()) {
-        create(
-            ctx, make,
-            [&](std::span<Slot* const> slots, std::span<detail::CreateOut> out) {
-              std::vector<std::size_t> indices;
-              for (const Slot* s : slots) indices.push_back(s->index);
-              ctx.call->create(indices, out);
-            },
-            false);
+        create_for_call(ctx, make);
       }
     }
     remove_done();
@@ -973,14 +959,7 @@ void CacheRegion::Engine::wait_for_others(Context& ctx, std::span<Slot* const> r
                      fmt::format("gave up waiting for the lock holder after {}; creating here",
                                  format_duration(*options_.wait.max_wait)));
     for (Slot* s : late) s->degraded = true;
-    create(
-        ctx, late,
-        [&](std::span<Slot* const> slots, std::span<detail::CreateOut> out) {
-          std::vector<std::size_t> indices;
-          for (const Slot* s : slots) indices.push_back(s->index);
-          ctx.call->create(indices, out);
-        },
-        false);
+    create_for_call(ctx, late);
     return;
   }
   for (Slot* s : late) s->lead->abandon();  // this process's followers start over

@@ -121,6 +121,7 @@ class CacheRegion::Engine : detail::ForkAware {
   void confirm(Context& ctx, std::vector<detail::Slot*>& won);
   void hand_to_background(Context& ctx, std::vector<detail::Slot*>& won);
   void create(Context& ctx, std::span<detail::Slot* const> slots, Creator creator, bool background);
+  void create_for_call(Context& ctx, std::span<detail::Slot* const> slots);
   void wait_for_others(Context& ctx, std::span<detail::Slot* const> remote);
   void follow(Context& ctx, std::span<detail::Slot* const> followers,
               std::vector<detail::Slot*>& restart);
@@ -131,6 +132,7 @@ class CacheRegion::Engine : detail::ForkAware {
   detail::Found examine(const Context& ctx, detail::Slot& slot, std::string_view data,
                         std::uint32_t flags, bool quiet, DecodeFn&& decode);
   detail::Found examine_item(Context& ctx, detail::Slot& slot, const Item& item, bool quiet);
+  bool claim(detail::Slot& slot);
   void serve_at_hand(Context& ctx, detail::Slot& slot);
   void redecode_at_hand(Context& ctx, detail::Slot& slot);
   void release(std::span<detail::Slot* const> slots);

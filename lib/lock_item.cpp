@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <cstring>
 
+#include "dogpile/detail/keys.hpp"
+#include "lock_token.hpp"
+
 namespace dogpile::detail {
 namespace {
 
@@ -30,6 +33,17 @@ constexpr std::uint64_t kMaxMicros = static_cast<std::uint64_t>(
     std::chrono::duration_cast<std::chrono::microseconds>(Duration::max()).count());
 
 }  // namespace
+
+LockItem new_lock_item(std::string_view lock_key, TimePoint started_at,
+                       std::chrono::microseconds expected, std::chrono::microseconds clock_error) {
+  LockItem item;
+  item.token = new_lock_token();
+  item.started_at = started_at;
+  item.expected = expected;
+  item.clock_error = clock_error;
+  item.key_check = key_check(lock_key);
+  return item;
+}
 
 std::string encode_lock_item(const LockItem& lock) {
   std::string out(kLockItemSize, '\0');

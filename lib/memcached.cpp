@@ -824,12 +824,8 @@ MemcachedLock::MemcachedLock(Mapped, std::shared_ptr<MemcachedBackend::Impl> imp
 MemcachedLock::~MemcachedLock() { release_if_held(); }
 
 bool MemcachedLock::try_acquire() {
-  detail::LockItem item;
-  item.token = detail::new_lock_token();
-  item.started_at = info_.started_at;
-  item.expected = info_.expected;
-  item.clock_error = info_.clock_error;
-  item.key_check = detail::key_check(lock_key_);
+  const auto item =
+      detail::new_lock_item(lock_key_, info_.started_at, info_.expected, info_.clock_error);
   std::string bytes = detail::encode_lock_item(item);
   if (!impl_->add_by_key(value_key_, lock_key_, bytes, detail::kLockFlags, ttl_)) return false;
   token_ = item.token;

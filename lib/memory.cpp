@@ -188,12 +188,8 @@ class MemoryLock final : public DistributedLock {
  protected:
   bool try_acquire() override {
     MemoryBackend::State::count(state_->counters.adds);
-    detail::LockItem item;
-    item.token = detail::new_lock_token();
-    item.started_at = info_.started_at;
-    item.expected = info_.expected;
-    item.clock_error = info_.clock_error;
-    item.key_check = detail::key_check(key_);
+    const auto item =
+        detail::new_lock_item(key_, info_.started_at, info_.expected, info_.clock_error);
     if (!state_->add(key_, Item{detail::encode_lock_item(item), detail::kLockFlags}, ttl_)) {
       return false;
     }

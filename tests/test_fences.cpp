@@ -105,11 +105,8 @@ Result race(Path path, Write write) {
       }
     }
   });
-  if (path == Path::background) {
-    caller.join();
-    CHECK(r.a_got == "old");  // the stale winner returned at once
-    REQUIRE(executor->queued() == 1);
-    std::jthread job([&] { executor->run_all(); });
+  // B writes while A's creator is held; then the creator is let go.
+  auto write_while_held = [&] {
     REQUIRE(eventually([&] { return gate.entered.load(); }));
     f.clock.advance(1ms);
     switch (write) {
@@ -133,32 +130,17 @@ Result race(Path path, Write write) {
     }
     f.clock.advance(1ms);
     gate.open = true;
+  };
+  if (path == Path::background) {
+    caller.join();
+    CHECK(r.a_got == "old");  // the stale winner returned at once
+    REQUIRE(executor->queued() == 1);
+    std::jthread job([&] { executor->run_all(); });
+    write_while_held();
     job.join();
     r.a_got = "made in the background";
   } else {
-    REQUIRE(eventually([&] { return gate.entered.load(); }));
-    f.clock.advance(1ms);
-    switch (write) {
-      case Write::remove:
-        b.remove(key);
-        break;
-      case Write::set:
-        b.set(key, std::string("written by B"));
-        break;
-      case Write::invalidate_args:
-        cached_b.invalidate(1);
-        break;
-      case Write::hard:
-        b.invalidate(Invalidation::hard);
-        a.invalidate(Invalidation::hard);
-        break;
-      case Write::soft:
-        b.invalidate(Invalidation::soft);
-        a.invalidate(Invalidation::soft);
-        break;
-    }
-    f.clock.advance(1ms);
-    gate.open = true;
+    write_while_held();
     caller.join();
   }
   r.fenced_out = a.stats().fenced_out;

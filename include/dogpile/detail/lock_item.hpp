@@ -47,6 +47,12 @@ struct LockItem {
 /// The item's bytes (its flags are kLockFlags).
 [[nodiscard]] std::string encode_lock_item(const LockItem& lock);
 
+/// A new acquisition's lock item for the lock key `lock_key`: a fresh token
+/// and the holder's start, history and clock error.
+[[nodiscard]] LockItem new_lock_item(std::string_view lock_key, TimePoint started_at,
+                                     std::chrono::microseconds expected,
+                                     std::chrono::microseconds clock_error);
+
 /// Decodes a lock item; nullopt if `bytes` and `flags` are not one, or its key
 /// check is not `expected_key_check`. Pure; never throws.
 [[nodiscard]] std::optional<LockItem> decode_lock_item(std::string_view bytes, std::uint32_t flags,
