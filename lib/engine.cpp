@@ -834,6 +834,9 @@ void CacheRegion::Engine::release(std::span<Slot* const> slots) {
 // ---------------------------------------------------------------------------
 // wait: for a lease held in another process, and for this process's leader
 
+// Polls the slots whose lease another process holds, one request a poll
+// for all that are due, on the schedule their locks allow, until each has a
+// value, is created here (its lease freed), or the wait runs out.
 void CacheRegion::Engine::wait_for_others(Context& ctx, std::span<Slot* const> remote) {
   if (remote.empty()) return;
   for (std::size_t i = 0; i < remote.size(); ++i) detail::Counters::add(counters_.lock_waits);
@@ -842,119 +845,105 @@ void CacheRegion::Engine::wait_for_others(Context& ctx, std::span<Slot* const> r
       options_.wait.max_wait
           ? started + std::chrono::duration_cast<SteadyTime::duration>(*options_.wait.max_wait)
           : SteadyTime::max();
+  const SteadyTime limit = std::min(ctx.deadline, give_up_at);
   struct Waiting {
     Slot* slot;
     SteadyTime next;
   };
   std::vector<Waiting> waiting;
-  for (Slot* s : remote) {
-    const auto pause = detail::next_poll_in(options_.wait, Duration::zero(), fleet_.now(),
-                                            s->lease.holder, fleet_.error(), detail::poll_jitter());
-    waiting.push_back({s, started + std::chrono::duration_cast<SteadyTime::duration>(pause)});
-  }
-  auto remove_done = [&] {
-    std::erase_if(waiting, [](const Waiting& w) { return w.slot->served != Served::none; });
+  auto schedule = [&](Waiting& w, SteadyTime now) {
+    const auto pause =
+        detail::next_poll_in(options_.wait, now - started, fleet_.now(), w.slot->lease.holder,
+                             fleet_.error(), detail::poll_jitter());
+    w.next = now + std::chrono::duration_cast<SteadyTime::duration>(pause);
   };
-  std::optional<WaitTimeout::Reason> timed_out;
+  for (Slot* s : remote) schedule(waiting.emplace_back(Waiting{s, started}), started);
   while (!waiting.empty()) {
     SteadyTime next = SteadyTime::max();
     for (const auto& w : waiting) next = std::min(next, w.next);
-    const SteadyTime limit = std::min(ctx.deadline, give_up_at);
-    if (next > limit) {
-      clock_.sleep_until(limit, ctx.stop);
-      timed_out = ctx.stop.stop_requested() ? WaitTimeout::Reason::cancelled
-                                            : (limit == give_up_at ? WaitTimeout::Reason::max_wait
-                                                                   : WaitTimeout::Reason::deadline);
-      break;
-    }
-    if (!clock_.sleep_until(next, ctx.stop)) {
-      timed_out = WaitTimeout::Reason::cancelled;
-      break;
+    if (next > limit || !clock_.sleep_until(next, ctx.stop)) {
+      if (next > limit) clock_.sleep_until(limit, ctx.stop);
+      const auto reason = ctx.stop.stop_requested() ? WaitTimeout::Reason::cancelled
+                          : limit == give_up_at     ? WaitTimeout::Reason::max_wait
+                                                    : WaitTimeout::Reason::deadline;
+      std::vector<Slot*> late;
+      for (const auto& w : waiting) late.push_back(w.slot);
+      give_up(ctx, late, reason);
+      return;
     }
     const SteadyTime now = clock_.steady_now();
     std::vector<Slot*> due;
-    for (auto& w : waiting) {
+    for (const auto& w : waiting) {
       if (w.next <= now) due.push_back(w.slot);
     }
-    try {
-      with_leases(due,
-                  [&](std::span<LeaseSlot> leases) { backend_->poll(leases, ctx.read_request); });
-    } catch (const std::bad_alloc&) {
-      throw;
-    } catch (const std::exception& e) {
-      // The server went away while we waited: create here, without the lock.
-      reporter_.report(ErrorKind::backend, "poll", due.front()->user_key, e.what());
-      for (Slot* s : due) s->degraded = true;
-      create_for_call(ctx, due);
-      remove_done();
-      continue;
-    }
-    std::vector<Slot*> takeover, to_claim;
-    for (Slot* s : due) {
-      if (s->lease.item) {
-        Item item = std::move(*s->lease.item);
-        s->lease.item.reset();
-        const Found found = examine_item(ctx, *s, item, true);
-        if (detail::usable(found)) {
-          s->found = found;
-          s->at_hand = std::make_shared<const Item>(std::move(item));
-          s->value_is_at_hand = true;
-          s->lead->publish(s->at_hand);
-          s->served = found == Found::stale ? Served::stale : Served::waited;
-          continue;
-        }
-      }
-      switch (s->lease.lease) {
-        case LeaseState::won:  // a backend that can only tell by trying took it
-          takeover.push_back(s);
-          break;
-        case LeaseState::held:
-          break;
-        default:  // free: its holder finished without storing, or died
-          to_claim.push_back(s);
-          break;
-      }
-    }
-    for (Slot* s : to_claim) {
-      // won: take over; failed: create here, degraded; held: wait on
-      if (!claim(*s) || s->lease.lease == LeaseState::won) takeover.push_back(s);
-    }
-    if (!takeover.empty()) {
-      std::vector<Slot*> won;
-      for (Slot* s : takeover) {
-        s->confirmed = false;
-        if (!s->degraded) won.push_back(s);
-      }
-      confirm(ctx, won);
-      std::vector<Slot*> make;
-      for (Slot* s : takeover) {
-        if (s->served == Served::none) make.push_back(s);
-      }
-      if (!make.empty()) {
-        create_for_call(ctx, make);
-      }
-    }
-    remove_done();
+    poll(ctx, due);
+    std::erase_if(waiting, [](const Waiting& w) { return w.slot->served != Served::none; });
     const SteadyTime after = clock_.steady_now();
     for (auto& w : waiting) {
-      if (w.next > now) continue;
-      const auto pause =
-          detail::next_poll_in(options_.wait, after - started, fleet_.now(), w.slot->lease.holder,
-                               fleet_.error(), detail::poll_jitter());
-      w.next = after + std::chrono::duration_cast<SteadyTime::duration>(pause);
+      if (w.next <= now) schedule(w, after);
     }
   }
-  if (!timed_out) return;
-  // Out of time. Never a second creator, unless the policy asks for one
-  // after max_wait.
-  const bool create_anyway =
-      *timed_out == WaitTimeout::Reason::max_wait && options_.wait.create_after_max_wait;
-  std::vector<Slot*> late;
-  for (auto& w : waiting) {
-    detail::Counters::add(counters_.wait_timeouts);
-    late.push_back(w.slot);
+}
+
+// One poll of `due` (value and lease together): a value ends the wait; a
+// lease that was freed is claimed, and the value made here.
+void CacheRegion::Engine::poll(Context& ctx, std::span<Slot* const> due) {
+  try {
+    with_leases(due,
+                [&](std::span<LeaseSlot> leases) { backend_->poll(leases, ctx.read_request); });
+  } catch (const std::bad_alloc&) {
+    throw;
+  } catch (const std::exception& e) {
+    // The server went away while we waited: create here, without the lock.
+    reporter_.report(ErrorKind::backend, "poll", due.front()->user_key, e.what());
+    for (Slot* s : due) s->degraded = true;
+    create_for_call(ctx, due);
+    return;
   }
-  if (create_anyway) {
+  std::vector<Slot*> takeover;
+  for (Slot* s : due) {
+    if (s->lease.item) {
+      Item item = std::move(*s->lease.item);
+      s->lease.item.reset();
+      const Found found = examine_item(ctx, *s, item, true);
+      if (detail::usable(found)) {
+        s->found = found;
+        s->at_hand = std::make_shared<const Item>(std::move(item));
+        s->value_is_at_hand = true;
+        s->lead->publish(s->at_hand);
+        s->served = found == Found::stale ? Served::stale : Served::waited;
+        continue;
+      }
+    }
+    switch (s->lease.lease) {
+      case LeaseState::won:  // a backend that can only tell by trying took it
+        takeover.push_back(s);
+        break;
+      case LeaseState::held:
+        break;
+      default:  // free: its holder finished without storing, or died
+        // won: take over; failed: create here, degraded; held: wait on
+        if (!claim(*s) || s->lease.lease == LeaseState::won) takeover.push_back(s);
+        break;
+    }
+  }
+  if (takeover.empty()) return;
+  std::vector<Slot*> won;
+  for (Slot* s : takeover) {
+    s->confirmed = false;
+    if (!s->degraded) won.push_back(s);
+  }
+  confirm(ctx, won);
+  std::erase_if(takeover, [](const Slot* s) { return s->served != Served::none; });
+  if (!takeover.empty()) create_for_call(ctx, takeover);
+}
+
+// Out of time: never a second creator, unless the policy asks for one after
+// max_wait. This process's callers waiting on these slots start over.
+void CacheRegion::Engine::give_up(Context& ctx, std::span<Slot* const> late,
+                                  WaitTimeout::Reason reason) {
+  detail::Counters::add(counters_.wait_timeouts, late.size());
+  if (reason == WaitTimeout::Reason::max_wait && options_.wait.create_after_max_wait) {
     reporter_.report(ErrorKind::lock, "wait", late.front()->user_key,
                      fmt::format("gave up waiting for the lock holder after {}; creating here",
                                  format_duration(*options_.wait.max_wait)));
@@ -962,8 +951,8 @@ void CacheRegion::Engine::wait_for_others(Context& ctx, std::span<Slot* const> r
     create_for_call(ctx, late);
     return;
   }
-  for (Slot* s : late) s->lead->abandon();  // this process's followers start over
-  throw WaitTimeout(*timed_out, late.front()->user_key);
+  for (Slot* s : late) s->lead->abandon();
+  throw WaitTimeout(reason, late.front()->user_key);
 }
 
 void CacheRegion::Engine::follow(Context& ctx, std::span<Slot* const> followers,

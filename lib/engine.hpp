@@ -123,6 +123,8 @@ class CacheRegion::Engine : detail::ForkAware {
   void create(Context& ctx, std::span<detail::Slot* const> slots, Creator creator, bool background);
   void create_for_call(Context& ctx, std::span<detail::Slot* const> slots);
   void wait_for_others(Context& ctx, std::span<detail::Slot* const> remote);
+  void poll(Context& ctx, std::span<detail::Slot* const> due);
+  void give_up(Context& ctx, std::span<detail::Slot* const> late, WaitTimeout::Reason reason);
   void follow(Context& ctx, std::span<detail::Slot* const> followers,
               std::vector<detail::Slot*>& restart);
   Outcome account(const detail::Slot& slot) noexcept;
