@@ -12,7 +12,7 @@ mkdir -p "$out"
 for target in envelope keys; do
   clang++ -std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
     -Iinclude "fuzz/fuzz_$target.cpp" lib/envelope.cpp lib/keys.cpp lib/sha256.cpp \
-    lib/lock_item.cpp lib/invalidation_times.cpp \
+    lib/lock_item.cpp lib/lock_token.cpp lib/invalidation_times.cpp \
     -o "$out/fuzz_$target"
   corpus="$out/corpus_$target"
   rm -rf "$corpus"
