@@ -46,7 +46,7 @@ TEST_SUITE("ketama") {
     CHECK(KetamaRing::key_hash("key3") == 0x85573136u);
   }
 
-  TEST_CASE("160 points per server of equal weight; float rounding as libmemcached's") {
+  TEST_CASE("160 points per server of equal weight, float rounding as libmemcached's") {
     const std::vector<RingServer> three = {{"127.0.0.1", 11211, 1},
                                            {"127.0.0.1", 11212, 1},
                                            {"127.0.0.1", 11213, 1}};

@@ -42,7 +42,7 @@ TEST_SUITE("reporter") {
     CHECK(seen[4] == "fenced set k: written meanwhile");
   }
 
-  TEST_CASE("a throwing handler is swallowed; the handler can be replaced") {
+  TEST_CASE("a throwing handler is swallowed, the handler can be replaced") {
     Counters counters;
     Reporter reporter([](const ErrorEvent&) { throw std::runtime_error("handler bug"); }, counters);
     reporter.report(ErrorKind::backend, "get", "k", "down");  // does not throw
