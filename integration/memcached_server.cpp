@@ -14,13 +14,35 @@
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <sstream>
 #include <stdexcept>
 #include <thread>
 
+#include "dogpile/memcached.hpp"
+#include "dogpile/memcached_meta.hpp"
+
 namespace dogpile::test {
+
+Transport transport() {
+  const char* value = std::getenv("DOGPILE_TEST_TRANSPORT");
+  return value != nullptr && std::string_view(value) == "meta" ? Transport::meta
+                                                               : Transport::classic;
+}
+
+std::shared_ptr<Backend> memcached(std::string_view options, bool auto_eject) {
+  if (transport() == Transport::meta) {
+    return std::make_shared<MemcachedMetaBackend>(
+        MemcachedMetaBackend::Options{std::string(options), auto_eject});
+  }
+  MemcachedBackend::Options o;
+  o.config = std::string(options);
+  o.auto_eject = auto_eject;
+  return std::make_shared<MemcachedBackend>(std::move(o));
+}
+
 namespace {
 
 // A port that was free a moment ago on 127.0.0.1 (the kernel's choice).

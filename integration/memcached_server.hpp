@@ -9,11 +9,25 @@
 #include <chrono>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
 
+namespace dogpile {
+class Backend;
+}
+
 namespace dogpile::test {
+
+/// The transport the memcached suites run on: MemcachedMetaBackend when the
+/// environment says DOGPILE_TEST_TRANSPORT=meta, else MemcachedBackend. CTest
+/// runs those suites once for each.
+enum class Transport { classic, meta };
+[[nodiscard]] Transport transport();
+/// A backend of the suite's transport for a memcached option string.
+[[nodiscard]] std::shared_ptr<Backend> memcached(std::string_view options,
+                                                 bool auto_eject = false);
 
 class MemcachedServer {
  public:

@@ -125,6 +125,11 @@ int Proxy::requests() const {
   return n;
 }
 
+int Proxy::round_trips() const {
+  std::lock_guard lock(mutex_);
+  return round_trips_;
+}
+
 int Proxy::keys_read() const {
   std::lock_guard lock(mutex_);
   return keys_read_;
@@ -134,13 +139,15 @@ void Proxy::reset_counts() {
   std::lock_guard lock(mutex_);
   counts_.clear();
   keys_read_ = 0;
+  round_trips_ = 0;
 }
 
-void Proxy::count(const std::string& command, int keys) {
+void Proxy::count(const std::string& command, int keys, bool starts_round_trip) {
   if (command == "stats" || command == "version" || command == "quit") return;
   std::lock_guard lock(mutex_);
   ++counts_[command];
   keys_read_ += keys;
+  if (starts_round_trip) ++round_trips_;
 }
 
 void Proxy::accept_loop() {
@@ -175,6 +182,8 @@ void Proxy::serve(int client) {
   std::string from_client, from_server;
   char buffer[65536];
   bool open = true;
+  bool first = true;     // the connection's first request: the meta transport's handshake
+  bool answered = true;  // the last message was a reply: the next request starts a round trip
   while (open && !stopping_) {
     pollfd fds[2] = {{client, POLLIN, 0}, {server, POLLIN, 0}};
     if (::poll(fds, 2, 200) < 0) break;
@@ -194,7 +203,13 @@ void Proxy::serve(int client) {
       const std::string command = w.empty() ? "" : w[0];
       const bool retrieval = command == "get" || command == "gets" || command == "gat" ||
                              command == "gats" || command == "mg";
-      count(command, retrieval ? static_cast<int>(command == "mg" ? 1 : w.size() - 1) : 0);
+      const bool handshake = first && command == "mn";
+      first = false;
+      if (!handshake) {
+        count(command, retrieval ? static_cast<int>(command == "mg" ? 1 : w.size() - 1) : 0,
+              answered);
+        answered = false;
+      }
       if (rewrite_request_) {
         bytes = rewrite_request_(m->line) + "\r\n" + bytes.substr(m->line.size() + 2);
       }
@@ -205,6 +220,7 @@ void Proxy::serve(int client) {
       from_server.erase(0, m->total);
       if (rewrite_reply_)
         bytes = rewrite_reply_(m->line) + "\r\n" + bytes.substr(m->line.size() + 2);
+      answered = true;
       if (!send_all(client, bytes)) open = false;
     }
   }

@@ -38,6 +38,10 @@ class Proxy {
   /// and all of them (but `stats`, `version` and `quit`).
   [[nodiscard]] std::map<std::string, int> counts() const;
   [[nodiscard]] int requests() const;
+  /// Round trips: bursts of requests sent before the reply to the first of
+  /// them (a pipeline of meta requests is one). The meta transport's
+  /// handshake (a connection's first `mn`) is not counted, nor is it a request.
+  [[nodiscard]] int round_trips() const;
   /// Keys asked for by retrieval commands so far (a `gets a b` counts 2).
   [[nodiscard]] int keys_read() const;
   void reset_counts();
@@ -45,7 +49,7 @@ class Proxy {
  private:
   void accept_loop();
   void serve(int client);
-  void count(const std::string& command, int keys);
+  void count(const std::string& command, int keys, bool starts_round_trip);
 
   int upstream_;
   RewriteRequest rewrite_request_;
@@ -57,6 +61,7 @@ class Proxy {
   mutable std::mutex mutex_;
   std::map<std::string, int> counts_;
   int keys_read_ = 0;
+  int round_trips_ = 0;
   std::vector<std::thread> workers_;
   std::vector<int> sockets_;
 };

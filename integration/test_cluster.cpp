@@ -27,7 +27,6 @@
 
 using namespace std::chrono_literals;
 using dogpile::CacheRegion;
-using dogpile::MemcachedBackend;
 using dogpile::Outcome;
 using dogpile::RegionOptions;
 using dogpile::test::MemcachedServer;
@@ -89,7 +88,7 @@ TEST_SUITE("cluster") {
       local = std::make_unique<Cluster>();
       config = local->config();
     }
-    auto backend = std::make_shared<MemcachedBackend>(config);
+    auto backend = dogpile::test::memcached(config);
     CacheRegion region(backend, quiet({.expiration = 60s, .key_prefix = "spread:"}));
     for (int i = 0; i < 600; ++i) region.set("key" + std::to_string(i), std::string("v"));
     if (!local) {
@@ -121,7 +120,7 @@ TEST_SUITE("cluster") {
 
   TEST_CASE("every pooled connection, and every process, agrees on each key's node") {
     Cluster cluster;
-    auto writer = std::make_shared<MemcachedBackend>(cluster.config());
+    auto writer = dogpile::test::memcached(cluster.config());
     {
       std::vector<std::jthread> threads;  // many threads: many pooled connections
       for (int t = 0; t < 16; ++t) {
@@ -132,7 +131,7 @@ TEST_SUITE("cluster") {
         });
       }
     }
-    MemcachedBackend reader(cluster.config());  // another process's view of the ring
+    auto reader = dogpile::test::memcached(cluster.config());  // another process's view of the ring
     for (int k = 0; k < 800; ++k) {
       const std::string key = "agree" + std::to_string(k);
       int holders = 0;
@@ -140,7 +139,7 @@ TEST_SUITE("cluster") {
         holders += node->raw("get " + key + "\r\n") != "END\r\n" ? 1 : 0;
       }
       CHECK_MESSAGE(holders == 1, key);
-      CHECK_MESSAGE(reader.get(key).has_value(), key);
+      CHECK_MESSAGE(reader->get(key).has_value(), key);
     }
   }
 
@@ -148,7 +147,7 @@ TEST_SUITE("cluster") {
     Cluster cluster;
     const std::string config = cluster.config("--RETRY-TIMEOUT=1");
     auto options = quiet({.expiration = 60s});
-    CacheRegion region(std::make_shared<MemcachedBackend>(config), options);
+    CacheRegion region(dogpile::test::memcached(config), options);
     const auto doomed = keys_on(cluster, region, 1, 20, "doomed");
     const auto safe = keys_on(cluster, region, 0, 20, "safe");
 
@@ -194,8 +193,8 @@ TEST_SUITE("cluster") {
         log.push_back(std::string(e.operation) + " " + std::string(e.key) + ": " +
                       std::string(e.message));
       };
-      CacheRegion first(std::make_shared<MemcachedBackend>(config), logging);
-      CacheRegion second(std::make_shared<MemcachedBackend>(config), logging);
+      CacheRegion first(dogpile::test::memcached(config), logging);
+      CacheRegion second(dogpile::test::memcached(config), logging);
       std::vector<std::jthread> herd;
       for (int t = 0; t < 16; ++t) {
         herd.emplace_back([&, t] {
@@ -254,7 +253,7 @@ TEST_SUITE("cluster") {
     Cluster cluster;
     const std::string config =
         cluster.config("--POLL-TIMEOUT=200 --CONNECT-TIMEOUT=200 --RETRY-TIMEOUT=1");
-    CacheRegion region(std::make_shared<MemcachedBackend>(config), quiet({.expiration = 60s}));
+    CacheRegion region(dogpile::test::memcached(config), quiet({.expiration = 60s}));
     const auto stalled = keys_on(cluster, region, 1, 8, "stalled");
     const auto fine = keys_on(cluster, region, 2, 8, "fine");
     cluster.nodes[1]->pause();
@@ -292,9 +291,9 @@ TEST_SUITE("cluster") {
 
   TEST_CASE("auto_eject: a dead node's keys move to the others") {
     Cluster cluster;
-    MemcachedBackend::Options options{cluster.config("--RETRY-TIMEOUT=30 --CONNECT-TIMEOUT=300")};
-    options.auto_eject = true;
-    CacheRegion region(std::make_shared<MemcachedBackend>(options), quiet({.expiration = 60s}));
+    CacheRegion region(
+        dogpile::test::memcached(cluster.config("--RETRY-TIMEOUT=30 --CONNECT-TIMEOUT=300"), true),
+        quiet({.expiration = 60s}));
     const auto moved = keys_on(cluster, region, 0, 5, "moved");
     cluster.nodes[0]->kill();
     Outcome outcome = Outcome::created;
@@ -310,7 +309,7 @@ TEST_SUITE("cluster") {
 
   TEST_CASE("a creator that throws: its flight's callers get the error, the lock is free at once") {
     Cluster cluster(1);
-    CacheRegion region(std::make_shared<MemcachedBackend>(cluster.config()),
+    CacheRegion region(dogpile::test::memcached(cluster.config()),
                        quiet({.expiration = 60s}));
     std::atomic<int> creators{0}, errors{0};
     std::atomic<int> started{0};
@@ -343,7 +342,7 @@ TEST_SUITE("cluster") {
 
   TEST_CASE("hostile keys on memcached: each stored and read back apart, nothing injected") {
     Cluster cluster(1);
-    CacheRegion region(std::make_shared<MemcachedBackend>(cluster.config()),
+    CacheRegion region(dogpile::test::memcached(cluster.config()),
                        quiet({.expiration = 60s}));
     std::vector<std::string> keys = {"",
                                      " ",

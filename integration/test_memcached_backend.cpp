@@ -19,6 +19,7 @@ namespace {
 
 struct MemcachedFixture {
   static constexpr bool kVersions = true;
+  static constexpr bool kServerLeases = false;
   MemcachedServer server;
   std::shared_ptr<dogpile::Backend> backend = std::make_shared<MemcachedBackend>(server.options());
   std::shared_ptr<dogpile::Backend> other() {

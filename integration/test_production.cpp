@@ -20,15 +20,14 @@ using namespace std::chrono_literals;
 using dogpile::CacheRegion;
 using dogpile::CallOptions;
 using dogpile::Invalidation;
-using dogpile::MemcachedBackend;
 using dogpile::test::MemcachedServer;
 using dogpile::test::now_ms;
 using dogpile::test::quiet;
 
 namespace {
 
-std::shared_ptr<MemcachedBackend> backend_for(const MemcachedServer& server) {
-  return std::make_shared<MemcachedBackend>(server.options());
+std::shared_ptr<dogpile::Backend> backend_for(const MemcachedServer& server) {
+  return dogpile::test::memcached(server.options());
 }
 
 // A host's clock, `skew` away from this one's.
@@ -309,11 +308,11 @@ TEST_SUITE("production conditions") {
     std::vector<std::jthread> flood;
     for (int f = 0; f < 2; ++f) {
       flood.emplace_back([&, f] {
-        MemcachedBackend backend(server.options());
+        auto backend = dogpile::test::memcached(server.options());
         const dogpile::Item small{std::string(80, 'f'), 0};
         for (long i = 0; !stop.load(); ++i) {
           try {
-            backend.set("flood" + std::to_string(f) + ":" + std::to_string(i), small, 0s);
+            backend->set("flood" + std::to_string(f) + ":" + std::to_string(i), small, 0s);
             flooded.fetch_add(1);
           } catch (...) {
           }

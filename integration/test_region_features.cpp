@@ -18,7 +18,6 @@
 using namespace std::chrono_literals;
 using dogpile::CacheRegion;
 using dogpile::Invalidation;
-using dogpile::MemcachedBackend;
 using dogpile::Outcome;
 using dogpile::RegionOptions;
 using dogpile::test::MemcachedServer;
@@ -41,10 +40,10 @@ double invalidation_seen_after_ms(const MemcachedServer& server, Invalidation ki
   // stays single-threaded until it has forked (ThreadSanitizer cannot follow
   // a process with threads across fork()).
   const auto options = quiet({.expiration = 3600s, .clock_sync = std::nullopt});
-  CacheRegion region(std::make_shared<MemcachedBackend>(server.options()), options);
+  CacheRegion region(dogpile::test::memcached(server.options()), options);
   REQUIRE(region.set("k", std::string("before")));
   const pid_t other = dogpile::test::fork_worker([&] {
-    CacheRegion region(std::make_shared<MemcachedBackend>(server.options()), options);
+    CacheRegion region(dogpile::test::memcached(server.options()), options);
     for (;;) {
       const std::string v = region.get_or_create("k", [] { return std::string("after"); });
       if (v == "after") break;
@@ -87,13 +86,13 @@ TEST_SUITE("features on memcached") {
     auto make_region = [&](bool background) {
       RegionOptions o = quiet({.expiration = 60s});
       o.background_refresh = background;
-      return std::make_unique<CacheRegion>(std::make_shared<MemcachedBackend>(server.options()), o);
+      return std::make_unique<CacheRegion>(dogpile::test::memcached(server.options()), o);
     };
     auto write_stale = [&](const std::string& key) {
       // A host whose clock is 61 s behind, trusting it (no clock_sync):
       // its value is a minute old on arrival.
       dogpile::ManualClock past(dogpile::system_clock().now() - 61s);
-      CacheRegion writer(std::make_shared<MemcachedBackend>(server.options()),
+      CacheRegion writer(dogpile::test::memcached(server.options()),
                          quiet({.expiration = 60s, .clock = &past, .clock_sync = std::nullopt}));
       REQUIRE(writer.set(key, std::string("old")));
     };
@@ -157,7 +156,7 @@ TEST_SUITE("features on memcached") {
     };
     dogpile::test::Shared<State> state;
     auto worker = [&] {
-      CacheRegion region(std::make_shared<MemcachedBackend>(server.options()),
+      CacheRegion region(dogpile::test::memcached(server.options()),
                          quiet({.expiration = 60s, .key_prefix = "app:"}));
       auto report = dogpile::cached(region, "report", [&](int year, std::string_view unit) {
         state->calls.fetch_add(1);

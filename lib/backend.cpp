@@ -201,6 +201,10 @@ void Backend::release(std::span<LeaseSlot> slots) {
 
 std::optional<ServerTime> Backend::server_time(std::string_view) { return std::nullopt; }
 
+bool Backend::mark_stale(std::string_view) {
+  throw std::logic_error("this backend cannot mark an item stale in place");
+}
+
 }  // namespace dogpile
 
 #include "deadline.hpp"

@@ -214,7 +214,7 @@ Outcome CacheRegion::Engine::run(const Call& call) {
     slot.check = detail::key_check(slot.key);
     slot.bind();
     read_one(ctx, slot);
-    if (slot.found == Found::fresh) {  // the hot path: one request, nothing else
+    if (slot.found == Found::fresh && !slot.lease.lock) {  // the hot path: one request
       detail::Counters::add(counters_.hits);
       return Outcome::fresh;
     }
@@ -285,6 +285,13 @@ void CacheRegion::Engine::step(Context& ctx, std::vector<Slot*> pending) {
     first = false;
     std::vector<Slot*> leaders, followers, won, remote, restart;
     join_flights(ctx, pending, leaders, followers);
+    // A lease granted in the read to a caller that will not create (the
+    // value was fresh, or another caller here leads): given back at once.
+    std::vector<Slot*> needless;
+    for (Slot* s : pending) {
+      if (s->lease.lock && !s->lead) needless.push_back(s);
+    }
+    release(needless);
     take_leases(ctx, leaders, won, remote);
     confirm(ctx, won);
     hand_to_background(ctx, won);
@@ -324,9 +331,11 @@ Found CacheRegion::Engine::examine(const Context& ctx, Slot& slot, std::string_v
     slot.history = envelope.creation_duration;
   }
   if (envelope.kind == detail::EnvelopeKind::tombstone) return Found::missing;
-  const Found found = judge_.judge(envelope, fleet_.now(), ctx.expiration, invalidations_.current(),
-                                   ctx.allow_early);
+  Found found = judge_.judge(envelope, fleet_.now(), ctx.expiration, invalidations_.current(),
+                             ctx.allow_early);
   if (found == Found::missing) return found;
+  // Marked stale in the backend (a per-key soft invalidation), whatever its age.
+  if (slot.lease.marked_stale && found != Found::stale) found = Found::stale;
   if (!decode(envelope.payload)) {
     if (!quiet) {
       reporter_.report(ErrorKind::decode, "decode", slot.user_key,
@@ -541,9 +550,12 @@ bool CacheRegion::Engine::claim(Slot& s) {
 // confirm: under the lease, read again — someone may have stored meanwhile
 
 void CacheRegion::Engine::confirm(Context& ctx, std::vector<Slot*>& won) {
-  std::vector<Slot*> unconfirmed;
+  std::vector<Slot*> unconfirmed, read_with_lease;
   for (Slot* s : won) {
-    if (!s->confirmed) unconfirmed.push_back(s);
+    if (s->confirmed) continue;
+    // The claim read the item with the lease: its answer is examined as a
+    // confirmation's, without asking again.
+    (s->lease.confirmed ? read_with_lease : unconfirmed).push_back(s);
   }
   if (!unconfirmed.empty()) {
     try {
@@ -557,6 +569,7 @@ void CacheRegion::Engine::confirm(Context& ctx, std::vector<Slot*>& won) {
       unconfirmed.clear();
     }
   }
+  unconfirmed.insert(unconfirmed.end(), read_with_lease.begin(), read_with_lease.end());
   std::vector<Slot*> found_elsewhere;
   for (Slot* s : unconfirmed) {
     s->confirmed = true;

@@ -17,6 +17,7 @@ namespace dogpile::test {
 
 struct MemoryFixture {
   static constexpr bool kVersions = true;
+  static constexpr bool kServerLeases = false;
   ManualClock clock;
   std::shared_ptr<MemoryBackend> backend =
       std::make_shared<MemoryBackend>(MemoryBackend::Options{.clock = &clock});
@@ -48,6 +49,7 @@ class MinimalBackend final : public Backend {
 
 struct MinimalFixture {
   static constexpr bool kVersions = false;
+  static constexpr bool kServerLeases = false;
   ManualClock clock;
   std::shared_ptr<MemoryBackend> store =
       std::make_shared<MemoryBackend>(MemoryBackend::Options{.clock = &clock});

@@ -208,6 +208,14 @@ struct LeaseSlot {
   /// release: the lease had been lost (expired, evicted, taken over) before
   /// it was ended; nothing was removed.
   bool lost = false;
+  /// claim, poll (read grants are confirmed by nature): the operation that
+  /// won the lease read the item with it (item, cas and fence are current),
+  /// so confirm() is not needed.
+  bool confirmed = false;
+  /// read, claim, poll: the backend marks the item stale whatever its age (a
+  /// per-key soft invalidation: mark_stale()). Set before read_view calls its
+  /// visitor.
+  bool marked_stale = false;
 };
 
 /// A server's clock reading: the server's time is in
@@ -315,6 +323,16 @@ class Backend {
   /// a lease that was lost; throws BackendError if the backend cannot be asked
   /// (the lease then expires on its own). The default calls lock->release().
   virtual void release(std::span<LeaseSlot> slots);
+
+  /// Whether mark_stale() is supported.
+  [[nodiscard]] virtual bool can_mark_stale() const noexcept { return false; }
+
+  /// Marks the item under `key` stale in place, where the store can (meta
+  /// protocol: `md k I`): readers are then told so (LeaseSlot::marked_stale),
+  /// and one of them may refresh it. False if there was no item. The default
+  /// throws std::logic_error (the region rewrites the value instead). Throws
+  /// BackendError.
+  virtual bool mark_stale(std::string_view key);
 
   /// The clock of the server that holds `key`, for reconciling hosts whose
   /// clocks disagree. nullopt (the default): there is no server clock; every

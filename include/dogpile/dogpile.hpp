@@ -14,6 +14,7 @@
 #include "dogpile/file_lock.hpp"
 #include "dogpile/lock.hpp"
 #include "dogpile/memcached.hpp"
+#include "dogpile/memcached_meta.hpp"
 #include "dogpile/memory.hpp"
 #include "dogpile/name_registry.hpp"
 #include "dogpile/region.hpp"

@@ -1,0 +1,374 @@
+// MemcachedMetaBackend against a real memcached: the conformance suite, the
+// server's leases as the engine uses them, health, and refusals.
+#include <doctest/doctest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <thread>
+
+#include "../tests/backend_conformance.hpp"
+#include "dogpile/memcached_meta.hpp"
+#include "memcached_server.hpp"
+#include "proxy.hpp"
+
+using namespace std::chrono_literals;
+using dogpile::Item;
+using dogpile::LeaseRequest;
+using dogpile::LeaseSlot;
+using dogpile::LeaseState;
+using dogpile::MemcachedMetaBackend;
+using dogpile::test::MemcachedServer;
+
+namespace {
+
+struct MetaFixture {
+  static constexpr bool kVersions = true;
+  static constexpr bool kServerLeases = true;
+  MemcachedServer server;
+  std::shared_ptr<dogpile::Backend> backend =
+      std::make_shared<MemcachedMetaBackend>(server.options());
+  std::shared_ptr<dogpile::Backend> other() {
+    return std::make_shared<MemcachedMetaBackend>(server.options());
+  }
+  void advance(dogpile::Duration d) { std::this_thread::sleep_for(d); }
+};
+
+// The engine's read of a key: a lease on a miss, and on a value whose time
+// to live fell below `grace`.
+LeaseRequest engine_read(std::chrono::seconds grace = 10s) {
+  LeaseRequest r;
+  r.claim_if_missing = true;
+  r.claim_if_ttl_below = grace;
+  r.ttl = 30s;
+  return r;
+}
+
+// Reads one key as the engine does; returns the item (if any).
+std::optional<Item> read(dogpile::Backend& b, LeaseSlot& slot, const LeaseRequest& request) {
+  std::optional<Item> item;
+  b.read_view(slot, request,
+              [&](std::string_view data, std::uint32_t flags) { item = Item{std::string(data), flags}; });
+  return item;
+}
+
+// A server that answers every line with `answer` (an old memcached's ERROR
+// to a meta command, or anything else), on a loopback port of its own.
+class AnsweringServer {
+ public:
+  explicit AnsweringServer(std::string answer) : answer_(std::move(answer)) {
+    listener_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::bind(listener_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+    socklen_t length = sizeof addr;
+    ::getsockname(listener_, reinterpret_cast<sockaddr*>(&addr), &length);
+    port_ = ntohs(addr.sin_port);
+    REQUIRE(::listen(listener_, 16) == 0);
+    thread_ = std::thread([this] {
+      for (;;) {
+        const int fd = ::accept(listener_, nullptr, nullptr);
+        if (fd < 0 || stopping_) {
+          if (fd >= 0) ::close(fd);
+          return;
+        }
+        char buffer[4096];
+        while (::recv(fd, buffer, sizeof buffer, 0) > 0) {
+          (void)::send(fd, answer_.data(), answer_.size(), MSG_NOSIGNAL);
+        }
+        ::close(fd);
+      }
+    });
+  }
+  ~AnsweringServer() {
+    stopping_ = true;
+    ::shutdown(listener_, SHUT_RDWR);
+    ::close(listener_);
+    thread_.join();
+  }
+  [[nodiscard]] std::string options() const {
+    return "--SERVER=127.0.0.1:" + std::to_string(port_);
+  }
+
+ private:
+  std::string answer_;
+  int listener_ = -1;
+  int port_ = 0;
+  std::atomic<bool> stopping_{false};
+  std::thread thread_;
+};
+
+}  // namespace
+
+TEST_CASE_TEMPLATE_INVOKE(backend_conformance, MetaFixture);
+
+TEST_SUITE("memcached meta backend") {
+  TEST_CASE("options: the classic transport's string works, what cannot be honoured is named") {
+    auto refused = [](std::string_view options, std::string_view mention) {
+      try {
+        MemcachedMetaBackend backend(options);
+        FAIL("accepted: " << options);
+      } catch (const std::invalid_argument& e) {
+        CHECK_MESSAGE(std::string_view(e.what()).find(mention) != std::string_view::npos, e.what());
+      }
+    };
+    refused("--SERVER=127.0.0.1:1 --BINARY-PROTOCOL", "--BINARY-PROTOCOL");
+    refused("--SERVER=127.0.0.1:1 --NOREPLY", "--NOREPLY");
+    refused("--SERVER=127.0.0.1:1 --NAMESPACE=x", "--NAMESPACE");
+    refused("--SERVER=127.0.0.1:1 --DISTRIBUTION=modula", "--DISTRIBUTION=modula");
+    refused("--SERVER=127.0.0.1:1 --HASH=CRC", "--HASH=CRC");
+    refused("--SERVER=127.0.0.1:x", "--SERVER=127.0.0.1:x");
+    refused("--SERVER=127.0.0.1:1/?0", "weight");
+    refused("--POOL-MAX=4", "no --SERVER");
+    // The defaults MemcachedBackend puts first, and weights in both spellings.
+    MemcachedMetaBackend(
+        "--SUPPORT-CAS --VERIFY-KEY --TCP-NODELAY --CONNECT-TIMEOUT=1000 --POLL-TIMEOUT=1000 "
+        "--RETRY-TIMEOUT=2 --POOL-MIN=1 --POOL-MAX=64 --SERVER=10.0.0.1:11211/?2 "
+        "--SERVER=10.0.0.2:11211:3 --SERVER=[::1]:11211 --DISTRIBUTION=consistent");
+  }
+
+  TEST_CASE("lease in the read: a miss is won by one caller, the others are told it is held") {
+    MetaFixture f;
+    auto other = f.other();
+    LeaseSlot mine, theirs;
+    mine.key = theirs.key = "lease-miss";
+    CHECK_FALSE(read(*f.backend, mine, engine_read()).has_value());
+    REQUIRE(mine.lease == LeaseState::won);
+    CHECK(mine.lock != nullptr);
+    CHECK(mine.fence.kind == dogpile::Fence::Kind::version);
+    CHECK_FALSE(read(*other, theirs, engine_read()).has_value());
+    CHECK(theirs.lease == LeaseState::held);
+    CHECK(theirs.lock == nullptr);
+    // The winner stores over its placeholder, fenced by its CAS.
+    const Item made{"made", 7};
+    mine.value = &made;
+    mine.ttl = 60s;
+    f.backend->store(std::span<LeaseSlot>(&mine, 1));
+    CHECK(mine.stored);
+    f.backend->release(std::span<LeaseSlot>(&mine, 1));
+    CHECK_FALSE(mine.lost);
+    LeaseSlot third;
+    third.key = "lease-miss";
+    CHECK(read(*other, third, engine_read()) == made);
+    CHECK(third.lease == LeaseState::free);
+  }
+
+  TEST_CASE("a winner that gives up gives its lease back at once") {
+    MetaFixture f;
+    auto other = f.other();
+    LeaseSlot mine, theirs;
+    mine.key = theirs.key = "lease-given-back";
+    (void)read(*f.backend, mine, engine_read());
+    REQUIRE(mine.lease == LeaseState::won);
+    f.backend->release(std::span<LeaseSlot>(&mine, 1));  // the creator threw
+    CHECK_FALSE(mine.lost);
+    (void)read(*other, theirs, engine_read());
+    CHECK(theirs.lease == LeaseState::won);  // no wait for the lease's time to live
+  }
+
+  TEST_CASE("a value whose time runs low: one refresher, the others keep reading it") {
+    MetaFixture f;
+    auto other = f.other();
+    f.backend->set("lease-low", Item{"old", 1}, 5s);  // 5 s left: below the 10 s grace
+    LeaseSlot mine, theirs;
+    mine.key = theirs.key = "lease-low";
+    CHECK(read(*f.backend, mine, engine_read()) == Item{"old", 1});
+    REQUIRE(mine.lease == LeaseState::won);
+    CHECK(read(*other, theirs, engine_read()) == Item{"old", 1});
+    CHECK(theirs.lease == LeaseState::held);
+    // Given back unused (an empty append): the next reader may refresh, and
+    // the value is untouched.
+    f.backend->release(std::span<LeaseSlot>(&mine, 1));
+    LeaseSlot again;
+    again.key = "lease-low";
+    CHECK(read(*other, again, engine_read()) == Item{"old", 1});
+    CHECK(again.lease == LeaseState::won);
+    CHECK_FALSE(again.marked_stale);
+  }
+
+  TEST_CASE("per-key soft invalidation: md I, then one refresher and the value marked stale") {
+    MetaFixture f;
+    auto other = f.other();
+    f.backend->set("marked", Item{"v1", 1}, 600s);
+    REQUIRE(f.backend->can_mark_stale());
+    CHECK(f.backend->mark_stale("marked"));
+    CHECK_FALSE(f.backend->mark_stale("never-there"));
+    LeaseSlot mine, theirs;
+    mine.key = theirs.key = "marked";
+    CHECK(read(*f.backend, mine, engine_read()) == Item{"v1", 1});
+    CHECK(mine.marked_stale);
+    REQUIRE(mine.lease == LeaseState::won);
+    CHECK(read(*other, theirs, engine_read()) == Item{"v1", 1});
+    CHECK(theirs.marked_stale);
+    CHECK(theirs.lease == LeaseState::held);
+    const Item made{"v2", 1};
+    mine.value = &made;
+    mine.ttl = 600s;
+    f.backend->store(std::span<LeaseSlot>(&mine, 1));
+    CHECK(mine.stored);
+    f.backend->release(std::span<LeaseSlot>(&mine, 1));
+    LeaseSlot after;
+    after.key = "marked";
+    CHECK(read(*other, after, engine_read()) == made);
+    CHECK_FALSE(after.marked_stale);
+    CHECK(after.lease == LeaseState::free);
+  }
+
+  TEST_CASE("a plain get of a value marked stale does not keep the refresh to itself") {
+    MetaFixture f;
+    f.backend->set("marked-get", Item{"v", 1}, 600s);
+    REQUIRE(f.backend->mark_stale("marked-get"));
+    CHECK(f.backend->get("marked-get") == Item{"v", 1});  // memcached hands it the lease...
+    LeaseSlot reader;
+    reader.key = "marked-get";
+    CHECK(read(*f.other(), reader, engine_read()) == Item{"v", 1});
+    CHECK(reader.lease == LeaseState::won);  // ...which it gave back
+    CHECK(reader.marked_stale);
+  }
+
+  TEST_CASE("extending a lease keeps its CAS: the fence still holds after a slow creation") {
+    MetaFixture f;
+    auto other = f.other();
+    LeaseSlot mine;
+    mine.key = "slow";
+    LeaseRequest request = engine_read();
+    request.ttl = 2s;
+    (void)read(*f.backend, mine, request);
+    REQUIRE(mine.lease == LeaseState::won);
+    for (int i = 0; i < 3; ++i) {  // 3 s in all: past the first 2 s time to live
+      std::this_thread::sleep_for(1s);
+      CHECK(mine.lock->extend());
+    }
+    LeaseSlot theirs;
+    theirs.key = "slow";
+    (void)read(*other, theirs, request);
+    CHECK(theirs.lease == LeaseState::held);  // still the one placeholder
+    const Item made{"made", 1};
+    mine.value = &made;
+    mine.ttl = 60s;
+    f.backend->store(std::span<LeaseSlot>(&mine, 1));
+    CHECK(mine.stored);
+    // Once someone else wrote, the lease cannot be extended.
+    LeaseSlot next;
+    next.key = "slow-2";
+    (void)read(*f.backend, next, request);
+    REQUIRE(next.lease == LeaseState::won);
+    other->set("slow-2", Item{"theirs", 1}, 60s);
+    CHECK_FALSE(next.lock->extend());
+  }
+
+  TEST_CASE("claim: a value that never expires is guarded by the lock item") {
+    MetaFixture f;
+    auto other = f.other();
+    f.backend->set("forever", Item{"v", 1}, 0s);
+    LeaseRequest request = engine_read();
+    LeaseSlot mine[1], theirs[1];
+    mine[0].key = theirs[0].key = "forever";
+    f.backend->claim(mine, request);
+    REQUIRE(mine[0].lease == LeaseState::won);
+    CHECK_FALSE(mine[0].confirmed);  // the lock item says nothing of the value
+    other->claim(theirs, request);
+    CHECK(theirs[0].lease == LeaseState::held);
+    f.backend->release(mine);
+    CHECK_FALSE(mine[0].lost);
+  }
+
+  TEST_CASE("many keys: one pipeline per server, misses unanswered") {
+    MemcachedServer server;
+    dogpile::test::Proxy proxy(server.port());
+    MemcachedMetaBackend backend(proxy.options());
+    backend.set("m1", Item{"1", 1}, 0s);
+    backend.set("m3", Item{"3", 3}, 0s);
+    proxy.reset_counts();
+    const std::string_view keys[] = {"m1", "m2", "m3", "m1"};
+    const auto items = backend.get_multi(keys);
+    CHECK(items[0] == Item{"1", 1});
+    CHECK_FALSE(items[1].has_value());
+    CHECK(items[2] == Item{"3", 3});
+    CHECK(items[3] == Item{"1", 1});
+    CHECK(proxy.counts()["mg"] == 4);
+    CHECK(proxy.counts()["mn"] == 1);
+  }
+
+  TEST_CASE("a server that does not speak meta is refused, naming it and the other transport") {
+    AnsweringServer old("ERROR\r\n");
+    MemcachedMetaBackend backend(old.options());
+    for (int i = 0; i < 2; ++i) {
+      try {
+        (void)backend.get("k");
+        FAIL("a server answering ERROR to mn was used");
+      } catch (const dogpile::BackendError& e) {
+        const std::string_view what = e.what();
+        CHECK_MESSAGE(what.find("meta protocol") != std::string_view::npos, what);
+        CHECK_MESSAGE(what.find("MemcachedBackend") != std::string_view::npos, what);
+        CHECK_MESSAGE(what.find("127.0.0.1:") != std::string_view::npos, what);
+      }
+    }
+  }
+
+  TEST_CASE("a server that answers garbage is an error, and the connection is not reused") {
+    AnsweringServer garbage("MN\r\nHELLO THERE\r\n");
+    MemcachedMetaBackend backend(garbage.options());
+    CHECK_THROWS_AS((void)backend.get("k"), dogpile::BackendError);
+  }
+
+  TEST_CASE("a killed server fails fast while marked down, and serves again after a restart") {
+    MemcachedServer server;
+    MemcachedMetaBackend backend(server.options() + " --RETRY-TIMEOUT=1 --POLL-TIMEOUT=300");
+    backend.set("k", Item{"v", 1}, 0s);
+    server.kill();
+    CHECK_THROWS_AS((void)backend.get("k"), dogpile::BackendError);
+    try {  // skipped, not tried again
+      (void)backend.get("k");
+      FAIL("a dead server answered");
+    } catch (const dogpile::BackendError& e) {
+      CHECK_MESSAGE(std::string_view(e.what()).find("marked down") != std::string_view::npos,
+                    e.what());
+    }
+    server.restart();
+    std::this_thread::sleep_for(1100ms);  // the retry interval
+    backend.set("k", Item{"back", 1}, 0s);
+    CHECK(backend.get("k") == Item{"back", 1});
+  }
+
+  TEST_CASE("a stalled server: each request ends by the poll timeout") {
+    MemcachedServer server;
+    MemcachedMetaBackend backend(server.options() + " --POLL-TIMEOUT=200");
+    backend.set("k", Item{"v", 1}, 0s);
+    server.pause();
+    const auto before = std::chrono::steady_clock::now();
+    CHECK_THROWS_AS((void)backend.get("k"), dogpile::BackendError);
+    const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::chrono::steady_clock::now() - before);
+    server.resume();
+    CAPTURE(took.count());
+    CHECK(took >= 190ms);
+    CHECK(took < 1000ms);  // the poll timeout, and a loaded machine's scheduling
+  }
+
+  TEST_CASE("an item over the server's size limit is a BackendError naming the cause") {
+    MetaFixture f;
+    try {
+      f.backend->set("big", Item{std::string(2 << 20, 'x'), 0}, 0s);
+      FAIL("a 2 MiB item was accepted");
+    } catch (const dogpile::BackendError& e) {
+      CHECK_MESSAGE(std::string_view(e.what()).find("too large") != std::string_view::npos,
+                    e.what());
+    }
+    CHECK(f.backend->get("k").has_value() == false);
+  }
+
+  TEST_CASE("a key that is not a valid memcached key is refused, never sent") {
+    MetaFixture f;
+    f.server.raw_set("canary", "alive", 0);
+    for (std::string_view bad : {"two words", "x\r\nflush_all", "tab\tkey"}) {
+      CHECK_THROWS_AS((void)f.backend->get(bad), dogpile::BackendError);
+      CHECK_THROWS_AS(f.backend->set(bad, Item{"v", 0}, 0s), dogpile::BackendError);
+    }
+    CHECK_THROWS_AS((void)f.backend->get(std::string(251, 'k')), dogpile::BackendError);
+    CHECK(f.server.stats().at("cmd_flush") == 0);
+    CHECK(f.backend->get("canary") == Item{"alive", 0});
+  }
+}
