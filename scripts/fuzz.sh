@@ -9,10 +9,14 @@ seconds=${1:-${DOGPILE_FUZZ_SECONDS:-60}}
 scripts/setup.sh clang libclang-rt-14-dev
 out=build-fuzz
 mkdir -p "$out"
-for target in envelope keys; do
+for target in envelope keys meta; do
+  case "$target" in
+    meta) sources=(lib/meta_protocol.cpp) ;;
+    *) sources=(lib/envelope.cpp lib/keys.cpp lib/sha256.cpp lib/lock_item.cpp
+                lib/lock_token.cpp lib/invalidation_times.cpp) ;;
+  esac
   clang++ -std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
-    -Iinclude "fuzz/fuzz_$target.cpp" lib/envelope.cpp lib/keys.cpp lib/sha256.cpp \
-    lib/lock_item.cpp lib/lock_token.cpp lib/invalidation_times.cpp \
+    -Iinclude "fuzz/fuzz_$target.cpp" "${sources[@]}" \
     -o "$out/fuzz_$target"
   corpus="$out/corpus_$target"
   rm -rf "$corpus"
