@@ -334,6 +334,12 @@ struct MemcachedBackend::Impl : detail::ForkAware {
       auto h = std::make_unique<Handle>();
       h->mc = memcached_clone(nullptr, master);
       if (h->mc == nullptr) throw std::bad_alloc();
+      // libmemcached 1.1's clone keeps ketama but not its weighting: it would
+      // place keys by unweighted ketama (other points, other servers) unless
+      // told again.
+      if (memcached_behavior_get(master, MEMCACHED_BEHAVIOR_KETAMA_WEIGHTED) != 0) {
+        memcached_behavior_set(h->mc, MEMCACHED_BEHAVIOR_KETAMA_WEIGHTED, 1);
+      }
       memcached_result_create(h->mc, &h->result);
       all.push_back(h.get());
       return h.release();
