@@ -207,12 +207,22 @@ void MemcachedServer::kill() {
   pid_ = -1;
 }
 
+// Both wait until the signal has taken effect: a request sent after pause()
+// returns is never answered before resume().
 void MemcachedServer::pause() {
-  if (pid_ > 0) ::kill(pid_, SIGSTOP);
+  if (pid_ <= 0) return;
+  ::kill(pid_, SIGSTOP);
+  int status = 0;
+  while (::waitpid(pid_, &status, WUNTRACED) < 0 && errno == EINTR) {
+  }
 }
 
 void MemcachedServer::resume() {
-  if (pid_ > 0) ::kill(pid_, SIGCONT);
+  if (pid_ <= 0) return;
+  ::kill(pid_, SIGCONT);
+  int status = 0;
+  while (::waitpid(pid_, &status, WCONTINUED) < 0 && errno == EINTR) {
+  }
 }
 
 void MemcachedServer::restart() {

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <thread>
 
+#include "../lib/deadline.hpp"
 #include "../tests/backend_conformance.hpp"
 #include "dogpile/memcached_meta.hpp"
 #include "memcached_server.hpp"
@@ -193,8 +194,8 @@ TEST_SUITE("memcached meta backend") {
     auto other = f.other();
     f.backend->set("marked", Item{"v1", 1}, 600s);
     REQUIRE(f.backend->can_mark_stale());
-    CHECK(f.backend->mark_stale("marked"));
-    CHECK_FALSE(f.backend->mark_stale("never-there"));
+    CHECK(f.backend->mark_stale("marked", 60s));
+    CHECK_FALSE(f.backend->mark_stale("never-there", 60s));
     LeaseSlot mine, theirs;
     mine.key = theirs.key = "marked";
     CHECK(read(*f.backend, mine, engine_read()) == Item{"v1", 1});
@@ -219,7 +220,7 @@ TEST_SUITE("memcached meta backend") {
   TEST_CASE("a plain get of a value marked stale does not keep the refresh to itself") {
     MetaFixture f;
     f.backend->set("marked-get", Item{"v", 1}, 600s);
-    REQUIRE(f.backend->mark_stale("marked-get"));
+    REQUIRE(f.backend->mark_stale("marked-get", 60s));
     CHECK(f.backend->get("marked-get") == Item{"v", 1});  // memcached hands it the lease...
     LeaseSlot reader;
     reader.key = "marked-get";
@@ -370,5 +371,83 @@ TEST_SUITE("memcached meta backend") {
     CHECK_THROWS_AS((void)f.backend->get(std::string(251, 'k')), dogpile::BackendError);
     CHECK(f.server.stats().at("cmd_flush") == 0);
     CHECK(f.backend->get("canary") == Item{"alive", 0});
+  }
+
+  TEST_CASE("a value marked stale lives on only as long as asked (a refresher may die)") {
+    MetaFixture f;
+    f.backend->set("marked-ttl", Item{"v", 1}, 600s);
+    REQUIRE(f.backend->mark_stale("marked-ttl", 5s));
+    const std::string reply = f.server.raw("mg marked-ttl t\r\n");
+    CAPTURE(reply);
+    std::int64_t left = 0;
+    REQUIRE(std::sscanf(reply.c_str(), "HD t%lld", reinterpret_cast<long long*>(&left)) == 1);
+    CHECK(left <= 5);
+    CHECK(left >= 3);
+  }
+
+  TEST_CASE("extending: never shortens a value's life, never touches another's item") {
+    MetaFixture f;
+    auto other = f.other();
+    auto left = [&](const char* key) {
+      long long t = 0;
+      const std::string reply = f.server.raw(std::string("mg ") + key + " t\r\n");
+      REQUIRE(std::sscanf(reply.c_str(), "HD t%lld", &t) == 1);
+      return t;
+    };
+    // A value marked stale with 20 minutes left: its refresher's lease (30 s)
+    // does not cut that short.
+    f.backend->set("long-marked", Item{"v", 1}, 1200s);
+    REQUIRE(f.backend->mark_stale("long-marked", 1200s));
+    LeaseSlot mine;
+    mine.key = "long-marked";
+    (void)read(*f.backend, mine, engine_read());
+    REQUIRE(mine.lease == LeaseState::won);
+    CHECK(mine.lock->extend());
+    CHECK(left("long-marked") > 1100);
+    // A placeholder replaced by another client's value: not extended, and the
+    // value keeps its own time to live.
+    LeaseSlot lease;
+    lease.key = "replaced";
+    (void)read(*f.backend, lease, engine_read());
+    REQUIRE(lease.lease == LeaseState::won);
+    other->set("replaced", Item{"theirs", 1}, 900s);
+    CHECK_FALSE(lease.lock->extend());
+    CHECK(left("replaced") > 800);
+  }
+
+  TEST_CASE("claim: a value expiring in more than 30 days is guarded by the lock item") {
+    MetaFixture f;
+    f.backend->set("far", Item{"v", 1}, std::chrono::hours(24 * 60));
+    LeaseSlot slot[1], theirs[1];
+    slot[0].key = theirs[0].key = "far";
+    f.backend->claim(slot, engine_read());
+    REQUIRE(slot[0].lease == LeaseState::won);
+    f.other()->claim(theirs, engine_read());
+    CHECK(theirs[0].lease == LeaseState::held);
+    f.backend->release(slot);
+    CHECK_FALSE(slot[0].lost);
+  }
+
+  TEST_CASE("running out of the call's deadline does not mark the server down") {
+    MemcachedServer server;
+    MemcachedMetaBackend backend(server.options() + " --POLL-TIMEOUT=2000");
+    backend.set("k", Item{"v", 1}, 0s);
+    server.pause();
+    {
+      dogpile::detail::DeadlineScope deadline(std::chrono::steady_clock::now() + 100ms);
+      CHECK_THROWS_AS((void)backend.get("k"), dogpile::BackendError);
+    }
+    server.resume();
+    CHECK(backend.get("k") == Item{"v", 1});  // at once: not skipped as down
+  }
+
+  TEST_CASE("a restarted server: pooled connections it closed are dropped, not failed on") {
+    MemcachedServer server;
+    MemcachedMetaBackend backend(server.options() + " --RETRY-TIMEOUT=30");
+    backend.set("k", Item{"v", 1}, 0s);
+    server.stop();
+    server.restart();
+    backend.set("k", Item{"again", 1}, 0s);  // not "marked down" for 30 s
+    CHECK(backend.get("k") == Item{"again", 1});
   }
 }

@@ -81,6 +81,48 @@ TEST_SUITE("features on memcached") {
     CHECK(after <= 1000 + 250);
   }
 
+  TEST_CASE("one key soft-invalidated: stale for every process at once, one refresh") {
+    MemcachedServer server;
+    const auto options = quiet({.expiration = 3600s, .invalidation_check = std::nullopt});
+    CacheRegion writer(dogpile::test::memcached(server.options()), options);
+    CacheRegion refresher(dogpile::test::memcached(server.options()), options);
+    CacheRegion reader(dogpile::test::memcached(server.options()), options);
+    writer.get_or_create("k", [] { return std::string("old"); });
+    writer.get_or_create("other", [] { return std::string("o"); });
+    CHECK(writer.invalidate("k", Invalidation::soft));
+    std::atomic<bool> creating{false};
+    std::atomic<int> calls{0};
+    Outcome refreshed{};
+    std::jthread slow([&] {
+      CHECK(refresher.get_or_create(
+                "k",
+                [&] {
+                  calls.fetch_add(1);
+                  creating = true;
+                  std::this_thread::sleep_for(300ms);
+                  return std::string("new");
+                },
+                &refreshed) == "new");
+    });
+    while (!creating) std::this_thread::sleep_for(1ms);
+    Outcome outcome{};
+    CHECK(reader.get_or_create(
+              "k",
+              [&] {
+                calls.fetch_add(1);
+                return std::string("second");
+              },
+              &outcome) == "old");
+    CHECK(outcome == Outcome::stale);
+    slow.join();
+    CHECK(refreshed == Outcome::created);
+    CHECK(calls == 1);
+    CHECK(reader.get_or_create("k", [] { return std::string("x"); }, &outcome) == "new");
+    CHECK(outcome == Outcome::fresh);
+    CHECK(reader.get_or_create("other", [] { return std::string("x"); }, &outcome) == "o");
+    CHECK(outcome == Outcome::fresh);
+  }
+
   TEST_CASE("background refresh: the stale winner returns before its creator runs") {
     MemcachedServer server;
     auto make_region = [&](bool background) {

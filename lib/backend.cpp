@@ -201,7 +201,7 @@ void Backend::release(std::span<LeaseSlot> slots) {
 
 std::optional<ServerTime> Backend::server_time(std::string_view) { return std::nullopt; }
 
-bool Backend::mark_stale(std::string_view) {
+bool Backend::mark_stale(std::string_view, Ttl) {
   throw std::logic_error("this backend cannot mark an item stale in place");
 }
 

@@ -334,8 +334,10 @@ Found CacheRegion::Engine::examine(const Context& ctx, Slot& slot, std::string_v
   Found found = judge_.judge(envelope, fleet_.now(), ctx.expiration, invalidations_.current(),
                              ctx.allow_early);
   if (found == Found::missing) return found;
-  // Marked stale in the backend (a per-key soft invalidation), whatever its age.
-  if (slot.lease.marked_stale && found != Found::stale) found = Found::stale;
+  // Marked stale (a per-key soft invalidation), whatever its age: in the
+  // envelope, or by the backend (memcached meta: the item's stale bit).
+  const bool marked = envelope.kind == detail::EnvelopeKind::stale || slot.lease.marked_stale;
+  if (marked && found != Found::stale) found = Found::stale;
   if (!decode(envelope.payload)) {
     if (!quiet) {
       reporter_.report(ErrorKind::decode, "decode", slot.user_key,
@@ -1117,6 +1119,45 @@ bool CacheRegion::Engine::remove(std::string_view user_key) {
     return existed;
   } catch (const std::exception& e) {
     reporter_.report(ErrorKind::backend, "remove", user_key, e.what());
+    return false;
+  }
+}
+
+bool CacheRegion::Engine::invalidate(std::string_view user_key, Invalidation kind) {
+  if (kind == Invalidation::hard) return remove(user_key);
+  prepare();
+  const std::string key = detail::map_key(options_.key_prefix, user_key);
+  const std::uint64_t check = detail::key_check(key);
+  try {
+    // The stale value lives on as a stale value does (stale_grace), and at
+    // least as long as a lease: a refresher that died holds the refresh no
+    // longer than that.
+    const Ttl keep_for = std::max(std::chrono::ceil<Ttl>(options_.stale_grace),
+                                  std::chrono::ceil<Ttl>(options_.lock_timeout));
+    // One request where the backend marks items stale itself.
+    if (backend_->can_mark_stale()) return backend_->mark_stale(key, keep_for);
+    // Else the value is rewritten, marked, unless it changed meanwhile.
+    for (int attempt = 0; attempt < 4; ++attempt) {
+      Cas version = 0;
+      auto item = backend_->gets(key, version);
+      if (!item) return false;
+      const auto env = detail::decode_envelope(item->data, item->flags, check);
+      if (!env.envelope || env.envelope->kind == detail::EnvelopeKind::tombstone) return false;
+      if (env.envelope->kind == detail::EnvelopeKind::stale) return true;
+      detail::mark_envelope_stale(item->data);
+      if (version == 0) {  // a backend without versions
+        backend_->set(key, *item, keep_for);
+        return true;
+      }
+      if (backend_->cas(key, *item, keep_for, version)) return true;
+    }
+    reporter_.report(ErrorKind::backend, "invalidate", user_key,
+                     "the value kept changing while it was marked stale; left as it is");
+    return false;
+  } catch (const std::bad_alloc&) {
+    throw;
+  } catch (const std::exception& e) {
+    reporter_.report(ErrorKind::backend, "invalidate", user_key, e.what());
     return false;
   }
 }

@@ -92,6 +92,7 @@ class CacheRegion::Engine : detail::ForkAware {
   bool set_multi(std::span<const std::string_view> keys, EncodeAt encode);
   bool remove_multi(std::span<const std::string_view> keys);
   void invalidate(Invalidation kind);
+  bool invalidate(std::string_view key, Invalidation kind);
 
   [[nodiscard]] RegionStats stats() const noexcept { return counters_.snapshot(); }
   [[nodiscard]] std::size_t in_flight() const { return flights_.size(); }

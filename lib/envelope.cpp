@@ -100,7 +100,7 @@ DecodeResult decode_envelope(std::string_view bytes, std::uint32_t flags) noexce
   }
   const auto kind = static_cast<std::uint8_t>(h[6]);
   if (static_cast<std::uint8_t>(h[5]) != kEnvelopeHeaderSize || h[7] != 0 ||
-      kind > static_cast<std::uint8_t>(EnvelopeKind::tombstone)) {
+      kind > static_cast<std::uint8_t>(EnvelopeKind::stale)) {
     return fail(EnvelopeError::bad_header);
   }
   const std::uint64_t payload = get_le(h + 20, 4);
@@ -130,6 +130,10 @@ DecodeResult decode_envelope(std::string_view bytes, std::uint32_t flags,
     return DecodeResult{std::nullopt, EnvelopeError::key_mismatch};
   }
   return result;
+}
+
+void mark_envelope_stale(std::string& bytes) noexcept {
+  if (bytes.size() >= kEnvelopeHeaderSize) bytes[6] = static_cast<char>(EnvelopeKind::stale);
 }
 
 }  // namespace dogpile::detail

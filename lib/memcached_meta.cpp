@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <charconv>
 #include <ctime>
+#include <functional>
 #include <iterator>
 #include <utility>
 
@@ -88,14 +89,14 @@ std::size_t matched(const Reply& reply, std::span<const std::string_view> keys,
   return i;
 }
 
-// The requests of a batch grouped by server: (server index, slot indices).
-template <class KeyOf>
-std::vector<std::pair<std::size_t, std::vector<std::size_t>>> by_server(meta::Client& client,
-                                                                        std::size_t n,
-                                                                        KeyOf key_of) {
+// The requests of a batch grouped by server: (server index, request
+// indices), `server_of(i)` saying where request i goes.
+template <class ServerOf>
+std::vector<std::pair<std::size_t, std::vector<std::size_t>>> by_server(std::size_t n,
+                                                                        ServerOf server_of) {
   std::vector<std::pair<std::size_t, std::vector<std::size_t>>> groups;
   for (std::size_t i = 0; i < n; ++i) {
-    const std::size_t server = client.server_for(key_of(i));
+    const std::size_t server = server_of(i);
     auto it = std::find_if(groups.begin(), groups.end(),
                            [&](const auto& g) { return g.first == server; });
     if (it == groups.end()) {
@@ -114,29 +115,58 @@ std::vector<std::pair<std::size_t, std::vector<std::size_t>>> by_server(meta::Cl
 
 namespace detail {
 
+enum class LeaseKind : std::uint8_t {
+  placeholder,  // W on a miss: the server's empty item, deleted to give it back
+  refresh,      // W on a value whose time ran low: an empty append gives it back
+  marked,       // W on a value marked stale: marked again to give it back
+  lock_item,    // k#L, added (a value that never expires has no lease of its own)
+};
+
+// A lease that a read won without asking: memcached hands the first reader
+// of an item marked stale the right to refresh it, whatever the read was
+// for. It is given back at once, or no one would refresh the item.
+struct Unasked {
+  std::string key;
+  std::size_t server;
+  LeaseKind kind;
+  Cas cas;
+};
+
+LeaseKind kind_of(const Reply& r) noexcept {
+  return placeholder(r) ? LeaseKind::placeholder
+                        : (r.stale ? LeaseKind::marked : LeaseKind::refresh);
+}
+
+std::optional<Unasked> unasked(std::string_view key, std::size_t server, const Reply& r) {
+  if (!r.won) return std::nullopt;
+  return Unasked{std::string(key), server, kind_of(r), r.cas.value_or(0)};
+}
+
+void give_back(const std::shared_ptr<MemcachedMetaBackend::Impl>& impl, const Unasked& lease);
+
 class MetaLease final : public DistributedLock {
  public:
-  enum class Kind : std::uint8_t {
-    placeholder,  // W on a miss: the server's empty item, deleted to give it back
-    refresh,      // W on a value whose time ran low: an empty append gives it back
-    marked,       // W on a value marked stale: marked again to give it back
-    lock_item,    // k#L, added (a value that never expires has no lease of its own)
-  };
+  using Kind = LeaseKind;
 
-  // A lease granted by the server: held from the start.
-  MetaLease(std::shared_ptr<MemcachedMetaBackend::Impl> impl, std::string key, Kind kind,
-            Cas cas, Ttl ttl)
-      : impl_(std::move(impl)), key_(std::move(key)), kind_(kind), cas_(cas), ttl_(ttl) {
+  // A lease granted by `server`: held from the start.
+  MetaLease(std::shared_ptr<MemcachedMetaBackend::Impl> impl, std::size_t server,
+            std::string key, Kind kind, Cas cas, Ttl ttl)
+      : impl_(std::move(impl)),
+        server_(server),
+        key_(std::move(key)),
+        kind_(kind),
+        cas_(cas),
+        ttl_(ttl) {
     granted_ = true;
     const bool taken = try_lock();
     (void)taken;
   }
-  // A lock item, not taken yet.
+  // A lock item, not taken yet, on the value's server.
   MetaLease(std::shared_ptr<MemcachedMetaBackend::Impl> impl, std::string value_key, Ttl ttl,
             LockInfo info)
       : impl_(std::move(impl)),
+        server_(impl_->client.server_for(value_key)),
         key_(lock_key_for(value_key)),
-        value_key_(std::move(value_key)),
         kind_(Kind::lock_item),
         ttl_(ttl),
         info_(info) {}
@@ -151,16 +181,16 @@ class MetaLease final : public DistributedLock {
     if (kind_ != Kind::lock_item) spent_ = true;
   }
   [[nodiscard]] Kind kind() const noexcept { return kind_; }
+  // The server that granted the lease: its operations go there, even if the
+  // ring changed since (auto-eject), as CAS values mean nothing elsewhere.
+  [[nodiscard]] std::size_t server_index() const noexcept { return server_; }
 
  protected:
   bool try_acquire() override;
   bool release_acquired() override;
 
  private:
-  meta::Server& server() {
-    return impl_->client.server(
-        impl_->client.server_for(kind_ == Kind::lock_item ? value_key_ : key_));
-  }
+  meta::Server& server() { return impl_->client.server(server_); }
   // One request with one reply; returns its code and, for mg, its CAS.
   std::pair<Code, Cas> ask(std::string_view request, std::string_view op) {
     std::pair<Code, Cas> out{Code::error, 0};
@@ -177,8 +207,8 @@ class MetaLease final : public DistributedLock {
   }
 
   std::shared_ptr<MemcachedMetaBackend::Impl> impl_;
-  std::string key_;        // the item that is the lease
-  std::string value_key_;  // lock_item: places it on the value's server
+  std::size_t server_;
+  std::string key_;  // the item that is the lease
   Kind kind_;
   Cas cas_ = 0;
   Ttl ttl_;
@@ -223,43 +253,79 @@ bool MetaLease::release_acquired() {
 }
 
 bool MetaLease::extend() {
-  // Still ours (a touch keeps the CAS, so the fence stays valid)? Then touch.
-  std::string check;
-  meta::append_mg(check, key_, "c t");
+  // One request: the CAS and the time left are read before the touch, which
+  // keeps the CAS (so the fence stays valid).
+  std::string request;
+  meta::append_mg(request, key_, fmt::format("c t T{}", exptime(ttl_)));
+  Cas seen = 0;
   std::int64_t left = 0;
-  bool ours = false;
+  bool there = false;
+  std::optional<Unasked> unasked_lease;
   impl_->client.exchange(
-      server(), check, 1,
+      server(), request, 1,
       [&](const Reply& r) {
-        if (r.code == Code::client_error || r.code == Code::server_error) {
-          unexpected("extend lease", key_, r);
-        }
-        ours = (r.code == Code::hd || r.code == Code::va) && r.cas.value_or(0) == cas_;
+        if (r.code == Code::en) return;
+        if (r.code != Code::hd && r.code != Code::va) unexpected("extend lease", key_, r);
+        there = true;
+        seen = r.cas.value_or(0);
         left = r.ttl.value_or(0);
+        // Marked stale since (md I): this read won the refresh; not ours to keep.
+        unasked_lease = unasked(key_, server_, r);
       },
       "extend lease");
-  if (!ours) return false;
-  // A value being refreshed keeps the longer of its own time and the lease's.
-  const std::int64_t ttl = left < 0 ? 0 : std::max<std::int64_t>(exptime(ttl_), left);
-  std::string touch;
-  meta::append_mg(touch, key_, fmt::format("T{} c", ttl));
-  const auto [code, cas] = ask(touch, "extend lease");
-  return (code == Code::hd || code == Code::va) && cas == cas_;
+  if (unasked_lease) give_back(impl_, *unasked_lease);
+  if (!there) return false;
+  // Not ours (replaced, or marked stale since), or ours with more time left
+  // than the lease needs: its own time to live is put back.
+  const bool ours = seen == cas_;
+  if (!ours || left < 0 || left > ttl_.count()) {
+    std::string restore;
+    meta::append_mg(restore, key_,
+                    left < 0 ? std::string("T0") : fmt::format("T{}", exptime(Ttl(left))));
+    ask(restore, "extend lease");
+  }
+  return ours;
+}
+
+void give_back(const std::shared_ptr<MemcachedMetaBackend::Impl>& impl, const Unasked& lease) {
+  MetaLease(impl, lease.server, lease.key, lease.kind, lease.cas, Ttl{}).unlock();
 }
 
 }  // namespace detail
 
+using detail::give_back;
+using detail::kind_of;
 using detail::MetaLease;
+using detail::unasked;
+using detail::Unasked;
 
 // ---------------------------------------------------------------------------
 // The backend
 
 namespace {
 
-// How a read's, claim's or poll's reply leaves a slot. `with_item`: copy the
-// value into slot.item.
-void take_reply(const std::shared_ptr<MemcachedMetaBackend::Impl>& impl, LeaseSlot& slot,
-                const Reply& reply, Ttl lease_ttl, bool with_item) {
+// Gives back, when it goes, the leases that reads won without asking (even
+// if what follows the read throws).
+struct GiveBack {
+  const std::shared_ptr<MemcachedMetaBackend::Impl>& impl;
+  std::vector<Unasked> leases;
+  ~GiveBack() {
+    for (const auto& lease : leases) {
+      try {
+        give_back(impl, lease);
+      } catch (...) {  // it expires with its item
+      }
+    }
+  }
+  void add(std::optional<Unasked> lease) {
+    if (lease) leases.push_back(std::move(*lease));
+  }
+};
+
+// How a read's, claim's or poll's reply from `server` leaves a slot.
+// `with_item`: copy the value into slot.item.
+void take_reply(const std::shared_ptr<MemcachedMetaBackend::Impl>& impl, std::size_t server,
+                LeaseSlot& slot, const Reply& reply, Ttl lease_ttl, bool with_item) {
   slot.item.reset();
   slot.cas = 0;
   slot.confirmed = false;
@@ -272,14 +338,12 @@ void take_reply(const std::shared_ptr<MemcachedMetaBackend::Impl>& impl, LeaseSl
   if (reply.code != Code::va && reply.code != Code::hd) unexpected("get", slot.key, reply);
   slot.cas = reply.cas.value_or(0);
   slot.marked_stale = reply.stale;
-  const bool empty = placeholder(reply);
-  if (with_item && !empty) slot.item = Item{std::string(reply.data), reply.flags.value_or(0)};
+  if (with_item && !placeholder(reply)) {
+    slot.item = Item{std::string(reply.data), reply.flags.value_or(0)};
+  }
   if (reply.won) {
-    const auto kind = empty          ? MetaLease::Kind::placeholder
-                      : reply.stale ? MetaLease::Kind::marked
-                                    : MetaLease::Kind::refresh;
-    slot.lock =
-        std::make_unique<MetaLease>(impl, std::string(slot.key), kind, slot.cas, lease_ttl);
+    slot.lock = std::make_unique<MetaLease>(impl, server, std::string(slot.key), kind_of(reply),
+                                            slot.cas, lease_ttl);
     slot.lease = LeaseState::won;
     slot.fence = Fence{Fence::Kind::version, slot.cas};
     slot.confirmed = true;
@@ -291,11 +355,81 @@ void take_reply(const std::shared_ptr<MemcachedMetaBackend::Impl>& impl, LeaseSl
 std::string read_flags(const LeaseRequest& request) {
   std::string flags;
   if (request.claim_if_missing) flags += fmt::format("N{} ", exptime(request.ttl));
-  if (request.claim_if_ttl_below) {
-    flags += fmt::format("R{} ", std::max<std::int64_t>(1, request.claim_if_ttl_below->count()));
+  // R0 would never win; a grace under a second cannot be told apart on the
+  // server's one-second clock.
+  if (request.claim_if_ttl_below && request.claim_if_ttl_below->count() > 0) {
+    flags += fmt::format("R{} ", request.claim_if_ttl_below->count());
   }
   flags += "v f c t";
   return flags;
+}
+
+// One request with one reply to the server of `key`; `on_reply` sees it.
+template <class OnReply>
+void one(meta::Client& client, std::string_view op, std::string_view key,
+         std::string_view request, OnReply on_reply) {
+  client.exchange(client.server(client.server_for(key)), request, 1, on_reply, op);
+}
+
+// One ms; returns its code.
+Code store_one(meta::Client& client, std::string_view op, std::string_view key, const Item& item,
+               std::string_view flags) {
+  check_key(op, key);
+  std::string request;
+  meta::append_ms(request, key, item.data, flags);
+  Code code = Code::error;
+  one(client, op, key, request, [&](const Reply& r) {
+    if (r.code == Code::client_error || r.code == Code::server_error) unexpected(op, key, r);
+    code = r.code;
+  });
+  return code;
+}
+
+// One pipeline per server of `mg` requests for `keys` (`flags` each, the key
+// and opaque echoed); `on_reply(i, server, reply)` for every reply. With
+// `quiet`, misses are not answered (`q`, ended by `mn`) and `on_miss(i)` is
+// called for the keys that got no reply. `server_of(i)`: where key i goes.
+template <class ServerOf, class OnReply, class OnMiss>
+void mg_batch(meta::Client& client, std::size_t n, ServerOf server_of,
+              const std::function<std::string_view(std::size_t)>& key_of, std::string_view flags,
+              bool quiet, std::string_view op, OnReply on_reply, OnMiss on_miss) {
+  for (const auto& [server, group] : by_server(n, server_of)) {
+    std::string request;
+    std::vector<std::string_view> keys;
+    for (std::size_t j = 0; j < group.size(); ++j) {
+      const std::string_view key = key_of(group[j]);
+      check_key(op, key);
+      keys.push_back(key);
+      meta::append_mg(request, key, fmt::format("{}{} {}", flags, quiet ? " q" : "", marker(j)));
+    }
+    if (quiet) meta::append_mn(request);
+    std::vector<bool> answered(group.size(), false);
+    client.exchange(
+        client.server(server), request, quiet ? 0 : group.size(),
+        [&](const Reply& r) {
+          const std::size_t j = matched(r, keys, op);
+          if (answered[j]) {
+            throw BackendError(fmt::format("memcached {}: two replies for one key", op));
+          }
+          answered[j] = true;
+          on_reply(group[j], server, r);
+        },
+        op);
+    for (std::size_t j = 0; j < group.size(); ++j) {
+      if (!answered[j]) on_miss(group[j]);
+    }
+  }
+}
+
+// mg_batch over lease slots, each on its key's server.
+template <class OnReply, class OnMiss>
+void mg_slots(meta::Client& client, std::span<LeaseSlot> slots, std::string_view flags,
+              bool quiet, std::string_view op, OnReply on_reply, OnMiss on_miss) {
+  mg_batch(
+      client, slots.size(), [&](std::size_t i) { return client.server_for(slots[i].key); },
+      [&](std::size_t i) { return slots[i].key; }, flags, quiet, op,
+      [&](std::size_t i, std::size_t server, const Reply& r) { on_reply(slots[i], server, r); },
+      [&](std::size_t i) { on_miss(slots[i]); });
 }
 
 }  // namespace
@@ -308,30 +442,7 @@ MemcachedMetaBackend::MemcachedMetaBackend(Options options)
 
 MemcachedMetaBackend::~MemcachedMetaBackend() = default;
 
-namespace {
-
-// A lease that a plain read won without asking: memcached hands the first
-// reader of an item marked stale the right to refresh it. It is given back
-// at once, or no one would refresh the item.
-struct Unasked {
-  std::string key;
-  MetaLease::Kind kind;
-  Cas cas;
-};
-
-std::optional<Unasked> unasked(std::string_view key, const Reply& r) {
-  if (!r.won) return std::nullopt;
-  return Unasked{std::string(key),
-                 placeholder(r) ? MetaLease::Kind::placeholder
-                                : (r.stale ? MetaLease::Kind::marked : MetaLease::Kind::refresh),
-                 r.cas.value_or(0)};
-}
-
-void give_back(const std::shared_ptr<MemcachedMetaBackend::Impl>& impl, const Unasked& lease) {
-  MetaLease(impl, lease.key, lease.kind, lease.cas, Ttl{}).unlock();
-}
-
-}  // namespace
+// --- plain operations ---------------------------------------------------------
 
 bool MemcachedMetaBackend::get_view(
     std::string_view key, detail::FunctionRef<void(std::string_view, std::uint32_t)> visit) {
@@ -339,20 +450,20 @@ bool MemcachedMetaBackend::get_view(
   std::string request;
   meta::append_mg(request, key, "v f c");
   bool found = false;
-  std::optional<Unasked> lease;
+  GiveBack unasked_leases{impl_, {}};
   auto& client = impl_->client;
+  const std::size_t server = client.server_for(key);
   client.exchange(
-      client.server(client.server_for(key)), request, 1,
+      client.server(server), request, 1,
       [&](const Reply& r) {
         if (r.code == Code::en) return;
         if (r.code != Code::va) unexpected("get", key, r);
-        lease = unasked(key, r);
+        unasked_leases.add(unasked(key, server, r));
         if (placeholder(r)) return;
         found = true;
         visit(r.data, r.flags.value_or(0));
       },
       "get");
-  if (lease) give_back(impl_, *lease);
   return found;
 }
 
@@ -369,44 +480,23 @@ std::optional<Item> MemcachedMetaBackend::gets(std::string_view key, Cas& cas) {
   std::string request;
   meta::append_mg(request, key, "v f c");
   std::optional<Item> out;
-  std::optional<Unasked> lease;
+  GiveBack unasked_leases{impl_, {}};
   cas = 0;
   auto& client = impl_->client;
+  const std::size_t server = client.server_for(key);
   client.exchange(
-      client.server(client.server_for(key)), request, 1,
+      client.server(server), request, 1,
       [&](const Reply& r) {
         if (r.code == Code::en) return;
         if (r.code != Code::va) unexpected("gets", key, r);
-        lease = unasked(key, r);
+        unasked_leases.add(unasked(key, server, r));
         if (placeholder(r)) return;
         cas = r.cas.value_or(0);
         out = Item{std::string(r.data), r.flags.value_or(0)};
       },
       "gets");
-  if (lease) give_back(impl_, *lease);
   return out;
 }
-
-namespace {
-
-// One ms; returns its code.
-Code store_one(meta::Client& client, std::string_view op, std::string_view key, const Item& item,
-               std::string_view flags) {
-  check_key(op, key);
-  std::string request;
-  meta::append_ms(request, key, item.data, flags);
-  Code code = Code::error;
-  client.exchange(
-      client.server(client.server_for(key)), request, 1,
-      [&](const Reply& r) {
-        if (r.code == Code::client_error || r.code == Code::server_error) unexpected(op, key, r);
-        code = r.code;
-      },
-      op);
-  return code;
-}
-
-}  // namespace
 
 void MemcachedMetaBackend::set(std::string_view key, const Item& item, Ttl ttl) {
   const Code code = store_one(impl_->client, "set", key, item,
@@ -429,66 +519,46 @@ bool MemcachedMetaBackend::remove(std::string_view key) {
   std::string request;
   meta::append_md(request, key, "");
   bool removed = false;
-  auto& client = impl_->client;
-  client.exchange(
-      client.server(client.server_for(key)), request, 1,
-      [&](const Reply& r) {
-        if (r.code != Code::hd && r.code != Code::nf) unexpected("delete", key, r);
-        removed = r.code == Code::hd;
-      },
-      "delete");
+  one(impl_->client, "delete", key, request, [&](const Reply& r) {
+    if (r.code != Code::hd && r.code != Code::nf) unexpected("delete", key, r);
+    removed = r.code == Code::hd;
+  });
   return removed;
 }
 
-bool MemcachedMetaBackend::mark_stale(std::string_view key) {
+bool MemcachedMetaBackend::mark_stale(std::string_view key, Ttl keep_for) {
   check_key("mark stale", key);
   std::string request;
-  meta::append_md(request, key, "I");
+  meta::append_md(request, key, fmt::format("I T{}", exptime(keep_for)));
   bool marked = false;
-  auto& client = impl_->client;
-  client.exchange(
-      client.server(client.server_for(key)), request, 1,
-      [&](const Reply& r) {
-        if (r.code != Code::hd && r.code != Code::nf) unexpected("mark stale", key, r);
-        marked = r.code == Code::hd;
-      },
-      "mark stale");
+  one(impl_->client, "mark stale", key, request, [&](const Reply& r) {
+    if (r.code != Code::hd && r.code != Code::nf) unexpected("mark stale", key, r);
+    marked = r.code == Code::hd;
+  });
   return marked;
 }
 
 std::vector<std::optional<Item>> MemcachedMetaBackend::get_multi(
     std::span<const std::string_view> keys) {
   std::vector<std::optional<Item>> out(keys.size());
-  std::vector<Unasked> leases;
+  GiveBack unasked_leases{impl_, {}};
   auto& client = impl_->client;
-  for (const auto& [server, group] :
-       by_server(client, keys.size(), [&](std::size_t i) { return keys[i]; })) {
-    std::string request;
-    std::vector<std::string_view> group_keys;
-    for (std::size_t j = 0; j < group.size(); ++j) {
-      check_key("get_multi", keys[group[j]]);
-      group_keys.push_back(keys[group[j]]);
-      meta::append_mg(request, keys[group[j]], fmt::format("v f c q {}", marker(j)));
-    }
-    meta::append_mn(request);
-    client.exchange(
-        client.server(server), request, 0,
-        [&](const Reply& r) {
-          const std::size_t j = matched(r, group_keys, "get_multi");
-          if (r.code != Code::va) unexpected("get_multi", group_keys[j], r);
-          if (auto lease = unasked(group_keys[j], r)) leases.push_back(std::move(*lease));
-          if (!placeholder(r)) out[group[j]] = Item{std::string(r.data), r.flags.value_or(0)};
-        },
-        "get_multi");
-  }
-  for (const auto& lease : leases) give_back(impl_, lease);
+  mg_batch(
+      client, keys.size(), [&](std::size_t i) { return client.server_for(keys[i]); },
+      [&](std::size_t i) { return keys[i]; }, "v f c", true, "get_multi",
+      [&](std::size_t i, std::size_t server, const Reply& r) {
+        if (r.code != Code::va) unexpected("get_multi", keys[i], r);
+        unasked_leases.add(unasked(keys[i], server, r));
+        if (!placeholder(r)) out[i] = Item{std::string(r.data), r.flags.value_or(0)};
+      },
+      [](std::size_t) {});
   return out;
 }
 
 void MemcachedMetaBackend::set_multi(std::span<const KeyedItem> items, Ttl ttl) {
   auto& client = impl_->client;
   for (const auto& [server, group] :
-       by_server(client, items.size(), [&](std::size_t i) { return items[i].key; })) {
+       by_server(items.size(), [&](std::size_t i) { return client.server_for(items[i].key); })) {
     std::string request;
     std::vector<std::string_view> group_keys;
     for (std::size_t j = 0; j < group.size(); ++j) {
@@ -499,20 +569,17 @@ void MemcachedMetaBackend::set_multi(std::span<const KeyedItem> items, Ttl ttl) 
                       fmt::format("T{} F{} q {}", exptime(ttl), it.item->flags, marker(j)));
     }
     meta::append_mn(request);
+    // Stored items are not answered (q): any reply is a failure.
     client.exchange(
         client.server(server), request, 0,
-        [&](const Reply& r) {
-          const std::size_t j = matched(r, group_keys, "set_multi");
-          unexpected("set_multi", group_keys[j], r);
-        },
-        "set_multi");
+        [&](const Reply& r) { unexpected("set_multi", group_keys.front(), r); }, "set_multi");
   }
 }
 
 void MemcachedMetaBackend::remove_multi(std::span<const std::string_view> keys) {
   auto& client = impl_->client;
   for (const auto& [server, group] :
-       by_server(client, keys.size(), [&](std::size_t i) { return keys[i]; })) {
+       by_server(keys.size(), [&](std::size_t i) { return client.server_for(keys[i]); })) {
     std::string request;
     std::vector<std::string_view> group_keys;
     for (std::size_t j = 0; j < group.size(); ++j) {
@@ -535,8 +602,13 @@ std::unique_ptr<DistributedLock> MemcachedMetaBackend::make_lock(std::string_vie
   return std::make_unique<MetaLease>(impl_, std::string(key), ttl, LockInfo{});
 }
 
-// ---------------------------------------------------------------------------
-// The engine's operations
+std::optional<ServerTime> MemcachedMetaBackend::server_time(std::string_view key) {
+  auto& client = impl_->client;
+  const std::int64_t seconds = client.stats_time(client.server(client.server_for(key)));
+  return ServerTime{TimePoint(std::chrono::seconds(seconds)), std::chrono::seconds(1)};
+}
+
+// --- the engine's operations --------------------------------------------------
 
 bool MemcachedMetaBackend::read_view(
     LeaseSlot& slot, const LeaseRequest& request,
@@ -546,10 +618,11 @@ bool MemcachedMetaBackend::read_view(
   meta::append_mg(line, slot.key, read_flags(request));
   bool found = false;
   auto& client = impl_->client;
+  const std::size_t server = client.server_for(slot.key);
   client.exchange(
-      client.server(client.server_for(slot.key)), line, 1,
+      client.server(server), line, 1,
       [&](const Reply& r) {
-        take_reply(impl_, slot, r, request.ttl, false);
+        take_reply(impl_, server, slot, r, request.ttl, false);
         if (r.code == Code::va && !placeholder(r)) {
           found = true;
           visit(r.data, r.flags.value_or(0));
@@ -559,49 +632,12 @@ bool MemcachedMetaBackend::read_view(
   return found;
 }
 
-namespace {
-
-// One pipeline per server of `mg` requests for `slots` (`flags` each, the
-// key and opaque echoed); `on_reply(slot, reply)` for every reply. With
-// `quiet`, misses are not answered (`q`, ended by `mn`) and `on_miss` is
-// called for the slots that got no reply.
-template <class OnReply, class OnMiss>
-void mg_batch(meta::Client& client, std::span<LeaseSlot> slots, std::string_view flags,
-              bool quiet, std::string_view op, OnReply on_reply, OnMiss on_miss) {
-  for (const auto& [server, group] :
-       by_server(client, slots.size(), [&](std::size_t i) { return slots[i].key; })) {
-    std::string request;
-    std::vector<std::string_view> keys;
-    for (std::size_t j = 0; j < group.size(); ++j) {
-      const std::string_view key = slots[group[j]].key;
-      check_key(op, key);
-      keys.push_back(key);
-      meta::append_mg(request, key,
-                      fmt::format("{}{} {}", flags, quiet ? " q" : "", marker(j)));
-    }
-    if (quiet) meta::append_mn(request);
-    std::vector<bool> answered(group.size(), false);
-    client.exchange(
-        client.server(server), request, quiet ? 0 : group.size(),
-        [&](const Reply& r) {
-          const std::size_t j = matched(r, keys, op);
-          if (answered[j]) throw BackendError(fmt::format("memcached {}: two replies for one key", op));
-          answered[j] = true;
-          on_reply(slots[group[j]], r);
-        },
-        op);
-    for (std::size_t j = 0; j < group.size(); ++j) {
-      if (!answered[j]) on_miss(slots[group[j]]);
-    }
-  }
-}
-
-}  // namespace
-
 void MemcachedMetaBackend::read(std::span<LeaseSlot> slots, const LeaseRequest& request) {
-  mg_batch(
+  mg_slots(
       impl_->client, slots, read_flags(request), true, "get_multi",
-      [&](LeaseSlot& slot, const Reply& r) { take_reply(impl_, slot, r, request.ttl, true); },
+      [&](LeaseSlot& slot, std::size_t server, const Reply& r) {
+        take_reply(impl_, server, slot, r, request.ttl, true);
+      },
       [&](LeaseSlot& slot) {
         slot.item.reset();
         slot.cas = 0;
@@ -612,22 +648,26 @@ void MemcachedMetaBackend::read(std::span<LeaseSlot> slots, const LeaseRequest& 
 }
 
 void MemcachedMetaBackend::claim(std::span<LeaseSlot> slots, const LeaseRequest& request) {
-  // R with 30 days wins any value that expires (and has no lease out).
-  std::vector<std::size_t> without_expiry;
-  mg_batch(
+  // R with 30 days wins any value that expires within them (and has no lease
+  // out); N any missing key.
+  std::vector<std::size_t> without_lease;
+  mg_slots(
       impl_->client, slots, fmt::format("N{} R2592000 v f c t", exptime(request.ttl)), false,
       "lock",
-      [&](LeaseSlot& slot, const Reply& r) {
-        take_reply(impl_, slot, r, request.ttl, true);
-        if (slot.lease == LeaseState::free && r.ttl.value_or(-1) < 0) {
-          without_expiry.push_back(static_cast<std::size_t>(&slot - slots.data()));
+      [&](LeaseSlot& slot, std::size_t server, const Reply& r) {
+        take_reply(impl_, server, slot, r, request.ttl, true);
+        const std::int64_t left = r.ttl.value_or(-1);
+        if (slot.lease == LeaseState::free && (left < 0 || left >= 2592000)) {
+          without_lease.push_back(static_cast<std::size_t>(&slot - slots.data()));
         }
       },
       [&](LeaseSlot&) {});
-  // A value that never expires has no lease of its own: the lock item.
-  for (std::size_t i : without_expiry) {
+  // A value that never expires (or not within 30 days) has no lease of its
+  // own: the lock item.
+  for (std::size_t i : without_lease) {
     LeaseSlot& slot = slots[i];
-    auto lock = std::make_unique<MetaLease>(impl_, std::string(slot.key), request.ttl, request.info);
+    auto lock =
+        std::make_unique<MetaLease>(impl_, std::string(slot.key), request.ttl, request.info);
     slot.item.reset();
     slot.confirmed = false;
     if (lock->try_lock()) {
@@ -640,10 +680,12 @@ void MemcachedMetaBackend::claim(std::span<LeaseSlot> slots, const LeaseRequest&
 }
 
 void MemcachedMetaBackend::confirm(std::span<LeaseSlot> slots) {
-  mg_batch(
+  GiveBack unasked_leases{impl_, {}};
+  mg_slots(
       impl_->client, slots, "v f c t", true, "confirm",
-      [&](LeaseSlot& slot, const Reply& r) {
+      [&](LeaseSlot& slot, std::size_t server, const Reply& r) {
         if (r.code != Code::va) unexpected("confirm", slot.key, r);
+        unasked_leases.add(unasked(slot.key, server, r));
         slot.cas = r.cas.value_or(0);
         slot.item.reset();
         if (!placeholder(r)) slot.item = Item{std::string(r.data), r.flags.value_or(0)};
@@ -660,9 +702,11 @@ void MemcachedMetaBackend::poll(std::span<LeaseSlot> slots, const LeaseRequest& 
   LeaseRequest vivify;
   vivify.claim_if_missing = true;
   vivify.ttl = request.ttl;
-  mg_batch(
+  mg_slots(
       impl_->client, slots, read_flags(vivify), false, "poll",
-      [&](LeaseSlot& slot, const Reply& r) { take_reply(impl_, slot, r, request.ttl, true); },
+      [&](LeaseSlot& slot, std::size_t server, const Reply& r) {
+        take_reply(impl_, server, slot, r, request.ttl, true);
+      },
       [&](LeaseSlot&) {});
 }
 
@@ -672,9 +716,16 @@ void MemcachedMetaBackend::store(std::span<LeaseSlot> slots) {
     if (slots[i].value != nullptr) with_value.push_back(i);
   }
   auto& client = impl_->client;
-  for (const auto& [server, group] : by_server(client, with_value.size(), [&](std::size_t i) {
-         return slots[with_value[i]].key;
-       })) {
+  // A value goes to the server that granted its lease (its CAS means nothing
+  // elsewhere), else to its key's.
+  auto server_of = [&](std::size_t i) {
+    const LeaseSlot& slot = slots[with_value[i]];
+    if (const auto* lease = dynamic_cast<const MetaLease*>(slot.lock.get())) {
+      return lease->server_index();
+    }
+    return client.server_for(slot.key);
+  };
+  for (const auto& [server, group] : by_server(with_value.size(), server_of)) {
     std::string request;
     std::vector<std::string_view> keys;
     for (std::size_t j = 0; j < group.size(); ++j) {
@@ -703,8 +754,12 @@ void MemcachedMetaBackend::store(std::span<LeaseSlot> slots) {
           ++next;
           LeaseSlot& slot = slots[with_value[group[j]]];
           // Stored, or the lease's item replaced or gone (a store refused as
-          // too large deletes the key too): nothing to give back.
-          if (auto* lease = dynamic_cast<MetaLease*>(slot.lock.get())) lease->spent();
+          // too large deletes the key too): there is nothing to give back.
+          const bool gone = !error || (r.code == Code::server_error &&
+                                       r.message.find("too large") != std::string_view::npos);
+          if (auto* lease = dynamic_cast<MetaLease*>(slot.lock.get()); lease && gone) {
+            lease->spent();
+          }
           if (r.code != Code::hd && r.code != Code::ex && r.code != Code::nf &&
               r.code != Code::ns) {
             unexpected("set", slot.key, r);
@@ -713,12 +768,6 @@ void MemcachedMetaBackend::store(std::span<LeaseSlot> slots) {
         },
         "set");
   }
-}
-
-std::optional<ServerTime> MemcachedMetaBackend::server_time(std::string_view key) {
-  auto& client = impl_->client;
-  const std::int64_t seconds = client.stats_time(client.server(client.server_for(key)));
-  return ServerTime{TimePoint(std::chrono::seconds(seconds)), std::chrono::seconds(1)};
 }
 
 }  // namespace dogpile

@@ -207,7 +207,7 @@ void Connection::send(std::string_view bytes, Steady::time_point deadline,
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
       if (wait_for(fd_, POLLOUT, deadline)) continue;
       broken_ = true;
-      fail(server, "timed out sending the request");
+      throw Timeout(fmt::format("memcached {}: timed out sending the request", server));
     }
     broken_ = true;
     fail(server, fmt::format("send failed: {}", std::strerror(errno)));
@@ -241,7 +241,7 @@ void Connection::fill(Steady::time_point deadline, std::string_view server) {
     }
     if (!wait_for(fd_, POLLIN, deadline)) {
       broken_ = true;
-      fail(server, "timed out waiting for the reply");
+      throw Timeout(fmt::format("memcached {}: timed out waiting for the reply", server));
     }
   }
 }
@@ -263,6 +263,12 @@ const Reply& Connection::receive(Steady::time_point deadline, std::string_view s
         break;
     }
   }
+}
+
+bool Connection::idle_and_open() const noexcept {
+  char c = 0;
+  const ssize_t n = ::recv(fd_, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+  return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && start_ == in_.size();
 }
 
 std::string Connection::receive_line(Steady::time_point deadline, std::string_view server) {
@@ -330,8 +336,7 @@ void Server::succeeded() noexcept {
   }
 }
 
-int Server::connect(Steady::time_point deadline) {
-  deadline = std::min(deadline, Steady::now() + config_.connect_timeout);
+std::vector<std::vector<char>> Server::resolve() {
   addrinfo hints{};
   hints.ai_socktype = SOCK_STREAM;
   hints.ai_flags = AI_NUMERICSERV;
@@ -341,15 +346,37 @@ int Server::connect(Steady::time_point deadline) {
       rc != 0 || found == nullptr) {
     fail(name_, fmt::format("cannot resolve the host: {}", ::gai_strerror(rc)));
   }
+  std::vector<std::vector<char>> out;
+  for (addrinfo* a = found; a != nullptr; a = a->ai_next) {
+    const auto* bytes = reinterpret_cast<const char*>(a->ai_addr);
+    out.emplace_back(bytes, bytes + a->ai_addrlen);
+  }
+  ::freeaddrinfo(found);
+  return out;
+}
+
+int Server::connect(Steady::time_point deadline) {
+  deadline = std::min(deadline, Steady::now() + config_.connect_timeout);
+  std::vector<std::vector<char>> addresses;
+  {
+    std::lock_guard lock(mutex_);
+    addresses = addresses_;
+  }
+  // Host names are resolved once (an address needs no lookup); the lookup
+  // itself is the system resolver's, not bounded by the deadline.
+  const bool cached = !addresses.empty();
+  if (!cached) addresses = resolve();
   std::string why = "no address";
+  bool timed_out = false;
   int fd = -1;
-  for (addrinfo* a = found; a != nullptr && fd < 0; a = a->ai_next) {
-    fd = ::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, a->ai_protocol);
+  for (const auto& address : addresses) {
+    const auto* sa = reinterpret_cast<const sockaddr*>(address.data());
+    fd = ::socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0) {
       why = std::strerror(errno);
       continue;
     }
-    int rc = ::connect(fd, a->ai_addr, a->ai_addrlen);
+    int rc = ::connect(fd, sa, static_cast<socklen_t>(address.size()));
     if (rc != 0 && errno == EINPROGRESS) {
       if (wait_for(fd, POLLOUT, deadline)) {
         int error = 0;
@@ -361,14 +388,24 @@ int Server::connect(Steady::time_point deadline) {
         errno = ETIMEDOUT;
       }
     }
-    if (rc != 0) {
-      why = errno == ETIMEDOUT ? "connect timed out" : std::strerror(errno);
-      ::close(fd);
-      fd = -1;
-    }
+    if (rc == 0) break;
+    timed_out = errno == ETIMEDOUT;
+    why = timed_out ? "connect timed out" : std::strerror(errno);
+    ::close(fd);
+    fd = -1;
   }
-  ::freeaddrinfo(found);
-  if (fd < 0) fail(name_, fmt::format("cannot connect: {}", why));
+  if (fd < 0) {
+    if (cached) {  // the host may have moved: look it up again next time
+      std::lock_guard lock(mutex_);
+      addresses_.clear();
+    }
+    if (timed_out) throw Timeout(fmt::format("memcached {}: cannot connect: {}", name_, why));
+    fail(name_, fmt::format("cannot connect: {}", why));
+  }
+  if (!cached) {
+    std::lock_guard lock(mutex_);
+    addresses_ = std::move(addresses);
+  }
   const int one = 1;
   ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   if (config_.keepalive) ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
@@ -388,13 +425,16 @@ void Server::check_meta(Connection& connection, Steady::time_point deadline) {
 }
 
 std::unique_ptr<Connection> Server::borrow(Steady::time_point deadline) {
-  {
-    std::lock_guard lock(mutex_);
-    if (!idle_.empty()) {
-      auto connection = std::move(idle_.back());
+  for (;;) {
+    std::unique_ptr<Connection> connection;
+    {
+      std::lock_guard lock(mutex_);
+      if (idle_.empty()) break;
+      connection = std::move(idle_.back());
       idle_.pop_back();
-      return connection;
     }
+    // One closed by the server (a restart) is dropped, not tried and failed.
+    if (connection->idle_and_open()) return connection;
   }
   auto connection = std::make_unique<Connection>(connect(deadline));
   if (!meta_checked_.load(std::memory_order_acquire)) {
@@ -461,15 +501,30 @@ std::size_t Client::server_for(std::string_view key) {
   return ring->server_for(key);
 }
 
-Steady::time_point Client::deadline() const noexcept {
+Client::Deadline Client::deadline() const noexcept {
   const auto own = Steady::now() + config_.poll_timeout;
   const auto call = request_deadline();
-  return call ? std::min(*call, own) : own;
+  if (call && *call < own) return {*call, true};
+  return {own, false};
+}
+
+// A request to `server` failed. A timeout of the call's own deadline is not
+// the server's failure; any other failure marks it down for the retry
+// interval.
+[[noreturn]] static void failed(Server& server, const BackendError& e, bool timeout,
+                                bool the_call_s, std::string_view what) {
+  if (!(timeout && the_call_s)) server.failed();
+  if (timeout) throw Timeout(fmt::format("{}: {}", what, e.what()));
+  throw BackendError(fmt::format("{}: {}", what, e.what()));
 }
 
 void Client::exchange(Server& server, std::string_view request, std::size_t replies,
                       FunctionRef<void(const Reply&)> on_reply, std::string_view what) {
-  const auto deadline = this->deadline();
+  const auto [deadline, the_call_s] = this->deadline();
+  if (the_call_s && deadline <= Steady::now()) {
+    throw Timeout(fmt::format("{}: memcached {}: the call's deadline has passed", what,
+                              server.name()));
+  }
   if (!server.admit(Steady::now())) {
     fail(server.name(), fmt::format("{}: the server is marked down after a failure (retried "
                                     "every {} ms)",
@@ -481,9 +536,10 @@ void Client::exchange(Server& server, std::string_view request, std::size_t repl
     connection->send(request, deadline, server.name());
   } catch (const NotMeta& e) {
     throw NotMeta(fmt::format("{}: {}", what, e.what()));
+  } catch (const Timeout& e) {
+    failed(server, e, true, the_call_s, what);
   } catch (const BackendError& e) {
-    server.failed();
-    throw BackendError(fmt::format("{}: {}", what, e.what()));
+    failed(server, e, false, the_call_s, what);
   }
   struct Return {
     Server& server;
@@ -496,9 +552,13 @@ void Client::exchange(Server& server, std::string_view request, std::size_t repl
     const Reply* reply = nullptr;
     try {
       reply = &connection->receive(deadline, server.name());
+    } catch (const Timeout& e) {
+      failed(server, e, true, the_call_s, what);
     } catch (const BackendError& e) {
-      server.failed();
-      throw BackendError(fmt::format("{}: {}", what, e.what()));
+      failed(server, e, false, the_call_s, what);
+    } catch (...) {
+      connection->set_broken();  // a reply half read
+      throw;
     }
     if (replies == 0 && reply->code == Code::mn) break;
     ++seen;
@@ -513,7 +573,7 @@ void Client::exchange(Server& server, std::string_view request, std::size_t repl
 }
 
 std::int64_t Client::stats_time(Server& server) {
-  const auto deadline = this->deadline();
+  const auto deadline = this->deadline().at;
   if (!server.admit(Steady::now())) fail(server.name(), "stats: the server is marked down");
   std::unique_ptr<Connection> connection;
   std::string text;
@@ -521,6 +581,8 @@ std::int64_t Client::stats_time(Server& server) {
     connection = server.borrow(deadline);
     connection->send("stats\r\n", deadline, server.name());
     text = connection->receive_until_end(deadline, server.name());
+  } catch (const NotMeta&) {
+    throw;
   } catch (const BackendError&) {
     server.failed();
     if (connection) server.give_back(std::move(connection));

@@ -53,6 +53,12 @@ class NotMeta : public BackendError {
   using BackendError::BackendError;
 };
 
+/// A request that ran out of time (its deadline, or the connect timeout).
+class Timeout : public BackendError {
+ public:
+  using BackendError::BackendError;
+};
+
 /// One connection to one server. Not thread-safe: a caller borrows it.
 class Connection {
  public:
@@ -78,6 +84,9 @@ class Connection {
   /// The fork generation the connection was opened in: in a child, the
   /// socket is the parent's too and must not be used.
   [[nodiscard]] std::uint64_t generation() const noexcept { return generation_; }
+  /// Whether an idle connection is still usable: the server has not closed
+  /// it (a restart) and sent nothing unasked.
+  [[nodiscard]] bool idle_and_open() const noexcept;
 
  private:
   void fill(Steady::time_point deadline, std::string_view server);
@@ -124,6 +133,7 @@ class Server {
 
  private:
   int connect(Steady::time_point deadline);
+  std::vector<std::vector<char>> resolve();
   void check_meta(Connection& connection, Steady::time_point deadline);
 
   const RingServer address_;
@@ -133,6 +143,9 @@ class Server {
   std::atomic<bool> meta_checked_{false};
   std::mutex mutex_;
   std::vector<std::unique_ptr<Connection>> idle_;
+  // The host's addresses (sockaddr bytes), resolved at the first connect and
+  // again when none of them answers.
+  std::vector<std::vector<char>> addresses_;
 };
 
 /// Every server of the option string, and where keys live.
@@ -151,8 +164,13 @@ class Client : ForkAware {
   [[nodiscard]] const Config& config() const noexcept { return config_; }
 
   /// A request's deadline: the calling region call's (request_deadline()),
-  /// or poll_timeout from now, whichever is first.
-  [[nodiscard]] Steady::time_point deadline() const noexcept;
+  /// or poll_timeout from now, whichever is first; and whether it is the
+  /// call's (running out of it is then no failure of the server).
+  struct Deadline {
+    Steady::time_point at;
+    bool the_call_s = false;
+  };
+  [[nodiscard]] Deadline deadline() const noexcept;
 
   /// Sends `request` to `server` on one borrowed connection and hands its
   /// replies to `on_reply` in order: `replies` of them, or (0) every reply

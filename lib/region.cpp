@@ -134,6 +134,10 @@ bool CacheRegion::remove_multi_bytes(std::span<const std::string_view> keys) {
 
 void CacheRegion::invalidate(Invalidation kind) { engine_->invalidate(kind); }
 
+bool CacheRegion::invalidate(std::string_view key, Invalidation kind) {
+  return engine_->invalidate(key, kind);
+}
+
 void CacheRegion::check_created_count(std::size_t got, std::size_t wanted) {
   if (got != wanted) {
     throw std::invalid_argument(fmt::format(

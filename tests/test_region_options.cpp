@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "backends.hpp"
+#include "dogpile/cached.hpp"
 #include "dogpile/region.hpp"
 #include "manual_executor.hpp"
 #include "region_fixture.hpp"
@@ -200,6 +201,59 @@ TEST_SUITE("region options") {
     f.clock.advance(100ms);
     CHECK(region.get_or_create("k", f.creator("new"), &outcome) == "new");
     CHECK(outcome == Outcome::created);
+  }
+
+  TEST_CASE("one key soft-invalidated: served stale while one caller regenerates, others fresh") {
+    Fixture f;
+    CacheRegion region(f.backend, f.options(std::chrono::hours(1)));
+    CacheRegion other(f.backend, f.options(std::chrono::hours(1)));  // another process
+    region.get_or_create("k", f.creator("old"));
+    region.get_or_create("untouched", f.creator("u"));
+    const auto before = f.backend->counters();
+    CHECK(region.invalidate("k", Invalidation::soft));
+    const auto cost = f.since(before);
+    CHECK(cost.gets + cost.cas == 2);  // gets, then cas of the marked value
+    CHECK_FALSE(region.invalidate("never-made", Invalidation::soft));
+    // Seen by every process at once, whatever the value's age.
+    CHECK_FALSE(other.get<std::string>("k").has_value());  // not fresh
+    auto elsewhere = f.backend->make_lock(region.backend_key("k"), 30s);
+    REQUIRE(elsewhere->try_lock());
+    Outcome outcome{};
+    CHECK(other.get_or_create("k", f.creator("new"), &outcome) == "old");
+    CHECK(outcome == Outcome::stale);
+    elsewhere->unlock();
+    f.clock.advance(100ms);  // past the memory of the lock held elsewhere
+    CHECK(other.get_or_create("k", f.creator("new"), &outcome) == "new");
+    CHECK(outcome == Outcome::created);
+    CHECK(region.get<std::string>("k") == "new");
+    CHECK(region.get_or_create("untouched", f.creator("x"), &outcome) == "u");
+    CHECK(outcome == Outcome::fresh);
+  }
+
+  TEST_CASE("one key hard-invalidated: a miss for every process, the next caller creates") {
+    Fixture f;
+    CacheRegion region(f.backend, f.options(std::chrono::hours(1)));
+    region.get_or_create("k", f.creator("old"));
+    CHECK(region.invalidate("k"));
+    Outcome outcome{};
+    CHECK(region.get_or_create("k", f.creator("new"), &outcome) == "new");
+    CHECK(outcome == Outcome::created);
+  }
+
+  TEST_CASE("cached(): invalidate_soft marks one argument's result stale") {
+    Fixture f;
+    CacheRegion region(f.backend, f.options(std::chrono::hours(1)));
+    int calls = 0;
+    auto square = dogpile::cached(region, "square", [&](int x) {
+      ++calls;
+      return x * x + calls * 1000;
+    });
+    CHECK(square(3) == 1009);
+    CHECK(square(4) == 2016);
+    CHECK(square.invalidate_soft(3));
+    CHECK(square(3) == 3009);  // stale, and nobody else refreshing: this call does
+    CHECK(square(4) == 2016);
+    CHECK(calls == 3);
   }
 
   TEST_CASE("another process sees an invalidation at its next check, one get per interval") {

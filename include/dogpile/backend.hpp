@@ -329,10 +329,11 @@ class Backend {
 
   /// Marks the item under `key` stale in place, where the store can (meta
   /// protocol: `md k I`): readers are then told so (LeaseSlot::marked_stale),
-  /// and one of them may refresh it. False if there was no item. The default
-  /// throws std::logic_error (the region rewrites the value instead). Throws
-  /// BackendError.
-  virtual bool mark_stale(std::string_view key);
+  /// and one of them may refresh it. The item then lives `keep_for` (so a
+  /// refresher that died holds the refresh no longer). False if there was no
+  /// item. The default throws std::logic_error (the region rewrites the value
+  /// instead). Throws BackendError.
+  virtual bool mark_stale(std::string_view key, Ttl keep_for);
 
   /// The clock of the server that holds `key`, for reconciling hosts whose
   /// clocks disagree. nullopt (the default): there is no server clock; every

@@ -11,6 +11,7 @@
 //   });
 //   std::string a = user_name(42);      // created, or from the cache
 //   user_name.invalidate(42);           // removed: the next call creates it
+//   user_name.invalidate_soft(42);      // stale: served while one call refreshes it
 //
 //   auto short_lived = dogpile::cached(region, "quote", fetch_quote)
 //                          .expiration(std::chrono::seconds(5))
@@ -235,6 +236,14 @@ class Cached {
   requires std::invocable<const Fn&, const Args&...>
   bool invalidate(const Args&... args) const {
     return region_->remove(detail::make_key(namespace_, args...));
+  }
+
+  /// Marks the cached result for `args` stale (CacheRegion::invalidate with
+  /// Invalidation::soft): it is still served while one caller recomputes it.
+  template <class... Args>
+  requires std::invocable<const Fn&, const Args&...>
+  bool invalidate_soft(const Args&... args) const {
+    return region_->invalidate(detail::make_key(namespace_, args...), Invalidation::soft);
   }
 
   /// Calls fn(args...) now (no lock), stores the result (if should_cache

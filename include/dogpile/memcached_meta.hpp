@@ -95,10 +95,10 @@ class MemcachedMetaBackend final : public Backend {
   void confirm(std::span<LeaseSlot> slots) override;
   void poll(std::span<LeaseSlot> slots, const LeaseRequest& request) override;
   void store(std::span<LeaseSlot> slots) override;
-  /// One `md k I`: readers get the value, marked stale, and one of them the
-  /// right to refresh it.
+  /// One `md k I T<keep_for>`: readers get the value, marked stale, and one
+  /// of them the right to refresh it.
   [[nodiscard]] bool can_mark_stale() const noexcept override { return true; }
-  bool mark_stale(std::string_view key) override;
+  bool mark_stale(std::string_view key, Ttl keep_for) override;
   /// `stats` `time` of the key's server (resolution: one second).
   [[nodiscard]] std::optional<ServerTime> server_time(std::string_view key) override;
 

@@ -594,6 +594,17 @@ class CacheRegion {
   /// invalidation to this process only.
   void invalidate(Invalidation kind = Invalidation::hard);
 
+  /// Invalidates one key, at once for every process. hard: as remove() (a
+  /// tombstone; the next caller regenerates, the others wait). soft: the
+  /// value stays and is stale: served while one caller regenerates it. On
+  /// MemcachedMetaBackend that is one `md <key> I` (the server marks the
+  /// item stale and hands the next reader the right to refresh it); on other
+  /// backends the value is rewritten marked stale (gets, then cas: two
+  /// requests). The stale value then lives max(stale_grace, lock_timeout),
+  /// time enough for one caller to refresh it. False if there was no value
+  /// (or the backend failed: reported). Never throws but std::bad_alloc.
+  bool invalidate(std::string_view key, Invalidation kind = Invalidation::hard);
+
   /// How far the fleet clock (the server's) is ahead of this host's clock, as
   /// last measured (zero until the first call, or without clock_sync).
   [[nodiscard]] Duration clock_offset() const noexcept;

@@ -9,7 +9,8 @@
 //        0     4  magic "dgpE"
 //        4     1  format version (2)
 //        5     1  header size in bytes (32)
-//        6     1  kind: 0 a value, 1 a tombstone (a removal; no payload)
+//        6     1  kind: 0 a value, 1 a tombstone (a removal; no payload),
+//                 2 a value marked stale (a per-key soft invalidation)
 //        7     1  reserved, zero
 //        8     8  created_at: microseconds since the Unix epoch on the fleet
 //                 clock, little-endian (at most what a TimePoint holds: 2262)
@@ -44,6 +45,7 @@ inline constexpr std::uint8_t kEnvelopeVersion = 2;
 enum class EnvelopeKind : std::uint8_t {
   value = 0,      ///< a value and its creation time
   tombstone = 1,  ///< a removal: a miss for readers; fences out older creations
+  stale = 2,      ///< a value marked stale: served stale while one caller regenerates it
 };
 
 /// Why bytes did not decode as an envelope.
@@ -68,6 +70,10 @@ struct EnvelopeView {
   EnvelopeKind kind = EnvelopeKind::value;
   std::uint64_t key_check = 0;
 };
+
+/// Marks the value envelope `bytes` (already decoded as a value) stale, in
+/// place.
+void mark_envelope_stale(std::string& bytes) noexcept;
 
 /// Starts an envelope in `out` (cleared): reserves the header. Append the
 /// payload to `out`, then call finish_envelope.
