@@ -1,13 +1,17 @@
 // dogpile's benchmarks. Each subcommand measures one thing side by side with
 // raw libmemcached (pooled, with the very option string MemcachedBackend
 // uses) in the same run, and prints one line per figure: `name value unit`.
+// --transport meta runs dogpile on MemcachedMetaBackend (figure names get
+// "meta_" after their first word); the default is MemcachedBackend.
 //
-//   dogpile_bench hit        --server H:P --size BYTES [--ops N]
+//   dogpile_bench hit        --server H:P --size BYTES [--ops N]   (both transports,
+//                            raw libmemcached and a raw socket, call by call)
 //   dogpile_bench throughput --server H:P --threads N [--milliseconds MS] [--keys N]
 //   dogpile_bench herd       --server H:P --processes P --threads T --mode cold|stale
 //                            [--creator-ms MS] [--csv PATH]
 //   dogpile_bench multi      --server H:P [--keys N] [--rounds N]
 //   dogpile_bench waiting    --server H:P [--creator-ms MS] [--warm-ms MS]
+//   dogpile_bench wire       (requests and round trips per path, through a proxy)
 //   dogpile_bench memory     [--keys N]
 //
 // Without --server, a memcached is started on a free loopback port for the run.
@@ -15,6 +19,7 @@
 #include <libmemcached/memcached.h>
 #include <libmemcachedutil-1.0/util.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -36,6 +41,7 @@
 
 #include "dogpile/dogpile.hpp"
 #include "memcached_server.hpp"
+#include "wire_paths.hpp"
 
 namespace {
 
@@ -82,6 +88,21 @@ class Args {
   std::map<std::string, std::string> values_;
 };
 
+bool meta_transport(const Args& args) { return args.str("transport", "classic") == "meta"; }
+
+// A figure's name on the chosen transport: "hit_dogpile_100B" becomes
+// "hit_meta_dogpile_100B" with --transport meta.
+std::string named(const Args& args, const std::string& name) {
+  if (!meta_transport(args)) return name;
+  const auto underscore = name.find('_');
+  return name.substr(0, underscore) + "_meta" + name.substr(underscore);
+}
+
+std::shared_ptr<dogpile::Backend> make_backend(const Args& args, const std::string& options) {
+  if (meta_transport(args)) return std::make_shared<dogpile::MemcachedMetaBackend>(options);
+  return std::make_shared<dogpile::MemcachedBackend>(options);
+}
+
 // The memcached to use: --server, or one started for this run.
 class Server {
  public:
@@ -95,6 +116,7 @@ class Server {
     }
   }
   const std::string& options() const { return options_; }
+  int port() const { return std::stoi(options_.substr(options_.rfind(':') + 1)); }
 
  private:
   std::unique_ptr<dogpile::test::MemcachedServer> own_;
@@ -147,46 +169,113 @@ dogpile::RegionOptions quiet_options() {
 }
 
 // --- hit ---------------------------------------------------------------------
-// A fresh hit: get_or_create vs a raw get of the same-sized value, in
-// alternating blocks; the median per-operation time of each.
+// A fresh hit on one key, four ways, one call of each in turn (the order
+// rotating), all on this one thread: get_or_create on each transport, raw
+// libmemcached's memcached_get, and a raw socket's `mg <key> v` (the round
+// trip itself: the physical limit). Medians of the per-call times.
+// Interleaving call by call puts every path under the same conditions; run
+// against a memcached with one worker thread (-t 1), every connection is
+// served by the same thread (with more, memcached assigns each connection
+// to one of its threads, and connections on a busier thread are slower).
+class RawSocket {
+ public:
+  explicit RawSocket(int port) : fd_(dogpile::test::connect_loopback(port)) {
+    if (fd_ < 0) throw std::runtime_error("cannot connect");
+  }
+  ~RawSocket() { ::close(fd_); }
+  // `mg key v`; the value's size.
+  std::size_t get(const std::string& request) {
+    if (::send(fd_, request.data(), request.size(), MSG_NOSIGNAL) !=
+        static_cast<ssize_t>(request.size())) {
+      throw std::runtime_error("send failed");
+    }
+    buffer_.clear();
+    std::size_t need = std::string::npos;
+    for (;;) {
+      char chunk[16384];
+      const ssize_t n = ::recv(fd_, chunk, sizeof chunk, 0);
+      if (n <= 0) throw std::runtime_error("recv failed");
+      buffer_.append(chunk, static_cast<std::size_t>(n));
+      if (need == std::string::npos) {
+        const auto eol = buffer_.find("\r\n");
+        if (eol == std::string::npos) continue;
+        if (buffer_.compare(0, 3, "VA ") != 0) throw std::runtime_error("not a hit");
+        std::size_t length = 0;
+        std::from_chars(buffer_.data() + 3, buffer_.data() + eol, length);
+        need = eol + 2 + length + 2;
+      }
+      if (buffer_.size() >= need) return need;
+    }
+  }
+
+ private:
+  int fd_;
+  std::string buffer_;
+};
+
 int bench_hit(const Args& args) {
   Server server(args);
   const auto size = static_cast<std::size_t>(args.num("size", 100));
-  const long ops = args.num("ops", 20000);
-  auto backend = std::make_shared<dogpile::MemcachedBackend>(server.options());
-  dogpile::CacheRegion region(backend, quiet_options());
-  RawClient raw(backend->options());
+  const long ops = args.num("ops", 10000);
+  auto classic = std::make_shared<dogpile::MemcachedBackend>(server.options());
+  auto meta = std::make_shared<dogpile::MemcachedMetaBackend>(server.options());
+  dogpile::CacheRegion region(classic, quiet_options());
+  dogpile::CacheRegion meta_region(meta, quiet_options());
+  RawClient raw(classic->options());
+  RawSocket socket(server.port());
   const std::string value(size, 'v');
   const std::string raw_key = "raw:hit:" + std::to_string(size);
   raw.set(raw_key, value);
   const std::string key = "hit:" + std::to_string(size);
   region.set(key, value);
+  const std::string socket_request = "mg " + raw_key + " v\r\n";
   auto creator = [&] { return value; };
-  for (int i = 0; i < 1000; ++i) {  // warm up both paths
-    region.get_or_create(key, creator);
-    raw.get(raw_key);
+  enum Path { kClassic, kMeta, kRaw, kSocket, kPaths };
+  std::vector<double> times[kPaths];
+  auto call = [&](int path) {
+    const double t0 = now_us();
+    bool ok = false;
+    switch (path) {
+      case kClassic:
+        ok = region.get_or_create(key, creator).size() == size;
+        break;
+      case kMeta:
+        ok = meta_region.get_or_create(key, creator).size() == size;
+        break;
+      case kRaw:
+        ok = raw.get(raw_key)->size() == size;
+        break;
+      default:
+        ok = socket.get(socket_request) > size;
+        break;
+    }
+    const double took = now_us() - t0;
+    if (!ok) throw std::runtime_error("a hit returned the wrong value");
+    return took;
+  };
+  for (int i = 0; i < 1000; ++i) {  // warm up every path
+    for (int p = 0; p < kPaths; ++p) call(p);
   }
-  constexpr int kBlocks = 40;
-  const long per_block = std::max(1L, ops / kBlocks);
-  std::vector<double> ours, theirs;
-  for (int b = 0; b < kBlocks; ++b) {
-    double t0 = now_us();
-    for (long i = 0; i < per_block; ++i) {
-      if (region.get_or_create(key, creator).size() != size) return 1;
+  for (long i = 0; i < ops; ++i) {
+    for (int j = 0; j < kPaths; ++j) {
+      const int p = static_cast<int>((i + j) % kPaths);
+      times[p].push_back(call(p));
     }
-    ours.push_back((now_us() - t0) / static_cast<double>(per_block));
-    t0 = now_us();
-    for (long i = 0; i < per_block; ++i) {
-      if (raw.get(raw_key)->size() != size) return 1;
-    }
-    theirs.push_back((now_us() - t0) / static_cast<double>(per_block));
   }
   const std::string label =
       size >= 1024 ? fmt::format("{}KB", size / 1024) : fmt::format("{}B", size);
-  figure("hit_raw_" + label, median(theirs), "us");
-  figure("hit_dogpile_" + label, median(ours), "us");
-  figure("hit_ratio_" + label, median(ours) / median(theirs), "x");
-  if (region.stats().hits < static_cast<std::uint64_t>(per_block * kBlocks)) return 1;
+  const double raw_us = median(times[kRaw]);
+  figure("hit_raw_" + label, raw_us, "us");
+  figure("hit_socket_" + label, median(times[kSocket]), "us");
+  figure("hit_dogpile_" + label, median(times[kClassic]), "us");
+  figure("hit_meta_dogpile_" + label, median(times[kMeta]), "us");
+  figure("hit_ratio_" + label, median(times[kClassic]) / raw_us, "x");
+  figure("hit_meta_ratio_" + label, median(times[kMeta]) / raw_us, "x");
+  figure("hit_socket_ratio_" + label, median(times[kSocket]) / raw_us, "x");
+  if (region.stats().hits < static_cast<std::uint64_t>(ops) ||
+      meta_region.stats().hits < static_cast<std::uint64_t>(ops)) {
+    return 1;
+  }
   return 0;
 }
 
@@ -196,9 +285,8 @@ int bench_throughput(const Args& args) {
   const int threads = static_cast<int>(args.num("threads", 1));
   const double seconds = static_cast<double>(args.num("milliseconds", 2000)) / 1000.0;
   const int keys = static_cast<int>(args.num("keys", 1000));
-  auto backend = std::make_shared<dogpile::MemcachedBackend>(server.options());
-  dogpile::CacheRegion region(backend, quiet_options());
-  RawClient raw(backend->options());
+  dogpile::CacheRegion region(make_backend(args, server.options()), quiet_options());
+  RawClient raw(dogpile::MemcachedBackend(server.options()).options());
   const std::string value(100, 'v');
   for (int k = 0; k < keys; ++k) {
     region.set("tp:" + std::to_string(k), value);
@@ -250,9 +338,9 @@ int bench_throughput(const Args& args) {
   }
   const double ours = median(ours_rates);
   const double theirs = median(raw_rates);
-  figure(fmt::format("throughput_raw_{}t", threads), theirs, "ops/s");
-  figure(fmt::format("throughput_dogpile_{}t", threads), ours, "ops/s");
-  figure(fmt::format("throughput_ratio_{}t", threads), median(ratios), "x");
+  figure(named(args, fmt::format("throughput_raw_{}t", threads)), theirs, "ops/s");
+  figure(named(args, fmt::format("throughput_dogpile_{}t", threads)), ours, "ops/s");
+  figure(named(args, fmt::format("throughput_ratio_{}t", threads)), median(ratios), "x");
   return 0;
 }
 
@@ -269,7 +357,7 @@ struct HerdShared {
 };
 
 template <class Body>
-std::vector<double> run_herd(HerdShared& shared, int processes, int threads,
+std::vector<double> run_herd(const Args& args, HerdShared& shared, int processes, int threads,
                              const std::string& servers, Body body) {
   std::vector<pid_t> pids;
   for (int p = 0; p < processes; ++p) {
@@ -278,7 +366,7 @@ std::vector<double> run_herd(HerdShared& shared, int processes, int threads,
     if (pid == 0) {
       int code = 0;
       try {
-        auto backend = std::make_shared<dogpile::MemcachedBackend>(servers);
+        auto backend = make_backend(args, servers);
         dogpile::CacheRegion region(backend, quiet_options());
         std::vector<std::jthread> pool;
         for (int t = 0; t < threads; ++t) {
@@ -323,7 +411,7 @@ int bench_herd(const Args& args) {
   if (processes * threads > 8 * 64) throw std::invalid_argument("at most 512 callers");
   const auto creator_ms = args.num("creator-ms", 200);
   const std::string mode = args.str("mode", "cold");
-  const std::string name = fmt::format("herd_{}_{}x{}", mode, processes, threads);
+  const std::string name = named(args, fmt::format("herd_{}_{}x{}", mode, processes, threads));
   const std::string key = name + ":" + std::to_string(::getpid());
 
   if (mode == "stale") {
@@ -332,16 +420,15 @@ int bench_herd(const Args& args) {
     auto options = quiet_options();
     options.clock = &past;
     options.clock_sync = std::nullopt;  // trust the past clock: the value is written old
-    dogpile::CacheRegion writer(std::make_shared<dogpile::MemcachedBackend>(server.options()),
-                                options);
+    dogpile::CacheRegion writer(make_backend(args, server.options()), options);
     writer.set(key, std::string("old value"));
   }
   auto shared = static_cast<HerdShared*>(::mmap(nullptr, sizeof(HerdShared), PROT_READ | PROT_WRITE,
                                                 MAP_SHARED | MAP_ANONYMOUS, -1, 0));
   new (shared) HerdShared();
   const auto latencies =
-      run_herd(*shared, processes, threads, server.options(),
-               [&](dogpile::CacheRegion& region, dogpile::MemcachedBackend&, bool& creator) {
+      run_herd(args, *shared, processes, threads, server.options(),
+               [&](dogpile::CacheRegion& region, dogpile::Backend&, bool& creator) {
                  dogpile::Outcome outcome{};
                  auto o = dogpile::CallOptions{.outcome = &outcome};
                  const std::string v = region.get_or_create(
@@ -376,12 +463,13 @@ int bench_herd(const Args& args) {
         nullptr, sizeof(HerdShared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0));
     new (raw_shared) HerdShared();
     const std::string backend_key =
-        dogpile::CacheRegion(std::make_shared<dogpile::MemcachedBackend>(server.options()),
-                             quiet_options())
+        dogpile::CacheRegion(make_backend(args, server.options()), quiet_options())
             .backend_key(key);
-    const auto raw = run_herd(*raw_shared, processes, threads, server.options(),
-                              [&](dogpile::CacheRegion&, dogpile::MemcachedBackend& backend,
-                                  bool&) { (void)backend.get(backend_key); });
+    const auto raw = run_herd(
+        args, *raw_shared, processes, threads, server.options(),
+        [&](dogpile::CacheRegion&, dogpile::Backend& backend, bool&) {
+          (void)backend.get(backend_key);
+        });
     std::vector<double> raw_ms;
     for (double us : raw) raw_ms.push_back(us / 1000.0);
     figure(name + "_raw_get_p99", percentile(raw_ms, 99), "ms");
@@ -402,8 +490,7 @@ int bench_multi(const Args& args) {
   Server server(args);
   const int keys = static_cast<int>(args.num("keys", 100));
   const int rounds = static_cast<int>(args.num("rounds", 200));
-  dogpile::CacheRegion region(std::make_shared<dogpile::MemcachedBackend>(server.options()),
-                              quiet_options());
+  dogpile::CacheRegion region(make_backend(args, server.options()), quiet_options());
   std::vector<std::string> names;
   for (int k = 0; k < keys; ++k) names.push_back("multi:" + std::to_string(k));
   auto creator = [](std::span<const std::string_view> missing) {
@@ -420,9 +507,10 @@ int bench_multi(const Args& args) {
     for (const auto& n : names) region.get_or_create(n, single);
     singles_us.push_back(now_us() - t0);
   }
-  figure(fmt::format("multi_{}_keys", keys), median(multi_us), "us");
-  figure(fmt::format("singles_{}_keys", keys), median(singles_us), "us");
-  figure(fmt::format("multi_ratio_{}_keys", keys), median(multi_us) / median(singles_us), "x");
+  figure(named(args, fmt::format("multi_{}_keys", keys)), median(multi_us), "us");
+  figure(named(args, fmt::format("singles_{}_keys", keys)), median(singles_us), "us");
+  figure(named(args, fmt::format("multi_ratio_{}_keys", keys)),
+         median(multi_us) / median(singles_us), "x");
   return 0;
 }
 
@@ -454,47 +542,6 @@ class NullBackend final : public dogpile::Backend {
 };
 
 // --- waiting -----------------------------------------------------------------------
-// A Backend that counts the polls of a caller waiting on another's creation:
-// each is one request (`gets k k#L` on the classic transport).
-class CountingPolls final : public dogpile::Backend {
- public:
-  explicit CountingPolls(std::shared_ptr<dogpile::Backend> inner) : inner_(std::move(inner)) {}
-  std::atomic<int> polls{0};
-
-  std::optional<dogpile::Item> get(std::string_view key) override { return inner_->get(key); }
-  void set(std::string_view key, const dogpile::Item& item, dogpile::Ttl ttl) override {
-    inner_->set(key, item, ttl);
-  }
-  bool add(std::string_view key, const dogpile::Item& item, dogpile::Ttl ttl) override {
-    return inner_->add(key, item, ttl);
-  }
-  bool remove(std::string_view key) override { return inner_->remove(key); }
-  std::unique_ptr<dogpile::DistributedLock> make_lock(std::string_view key,
-                                                      dogpile::Ttl ttl) override {
-    return inner_->make_lock(key, ttl);
-  }
-  bool read_view(
-      dogpile::LeaseSlot& slot, const dogpile::LeaseRequest& request,
-      dogpile::detail::FunctionRef<void(std::string_view, std::uint32_t)> visit) override {
-    return inner_->read_view(slot, request, visit);
-  }
-  void claim(std::span<dogpile::LeaseSlot> slots, const dogpile::LeaseRequest& request) override {
-    inner_->claim(slots, request);
-  }
-  void confirm(std::span<dogpile::LeaseSlot> slots) override { inner_->confirm(slots); }
-  void poll(std::span<dogpile::LeaseSlot> slots, const dogpile::LeaseRequest& request) override {
-    polls.fetch_add(1);
-    inner_->poll(slots, request);
-  }
-  void store(std::span<dogpile::LeaseSlot> slots) override { inner_->store(slots); }
-  std::optional<dogpile::ServerTime> server_time(std::string_view key) override {
-    return inner_->server_time(key);
-  }
-
- private:
-  std::shared_ptr<dogpile::Backend> inner_;
-};
-
 // A caller waits while another region creates a value that takes
 // --creator-ms: its polls, and how long after the store it has the value.
 // "history": the key's last creation took as long (its lock says so); the
@@ -510,13 +557,13 @@ int bench_waiting(const Args& args) {
     auto options = quiet_options();
     options.expiration = std::chrono::minutes(10);
     if (!measured) options.clock_sync = std::nullopt;
-    auto memcached = std::make_shared<dogpile::MemcachedBackend>(server.options());
-    auto counting = std::make_shared<CountingPolls>(memcached);
+    auto memcached = make_backend(args, server.options());
+    auto counting = std::make_shared<dogpile::test::CountingPolls>(memcached);
     dogpile::CacheRegion holder(memcached, options);
     dogpile::CacheRegion waiter(counting, options);
     const std::string key = fmt::format("waiting:{}:{}:{}", creator_ms, setup, ::getpid());
-    holder.get_value_metadata<std::string>("warm");  // each measures its clock, if it does
-    waiter.get_value_metadata<std::string>("warm");
+    (void)holder.get_value_metadata<std::string>("warm");  // each measures its clock, if it does
+    (void)waiter.get_value_metadata<std::string>("warm");
     if (measured) std::this_thread::sleep_for(std::chrono::milliseconds(warm_ms));
     if (history) {
       // The last creation took as long; then the value was removed.
@@ -539,9 +586,26 @@ int bench_waiting(const Args& args) {
     const double seen_at = now_us();
     creator.join();
     if (v != "made") throw std::runtime_error("the waiter did not get the creator's value");
-    const std::string name = fmt::format("waiting_{}ms_{}", creator_ms, setup);
+    const std::string name = named(args, fmt::format("waiting_{}ms_{}", creator_ms, setup));
     figure(name + "_polls", counting->polls.load(), "calls");
     figure(name + "_late", std::max(0.0, seen_at - stored_at.load()) / 1000.0, "ms");
+  }
+  return 0;
+}
+
+// --- wire --------------------------------------------------------------------------
+// Requests and round trips per path, on each transport, through a counting
+// proxy (integration/wire_paths.cpp). Figures: wire_<transport>_<n>_requests
+// and _round_trips, after a line "# wire_<transport>_<n> <path> | <requests>".
+int bench_wire(const Args&) {
+  for (auto transport : {dogpile::test::Transport::classic, dogpile::test::Transport::meta}) {
+    const char* name = transport == dogpile::test::Transport::meta ? "meta" : "classic";
+    const auto costs = dogpile::test::measure_paths(transport);
+    for (std::size_t i = 0; i < costs.size(); ++i) {
+      figure(fmt::format("wire_{}_{}_requests", name, i), costs[i].requests, "calls");
+      figure(fmt::format("wire_{}_{}_round_trips", name, i), costs[i].round_trips, "calls");
+      fmt::print("# wire_{}_{} {} | {}\n", name, i, costs[i].path, costs[i].what);
+    }
   }
   return 0;
 }
@@ -584,7 +648,7 @@ int bench_memory(const Args& args) {
 int main(int argc, char** argv) {
   if (argc < 2) {
     std::fprintf(stderr,
-                 "usage: %s hit|throughput|herd|multi|memory|waiting [--option value ...]\n",
+                 "usage: %s hit|throughput|herd|multi|memory|waiting|wire [--option value ...]\n",
                  argv[0]);
     return 2;
   }
@@ -597,6 +661,7 @@ int main(int argc, char** argv) {
     if (command == "multi") return bench_multi(args);
     if (command == "memory") return bench_memory(args);
     if (command == "waiting") return bench_waiting(args);
+    if (command == "wire") return bench_wire(args);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "%s: %s\n", command.c_str(), e.what());
     return 1;

@@ -10,18 +10,26 @@
 //   2. dogpile::CacheRegion::get_or_create: one caller in the whole fleet
 //      rebuilds an expired value, the others keep serving the previous one.
 //
+// Phase 2 runs on each transport: MemcachedBackend (libmemcached, the classic
+// text protocol, the lock an `add` of a lock item) and MemcachedMetaBackend
+// (memcached's meta protocol, the lease granted in the read itself).
+//
 // It prints progress while running, then creator calls against the number
 // of values that expired (each replaced value counted once, however many
-// creators replaced it), how callers were served, and their latency.
+// creators replaced it), how callers were served, their latency, and the
+// memcached commands per call (from the server's own stats).
 //
 // scripts/demo.sh starts a memcached on a free loopback port and passes
 // --memcached. Without it, everything runs in this one process on
 // dogpile::MemoryBackend (threads only), and the demo says so.
 //
-//   dogpile_demo [--memcached OPTIONS] [--processes N] [--threads N] [--keys N]
+//   dogpile_demo [--memcached OPTIONS] [--transport classic|meta|both]
+//                [--processes N] [--threads N] [--keys N]
 //                [--seconds S] [--creator-ms MS] [--expire-ms MS]
 #include <fmt/core.h>
+#include <netinet/in.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -31,7 +39,9 @@
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <functional>
+#include <map>
 #include <memory>
 #include <new>
 #include <optional>
@@ -48,8 +58,11 @@ namespace {
 using namespace std::chrono_literals;
 using Steady = std::chrono::steady_clock;
 
+enum class Transport { classic, meta };
+
 struct Options {
   std::string memcached;  // libmemcached options; empty: in-process MemoryBackend
+  Transport transport = Transport::classic;  // of the dogpile phase
   int processes = 4;
   int threads = 8;
   int keys = 4;
@@ -145,7 +158,51 @@ std::string build(Shared& s, const Options& o, int k) {
 
 std::shared_ptr<dogpile::Backend> make_backend(const Options& o) {
   if (o.memcached.empty()) return std::make_shared<dogpile::MemoryBackend>();
+  if (o.transport == Transport::meta) {
+    return std::make_shared<dogpile::MemcachedMetaBackend>(o.memcached);
+  }
   return std::make_shared<dogpile::MemcachedBackend>(o.memcached);
+}
+
+// The commands the first server of `options` has served (its `stats`:
+// reads count each key read, writes, touches and deletes), or -1.
+long server_commands(const std::string& options) {
+  const auto at = options.find("--SERVER=");
+  if (at == std::string::npos) return -1;
+  const std::string address = options.substr(at + 9, options.find(' ', at) - at - 9);
+  const auto colon = address.rfind(':');
+  int port = 11211;
+  if (colon != std::string::npos) std::from_chars(address.data() + colon + 1,
+                                                  address.data() + address.size(), port);
+  const std::string host = address.substr(0, colon);
+  if (host != "127.0.0.1" && host != "localhost") return -1;
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return -1;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<std::uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  std::string reply;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
+      ::send(fd, "stats\r\n", 7, MSG_NOSIGNAL) == 7) {
+    char buffer[4096];
+    while (reply.find("END\r\n") == std::string::npos) {
+      const ssize_t n = ::recv(fd, buffer, sizeof buffer, 0);
+      if (n <= 0) break;
+      reply.append(buffer, static_cast<std::size_t>(n));
+    }
+  }
+  ::close(fd);
+  long total = 0;
+  for (const char* name : {"cmd_get", "cmd_set", "cmd_touch", "delete_hits", "delete_misses"}) {
+    const auto p = reply.find(fmt::format("STAT {} ", name));
+    if (p == std::string::npos) return -1;
+    long v = 0;
+    const char* begin = reply.data() + p + 6 + std::strlen(name);
+    std::from_chars(begin, reply.data() + reply.size(), v);
+    total += v;
+  }
+  return total;
 }
 
 // Phase 1: cache-aside with no lock. Items are "created_at_us|value".
@@ -213,7 +270,8 @@ class RegionAccess {
   static dogpile::RegionOptions region_options(const Options& o, Shared& s) {
     dogpile::RegionOptions r;
     r.expiration = std::chrono::milliseconds(o.expire_ms);
-    r.key_prefix = "dogpile:";
+    // Each transport's phase starts cold, on keys of its own.
+    r.key_prefix = o.transport == Transport::meta ? "dogpile-meta:" : "dogpile:";
     r.on_error = [&s](const dogpile::ErrorEvent&) { s.errors.fetch_add(1); };
     return r;
   }
@@ -253,6 +311,7 @@ struct Summary {
   int most_creators;
   long delayed;  // calls that took at least half a creator's time
   double p50_us, p99_us, p999_us, max_us;
+  long commands = -1;  // memcached commands during the phase (-1: unknown)
 };
 
 Summary summarize(const Shared& s, const Options& o) {
@@ -317,6 +376,7 @@ Summary run_phase(const char* title, const Options& o) {
     }
   }
   while (s.ready.load() < total_threads) std::this_thread::sleep_for(1ms);
+  const long commands_before = server_commands(o.memcached);
   const auto start = Steady::now();
   s.go = true;
   const auto end = start + std::chrono::duration_cast<Steady::duration>(
@@ -340,7 +400,12 @@ Summary run_phase(const char* title, const Options& o) {
       std::exit(2);
     }
   }
-  return summarize(s, o);
+  Summary summary = summarize(s, o);
+  const long commands_after = server_commands(o.memcached);
+  if (commands_before >= 0 && commands_after >= commands_before) {
+    summary.commands = commands_after - commands_before;
+  }
+  return summary;
 }
 
 bool parse_int(std::string_view s, int& out) {
@@ -350,8 +415,8 @@ bool parse_int(std::string_view s, int& out) {
 
 int usage(const char* argv0) {
   fmt::print(stderr,
-             "usage: {} [--memcached OPTIONS] [--processes N] [--threads N] [--keys N] "
-             "[--seconds S] [--creator-ms MS] [--expire-ms MS]\n",
+             "usage: {} [--memcached OPTIONS] [--transport classic|meta|both] [--processes N] "
+             "[--threads N] [--keys N] [--seconds S] [--creator-ms MS] [--expire-ms MS]\n",
              argv0);
   return 2;
 }
@@ -360,6 +425,7 @@ int usage(const char* argv0) {
 
 int main(int argc, char** argv) {
   Options o;
+  std::string transports = "both";
   for (int i = 1; i < argc; ++i) {
     const std::string_view arg = argv[i];
     if (i + 1 >= argc) return usage(argv[0]);
@@ -367,6 +433,9 @@ int main(int argc, char** argv) {
     bool ok = true;
     if (arg == "--memcached") {
       o.memcached = val;
+    } else if (arg == "--transport") {
+      transports = val;
+      ok = transports == "classic" || transports == "meta" || transports == "both";
     } else if (arg == "--processes") {
       ok = parse_int(val, o.processes);
     } else if (arg == "--threads") {
@@ -387,17 +456,24 @@ int main(int argc, char** argv) {
     if (!ok) return usage(argv[0]);
   }
 
+  std::vector<Transport> dogpile_on;
+  if (o.memcached.empty() || transports != "meta") dogpile_on.push_back(Transport::classic);
+  if (!o.memcached.empty() && transports != "classic") dogpile_on.push_back(Transport::meta);
   if (o.memcached.empty()) {
     fmt::print(
         "No memcached given (scripts/demo.sh starts one when the memcached binary is "
         "installed):\nrunning in this one process on dogpile::MemoryBackend, {} threads.\n\n",
         o.processes * o.threads);
   } else {
-    try {
-      (void)make_backend(o);
-    } catch (const std::exception& e) {
-      fmt::print(stderr, "{}\n", e.what());
-      return 2;
+    for (Transport t : dogpile_on) {
+      try {
+        Options check = o;
+        check.transport = t;
+        (void)make_backend(check);
+      } catch (const std::exception& e) {
+        fmt::print(stderr, "{}\n", e.what());
+        return 2;
+      }
     }
     fmt::print("memcached: {}\n{} processes x {} threads, each process with its own connections.\n",
                o.memcached, o.processes, o.threads);
@@ -407,42 +483,85 @@ int main(int argc, char** argv) {
       "Each phase runs {:.1f} s; a request does ~1 ms of other work between cache reads.\n\n",
       dogpile::version_string, o.keys, o.creator_ms, o.expire_ms, o.seconds);
 
+  const int phases = 1 + static_cast<int>(dogpile_on.size());
   const Summary plain = run_phase<PlainAccess>(
-      "phase 1/2: plain cache-aside (read; on a miss or expiry, build and store)", o);
-  fmt::print("\n");
-  const Summary guarded =
-      run_phase<RegionAccess>("phase 2/2: the same workload through dogpile::CacheRegion", o);
+      fmt::format("phase 1/{}: plain cache-aside (read; on a miss or expiry, build and store)",
+                  phases)
+          .c_str(),
+      o);
+  std::vector<Summary> guarded;
+  std::vector<std::string> names;
+  for (Transport t : dogpile_on) {
+    Options phase = o;
+    phase.transport = t;
+    const bool meta = t == Transport::meta;
+    names.push_back(o.memcached.empty() ? "dogpile" : meta ? "dogpile meta" : "dogpile classic");
+    fmt::print("\n");
+    guarded.push_back(run_phase<RegionAccess>(
+        fmt::format("phase {}/{}: the same workload through dogpile::CacheRegion{}",
+                    guarded.size() + 2, phases,
+                    o.memcached.empty() ? ""
+                    : meta              ? " on MemcachedMetaBackend (meta protocol, leases)"
+                                        : " on MemcachedBackend (libmemcached)")
+            .c_str(),
+        phase));
+  }
 
-  auto row = [](const char* name, auto a, auto b) {
-    fmt::print("  {:<42} {:>12} {:>12}\n", name, a, b);
+  auto row = [&](const char* name, auto plain_value, auto of) {
+    std::string line = fmt::format("  {:<42} {:>12}", name, plain_value);
+    for (const Summary& g : guarded) line += fmt::format(" {:>16}", of(g));
+    fmt::print("{}\n", line);
   };
   auto us = [](double v) {
     return v < 1000.0 ? fmt::format("{:.0f} us", v) : fmt::format("{:.1f} ms", v / 1000.0);
   };
+  auto per_call = [](const Summary& x) {
+    return x.commands < 0 || x.calls == 0
+               ? std::string("-")
+               : fmt::format("{:.2f}", static_cast<double>(x.commands) / x.calls);
+  };
   fmt::print("\nresults (latency percentiles to within 4%)\n");
-  row("", "plain cache", "dogpile");
-  row("calls", plain.calls, guarded.calls);
+  {
+    std::string header = fmt::format("  {:<42} {:>12}", "", "plain cache");
+    for (const auto& n : names) header += fmt::format(" {:>16}", n);
+    fmt::print("{}\n", header);
+  }
+  row("calls", plain.calls, [](const Summary& g) { return g.calls; });
   row("calls per second", static_cast<long>(plain.calls / o.seconds),
-      static_cast<long>(guarded.calls / o.seconds));
-  row("values expired or missing", plain.expirations, guarded.expirations);
-  row("creator calls", plain.creations, guarded.creations);
-  row("most creators at once for one key", plain.most_creators, guarded.most_creators);
-  row("served stale while another rebuilt", plain.stale, guarded.stale);
-  row("waited for another's value", "-", guarded.waited);
-  row("calls delayed by a build (>= half of it)", plain.delayed, guarded.delayed);
-  row("latency p50", us(plain.p50_us), us(guarded.p50_us));
-  row("latency p99", us(plain.p99_us), us(guarded.p99_us));
-  row("latency p99.9", us(plain.p999_us), us(guarded.p999_us));
-  row("latency max", us(plain.max_us), us(guarded.max_us));
-  if (plain.errors + guarded.errors > 0) row("backend errors", plain.errors, guarded.errors);
+      [&](const Summary& g) { return static_cast<long>(g.calls / o.seconds); });
+  row("values expired or missing", plain.expirations,
+      [](const Summary& g) { return g.expirations; });
+  row("creator calls", plain.creations, [](const Summary& g) { return g.creations; });
+  row("most creators at once for one key", plain.most_creators,
+      [](const Summary& g) { return g.most_creators; });
+  row("served stale while another rebuilt", plain.stale, [](const Summary& g) { return g.stale; });
+  row("waited for another's value", "-", [](const Summary& g) { return g.waited; });
+  row("calls delayed by a build (>= half of it)", plain.delayed,
+      [](const Summary& g) { return g.delayed; });
+  row("latency p50", us(plain.p50_us), [&](const Summary& g) { return us(g.p50_us); });
+  row("latency p99", us(plain.p99_us), [&](const Summary& g) { return us(g.p99_us); });
+  row("latency p99.9", us(plain.p999_us), [&](const Summary& g) { return us(g.p999_us); });
+  row("latency max", us(plain.max_us), [&](const Summary& g) { return us(g.max_us); });
+  if (plain.commands >= 0) {
+    row("memcached commands per call", per_call(plain), per_call);
+  }
+  bool errors = plain.errors > 0;
+  for (const Summary& g : guarded) errors = errors || g.errors > 0;
+  if (errors) row("backend errors", plain.errors, [](const Summary& g) { return g.errors; });
 
-  const bool held = guarded.creations <= guarded.expirations && guarded.most_creators == 1;
-  fmt::print(
-      "\n{}: without dogpile, {} creator calls for {} expired values ({:.1f} per value); "
-      "with it, {} for {}.\n",
-      held ? "The herd was held back" : "The herd was NOT held back", plain.creations,
-      plain.expirations,
-      plain.expirations ? static_cast<double>(plain.creations) / plain.expirations : 0.0,
-      guarded.creations, guarded.expirations);
-  return held ? 0 : 1;
+  bool all_held = true;
+  for (std::size_t i = 0; i < guarded.size(); ++i) {
+    const Summary& g = guarded[i];
+    const bool held = g.creations <= g.expirations && g.most_creators == 1;
+    all_held = all_held && held;
+    fmt::print(
+        "\n{} ({}): without dogpile, {} creator calls for {} expired values ({:.1f} per value); "
+        "with it, {} for {}.",
+        held ? "The herd was held back" : "The herd was NOT held back", names[i], plain.creations,
+        plain.expirations,
+        plain.expirations ? static_cast<double>(plain.creations) / plain.expirations : 0.0,
+        g.creations, g.expirations);
+  }
+  fmt::print("\n");
+  return all_held ? 0 : 1;
 }

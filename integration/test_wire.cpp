@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <map>
 #include <cstdio>
 #include <string>
 #include <thread>
@@ -15,6 +16,7 @@
 #include "dogpile/region.hpp"
 #include "memcached_server.hpp"
 #include "proxy.hpp"
+#include "wire_paths.hpp"
 #include "quiet.hpp"
 
 using namespace std::chrono_literals;
@@ -54,88 +56,29 @@ void write_old(const MemcachedServer& server, const std::string& key, dogpile::D
 TEST_SUITE("on the wire") {
   TEST_CASE("requests per call, path by path, counted on the wire") {
     const bool meta = dogpile::test::transport() == dogpile::test::Transport::meta;
-    MemcachedServer server;
-    Proxy proxy(server.port());
-    auto region = region_through(proxy, {.expiration = 10s});
-    auto other = region_through(proxy, {.expiration = 10s});
-    struct Cost {
-      int requests;
-      int round_trips;
-    };
-    auto cost = [&](auto call) {
-      proxy.reset_counts();
-      call();
-      return Cost{proxy.requests(), proxy.round_trips()};
-    };
+    const auto costs = dogpile::test::measure_paths(dogpile::test::transport());
     std::printf("requests (round trips) per call on the %s transport, counted on the wire:\n",
                 meta ? "meta" : "classic");
-    auto show = [](const char* path, Cost c, const char* what) {
-      std::printf("  %-44s %d (%d): %s\n", path, c.requests, c.round_trips, what);
-    };
-
-    const Cost cold =
-        cost([&] { region->get_or_create("cold", [] { return std::string("v"); }); });
-    show("cold, this caller creates:", cold,
-         meta ? "mg N (won), ms C" : "gets, add lock, gets value+lock, add value, cas lock");
-    CHECK(cold.requests == (meta ? 2 : 5));
-    CHECK(cold.round_trips == cold.requests);
-
-    const Cost fresh =
-        cost([&] { region->get_or_create("cold", [] { return std::string("x"); }); });
-    show("fresh hit:", fresh, meta ? "mg" : "gets");
-    CHECK(fresh.requests == 1);
-    CHECK(fresh.round_trips == 1);
-    CHECK(proxy.counts()[meta ? "mg" : "gets"] == 1);
-
-    // A value past its expiration on the server's clock too (its time to
-    // live below the stale grace): written for real, then left to age.
-    auto short_lived = region_through(proxy, {.expiration = 1s, .stale_grace = 30s});
-    short_lived->get_or_create("stale", [] { return std::string("old"); });
-    short_lived->get_or_create("held", [] { return std::string("old"); });
-    std::this_thread::sleep_for(2100ms);
-    const Cost stale_winner =
-        cost([&] { short_lived->get_or_create("stale", [] { return std::string("new"); }); });
-    show("stale, this caller regenerates:", stale_winner,
-         meta ? "mg R (won), ms C" : "gets, add lock, gets value+lock, cas value, cas lock");
-    CHECK(stale_winner.requests == (meta ? 2 : 5));
-
-    // Stale while another process holds the lease.
-    auto elsewhere = dogpile::test::memcached(server.options());
-    dogpile::LeaseSlot held[1];
-    const std::string held_key = short_lived->backend_key("held");
-    held[0].key = held_key;
-    dogpile::LeaseRequest request;
-    request.ttl = 30s;
-    elsewhere->claim(held, request);
-    REQUIRE(held[0].lease == dogpile::LeaseState::won);
-    auto reader = region_through(proxy, {.expiration = 1s, .stale_grace = 30s});
-    const Cost first =
-        cost([&] { reader->get_or_create("held", [] { return std::string("n"); }); });
-    std::vector<Cost> later;
-    for (int i = 0; i < 5; ++i) {
-      later.push_back(
-          cost([&] { reader->get_or_create("held", [] { return std::string("n"); }); }));
+    std::map<std::string, dogpile::test::PathCost> by_path;
+    for (const auto& c : costs) {
+      std::printf("  %-50s %3d (%d): %s\n", c.path.c_str(), c.requests, c.round_trips,
+                  c.what.c_str());
+      by_path[c.path] = c;
     }
-    show("stale, another process regenerating:", first,
-         meta ? "mg (held), the stale value" : "gets, add lock (held), the stale value");
-    show("  ... and the next calls:", later[0],
-         meta ? "mg" : "gets (the holder is remembered)");
-    CHECK(first.requests == (meta ? 1 : 2));
-    for (const Cost& c : later) CHECK(c.requests == 1);
-    elsewhere->release(held);
-
-    std::vector<std::string> keys;
-    for (int i = 0; i < 100; ++i) keys.push_back("multi" + std::to_string(i));
-    region->get_or_create_multi(
-        keys, [](auto missing) { return std::vector<std::string>(missing.size(), "v"); });
-    const Cost multi = cost([&] {
-      region->get_or_create_multi(
-          keys, [](auto missing) { return std::vector<std::string>(missing.size(), "w"); });
-    });
-    show("100 fresh keys on one server (multi):", multi,
-         meta ? "100 mg q + mn, one pipeline" : "one gets of 100 keys");
-    CHECK(multi.round_trips == 1);
-    CHECK(multi.requests == (meta ? 101 : 1));
+    auto requests = [&](const char* path) { return by_path.at(path).requests; };
+    auto trips = [&](const char* path) { return by_path.at(path).round_trips; };
+    CHECK(requests("cold, this caller creates") == (meta ? 2 : 5));
+    CHECK(trips("cold, this caller creates") == requests("cold, this caller creates"));
+    CHECK(requests("fresh hit") == 1);
+    CHECK(trips("fresh hit") == 1);
+    CHECK(requests("stale, this caller regenerates") == (meta ? 2 : 5));
+    CHECK(requests("stale, this caller wins, background refresh: the call") == (meta ? 1 : 3));
+    CHECK(requests("stale, another process regenerating: first call") == (meta ? 1 : 2));
+    CHECK(requests("stale, another process regenerating: next calls") == 1);
+    CHECK(requests("cold, another process creating: each poll") == 1);
+    CHECK(trips("cold, another process creating: each poll") == 1);
+    CHECK(trips("100 fresh keys on one server (multi)") == 1);
+    CHECK(requests("100 fresh keys on one server (multi)") == (meta ? 101 : 1));
   }
 
   TEST_CASE("a process waiting on a 5 s creation: polls with and without history") {

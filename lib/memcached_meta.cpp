@@ -444,27 +444,41 @@ MemcachedMetaBackend::~MemcachedMetaBackend() = default;
 
 // --- plain operations ---------------------------------------------------------
 
-bool MemcachedMetaBackend::get_view(
-    std::string_view key, detail::FunctionRef<void(std::string_view, std::uint32_t)> visit) {
-  check_key("get", key);
+namespace {
+
+// A plain read of one key (`mg k v f c`): `on_item(data, flags, cas)` if
+// there is a value (a lease placeholder is none). A lease the server hands
+// the read unasked is given back.
+template <class OnItem>
+bool plain_read(const std::shared_ptr<MemcachedMetaBackend::Impl>& impl, std::string_view op,
+                std::string_view key, OnItem on_item) {
+  check_key(op, key);
   std::string request;
   meta::append_mg(request, key, "v f c");
   bool found = false;
-  GiveBack unasked_leases{impl_, {}};
-  auto& client = impl_->client;
+  GiveBack unasked_leases{impl, {}};
+  auto& client = impl->client;
   const std::size_t server = client.server_for(key);
   client.exchange(
       client.server(server), request, 1,
       [&](const Reply& r) {
         if (r.code == Code::en) return;
-        if (r.code != Code::va) unexpected("get", key, r);
+        if (r.code != Code::va) unexpected(op, key, r);
         unasked_leases.add(unasked(key, server, r));
         if (placeholder(r)) return;
         found = true;
-        visit(r.data, r.flags.value_or(0));
+        on_item(r.data, r.flags.value_or(0), r.cas.value_or(0));
       },
-      "get");
+      op);
   return found;
+}
+
+}  // namespace
+
+bool MemcachedMetaBackend::get_view(
+    std::string_view key, detail::FunctionRef<void(std::string_view, std::uint32_t)> visit) {
+  return plain_read(impl_, "get", key,
+                    [&](std::string_view data, std::uint32_t flags, Cas) { visit(data, flags); });
 }
 
 std::optional<Item> MemcachedMetaBackend::get(std::string_view key) {
@@ -476,25 +490,12 @@ std::optional<Item> MemcachedMetaBackend::get(std::string_view key) {
 }
 
 std::optional<Item> MemcachedMetaBackend::gets(std::string_view key, Cas& cas) {
-  check_key("gets", key);
-  std::string request;
-  meta::append_mg(request, key, "v f c");
   std::optional<Item> out;
-  GiveBack unasked_leases{impl_, {}};
   cas = 0;
-  auto& client = impl_->client;
-  const std::size_t server = client.server_for(key);
-  client.exchange(
-      client.server(server), request, 1,
-      [&](const Reply& r) {
-        if (r.code == Code::en) return;
-        if (r.code != Code::va) unexpected("gets", key, r);
-        unasked_leases.add(unasked(key, server, r));
-        if (placeholder(r)) return;
-        cas = r.cas.value_or(0);
-        out = Item{std::string(r.data), r.flags.value_or(0)};
-      },
-      "gets");
+  plain_read(impl_, "gets", key, [&](std::string_view data, std::uint32_t flags, Cas version) {
+    out = Item{std::string(data), flags};
+    cas = version;
+  });
   return out;
 }
 
