@@ -352,7 +352,20 @@ void take_reply(const std::shared_ptr<MemcachedMetaBackend::Impl>& impl, std::si
   }
 }
 
-std::string read_flags(const LeaseRequest& request) {
+// The flags of a read for `request`; the last ones made on this thread are
+// kept (a region asks the same on every call).
+const std::string& read_flags(const LeaseRequest& request) {
+  struct Made {
+    bool claim_if_missing = false;
+    std::optional<Ttl> below;
+    Ttl ttl{-1};
+    std::string flags;
+  };
+  thread_local Made made;
+  if (made.ttl == request.ttl && made.claim_if_missing == request.claim_if_missing &&
+      made.below == request.claim_if_ttl_below && request.ttl <= kMaxRelativeExpiration) {
+    return made.flags;
+  }
   std::string flags;
   if (request.claim_if_missing) flags += fmt::format("N{} ", exptime(request.ttl));
   // R0 would never win; a grace under a second cannot be told apart on the
@@ -361,7 +374,8 @@ std::string read_flags(const LeaseRequest& request) {
     flags += fmt::format("R{} ", request.claim_if_ttl_below->count());
   }
   flags += "v f c t";
-  return flags;
+  made = Made{request.claim_if_missing, request.claim_if_ttl_below, request.ttl, std::move(flags)};
+  return made.flags;
 }
 
 // One request with one reply to the server of `key`; `on_reply` sees it.
@@ -615,7 +629,8 @@ bool MemcachedMetaBackend::read_view(
     LeaseSlot& slot, const LeaseRequest& request,
     detail::FunctionRef<void(std::string_view, std::uint32_t)> visit) {
   check_key("get", slot.key);
-  std::string line;
+  thread_local std::string line;  // the hot path allocates nothing for its request
+  line.clear();
   meta::append_mg(line, slot.key, read_flags(request));
   bool found = false;
   auto& client = impl_->client;

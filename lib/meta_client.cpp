@@ -204,6 +204,10 @@ void Connection::send(std::string_view bytes, Steady::time_point deadline,
       continue;
     }
     if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EPIPE || errno == ECONNRESET)) {
+      broken_ = true;
+      throw Closed(fmt::format("memcached {}: the server closed the connection", server));
+    }
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
       if (wait_for(fd_, POLLOUT, deadline)) continue;
       broken_ = true;
@@ -223,26 +227,26 @@ void Connection::fill(Steady::time_point deadline, std::string_view server) {
     broken_ = true;
     fail(server, "reply too long");
   }
+  // A reply is rarely there yet when asked for: wait first, then read (two
+  // system calls, not three).
   char buffer[16384];
   for (;;) {
+    if (!wait_for(fd_, POLLIN, deadline)) {
+      broken_ = true;
+      throw Timeout(fmt::format("memcached {}: timed out waiting for the reply", server));
+    }
     const ssize_t n = ::recv(fd_, buffer, sizeof buffer, MSG_DONTWAIT);
     if (n > 0) {
       in_.append(buffer, static_cast<std::size_t>(n));
       return;
     }
-    if (n == 0) {
+    if (n == 0 || (n < 0 && errno == ECONNRESET)) {
       broken_ = true;
-      fail(server, "the server closed the connection");
+      throw Closed(fmt::format("memcached {}: the server closed the connection", server));
     }
-    if (errno == EINTR) continue;
-    if (errno != EAGAIN && errno != EWOULDBLOCK) {
-      broken_ = true;
-      fail(server, fmt::format("recv failed: {}", std::strerror(errno)));
-    }
-    if (!wait_for(fd_, POLLIN, deadline)) {
-      broken_ = true;
-      throw Timeout(fmt::format("memcached {}: timed out waiting for the reply", server));
-    }
+    if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK) continue;
+    broken_ = true;
+    fail(server, fmt::format("recv failed: {}", std::strerror(errno)));
   }
 }
 
@@ -263,12 +267,6 @@ const Reply& Connection::receive(Steady::time_point deadline, std::string_view s
         break;
     }
   }
-}
-
-bool Connection::idle_and_open() const noexcept {
-  char c = 0;
-  const ssize_t n = ::recv(fd_, &c, 1, MSG_PEEK | MSG_DONTWAIT);
-  return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && start_ == in_.size();
 }
 
 std::string Connection::receive_line(Steady::time_point deadline, std::string_view server) {
@@ -424,17 +422,15 @@ void Server::check_meta(Connection& connection, Steady::time_point deadline) {
   }
 }
 
-std::unique_ptr<Connection> Server::borrow(Steady::time_point deadline) {
-  for (;;) {
-    std::unique_ptr<Connection> connection;
-    {
-      std::lock_guard lock(mutex_);
-      if (idle_.empty()) break;
-      connection = std::move(idle_.back());
+std::unique_ptr<Connection> Server::borrow(Steady::time_point deadline, bool fresh) {
+  if (!fresh) {
+    std::lock_guard lock(mutex_);
+    if (!idle_.empty()) {
+      auto connection = std::move(idle_.back());
       idle_.pop_back();
+      connection->set_reused(true);
+      return connection;
     }
-    // One closed by the server (a restart) is dropped, not tried and failed.
-    if (connection->idle_and_open()) return connection;
   }
   auto connection = std::make_unique<Connection>(connect(deadline));
   if (!meta_checked_.load(std::memory_order_acquire)) {
@@ -530,46 +526,58 @@ void Client::exchange(Server& server, std::string_view request, std::size_t repl
                                     "every {} ms)",
                                     what, config_.retry_timeout.count()));
   }
-  std::unique_ptr<Connection> connection;
-  try {
-    connection = server.borrow(deadline);
-    connection->send(request, deadline, server.name());
-  } catch (const NotMeta& e) {
-    throw NotMeta(fmt::format("{}: {}", what, e.what()));
-  } catch (const Timeout& e) {
-    failed(server, e, true, the_call_s, what);
-  } catch (const BackendError& e) {
-    failed(server, e, false, the_call_s, what);
-  }
-  struct Return {
-    Server& server;
-    std::unique_ptr<Connection>& connection;
-    ~Return() { server.give_back(std::move(connection)); }
-  } give_back{server, connection};
-  std::size_t seen = 0;
-  for (;;) {
-    if (replies != 0 && seen == replies) break;
-    const Reply* reply = nullptr;
+  for (int attempt = 0;; ++attempt) {
+    std::unique_ptr<Connection> connection;
+    struct Return {
+      Server& server;
+      std::unique_ptr<Connection>& connection;
+      ~Return() { server.give_back(std::move(connection)); }
+    } give_back{server, connection};
+    std::size_t seen = 0;
+    bool from_callback = false;  // on_reply threw: not the server's failure
     try {
-      reply = &connection->receive(deadline, server.name());
+      connection = server.borrow(deadline, attempt > 0);
+      connection->send(request, deadline, server.name());
+      for (;;) {
+        if (replies != 0 && seen == replies) break;
+        const Reply* reply = nullptr;
+        try {
+          reply = &connection->receive(deadline, server.name());
+        } catch (const BackendError&) {
+          throw;
+        } catch (...) {
+          connection->set_broken();  // a reply half read
+          throw;
+        }
+        if (replies == 0 && reply->code == Code::mn) break;
+        ++seen;
+        try {
+          on_reply(*reply);
+        } catch (...) {
+          connection->set_broken();  // replies may be left unread
+          from_callback = true;
+          throw;
+        }
+      }
+      server.succeeded();
+      return;
+    } catch (const NotMeta& e) {
+      throw NotMeta(fmt::format("{}: {}", what, e.what()));
+    } catch (const Closed& e) {
+      if (from_callback) throw;
+      // An idle connection the server closed meanwhile (a restart), before
+      // any reply: the request never reached the server. Once more, on a
+      // new connection.
+      if (attempt == 0 && seen == 0 && connection && connection->reused()) continue;
+      failed(server, e, false, the_call_s, what);
     } catch (const Timeout& e) {
+      if (from_callback) throw;
       failed(server, e, true, the_call_s, what);
     } catch (const BackendError& e) {
+      if (from_callback) throw;
       failed(server, e, false, the_call_s, what);
-    } catch (...) {
-      connection->set_broken();  // a reply half read
-      throw;
-    }
-    if (replies == 0 && reply->code == Code::mn) break;
-    ++seen;
-    try {
-      on_reply(*reply);
-    } catch (...) {
-      connection->set_broken();  // replies may be left unread
-      throw;
     }
   }
-  server.succeeded();
 }
 
 std::int64_t Client::stats_time(Server& server) {

@@ -59,6 +59,12 @@ class Timeout : public BackendError {
   using BackendError::BackendError;
 };
 
+/// The server closed the connection (or reset it).
+class Closed : public BackendError {
+ public:
+  using BackendError::BackendError;
+};
+
 /// One connection to one server. Not thread-safe: a caller borrows it.
 class Connection {
  public:
@@ -84,15 +90,16 @@ class Connection {
   /// The fork generation the connection was opened in: in a child, the
   /// socket is the parent's too and must not be used.
   [[nodiscard]] std::uint64_t generation() const noexcept { return generation_; }
-  /// Whether an idle connection is still usable: the server has not closed
-  /// it (a restart) and sent nothing unasked.
-  [[nodiscard]] bool idle_and_open() const noexcept;
+  /// Whether it was taken from the idle pool (not opened for this request).
+  [[nodiscard]] bool reused() const noexcept { return reused_; }
+  void set_reused(bool reused) noexcept { reused_ = reused; }
 
  private:
   void fill(Steady::time_point deadline, std::string_view server);
   int fd_;
   std::uint64_t generation_;
   bool broken_ = false;
+  bool reused_ = false;
   std::string in_;
   std::size_t start_ = 0;  // unread data begins here
   Reply reply_;
@@ -120,10 +127,10 @@ class Server {
   void failed() noexcept;
   void succeeded() noexcept;
 
-  /// A connection (idle, or opened now: connect, and at the server's first
-  /// contact the check that it speaks the meta protocol, by `deadline`).
-  /// Throws BackendError.
-  std::unique_ptr<Connection> borrow(Steady::time_point deadline);
+  /// A connection (idle, unless `fresh`; or opened now: connect, and at the
+  /// server's first contact the check that it speaks the meta protocol, by
+  /// `deadline`). Throws BackendError.
+  std::unique_ptr<Connection> borrow(Steady::time_point deadline, bool fresh = false);
   /// Returns a connection; a broken one, or one from before a fork, is
   /// closed instead.
   void give_back(std::unique_ptr<Connection> connection) noexcept;
