@@ -97,6 +97,7 @@ CacheRegion::Engine::Engine(std::shared_ptr<Backend> backend, RegionOptions opti
       invalidations_(*backend_, options_.key_prefix + "#inv", options_.invalidation_check, clock_,
                      reporter_, counters_),
       fleet_(clock_, *backend_, invalidations_.key(), options_.clock_sync),
+      kept_(options_.degraded_entries, options_.degraded_bytes),
       executor_(
           options_.background_refresh
               ? (options_.executor ? options_.executor : std::make_shared<ThreadPoolExecutor>())
@@ -155,6 +156,7 @@ void CacheRegion::Engine::after_fork_in_child() noexcept {
   reporter_.reset_after_fork();
   fleet_.reset_after_fork();
   judge_.reseed_after_fork();
+  kept_.after_fork_in_child();
   new (&jobs_mutex_) std::mutex;
   new (&jobs_done_) std::condition_variable;
   new (&jobs_) std::vector<std::pair<Job*, std::weak_ptr<Job>>>();
@@ -362,6 +364,7 @@ Found CacheRegion::Engine::examine_item(Context& ctx, Slot& slot, const Item& it
 // not fresh (a stale value may be served, or handed to followers).
 void CacheRegion::Engine::read_one(Context& ctx, Slot& slot) {
   slot.at_hand.reset();
+  slot.read_failed = false;
   try {
     const bool there = backend_->read_view(
         slot.lease, ctx.read_request, [&](std::string_view data, std::uint32_t flags) {
@@ -379,8 +382,26 @@ void CacheRegion::Engine::read_one(Context& ctx, Slot& slot) {
     throw;
   } catch (const std::exception& e) {
     reporter_.report(ErrorKind::backend, "get", slot.user_key, e.what());
-    slot.found = Found::error;
+    read_failed(ctx, slot);
   }
+}
+
+// The backend could not be read for `slot`: what this process kept for it
+// while the backend failed (degraded mode) is judged as a stored value
+// would be; without one, the slot is a miss. Either way it is created, if it
+// must be, without asking the backend for a lock.
+void CacheRegion::Engine::read_failed(Context& ctx, Slot& slot) {
+  slot.read_failed = true;
+  slot.found = Found::error;
+  slot.at_hand.reset();
+  const auto kept = kept_.get(slot.key, clock_.steady_now());
+  if (!kept) return;
+  const Found found = examine_item(ctx, slot, *kept, true);
+  if (!detail::usable(found)) return;
+  slot.found = found;
+  slot.at_hand = kept;
+  slot.value_is_at_hand = true;
+  detail::Counters::add(counters_.kept_served);
 }
 
 template <class Op>
@@ -402,6 +423,7 @@ void CacheRegion::Engine::with_leases(std::span<Slot* const> slots, Op op) {
 }
 
 void CacheRegion::Engine::read(Context& ctx, std::span<Slot* const> slots) {
+  for (Slot* s : slots) s->read_failed = false;
   try {
     with_leases(slots,
                 [&](std::span<LeaseSlot> leases) { backend_->read(leases, ctx.read_request); });
@@ -409,7 +431,7 @@ void CacheRegion::Engine::read(Context& ctx, std::span<Slot* const> slots) {
     throw;
   } catch (const std::exception& e) {
     reporter_.report(ErrorKind::backend, "get_multi", slots.front()->user_key, e.what());
-    for (Slot* s : slots) s->found = Found::error;
+    for (Slot* s : slots) read_failed(ctx, *s);
     return;
   }
   for (Slot* s : slots) {
@@ -503,7 +525,7 @@ void CacheRegion::Engine::take_leases(Context& ctx, std::span<Slot* const> leade
   };
   std::vector<Slot*> to_claim;
   for (Slot* s : leaders) {
-    if (s->found == Found::error) {
+    if (s->found == Found::error || s->read_failed) {
       s->degraded = true;  // the read failed: the server is likely down, skip the lock
     } else if (s->lease.lease == LeaseState::won) {
       won.push_back(s);  // granted in the read
@@ -775,6 +797,7 @@ void CacheRegion::Engine::create(Context& ctx, std::span<Slot* const> slots, Cre
     s.lease.stored = false;
     to_store.push_back(&s);
   }
+  bool store_failed = false;
   if (!to_store.empty()) {
     try {
       with_leases(to_store, [&](std::span<LeaseSlot> leases) { backend_->store(leases); });
@@ -789,8 +812,18 @@ void CacheRegion::Engine::create(Context& ctx, std::span<Slot* const> slots, Cre
       throw;
     } catch (const std::exception& e) {
       reporter_.report(ErrorKind::backend, "set", to_store.front()->user_key, e.what());
+      store_failed = true;
     }
     for (Slot* s : to_store) s->lease.value = nullptr;
+  }
+  // Degraded mode: what was made without the backend is kept in process, so
+  // that this process's next callers of the key find it.
+  const SteadyTime kept_until =
+      clock_.steady_now() +
+      std::chrono::duration_cast<SteadyTime::duration>(
+          ctx.expiration ? *ctx.expiration + options_.stale_grace : Duration(std::chrono::hours(24)));
+  for (Slot* s : to_store) {
+    if (s->degraded || store_failed) kept_.put(s->key, s->made, kept_until);
   }
   release(slots);
   for (Slot* s : slots) {
@@ -1086,6 +1119,7 @@ bool CacheRegion::Engine::set(std::string_view user_key, Encode encode,
                               const Expiration* expiration) {
   prepare();
   const std::string key = detail::map_key(options_.key_prefix, user_key);
+  kept_.erase(key);  // this process's own write wins over what it kept
   auto item = envelope(user_key, detail::key_check(key), encode, std::chrono::microseconds(0));
   if (!item) return false;
   try {
@@ -1101,6 +1135,7 @@ bool CacheRegion::Engine::remove(std::string_view user_key) {
   prepare();
   const std::string key = detail::map_key(options_.key_prefix, user_key);
   const std::uint64_t check = detail::key_check(key);
+  kept_.erase(key);
   try {
     // The tombstone keeps the removed value's creation duration: whoever
     // waits for the next creation knows how long it will likely take.
@@ -1128,6 +1163,7 @@ bool CacheRegion::Engine::invalidate(std::string_view user_key, Invalidation kin
   prepare();
   const std::string key = detail::map_key(options_.key_prefix, user_key);
   const std::uint64_t check = detail::key_check(key);
+  kept_.erase(key);
   try {
     // The stale value lives on as a stale value does (stale_grace), and at
     // least as long as a lease: a refresher that died holds the refresh no
@@ -1204,6 +1240,7 @@ bool CacheRegion::Engine::set_multi(std::span<const std::string_view> user_keys,
     auto item = envelope(
         user_keys[i], detail::key_check(key), [&](std::string& out) { encode(i, out); },
         std::chrono::microseconds(0));
+    kept_.erase(key);
     if (!item) {
       ok = false;
       continue;
@@ -1230,6 +1267,7 @@ bool CacheRegion::Engine::remove_multi(std::span<const std::string_view> user_ke
   std::vector<std::shared_ptr<Item>> tombstones;
   for (auto user_key : user_keys) {
     std::string key = detail::map_key(options_.key_prefix, user_key);
+    kept_.erase(key);
     tombstones.push_back(envelope(
         user_key, detail::key_check(key), [](std::string&) {}, std::chrono::microseconds(0),
         detail::EnvelopeKind::tombstone));

@@ -24,6 +24,7 @@
 #include "held_elsewhere.hpp"
 #include "invalidation.hpp"
 #include "judge.hpp"
+#include "local_store.hpp"
 #include "lock_keeper.hpp"
 #include "reporter.hpp"
 
@@ -60,6 +61,7 @@ struct Slot {
   LeaseSlot lease;         // the lease, its lock and fence; lease.key views `key`
   bool confirmed = false;  // the item at hand was read with the lease held
   bool degraded = false;   // no distributed lock: the backend is failing
+  bool read_failed = false;  // the backend could not be read: create without asking it
 
   // --- creation ---
   std::shared_ptr<Item> made;
@@ -129,6 +131,7 @@ class CacheRegion::Engine : detail::ForkAware {
   void follow(Context& ctx, std::span<detail::Slot* const> followers,
               std::vector<detail::Slot*>& restart);
   Outcome account(const detail::Slot& slot) noexcept;
+  void read_failed(Context& ctx, detail::Slot& slot);
 
   // Parts of the steps.
   template <class DecodeFn>
@@ -160,6 +163,7 @@ class CacheRegion::Engine : detail::ForkAware {
   detail::FleetClock fleet_;
   detail::FlightTable flights_;
   detail::HeldElsewhere held_;
+  detail::LocalStore kept_;  // values made while the backend failed (degraded mode)
   std::shared_ptr<Executor> executor_;  // set when background_refresh is on
 
   // Background jobs queued or running, for the destructor to abandon or wait

@@ -2,6 +2,7 @@
 // error; it reports, falls back to in-process protection and recovers.
 #include <doctest/doctest.h>
 
+#include <atomic>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -64,13 +65,63 @@ TEST_SUITE("region failures") {
     auto region = f.region();
     f.faulty->fail_everything(true);
     region.get_or_create("k", f.creator("v1"));
-    region.get_or_create("k", f.creator("v2"));
-    CHECK(f.creator_calls == 2);  // nothing could be stored
-    f.faulty->fail_everything(false);
-    CHECK(region.get_or_create("k", f.creator("v3")) == "v3");
     Outcome outcome{};
+    CHECK(region.get_or_create("k", f.creator("v2"), &outcome) == "v1");  // kept in process
+    CHECK(outcome == Outcome::fresh);
+    CHECK(f.creator_calls == 1);
+    CHECK(region.stats().kept_served == 1);
+    f.faulty->fail_everything(false);
+    // The backend answers again: what it holds (nothing) counts, not what
+    // this process kept while it was away.
+    CHECK(region.get_or_create("k", f.creator("v3")) == "v3");
     CHECK(region.get_or_create("k", f.creator("v4"), &outcome) == "v3");
     CHECK(outcome == Outcome::fresh);
+  }
+
+  TEST_CASE("degraded mode: one creation per key per expiration in a process, whatever the calls") {
+    Fixture f;
+    auto region = f.region();  // expiration 10 s, stale grace 60 s
+    f.faulty->fail_everything(true);
+    std::atomic<int> stale{0};
+    for (int period = 0; period < 3; ++period) {
+      dogpile::test::run_together(16, [&](int) {
+        for (int i = 0; i < 50; ++i) {
+          Outcome outcome{};
+          const std::string v = region.get_or_create(
+              "k", f.creator("v" + std::to_string(period)), &outcome);
+          CHECK(!v.empty());
+          if (outcome == Outcome::stale) stale.fetch_add(1);
+        }
+      });
+      f.clock.advance(11s);  // past the expiration: the kept value is stale
+    }
+    // 2,400 calls over three expirations: three creations, no more.
+    CHECK(f.creator_calls == 3);
+    CHECK(region.stats().degraded == 3);
+    CHECK(region.stats().kept_served >= 2400 - 16 * 3);
+  }
+
+  TEST_CASE("degraded mode: this process's set and remove win over what it kept") {
+    Fixture f;
+    auto region = f.region();
+    f.faulty->fail_everything(true);
+    region.get_or_create("k", f.creator("kept"));
+    CHECK_FALSE(region.remove("k"));  // the backend fails, but the kept value is gone
+    CHECK(region.get_or_create("k", f.creator("again")) == "again");
+    CHECK_FALSE(region.set("k", std::string("written")));
+    CHECK(region.get_or_create("k", f.creator("third")) == "third");
+    CHECK(f.creator_calls == 3);
+  }
+
+  TEST_CASE("degraded mode keeps nothing when told to keep no entries") {
+    Fixture f;
+    auto o = f.options();
+    o.degraded_entries = 0;
+    CacheRegion region(f.faulty, o);
+    f.faulty->fail_everything(true);
+    region.get_or_create("k", f.creator("v1"));
+    region.get_or_create("k", f.creator("v2"));
+    CHECK(f.creator_calls == 2);
   }
 
   TEST_CASE("only the lock fails: the caller creates without it and stores into the empty key") {

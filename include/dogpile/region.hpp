@@ -208,6 +208,14 @@ struct RegionOptions {
   /// the first call after it passes. nullopt: never (only this process's own
   /// invalidations apply).
   std::optional<Duration> invalidation_check = std::chrono::seconds(1);
+  /// Degraded mode: while the backend fails for a key, the values this
+  /// process makes for it are kept in process (for expiration + stale_grace,
+  /// judged like stored ones), so that a dead server costs at most one
+  /// creation per key per expiration in each process, not one per call. The
+  /// bounds of that store (least recently used items go first); 0 entries:
+  /// keep nothing.
+  std::size_t degraded_entries = 10'000;
+  std::size_t degraded_bytes = std::size_t{64} << 20;
 };
 
 /// What CacheRegion::invalidate does to the values stored before it.
@@ -281,6 +289,7 @@ struct RegionStats {
   std::uint64_t hung_creations = 0;  ///< creators that ran past max_creation
   std::uint64_t wait_timeouts = 0;   ///< waits ended by a deadline, stop or max_wait
   std::uint64_t removals = 0;        ///< tombstones written by remove() and invalidate(args)
+  std::uint64_t kept_served = 0;  ///< served from the values kept in process (backend failing)
 };
 
 /// A stored value with its metadata, from CacheRegion::get_value_metadata.
