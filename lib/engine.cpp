@@ -526,7 +526,18 @@ void CacheRegion::Engine::take_leases(Context& ctx, std::span<Slot* const> leade
   std::vector<Slot*> to_claim;
   for (Slot* s : leaders) {
     if (s->found == Found::error || s->read_failed) {
-      s->degraded = true;  // the read failed: the server is likely down, skip the lock
+      // The read failed: the server is likely down, skip the lock. The
+      // flight this caller now leads may have begun after another one of
+      // this process kept its value; that value is served, not made again.
+      if (s->found == Found::error) {
+        read_failed(ctx, *s);
+        if (s->found == Found::fresh) {
+          s->lead->publish(s->at_hand);
+          s->served = Served::fresh;
+          continue;
+        }
+      }
+      s->degraded = true;
     } else if (s->lease.lease == LeaseState::won) {
       won.push_back(s);  // granted in the read
     } else if (s->lease.lease == LeaseState::held) {

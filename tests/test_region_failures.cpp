@@ -3,6 +3,9 @@
 #include <doctest/doctest.h>
 
 #include <atomic>
+#include <functional>
+#include <thread>
+#include <utility>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -15,6 +18,23 @@ using namespace std::chrono_literals;
 using dogpile::CacheRegion;
 using dogpile::ErrorKind;
 using dogpile::Outcome;
+
+// A value whose decoding runs a hook once: lets a test act as another thread
+// at the instant a caller judges what it read.
+struct Hooked {
+  std::string text;
+  bool operator==(const Hooked&) const = default;
+};
+std::function<void()> on_decode;  // run once, then cleared
+
+template <>
+struct dogpile::Codec<Hooked> {
+  static void encode(const Hooked& value, std::string& out) { out.append(value.text); }
+  static std::optional<Hooked> decode(std::string_view bytes) {
+    if (auto hook = std::exchange(on_decode, nullptr)) hook();
+    return Hooked{std::string(bytes)};
+  }
+};
 
 namespace {
 
@@ -99,6 +119,43 @@ TEST_SUITE("region failures") {
     CHECK(f.creator_calls == 3);
     CHECK(region.stats().degraded == 3);
     CHECK(region.stats().kept_served >= 2400 - 16 * 3);
+  }
+
+  TEST_CASE("degraded mode: a caller that found nothing kept takes what another kept meanwhile") {
+    // Between a caller finding nothing kept for k1 and its leading k1's
+    // flight, another thread creates k1 and keeps it: the caller serves that
+    // value, it does not create k1 a second time.
+    Fixture f;
+    auto region = f.region();
+    f.faulty->fail_everything(true);
+    std::atomic<int> k1_made{0}, k2_made{0};
+    region.get_or_create<Hooked>("k2", [&] {
+      ++k2_made;
+      return Hooked{"two"};
+    });
+    // One multi-get over k1 then k2 (key order): k1 is judged first (nothing
+    // kept), then decoding k2's kept value lets the other thread run.
+    on_decode = [&] {
+      std::thread([&] {
+        region.get_or_create<Hooked>("k1", [&] {
+          ++k1_made;
+          return Hooked{"one"};
+        });
+      }).join();
+    };
+    const auto values = region.get_or_create_multi({"k1", "k2"}, [&](auto keys) {
+      std::vector<Hooked> made;
+      for (auto key : keys) {
+        if (key == "k1") ++k1_made;
+        if (key == "k2") ++k2_made;
+        made.push_back(Hooked{std::string(key)});
+      }
+      return made;
+    });
+    CHECK(on_decode == nullptr);  // the other thread did run in between
+    CHECK(k1_made == 1);
+    CHECK(k2_made == 1);
+    CHECK(values == std::vector<Hooked>{Hooked{"one"}, Hooked{"two"}});
   }
 
   TEST_CASE("degraded mode: this process's set and remove win over what it kept") {
