@@ -334,6 +334,32 @@ TEST_SUITE("cluster") {
     CHECK(region.stats().kept_served == served_before);
   }
 
+  TEST_CASE("auto_eject: a restarted node takes its keys back after the retry interval") {
+    Cluster cluster;
+    CacheRegion region(
+        dogpile::test::memcached(cluster.config("--RETRY-TIMEOUT=1 --CONNECT-TIMEOUT=300"), true),
+        quiet({.expiration = 60s}));
+    const auto keys = keys_on(cluster, region, 0, 5, "back");
+    cluster.nodes[0]->kill();
+    for (int i = 0; i < 20; ++i) {  // ejected: the keys live elsewhere meanwhile
+      for (const auto& k : keys) region.get_or_create(k, [&] { return value_for(k); });
+    }
+    cluster.nodes[0]->restart();
+    const double restarted = now_ms();
+    // Back when a key's value is made again on node 0 and read from there.
+    bool back = false;
+    while (!back && now_ms() - restarted < 5000) {
+      region.get_or_create(keys[0], [&] { return value_for(keys[0]); });
+      back = cluster.node_of(region.backend_key(keys[0])) == 0;
+      if (!back) std::this_thread::sleep_for(20ms);
+    }
+    const double after = now_ms() - restarted;
+    CHECK_MESSAGE(back, "node 0 never took its keys back");
+    CHECK(after < 2000);  // the retry interval (1 s) and a second
+    std::printf("auto_eject: a restarted node took its keys back after %.0f ms (retry 1 s)\n",
+                after);
+  }
+
   TEST_CASE("a creator that throws: its flight's callers get the error, the lock is free at once") {
     Cluster cluster(1);
     CacheRegion region(dogpile::test::memcached(cluster.config()),

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <charconv>
 #include <condition_variable>
 #include <cstdlib>
@@ -181,6 +182,7 @@ struct MemcachedBackend::Impl : detail::ForkAware {
   struct Handle {
     memcached_st* mc = nullptr;
     memcached_result_st result{};
+    std::uint64_t generation = 0;  // of the pool it was made for
   };
 
   Impl(std::string opts, const MemcachedBackend::Options& extra)
@@ -196,6 +198,8 @@ struct MemcachedBackend::Impl : detail::ForkAware {
         static_cast<std::int32_t>(memcached_behavior_get(master, MEMCACHED_BEHAVIOR_POLL_TIMEOUT));
     connect_timeout_ms = static_cast<std::int32_t>(
         memcached_behavior_get(master, MEMCACHED_BEHAVIOR_CONNECT_TIMEOUT));
+    retry_timeout = std::chrono::seconds(
+        memcached_behavior_get(master, MEMCACHED_BEHAVIOR_RETRY_TIMEOUT));
   }
   ~Impl() {
     registration.reset();
@@ -253,6 +257,7 @@ struct MemcachedBackend::Impl : detail::ForkAware {
     new (&available) std::condition_variable;
     new (&idle) std::vector<Handle*>();
     new (&all) std::vector<Handle*>();
+    failed_at.store(0, std::memory_order_relaxed);
     try {
       master = make_master();
     } catch (...) {
@@ -264,7 +269,8 @@ struct MemcachedBackend::Impl : detail::ForkAware {
   // region's, see request_deadline()) caps libmemcached's timeouts.
   class Connection {
    public:
-    Connection(Impl& impl, std::string_view op, std::string_view key) : impl_(impl) {
+    Connection(Impl& impl, std::string_view op, std::string_view key)
+        : impl_(impl), exceptions_(std::uncaught_exceptions()) {
       const auto deadline = detail::request_deadline();
       handle_ = impl.borrow_idle();
       if (handle_ == nullptr) {
@@ -298,6 +304,11 @@ struct MemcachedBackend::Impl : detail::ForkAware {
       }
     }
     ~Connection() {
+      // Leaving by an exception: the operation failed (the server may have
+      // been ejected from this handle's ring).
+      if (impl_.settings.auto_eject && std::uncaught_exceptions() > exceptions_) {
+        impl_.note_failure();
+      }
       if (capped_) {
         memcached_behavior_set(handle_->mc, MEMCACHED_BEHAVIOR_POLL_TIMEOUT,
                                static_cast<std::uint64_t>(impl_.poll_timeout_ms));
@@ -313,9 +324,41 @@ struct MemcachedBackend::Impl : detail::ForkAware {
 
    private:
     Impl& impl_;
+    int exceptions_;
     Handle* handle_ = nullptr;
     bool capped_ = false;
   };
+
+  // auto-eject that comes back: libmemcached 1.1 ejects a failed server from
+  // a handle's ring and never takes it back, even after --RETRY-TIMEOUT (a
+  // restarted server stays out for good). So after a failure, once the retry
+  // interval has passed, the pool starts over with handles cloned from the
+  // master (which never serves a request, so its ring has every server): a
+  // server that is back takes its keys back; one still down fails once more
+  // and is ejected again, until the next interval.
+  void note_failure() noexcept {
+    const auto now = detail::Steady::now().time_since_epoch().count();
+    detail::Steady::rep none = 0;
+    failed_at.compare_exchange_strong(none, std::max<detail::Steady::rep>(now, 1));
+  }
+
+  void renew_if_due_locked() {
+    const auto at = failed_at.load(std::memory_order_relaxed);
+    if (at == 0) return;
+    const auto due = detail::Steady::time_point(detail::Steady::duration(at)) + retry_timeout;
+    if (detail::Steady::now() < due) return;
+    failed_at.store(0, std::memory_order_relaxed);
+    ++generation;
+    for (Handle* h : idle) free_locked(h);
+    idle.clear();
+  }
+
+  void free_locked(Handle* h) {
+    std::erase(all, h);
+    memcached_result_free(&h->result);
+    memcached_free(h->mc);
+    delete h;
+  }
 
   // An idle handle, or one made now if the pool may grow; nullptr if the
   // caller must wait. The common case: a mutex, no clock.
@@ -325,6 +368,7 @@ struct MemcachedBackend::Impl : detail::ForkAware {
   }
 
   Handle* take_locked() {
+    if (settings.auto_eject) renew_if_due_locked();
     if (!idle.empty()) {
       Handle* h = idle.back();
       idle.pop_back();
@@ -341,6 +385,7 @@ struct MemcachedBackend::Impl : detail::ForkAware {
         memcached_behavior_set(h->mc, MEMCACHED_BEHAVIOR_KETAMA_WEIGHTED, 1);
       }
       memcached_result_create(h->mc, &h->result);
+      h->generation = generation;
       all.push_back(h.get());
       return h.release();
     }
@@ -360,7 +405,11 @@ struct MemcachedBackend::Impl : detail::ForkAware {
   void give_back(Handle* h) {
     {
       std::lock_guard lock(mutex);
-      idle.push_back(h);
+      if (h->generation == generation) {
+        idle.push_back(h);
+      } else {
+        free_locked(h);  // made before the pool started over
+      }
     }
     available.notify_one();
   }
@@ -480,6 +529,9 @@ struct MemcachedBackend::Impl : detail::ForkAware {
   std::size_t max_connections = 64;
   std::int32_t poll_timeout_ms = 1000;
   std::int32_t connect_timeout_ms = 1000;
+  std::chrono::seconds retry_timeout{2};
+  std::atomic<detail::Steady::rep> failed_at{0};  // auto-eject: the first failure since renewal
+  std::uint64_t generation = 0;                   // of the pool (under mutex)
   detail::ForkRegistration registration;
 };
 

@@ -56,9 +56,12 @@ class MemcachedBackend final : public Backend {
     std::uint32_t failure_limit = 1;
     /// Auto-eject (REMOVE_FAILED_SERVERS): a dead server leaves the
     /// consistent-hashing ring, so its keys move to the other servers (and
-    /// their values are made again there) until it is retried. Off (the
-    /// default): its keys fail fast and their callers fall back to in-process
-    /// protection, while keys on the other servers are untouched.
+    /// their values are made again there) until it is retried: once
+    /// --RETRY-TIMEOUT has passed after a failure, the pool starts over with
+    /// handles whose ring has every server, so a restarted server takes its
+    /// keys back (libmemcached 1.1 alone never takes an ejected server back).
+    /// Off (the default): its keys fail fast and their callers fall back to
+    /// in-process protection, while keys on the other servers are untouched.
     bool auto_eject = false;
   };
 
