@@ -43,9 +43,6 @@ std::shared_ptr<Backend> memcached(std::string_view options, bool auto_eject) {
   return std::make_shared<MemcachedBackend>(std::move(o));
 }
 
-namespace {
-
-// A port that was free a moment ago on 127.0.0.1 (the kernel's choice).
 int free_port() {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   if (fd < 0) throw std::runtime_error("socket() failed");
@@ -62,6 +59,8 @@ int free_port() {
   ::close(fd);
   return ntohs(addr.sin_port);
 }
+
+namespace {
 
 bool reply_complete(const std::string& reply) {
   static const char* const endings[] = {"END\r\n",    "STORED\r\n",    "NOT_STORED\r\n",

@@ -23,6 +23,9 @@ namespace dogpile::test {
 /// The transport the memcached suites run on: MemcachedMetaBackend when the
 /// environment says DOGPILE_TEST_TRANSPORT=meta, else MemcachedBackend. CTest
 /// runs those suites once for each.
+/// A port that was free a moment ago on 127.0.0.1 (the kernel's choice).
+[[nodiscard]] int free_port();
+
 enum class Transport { classic, meta };
 [[nodiscard]] Transport transport();
 /// A backend of the suite's transport for a memcached option string.

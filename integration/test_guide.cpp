@@ -228,4 +228,25 @@ TEST_SUITE("guide") {
     CHECK(p == 700);
     CHECK(price(7) == 700);
   }
+
+  TEST_CASE("beyond the original: a local tier for hot keys") {
+    dogpile::test::MemcachedServer server;
+    auto backend = std::make_shared<dogpile::MemcachedBackend>(server.options());
+
+    // clang-format off
+    dogpile::CacheRegion region(backend, {
+        .expiration = std::chrono::minutes(10),
+        .local = dogpile::LocalTier{.ttl = std::chrono::seconds(1)},  // others' writes: within 1 s
+    });
+    // clang-format on
+
+    std::string name = region.get_or_create("user:42", [] { return std::string("Ada"); });
+    name = region.get_or_create("user:42", [] { return std::string("Ada"); });  // no request
+    region.set("user:42", std::string("Ada L."));  // this process sees it at once
+
+    CHECK(name == "Ada");
+    CHECK(region.stats().local_hits == 1);
+    CHECK(region.get_or_create("user:42", [] { return std::string("?"); }) == "Ada L.");
+    CHECK(region.stats().local_hits == 2);
+  }
 }

@@ -71,6 +71,7 @@ TEST_SUITE("on the wire") {
     CHECK(trips("cold, this caller creates") == requests("cold, this caller creates"));
     CHECK(requests("fresh hit") == 1);
     CHECK(trips("fresh hit") == 1);
+    CHECK(requests("fresh hit, local tier (within its time to live)") == 0);
     CHECK(requests("stale, this caller regenerates") == (meta ? 2 : 5));
     CHECK(requests("stale, this caller wins, background refresh: the call") == (meta ? 1 : 3));
     CHECK(requests("stale, another process regenerating: first call") == (meta ? 1 : 2));

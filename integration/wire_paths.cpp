@@ -57,6 +57,14 @@ std::vector<PathCost> measure_paths(Transport transport) {
           meta ? "mg N (won), ms C" : "gets, add lock, gets value+lock, add value, cas lock",
           [&] { region->get_or_create("cold", value("v")); });
   measure("fresh hit", meta ? "mg" : "gets", [&] { region->get_or_create("cold", value("x")); });
+  {
+    RegionOptions with_local = options_for(10s);
+    with_local.local = LocalTier{};
+    auto local = through(std::move(with_local));
+    local->get_or_create("cold", value("x"));  // read once: now held in process for 1 s
+    measure("fresh hit, local tier (within its time to live)", "none",
+            [&] { local->get_or_create("cold", value("x")); });
+  }
 
   // Values past their expiration on the server's clock too (their time to
   // live below the stale grace): written for real, then left to age.

@@ -98,6 +98,8 @@ CacheRegion::Engine::Engine(std::shared_ptr<Backend> backend, RegionOptions opti
                      reporter_, counters_),
       fleet_(clock_, *backend_, invalidations_.key(), options_.clock_sync),
       kept_(options_.degraded_entries, options_.degraded_bytes),
+      local_(options_.local ? options_.local->max_entries : 0,
+             options_.local ? options_.local->max_bytes : 0),
       executor_(
           options_.background_refresh
               ? (options_.executor ? options_.executor : std::make_shared<ThreadPoolExecutor>())
@@ -157,6 +159,7 @@ void CacheRegion::Engine::after_fork_in_child() noexcept {
   fleet_.reset_after_fork();
   judge_.reseed_after_fork();
   kept_.after_fork_in_child();
+  local_.after_fork_in_child();
   new (&jobs_mutex_) std::mutex;
   new (&jobs_done_) std::condition_variable;
   new (&jobs_) std::vector<std::pair<Job*, std::weak_ptr<Job>>>();
@@ -215,6 +218,7 @@ Outcome CacheRegion::Engine::run(const Call& call) {
     slot.key = detail::map_key(options_.key_prefix, slot.user_key);
     slot.check = detail::key_check(slot.key);
     slot.bind();
+    if (local_.enabled() && serve_local(ctx, slot)) return account(slot);  // no request
     read_one(ctx, slot);
     if (slot.found == Found::fresh && !slot.lease.lock) {  // the hot path: one request
       detail::Counters::add(counters_.hits);
@@ -251,6 +255,7 @@ Outcome CacheRegion::Engine::run(const Call& call) {
   all.reserve(slots.size());
   for (auto& s : slots) {
     s.bind();
+    if (local_.enabled() && serve_local(ctx, s)) continue;
     all.push_back(&s);
   }
   if (!all.empty()) {
@@ -374,6 +379,8 @@ void CacheRegion::Engine::read_one(Context& ctx, Slot& slot) {
           if (detail::usable(slot.found) && slot.found != Found::fresh) {
             slot.at_hand = std::make_shared<const Item>(Item{std::string(data), flags});
             slot.value_is_at_hand = true;
+          } else if (slot.found == Found::fresh && local_.enabled()) {
+            fill_local(slot, std::make_shared<const Item>(Item{std::string(data), flags}));
           }
         });
     if (!there) slot.found = Found::missing;
@@ -402,6 +409,60 @@ void CacheRegion::Engine::read_failed(Context& ctx, Slot& slot) {
   slot.at_hand = kept;
   slot.value_is_at_hand = true;
   detail::Counters::add(counters_.kept_served);
+}
+
+// The local tier: a value this process read, made or wrote lately is served
+// with no request while it is fresh by its envelope and younger than the
+// tier's time to live. The writes counted before the slot's read fence its
+// fill (a set or remove that landed meanwhile wins).
+bool CacheRegion::Engine::serve_local(Context& ctx, Slot& slot) {
+  slot.local_writes = local_.writes(slot.key);
+  auto item = local_.get(slot.key, clock_.steady_now());
+  if (!item) return false;
+  if (examine_item(ctx, slot, *item, true) != Found::fresh) return false;
+  slot.found = Found::fresh;
+  slot.served = Served::local;
+  slot.at_hand = std::move(item);
+  slot.value_is_at_hand = true;
+  return true;
+}
+
+void CacheRegion::Engine::fill_local(const Slot& slot, std::shared_ptr<const Item> item) {
+  if (!local_.enabled()) return;
+  local_.put_read(slot.key, std::move(item), clock_.steady_now() + local_ttl(), slot.local_writes);
+}
+
+// This process wrote `key` (item: the value it set; null: it removed or
+// invalidated it): the local tier holds that from now on.
+void CacheRegion::Engine::wrote_local(std::string_view key, std::shared_ptr<const Item> item) {
+  if (!local_.enabled()) return;
+  local_.put_written(key, std::move(item), clock_.steady_now() + local_ttl());
+}
+
+// Forgets keys in the local tier when it leaves scope: after the backend's
+// write, however that ended (a fill that read before it is fenced out).
+class CacheRegion::Engine::LocalForget {
+ public:
+  explicit LocalForget(Engine& engine) : engine_(engine) {}
+  LocalForget(const LocalForget&) = delete;
+  LocalForget& operator=(const LocalForget&) = delete;
+  ~LocalForget() {
+    for (const auto& key : keys_) engine_.wrote_local(key, nullptr);
+  }
+  void add(std::string key) {
+    if (engine_.local_.enabled()) keys_.push_back(std::move(key));
+  }
+
+ private:
+  Engine& engine_;
+  std::vector<std::string> keys_;
+};
+
+RegionStats CacheRegion::Engine::stats() const noexcept {
+  RegionStats s = counters_.snapshot();
+  s.local_entries = local_.entries();
+  s.local_bytes = local_.bytes();
+  return s;
 }
 
 template <class Op>
@@ -442,6 +503,7 @@ void CacheRegion::Engine::read(Context& ctx, std::span<Slot* const> slots) {
       if (detail::usable(s->found)) {
         s->at_hand = std::make_shared<const Item>(std::move(*s->lease.item));
         s->value_is_at_hand = true;
+        if (s->found == Found::fresh) fill_local(*s, s->at_hand);
       }
       s->lease.item.reset();
     }
@@ -813,7 +875,10 @@ void CacheRegion::Engine::create(Context& ctx, std::span<Slot* const> slots, Cre
     try {
       with_leases(to_store, [&](std::span<LeaseSlot> leases) { backend_->store(leases); });
       for (Slot* s : to_store) {
-        if (s->lease.stored) continue;
+        if (s->lease.stored) {
+          fill_local(*s, s->made);
+          continue;
+        }
         detail::Counters::add(counters_.fenced_out);
         reporter_.report(ErrorKind::fenced, "set", s->user_key,
                          "the key was written (set, removed, or created elsewhere) while this "
@@ -834,7 +899,7 @@ void CacheRegion::Engine::create(Context& ctx, std::span<Slot* const> slots, Cre
       std::chrono::duration_cast<SteadyTime::duration>(
           ctx.expiration ? *ctx.expiration + options_.stale_grace : Duration(std::chrono::hours(24)));
   for (Slot* s : to_store) {
-    if (s->degraded || store_failed) kept_.put(s->key, s->made, kept_until);
+    if (s->degraded || store_failed) kept_.put_written(s->key, s->made, kept_until);
   }
   release(slots);
   for (Slot* s : slots) {
@@ -1056,6 +1121,9 @@ Outcome CacheRegion::Engine::account(const Slot& slot) noexcept {
     case Served::fresh:
       detail::Counters::add(counters_.hits);
       return Outcome::fresh;
+    case Served::local:
+      detail::Counters::add(counters_.local_hits);
+      return Outcome::fresh;
     case Served::stale:
       detail::Counters::add(counters_.stale_served);
       return Outcome::stale;
@@ -1108,10 +1176,24 @@ bool CacheRegion::Engine::get(std::string_view user_key, Decode decode, TimePoin
   slot.key = detail::map_key(options_.key_prefix, user_key);
   slot.check = detail::key_check(slot.key);
   slot.bind();
+  if (local_.enabled()) {
+    slot.local_writes = local_.writes(slot.key);
+    if (auto item = local_.get(slot.key, clock_.steady_now())) {
+      if (examine(ctx, slot, item->data, item->flags, true, decode) == Found::fresh) {
+        detail::Counters::add(counters_.local_hits);
+        if (fresh != nullptr) *fresh = true;
+        if (created_at != nullptr) *created_at = slot.created_at;
+        return true;
+      }
+    }
+  }
   try {
     const bool there = backend_->read_view(
         slot.lease, LeaseRequest{}, [&](std::string_view data, std::uint32_t flags) {
           slot.found = examine(ctx, slot, data, flags, false, decode);
+          if (slot.found == Found::fresh && local_.enabled()) {
+            fill_local(slot, std::make_shared<const Item>(Item{std::string(data), flags}));
+          }
         });
     if (!there) slot.found = Found::missing;
   } catch (const std::exception& e) {
@@ -1135,8 +1217,10 @@ bool CacheRegion::Engine::set(std::string_view user_key, Encode encode,
   if (!item) return false;
   try {
     backend_->set(key, *item, judge_.ttl_for(expiration ? *expiration : options_.expiration));
+    wrote_local(key, std::move(item));
     return true;
   } catch (const std::exception& e) {
+    wrote_local(key, nullptr);
     reporter_.report(ErrorKind::backend, "set", user_key, e.what());
     return false;
   }
@@ -1147,6 +1231,8 @@ bool CacheRegion::Engine::remove(std::string_view user_key) {
   const std::string key = detail::map_key(options_.key_prefix, user_key);
   const std::uint64_t check = detail::key_check(key);
   kept_.erase(key);
+  LocalForget forget(*this);
+  forget.add(key);
   try {
     // The tombstone keeps the removed value's creation duration: whoever
     // waits for the next creation knows how long it will likely take.
@@ -1175,6 +1261,8 @@ bool CacheRegion::Engine::invalidate(std::string_view user_key, Invalidation kin
   const std::string key = detail::map_key(options_.key_prefix, user_key);
   const std::uint64_t check = detail::key_check(key);
   kept_.erase(key);
+  LocalForget forget(*this);
+  forget.add(key);
   try {
     // The stale value lives on as a stale value does (stale_grace), and at
     // least as long as a lease: a refresher that died holds the refresh no
@@ -1245,6 +1333,7 @@ bool CacheRegion::Engine::set_multi(std::span<const std::string_view> user_keys,
   prepare();
   std::vector<std::string> keys;
   std::vector<std::shared_ptr<Item>> items;
+  LocalForget forget(*this);  // what was set is read again from the backend
   bool ok = true;
   for (std::size_t i = 0; i < user_keys.size(); ++i) {
     std::string key = detail::map_key(options_.key_prefix, user_keys[i]);
@@ -1252,6 +1341,7 @@ bool CacheRegion::Engine::set_multi(std::span<const std::string_view> user_keys,
         user_keys[i], detail::key_check(key), [&](std::string& out) { encode(i, out); },
         std::chrono::microseconds(0));
     kept_.erase(key);
+    forget.add(key);
     if (!item) {
       ok = false;
       continue;
@@ -1276,9 +1366,11 @@ bool CacheRegion::Engine::remove_multi(std::span<const std::string_view> user_ke
   if (user_keys.empty()) return true;
   std::vector<std::string> keys;
   std::vector<std::shared_ptr<Item>> tombstones;
+  LocalForget forget(*this);
   for (auto user_key : user_keys) {
     std::string key = detail::map_key(options_.key_prefix, user_key);
     kept_.erase(key);
+    forget.add(key);
     tombstones.push_back(envelope(
         user_key, detail::key_check(key), [](std::string&) {}, std::chrono::microseconds(0),
         detail::EnvelopeKind::tombstone));

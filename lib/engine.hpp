@@ -32,7 +32,7 @@ namespace dogpile {
 namespace detail {
 
 /// How a key's part of a call ended.
-enum class Served : std::uint8_t { none, fresh, stale, waited, created };
+enum class Served : std::uint8_t { none, fresh, local, stale, waited, created };
 
 /// One distinct key of a call, on its way through the step.
 struct Slot {
@@ -52,6 +52,7 @@ struct Slot {
                                          // any envelope (even a miss): told to waiters
   bool value_is_at_hand = false;         // the call's value slot holds at_hand's value
   bool counted_miss = false;
+  std::uint64_t local_writes = 0;        // the local tier's writes before this slot's read
 
   // --- this process ---
   std::optional<FlightTable::Lead> lead;
@@ -96,7 +97,7 @@ class CacheRegion::Engine : detail::ForkAware {
   void invalidate(Invalidation kind);
   bool invalidate(std::string_view key, Invalidation kind);
 
-  [[nodiscard]] RegionStats stats() const noexcept { return counters_.snapshot(); }
+  [[nodiscard]] RegionStats stats() const noexcept;
   [[nodiscard]] std::size_t in_flight() const { return flights_.size(); }
   [[nodiscard]] Duration clock_offset() const noexcept { return fleet_.offset(); }
   void set_error_handler(ErrorHandler handler) { reporter_.set_handler(std::move(handler)); }
@@ -108,6 +109,7 @@ class CacheRegion::Engine : detail::ForkAware {
   struct Job;
 
  private:
+  class LocalForget;
   struct Context;
   using Creator =
       detail::FunctionRef<void(std::span<detail::Slot* const>, std::span<detail::CreateOut>)>;
@@ -132,6 +134,14 @@ class CacheRegion::Engine : detail::ForkAware {
               std::vector<detail::Slot*>& restart);
   Outcome account(const detail::Slot& slot) noexcept;
   void read_failed(Context& ctx, detail::Slot& slot);
+
+  // The local tier.
+  bool serve_local(Context& ctx, detail::Slot& slot);
+  void fill_local(const detail::Slot& slot, std::shared_ptr<const Item> item);
+  void wrote_local(std::string_view key, std::shared_ptr<const Item> item);
+  [[nodiscard]] Duration local_ttl() const noexcept {
+    return options_.local ? options_.local->ttl : Duration::zero();
+  }
 
   // Parts of the steps.
   template <class DecodeFn>
@@ -164,6 +174,7 @@ class CacheRegion::Engine : detail::ForkAware {
   detail::FlightTable flights_;
   detail::HeldElsewhere held_;
   detail::LocalStore kept_;  // values made while the backend failed (degraded mode)
+  detail::LocalStore local_;  // the local tier (RegionOptions::local); off: keeps nothing
   std::shared_ptr<Executor> executor_;  // set when background_refresh is on
 
   // Background jobs queued or running, for the destructor to abandon or wait

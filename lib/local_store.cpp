@@ -1,72 +1,132 @@
 #include "local_store.hpp"
 
 #include <algorithm>
-#include <functional>
 
 namespace dogpile::detail {
 
 namespace {
-// What an entry costs: its item's bytes, its key, and the bookkeeping.
-std::size_t cost(std::string_view key, const Item& item) {
-  return item.data.size() + 2 * key.size() + 128;
-}
+// The heap blocks behind one entry, as glibc's allocator rounds them: the
+// map's node, the item with its shared count, and the key and the item's
+// bytes where they do not fit in their strings; plus the map's bucket.
+constexpr std::size_t block(std::size_t bytes) noexcept { return (bytes + 8 + 15) / 16 * 16; }
+constexpr std::size_t kSmallString = 15;  // libstdc++ keeps up to 15 chars inline
 }  // namespace
+
+std::size_t LocalStore::cost(std::string_view key, const Item& item) noexcept {
+  const std::size_t node = block(sizeof(void*) + sizeof(Node) + sizeof(std::size_t));
+  const std::size_t shared = block(sizeof(Item) + 16);
+  const std::size_t key_bytes = key.size() > kSmallString ? block(key.size() + 1) : 0;
+  const std::size_t data =
+      item.data.size() > kSmallString ? block(item.data.capacity() + 1) : 0;
+  return node + shared + key_bytes + data + sizeof(void*);
+}
 
 LocalStore::LocalStore(std::size_t max_entries, std::size_t max_bytes)
     : max_entries_(max_entries == 0 ? 0 : std::max<std::size_t>(1, max_entries / kShards)),
       max_bytes_(std::max<std::size_t>(1, max_bytes / kShards)) {}
 
-LocalStore::Shard& LocalStore::shard_of(std::string_view key) {
-  return shards_[std::hash<std::string_view>{}(key) % kShards];
+LocalStore::~LocalStore() = default;
+
+LocalStore::Shard& LocalStore::shard_of(std::string_view key) noexcept {
+  return shards_[Hash{}(key) % kShards];
 }
 
-void LocalStore::drop(Shard& shard, std::unordered_map<std::string, Entry>::iterator it) {
+const LocalStore::Shard& LocalStore::shard_of(std::string_view key) const noexcept {
+  return shards_[Hash{}(key) % kShards];
+}
+
+void LocalStore::unlink(Shard& shard, Node& node) noexcept {
+  Entry& e = node.second;
+  (e.newer != nullptr ? e.newer->second.older : shard.newest) = e.older;
+  (e.older != nullptr ? e.older->second.newer : shard.oldest) = e.newer;
+  e.newer = e.older = nullptr;
+}
+
+void LocalStore::link_newest(Shard& shard, Node& node) noexcept {
+  Entry& e = node.second;
+  e.newer = nullptr;
+  e.older = shard.newest;
+  (shard.newest != nullptr ? shard.newest->second.newer : shard.oldest) = &node;
+  shard.newest = &node;
+}
+
+void LocalStore::drop(Shard& shard, Map::iterator it) {
   shard.bytes -= it->second.size;
-  shard.order.erase(it->second.position);
+  unlink(shard, *it);
   shard.entries.erase(it);
 }
 
-void LocalStore::put(std::string_view key, std::shared_ptr<const Item> item, SteadyTime until) {
-  if (!item || max_entries_ == 0) return;
+void LocalStore::insert(Shard& shard, std::string_view key, std::shared_ptr<const Item> item,
+                        SteadyTime until) {
+  if (auto it = shard.entries.find(key); it != shard.entries.end()) drop(shard, it);
   const std::size_t size = cost(key, *item);
-  Shard& shard = shard_of(key);
-  std::lock_guard lock(shard.mutex);
-  if (auto it = shard.entries.find(std::string(key)); it != shard.entries.end()) drop(shard, it);
   if (size > max_bytes_) return;  // larger than the shard's whole share
-  while (!shard.order.empty() &&
+  while (shard.oldest != nullptr &&
          (shard.entries.size() >= max_entries_ || shard.bytes + size > max_bytes_)) {
-    drop(shard, shard.entries.find(shard.order.back()));
+    drop(shard, shard.entries.find(shard.oldest->first));
   }
-  shard.order.emplace_front(key);
-  shard.entries.emplace(std::string(key),
-                        Entry{std::move(item), until, shard.order.begin(), size});
+  auto [it, inserted] = shard.entries.try_emplace(std::string(key));
+  it->second.item = std::move(item);
+  it->second.until = until;
+  it->second.size = size;
+  link_newest(shard, *it);
   shard.bytes += size;
 }
 
-std::shared_ptr<const Item> LocalStore::get(std::string_view key, SteadyTime now) {
+void LocalStore::put_written(std::string_view key, std::shared_ptr<const Item> item,
+                             SteadyTime until) {
+  if (max_entries_ == 0) return;
   Shard& shard = shard_of(key);
   std::lock_guard lock(shard.mutex);
-  auto it = shard.entries.find(std::string(key));
+  shard.writes.fetch_add(1, std::memory_order_relaxed);
+  if (item) {
+    insert(shard, key, std::move(item), until);
+  } else if (auto it = shard.entries.find(key); it != shard.entries.end()) {
+    drop(shard, it);
+  }
+}
+
+std::uint64_t LocalStore::writes(std::string_view key) const noexcept {
+  return shard_of(key).writes.load(std::memory_order_acquire);
+}
+
+void LocalStore::put_read(std::string_view key, std::shared_ptr<const Item> item,
+                          SteadyTime until, std::uint64_t seen) {
+  if (!item || max_entries_ == 0) return;
+  Shard& shard = shard_of(key);
+  std::lock_guard lock(shard.mutex);
+  if (shard.writes.load(std::memory_order_relaxed) != seen) return;  // a write came between
+  insert(shard, key, std::move(item), until);
+}
+
+std::shared_ptr<const Item> LocalStore::get(std::string_view key, SteadyTime now) {
+  if (max_entries_ == 0) return nullptr;
+  Shard& shard = shard_of(key);
+  std::lock_guard lock(shard.mutex);
+  auto it = shard.entries.find(key);
   if (it == shard.entries.end()) return nullptr;
   if (now >= it->second.until) {
     drop(shard, it);
     return nullptr;
   }
-  shard.order.splice(shard.order.begin(), shard.order, it->second.position);
+  if (shard.newest != &*it) {
+    unlink(shard, *it);
+    link_newest(shard, *it);
+  }
   return it->second.item;
 }
 
 void LocalStore::erase(std::string_view key) {
-  Shard& shard = shard_of(key);
-  std::lock_guard lock(shard.mutex);
-  if (auto it = shard.entries.find(std::string(key)); it != shard.entries.end()) drop(shard, it);
+  if (max_entries_ == 0) return;
+  put_written(key, nullptr, SteadyTime{});
 }
 
 void LocalStore::clear() {
   for (auto& shard : shards_) {
     std::lock_guard lock(shard.mutex);
+    shard.writes.fetch_add(1, std::memory_order_relaxed);
     shard.entries.clear();
-    shard.order.clear();
+    shard.newest = shard.oldest = nullptr;
     shard.bytes = 0;
   }
 }

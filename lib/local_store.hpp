@@ -1,23 +1,33 @@
 // Envelopes kept in this process (internal): a bounded, sharded map from
-// backend key to the item last seen or made for it, each with a time after
-// which it is dropped. The engine keeps here what it makes while the backend
-// fails, so that a dead server does not turn every call into a creation.
+// backend key to an item, each with a time after which it is dropped. The
+// engine has two: the values it makes while the backend fails (degraded
+// mode), and the local tier (RegionOptions::local) in front of the backend.
 //
-// Bounds: at most `max_entries` items and `max_bytes` of item bytes in all
-// (each shard a sixteenth of both); past them a shard drops its least
-// recently used items. Least recently used, because the items are a
-// process's working set while its server is away: the hot keys stay, the
-// ones nobody asked for since go first. Thread-safe.
+// Bounds: at most `max_entries` items and `max_bytes` in all (each shard a
+// sixteenth of both), where an item costs its key, its bytes and the
+// bookkeeping around them (cost()); past them a shard drops its least
+// recently used items. Least recently used, because what is kept is a
+// process's working set: the hot keys stay, the ones nobody asked for since
+// go first, and a hit costs one relink under the shard's lock.
+//
+// Fills race with writes: a reader that read the backend before this
+// process's set or remove landed must not put the older item here after the
+// write's own erase. Each shard counts its writes (put_written, erase); a
+// fill names the count it saw before its read and is dropped if a write came
+// between. Thread-safe.
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <cstddef>
-#include <list>
+#include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 
 #include "dogpile/backend.hpp"
 #include "dogpile/clock.hpp"
@@ -28,14 +38,29 @@ class LocalStore {
  public:
   /// No entries: keeps nothing.
   LocalStore(std::size_t max_entries, std::size_t max_bytes);
+  ~LocalStore();
+  LocalStore(const LocalStore&) = delete;
+  LocalStore& operator=(const LocalStore&) = delete;
 
-  /// Keeps `item` under `key` until `until` (replacing what was there).
-  void put(std::string_view key, std::shared_ptr<const Item> item, SteadyTime until);
+  /// What keeping `item` under `key` costs against max_bytes.
+  [[nodiscard]] static std::size_t cost(std::string_view key, const Item& item) noexcept;
+
+  /// This process wrote `item` under `key`: kept until `until`, replacing
+  /// what was there; fills that read before it are dropped.
+  void put_written(std::string_view key, std::shared_ptr<const Item> item, SteadyTime until);
+  /// The writes to `key`'s shard so far; a fill passes it to put_read.
+  [[nodiscard]] std::uint64_t writes(std::string_view key) const noexcept;
+  /// Keeps `item`, read from the backend (or made) after writes(key) said
+  /// `seen`, until `until` — unless a write to the shard came since.
+  void put_read(std::string_view key, std::shared_ptr<const Item> item, SteadyTime until,
+                std::uint64_t seen);
   /// The item under `key`, if it is there and `now` is before its time.
   [[nodiscard]] std::shared_ptr<const Item> get(std::string_view key, SteadyTime now);
+  /// Drops `key`'s item; fills that read before are dropped too.
   void erase(std::string_view key);
   void clear();
 
+  [[nodiscard]] bool enabled() const noexcept { return max_entries_ != 0; }
   [[nodiscard]] std::size_t entries() const;
   [[nodiscard]] std::size_t bytes() const;
 
@@ -44,21 +69,37 @@ class LocalStore {
 
  private:
   static constexpr std::size_t kShards = 16;
-  using Order = std::list<std::string>;  // most recently used first
+  struct Hash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view key) const noexcept {
+      return std::hash<std::string_view>{}(key);
+    }
+  };
+  struct Entry;
+  using Node = std::pair<const std::string, Entry>;
   struct Entry {
     std::shared_ptr<const Item> item;
     SteadyTime until;
-    Order::iterator position;
     std::size_t size = 0;
+    Node* newer = nullptr;  // the recency list, most recent at the shard's head
+    Node* older = nullptr;
   };
+  using Map = std::unordered_map<std::string, Entry, Hash, std::equal_to<>>;
   struct Shard {
     mutable std::mutex mutex;
-    std::unordered_map<std::string, Entry> entries;
-    Order order;
+    Map entries;
+    Node* newest = nullptr;
+    Node* oldest = nullptr;
     std::size_t bytes = 0;
+    std::atomic<std::uint64_t> writes{0};
   };
-  Shard& shard_of(std::string_view key);
-  void drop(Shard& shard, std::unordered_map<std::string, Entry>::iterator it);
+  Shard& shard_of(std::string_view key) noexcept;
+  const Shard& shard_of(std::string_view key) const noexcept;
+  void insert(Shard& shard, std::string_view key, std::shared_ptr<const Item> item,
+              SteadyTime until);
+  static void unlink(Shard& shard, Node& node) noexcept;
+  static void link_newest(Shard& shard, Node& node) noexcept;
+  static void drop(Shard& shard, Map::iterator it);
 
   const std::size_t max_entries_;  // per shard
   const std::size_t max_bytes_;    // per shard

@@ -2,7 +2,9 @@
 // least-recently-used eviction.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <memory>
 #include <functional>
 #include <string>
@@ -28,7 +30,7 @@ TEST_SUITE("local store") {
   TEST_CASE("an item is kept until its time, then gone") {
     LocalStore store(100, 1 << 20);
     const SteadyTime t0{};
-    store.put("k", item("v"), t0 + 10s);
+    store.put_written("k", item("v"), t0 + 10s);
     REQUIRE(store.get("k", t0 + 9s) != nullptr);
     CHECK(store.get("k", t0 + 9s)->data == "v");
     CHECK(store.get("k", t0 + 10s) == nullptr);
@@ -38,14 +40,14 @@ TEST_SUITE("local store") {
   TEST_CASE("put replaces, erase and clear remove") {
     LocalStore store(100, 1 << 20);
     const SteadyTime t0{};
-    store.put("k", item("one"), t0 + 10s);
-    store.put("k", item("two"), t0 + 10s);
+    store.put_written("k", item("one"), t0 + 10s);
+    store.put_written("k", item("two"), t0 + 10s);
     CHECK(store.entries() == 1);
     CHECK(store.get("k", t0)->data == "two");
     store.erase("k");
     CHECK(store.get("k", t0) == nullptr);
-    store.put("a", item("1"), t0 + 10s);
-    store.put("b", item("2"), t0 + 10s);
+    store.put_written("a", item("1"), t0 + 10s);
+    store.put_written("b", item("2"), t0 + 10s);
     store.clear();
     CHECK(store.entries() == 0);
     CHECK(store.bytes() == 0);
@@ -54,7 +56,7 @@ TEST_SUITE("local store") {
   TEST_CASE("bounded by entries: 100,000 keys keep at most the bound") {
     LocalStore store(1600, std::size_t{1} << 30);
     const SteadyTime t0{};
-    for (int i = 0; i < 100'000; ++i) store.put("key:" + std::to_string(i), item("v"), t0 + 1h);
+    for (int i = 0; i < 100'000; ++i) store.put_written("key:" + std::to_string(i), item("v"), t0 + 1h);
     CHECK(store.entries() <= 1600);
     CHECK(store.entries() >= 1500);  // every shard full, give or take the hash's spread
   }
@@ -64,12 +66,12 @@ TEST_SUITE("local store") {
     LocalStore store(1'000'000, bound);
     const SteadyTime t0{};
     for (int i = 0; i < 1000; ++i) {
-      store.put("big:" + std::to_string(i), item(std::string(10'000, 'x')), t0 + 1h);
+      store.put_written("big:" + std::to_string(i), item(std::string(10'000, 'x')), t0 + 1h);
     }
     CHECK(store.bytes() <= bound);
     CHECK(store.entries() <= 16 * 6);  // six 10 KB items fit a 64 KiB shard
     // An item larger than a shard's share is not kept at all.
-    store.put("huge", item(std::string(100'000, 'x')), t0 + 1h);
+    store.put_written("huge", item(std::string(100'000, 'x')), t0 + 1h);
     CHECK(store.get("huge", t0) == nullptr);
   }
 
@@ -85,10 +87,10 @@ TEST_SUITE("local store") {
         same.push_back(key);
       }
     }
-    store.put(same[0], item("0"), t0 + 1h);
-    store.put(same[1], item("1"), t0 + 1h);
+    store.put_written(same[0], item("0"), t0 + 1h);
+    store.put_written(same[1], item("1"), t0 + 1h);
     CHECK(store.get(same[0], t0) != nullptr);  // used: now the most recent
-    store.put(same[2], item("2"), t0 + 1h);    // the shard is full: same[1] goes
+    store.put_written(same[2], item("2"), t0 + 1h);    // the shard is full: same[1] goes
     CHECK(store.get(same[0], t0) != nullptr);
     CHECK(store.get(same[1], t0) == nullptr);
     CHECK(store.get(same[2], t0) != nullptr);
@@ -96,7 +98,79 @@ TEST_SUITE("local store") {
 
   TEST_CASE("no entries: nothing is kept") {
     LocalStore store(0, 1 << 20);
-    store.put("k", item("v"), SteadyTime{} + 1h);
+    store.put_written("k", item("v"), SteadyTime{} + 1h);
     CHECK(store.get("k", SteadyTime{}) == nullptr);
+  }
+
+  TEST_CASE("a fill that read before a write is dropped, one that read after is kept") {
+    LocalStore store(100, 1 << 20);
+    const SteadyTime t0{};
+    // A reader notes the writes, then reads the backend (the old value)...
+    const auto seen = store.writes("k");
+    // ...meanwhile this process removes the key (erase after the backend's
+    // write) ...
+    store.erase("k");
+    // ...and the reader's fill comes late: dropped.
+    store.put_read("k", item("old"), t0 + 10s, seen);
+    CHECK(store.get("k", t0) == nullptr);
+    // The same after a set (put_written), which keeps its own value.
+    const auto seen2 = store.writes("k");
+    store.put_written("k", item("new"), t0 + 10s);
+    store.put_read("k", item("old"), t0 + 10s, seen2);
+    CHECK(store.get("k", t0)->data == "new");
+    // A fill with no write since its read is kept.
+    store.put_read("k", item("newer"), t0 + 10s, store.writes("k"));
+    CHECK(store.get("k", t0)->data == "newer");
+  }
+
+  TEST_CASE("an entry's cost counts its key, its bytes and the bookkeeping") {
+    const auto small = LocalStore::cost("k", Item{"v", 0});
+    CHECK(small >= 100);  // a node, an item and its shared count, a bucket
+    CHECK(LocalStore::cost(std::string(100, 'k'), Item{"v", 0}) >= small + 100);
+    CHECK(LocalStore::cost("k", Item{std::string(1000, 'v'), 0}) >= small + 1000);
+    LocalStore store(1000, 1 << 20);
+    store.put_written("k", item(std::string(1000, 'v')), SteadyTime{} + 1h);
+    CHECK(store.bytes() == LocalStore::cost("k", Item{std::string(1000, 'v'), 0}));
+  }
+
+  TEST_CASE("eviction order matches a model of least recently used, over random operations") {
+    // One entry bound per shard is too coarse; four per shard, keys of one
+    // shard only, so the model is one list.
+    LocalStore store(16 * 4, std::size_t{1} << 30);
+    const SteadyTime t0{};
+    std::vector<std::string> keys;
+    for (int i = 0; keys.size() < 12; ++i) {
+      const std::string key = "m" + std::to_string(i);
+      if (std::hash<std::string_view>{}(key) % 16 == 0) keys.push_back(key);
+    }
+    std::vector<std::string> model;  // most recent first
+    std::uint64_t state = 12345;
+    auto next = [&] {
+      state = state * 6364136223846793005ULL + 1442695040888963407ULL;
+      return static_cast<std::size_t>(state >> 33);
+    };
+    for (int step = 0; step < 5000; ++step) {
+      const std::string& key = keys[next() % keys.size()];
+      const auto at = std::find(model.begin(), model.end(), key);
+      switch (next() % 3) {
+        case 0: {  // put
+          if (at != model.end()) model.erase(at);
+          model.insert(model.begin(), key);
+          if (model.size() > 4) model.pop_back();
+          store.put_written(key, item(key), t0 + 1h);
+          break;
+        }
+        case 1: {  // get
+          const bool there = store.get(key, t0) != nullptr;
+          REQUIRE(there == (at != model.end()));
+          if (at != model.end()) std::rotate(model.begin(), at, at + 1);
+          break;
+        }
+        default:  // erase
+          if (at != model.end()) model.erase(at);
+          store.erase(key);
+      }
+      REQUIRE(store.entries() == model.size());
+    }
   }
 }

@@ -48,7 +48,7 @@
 // get_or_create_multi as well.
 //
 // Types: ErrorKind, ErrorEvent, ErrorHandler, WaitTimeout, WaitPolicy,
-// RegionOptions, RegionStats, CachedValue, Deadline, CallOptions, Invalidation,
+// LocalTier, RegionOptions, RegionStats, CachedValue, Deadline, CallOptions, Invalidation,
 // CacheRegion.
 #pragma once
 
@@ -142,6 +142,23 @@ struct WaitPolicy {
   bool create_after_max_wait = false;
 };
 
+/// The local tier (RegionOptions::local): a bounded in-process cache in front
+/// of the backend. A value read from the backend (or made, or set, here) is
+/// kept for `ttl`; while kept and fresh by its envelope it is served with no
+/// request. This process's set, remove and invalidations apply to it at once;
+/// another process's write is seen here within `ttl` (the bound on how stale
+/// a local hit may be), its region-wide invalidation within invalidation_check.
+/// A local miss goes through the usual path, herd protection included.
+struct LocalTier {
+  /// How long a value is served from this process without asking the
+  /// backend: the staleness bound for other processes' writes.
+  Duration ttl = std::chrono::seconds(1);
+  /// Bounds: items, and bytes (keys, values and bookkeeping); the least
+  /// recently used items go first.
+  std::size_t max_entries = 100'000;
+  std::size_t max_bytes = std::size_t{64} << 20;
+};
+
 struct RegionOptions {
   /// How long a value is fresh; no_expiration: forever.
   Expiration expiration = no_expiration;
@@ -216,6 +233,9 @@ struct RegionOptions {
   /// keep nothing.
   std::size_t degraded_entries = 10'000;
   std::size_t degraded_bytes = std::size_t{64} << 20;
+  /// A local tier in front of the backend for hot keys (see LocalTier);
+  /// nullopt: every read asks the backend.
+  std::optional<LocalTier> local = std::nullopt;
 };
 
 /// What CacheRegion::invalidate does to the values stored before it.
@@ -265,7 +285,7 @@ struct CallOptions {
 };
 
 /// Counts since the region was made. Every get_or_create call that returns
-/// counts in exactly one of hits, stale_served, waited or created; a creator
+/// counts in exactly one of hits, local_hits, stale_served, waited or created; a creator
 /// that throws counts in creation_errors (and its caller, if it was served
 /// the stale value instead, in stale_served). get_or_create_multi counts per
 /// key.
@@ -290,6 +310,9 @@ struct RegionStats {
   std::uint64_t wait_timeouts = 0;   ///< waits ended by a deadline, stop or max_wait
   std::uint64_t removals = 0;        ///< tombstones written by remove() and invalidate(args)
   std::uint64_t kept_served = 0;  ///< served from the values kept in process (backend failing)
+  std::uint64_t local_hits = 0;  ///< served from the local tier, with no request
+  std::size_t local_entries = 0;  ///< items in the local tier now
+  std::size_t local_bytes = 0;    ///< their cost against LocalTier::max_bytes
 };
 
 /// A stored value with its metadata, from CacheRegion::get_value_metadata.

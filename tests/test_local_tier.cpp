@@ -1,0 +1,257 @@
+// The local tier (RegionOptions::local): hot keys with no request, within its
+// time to live and the value's freshness; this process's writes at once,
+// others' within the time to live; herd protection unchanged; bounded.
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <functional>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "dogpile/region.hpp"
+#include "region_fixture.hpp"
+
+using namespace std::chrono_literals;
+using dogpile::CacheRegion;
+using dogpile::Invalidation;
+using dogpile::LocalTier;
+using dogpile::Outcome;
+
+namespace {
+
+// A value whose decoding runs a hook once: lets a test write the key at the
+// instant a reader has read it from the backend, before it fills the tier.
+struct Racing {
+  std::string text;
+  bool operator==(const Racing&) const = default;
+};
+std::function<void()> racing_hook;
+
+struct Fixture : dogpile::test::RegionFixture {
+  /// A region with the local tier: 1 s time to live, expiration 10 s.
+  dogpile::RegionOptions local(LocalTier tier = {.ttl = 1s}) {
+    auto o = options();
+    o.local = tier;
+    return o;
+  }
+  std::uint64_t requests() { return backend->counters().total(); }
+};
+
+}  // namespace
+
+template <>
+struct dogpile::Codec<Racing> {
+  static void encode(const Racing& value, std::string& out) { out.append(value.text); }
+  static std::optional<Racing> decode(std::string_view bytes) {
+    if (auto hook = std::exchange(racing_hook, nullptr)) hook();
+    return Racing{std::string(bytes)};
+  }
+};
+
+TEST_SUITE("local tier") {
+  TEST_CASE("off by default: every call asks the backend") {
+    Fixture f;
+    CacheRegion region(f.backend, f.options());
+    region.get_or_create("k", f.creator("v"));
+    const auto before = f.requests();
+    for (int i = 0; i < 10; ++i) region.get_or_create("k", f.creator("x"));
+    CHECK(f.requests() - before == 10);
+    CHECK(region.stats().local_hits == 0);
+    CHECK(region.stats().local_entries == 0);
+  }
+
+  TEST_CASE("a hot key is served with no request until the tier's time to live") {
+    Fixture f;
+    CacheRegion region(f.backend, f.local());
+    Outcome outcome{};
+    CHECK(region.get_or_create("k", f.creator("v"), &outcome) == "v");
+    CHECK(outcome == Outcome::created);
+    const auto before = f.requests();
+    for (int i = 0; i < 100; ++i) {
+      CHECK(region.get_or_create("k", f.creator("x"), &outcome) == "v");
+      CHECK(outcome == Outcome::fresh);
+    }
+    CHECK(f.requests() == before);
+    CHECK(region.stats().local_hits == 100);
+    CHECK(region.stats().hits == 0);
+    CHECK(region.stats().local_entries == 1);
+    f.clock.advance(999ms);
+    CHECK(region.get_or_create("k", f.creator("x")) == "v");
+    CHECK(f.requests() == before);
+    // Past the tier's time to live: one read, which fills the tier again.
+    f.clock.advance(1ms);
+    CHECK(region.get_or_create("k", f.creator("x")) == "v");
+    CHECK(f.requests() == before + 1);
+    CHECK(region.stats().hits == 1);
+    CHECK(region.get_or_create("k", f.creator("x")) == "v");
+    CHECK(f.requests() == before + 1);
+    CHECK(f.creator_calls == 1);
+  }
+
+  TEST_CASE("another process's write is seen within the tier's time to live, not later") {
+    Fixture f;
+    CacheRegion here(f.backend, f.local());
+    CacheRegion elsewhere(f.backend, f.options());  // another process, sharing the backend
+    here.get_or_create("k", f.creator("v1"));
+    elsewhere.set("k", std::string("v2"));
+    // Within the bound, the value this process read.
+    f.clock.advance(500ms);
+    CHECK(here.get_or_create("k", f.creator("x")) == "v1");
+    f.clock.advance(499ms);
+    CHECK(here.get_or_create("k", f.creator("x")) == "v1");
+    // At the bound, the other process's write.
+    f.clock.advance(1ms);
+    CHECK(here.get_or_create("k", f.creator("x")) == "v2");
+    // The same for a removal elsewhere.
+    elsewhere.remove("k");
+    CHECK(here.get_or_create("k", f.creator("x")) == "v2");
+    f.clock.advance(1s);
+    CHECK(here.get_or_create("k", f.creator("v3")) == "v3");
+    CHECK(f.creator_calls == 2);
+  }
+
+  TEST_CASE("this process's set, remove and invalidations apply at once") {
+    Fixture f;
+    CacheRegion region(f.backend, f.local());
+    region.get_or_create("k", f.creator("v1"));
+    // set: its value is served at once, from the tier.
+    CHECK(region.set("k", std::string("v2")));
+    const auto before = f.requests();
+    CHECK(region.get_or_create("k", f.creator("x")) == "v2");
+    CHECK(f.requests() == before);
+    // remove: the next call creates.
+    region.remove("k");
+    CHECK(region.get_or_create("k", f.creator("v3")) == "v3");
+    // set_multi and remove_multi too.
+    CHECK(region.set_multi(std::map<std::string, std::string>{{"k", "v4"}, {"j", "j4"}}));
+    CHECK(region.get_or_create("k", f.creator("x")) == "v4");
+    region.remove_multi({"k", "j"});
+    CHECK(region.get_or_create("k", f.creator("v5")) == "v5");
+    // A per-key hard invalidation is a removal; a soft one leaves the value
+    // stale: regenerated by this call, not served fresh from the tier.
+    CHECK(region.invalidate("k", Invalidation::hard));
+    CHECK(region.get_or_create("k", f.creator("v6")) == "v6");
+    CHECK(region.invalidate("k", Invalidation::soft));
+    Outcome outcome{};
+    CHECK(region.get_or_create("k", f.creator("v7"), &outcome) == "v7");
+    CHECK(outcome == Outcome::created);
+    // Region-wide invalidations judge what the tier holds.
+    f.clock.advance(1ms);
+    region.invalidate(Invalidation::hard);
+    CHECK(region.get_or_create("k", f.creator("v8"), &outcome) == "v8");
+    CHECK(outcome == Outcome::created);
+    f.clock.advance(1ms);
+    region.invalidate(Invalidation::soft);
+    CHECK(region.get_or_create("k", f.creator("v9"), &outcome) == "v9");
+    CHECK(outcome == Outcome::created);
+    CHECK(f.creator_calls == 7);
+  }
+
+  TEST_CASE("a value is never served from the tier past its expiration") {
+    Fixture f;
+    CacheRegion region(f.backend, f.local({.ttl = 1h}));  // longer than the expiration
+    region.get_or_create("k", f.creator("v1"));
+    f.clock.advance(10s + 1us);  // past the expiration
+    Outcome outcome{};
+    CHECK(region.get_or_create("k", f.creator("v2"), &outcome) == "v2");
+    CHECK(outcome == Outcome::created);
+    CHECK(region.stats().local_hits == 0);
+  }
+
+  TEST_CASE("a read racing this process's remove does not fill the tier with the old value") {
+    Fixture f;
+    CacheRegion region(f.backend, f.local({.ttl = 1h}));
+    CacheRegion other(f.backend, f.options());
+    other.set("k", Racing{"old"});  // stored, not in this process's tier
+    // The read returns "old"; while it is being judged, this process removes
+    // the key; the read's fill then comes late.
+    racing_hook = [&] { region.remove("k"); };
+    CHECK(region.get_or_create("k", [] { return Racing{"unused"}; }) == Racing{"old"});
+    CHECK(racing_hook == nullptr);
+    int made = 0;
+    CHECK(region.get_or_create("k", [&] {
+      ++made;
+      return Racing{"new"};
+    }) == Racing{"new"});
+    CHECK(made == 1);
+  }
+
+  TEST_CASE("herd protection is unchanged: a local miss goes through the engine") {
+    Fixture f;
+    CacheRegion region(f.backend, f.local());
+    std::atomic<int> wrong{0};
+    dogpile::test::run_together(16, [&](int) {
+      for (int i = 0; i < 50; ++i) {
+        if (region.get_or_create("k", f.creator("v")) != "v") wrong.fetch_add(1);
+      }
+    });
+    CHECK(f.creator_calls == 1);
+    CHECK(wrong == 0);
+    const auto s = region.stats();
+    CHECK(s.hits + s.local_hits + s.waited + s.created + s.stale_served == 16 * 50);
+    CHECK(s.local_hits > 0);
+  }
+
+  TEST_CASE("get and get_or_create_multi use the tier, the rest are read in one request") {
+    Fixture f;
+    CacheRegion region(f.backend, f.local());
+    region.get_or_create("a", f.creator("A"));
+    CacheRegion other(f.backend, f.options());
+    other.set("b", std::string("B"));
+    auto before = f.backend->counters();
+    CHECK(region.get<std::string>("a") == "A");
+    CHECK(f.since(before).total() == 0);
+    before = f.backend->counters();
+    CHECK(region.get_or_create_multi({"a", "b"}, [&](auto keys) {
+      return std::vector<std::string>(keys.size(), "x");
+    }) == std::vector<std::string>{"A", "B"});
+    CHECK(f.since(before).get_multis == 1);  // b alone; a came from the tier
+    CHECK(f.since(before).total() == 1);
+    f.clock.advance(1s);  // the tier's copies are gone
+    std::vector<std::string> asked;
+    const auto values = region.get_or_create_multi({"a", "b", "c"}, [&](auto keys) {
+      std::vector<std::string> made;
+      for (auto k : keys) {
+        asked.emplace_back(k);
+        made.push_back("made-" + std::string(k));
+      }
+      return made;
+    });
+    CHECK(values == std::vector<std::string>{"A", "B", "made-c"});
+    CHECK(asked == std::vector<std::string>{"c"});
+    // All three are in the tier now.
+    before = f.backend->counters();
+    CHECK(region.get_or_create_multi({"a", "b", "c"}, [&](auto keys) {
+      return std::vector<std::string>(keys.size(), "x");
+    }) == values);
+    CHECK(f.since(before).total() == 0);
+    CHECK(region.get<std::string>("c") == "made-c");
+    CHECK(f.since(before).total() == 0);
+  }
+
+  TEST_CASE("bounded by entries and by bytes, least recently used out first") {
+    Fixture f;
+    CacheRegion by_entries(f.backend, f.local({.ttl = 1h, .max_entries = 1600}));
+    for (int i = 0; i < 20'000; ++i) {
+      const std::string key = "e" + std::to_string(i);
+      by_entries.get_or_create(key, f.creator("v"));
+    }
+    CHECK(by_entries.stats().local_entries <= 1600);
+    CHECK(by_entries.stats().local_entries >= 1400);
+    const std::size_t bound = std::size_t{1} << 20;
+    CacheRegion by_bytes(f.backend, f.local({.ttl = 1h, .max_entries = 1'000'000,
+                                             .max_bytes = bound}));
+    for (int i = 0; i < 2000; ++i) {
+      const std::string key = "b" + std::to_string(i);
+      by_bytes.get_or_create(key, f.creator(std::string(4000, 'x')));
+    }
+    CHECK(by_bytes.stats().local_bytes <= bound);
+    CHECK(by_bytes.stats().local_bytes >= bound / 2);
+    // The key used last is still there: no request for it.
+    const auto before = f.requests();
+    by_bytes.get_or_create("b1999", f.creator("x"));
+    CHECK(f.requests() == before);
+  }
+}
