@@ -49,23 +49,24 @@ void DistributedLock::lock() {
 
 bool DistributedLock::release() {
   if (!held_) return false;
-  held_ = false;
-  struct FreeOnExit {
-    std::atomic<bool>& busy;
-    ~FreeOnExit() {
-      busy.store(false, std::memory_order_release);
-      busy.notify_one();
-    }
-  } free_on_exit{busy_};
-  return release_acquired();
+  const bool was_held = release_acquired();  // throws: still held, may be tried again
+  forget();
+  return was_held;
 }
 
 void DistributedLock::unlock() noexcept {
   try {
     release();
   } catch (...) {
-    // The lock expires on its own after ttl().
+    forget();  // the lock expires on its own after ttl()
   }
+}
+
+void DistributedLock::forget() noexcept {
+  if (!held_) return;
+  held_ = false;
+  busy_.store(false, std::memory_order_release);
+  busy_.notify_one();
 }
 
 bool Backend::get_view(std::string_view key,

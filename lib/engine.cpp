@@ -397,7 +397,7 @@ void CacheRegion::Engine::read_one(Context& ctx, Slot& slot) {
 // while the backend failed (degraded mode) is judged as a stored value
 // would be; without one, the slot is a miss. Either way it is created, if it
 // must be, without asking the backend for a lock.
-void CacheRegion::Engine::read_failed(Context& ctx, Slot& slot) {
+void CacheRegion::Engine::read_failed(Context& ctx, Slot& slot, bool count) {
   slot.read_failed = true;
   slot.found = Found::error;
   slot.at_hand.reset();
@@ -408,7 +408,7 @@ void CacheRegion::Engine::read_failed(Context& ctx, Slot& slot) {
   slot.found = found;
   slot.at_hand = kept;
   slot.value_is_at_hand = true;
-  detail::Counters::add(counters_.kept_served);
+  if (count) detail::Counters::add(counters_.kept_served);
 }
 
 // The local tier: a value this process read, made or wrote lately is served
@@ -588,16 +588,16 @@ void CacheRegion::Engine::take_leases(Context& ctx, std::span<Slot* const> leade
   std::vector<Slot*> to_claim;
   for (Slot* s : leaders) {
     if (s->found == Found::error || s->read_failed) {
-      // The read failed: the server is likely down, skip the lock. The
-      // flight this caller now leads may have begun after another one of
-      // this process kept its value; that value is served, not made again.
-      if (s->found == Found::error) {
-        read_failed(ctx, *s);
-        if (s->found == Found::fresh) {
-          s->lead->publish(s->at_hand);
-          s->served = Served::fresh;
-          continue;
-        }
+      // The read failed: the server is likely down, skip the lock. As a
+      // lease's confirm reads again, look again at what this process kept:
+      // another caller may have kept a new value between this caller's look
+      // and its lead. That value is served, not made again.
+      read_failed(ctx, *s, false);
+      if (s->found == Found::fresh) {
+        detail::Counters::add(counters_.kept_served);
+        s->lead->publish(s->at_hand);
+        s->served = Served::fresh;
+        continue;
       }
       s->degraded = true;
     } else if (s->lease.lease == LeaseState::won) {
@@ -942,8 +942,10 @@ void CacheRegion::Engine::release(std::span<Slot* const> slots) {
   } catch (const std::bad_alloc&) {
     throw;
   } catch (const std::exception& e) {
-    reporter_.report(ErrorKind::backend, "release lock", held.front()->user_key, e.what());
+    reporter_.report(ErrorKind::backend, "release lock", held.front()->user_key,
+                     std::string(e.what()) + "; tried again in the background");
   }
+  std::vector<std::unique_ptr<DistributedLock>> unreleased;
   for (Slot* s : held) {
     if (s->lease.lost) {
       detail::Counters::add(counters_.locks_lost);
@@ -951,8 +953,38 @@ void CacheRegion::Engine::release(std::span<Slot* const> slots) {
                        "the lock was gone before it was released (expired, evicted or flushed); "
                        "another caller may have created the value as well");
     }
+    if (s->lease.lock && s->lease.lock->held()) unreleased.push_back(std::move(s->lease.lock));
     s->lease.lock.reset();
   }
+  if (!unreleased.empty()) release_later(std::move(unreleased));
+}
+
+// Locks whose release failed (a server restarting, a connection that broke):
+// tried again on the keeper thread, 100 ms after, then at doubling intervals
+// up to 1 s, until released or until they would have expired anyway. Left
+// alone, each would keep the key's next callers, here and elsewhere, waiting
+// for lock_timeout.
+void CacheRegion::Engine::release_later(std::vector<std::unique_ptr<DistributedLock>> locks) {
+  using Locks = std::vector<std::unique_ptr<DistributedLock>>;
+  auto pending = std::make_shared<Locks>(std::move(locks));
+  const SteadyTime give_up = clock_.steady_now() + options_.lock_timeout;
+  auto next = std::make_shared<Duration>(std::chrono::milliseconds(100));
+  keeper_.schedule(*next, [this, pending, give_up, next]() -> std::optional<Duration> {
+    std::erase_if(*pending, [](const std::unique_ptr<DistributedLock>& lock) {
+      try {
+        lock->release();
+        return true;
+      } catch (...) {
+        return false;
+      }
+    });
+    if (pending->empty() || clock_.steady_now() >= give_up) {
+      pending->clear();  // what is left expires in the backend
+      return std::nullopt;
+    }
+    *next = std::min<Duration>(*next * 2, std::chrono::seconds(1));
+    return *next;
+  });
 }
 
 // ---------------------------------------------------------------------------

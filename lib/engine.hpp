@@ -133,7 +133,7 @@ class CacheRegion::Engine : detail::ForkAware {
   void follow(Context& ctx, std::span<detail::Slot* const> followers,
               std::vector<detail::Slot*>& restart);
   Outcome account(const detail::Slot& slot) noexcept;
-  void read_failed(Context& ctx, detail::Slot& slot);
+  void read_failed(Context& ctx, detail::Slot& slot, bool count = true);
 
   // The local tier.
   bool serve_local(Context& ctx, detail::Slot& slot);
@@ -152,6 +152,7 @@ class CacheRegion::Engine : detail::ForkAware {
   void serve_at_hand(Context& ctx, detail::Slot& slot);
   void redecode_at_hand(Context& ctx, detail::Slot& slot);
   void release(std::span<detail::Slot* const> slots);
+  void release_later(std::vector<std::unique_ptr<DistributedLock>> locks);
   void run_job(Job& job) noexcept;
   void abandon_job(Job& job) noexcept;
   template <class Op>

@@ -895,18 +895,24 @@ bool MemcachedLock::try_acquire() {
 
 bool MemcachedLock::release_acquired() {
   if (!held_) return false;
-  held_ = false;
+  // A request that throws leaves the lock held here: it may be tried again.
   MemcachedBackend::Impl::Connection conn(*impl_, "release lock", lock_key_);
   // One `cas` when the lock's version is known (extensions touch, which
   // keeps it): it fails only if the lock expired or was taken over.
-  Cas version = std::exchange(lock_version_, 0);
+  Cas version = lock_version_;
   if (version == 0) {
     const auto owned = impl_->owned_version(conn.get(), *this, "release lock");
-    if (!owned) return false;
+    if (!owned) {
+      held_ = false;
+      return false;
+    }
     version = *owned;
   }
-  return impl_->cas_by_key(conn.get(), "release lock", value_key_, lock_key_, bytes_,
-                           detail::kLockFlags, time_t{-1}, version);
+  const bool released = impl_->cas_by_key(conn.get(), "release lock", value_key_, lock_key_,
+                                          bytes_, detail::kLockFlags, time_t{-1}, version);
+  held_ = false;
+  lock_version_ = 0;
+  return released;
 }
 
 bool MemcachedLock::extend() {

@@ -120,7 +120,15 @@ class FaultyBackend final : public Backend {
    public:
     Lock(FaultyBackend& owner, std::unique_ptr<DistributedLock> inner)
         : owner_(owner), inner_(std::move(inner)) {}
-    ~Lock() override { release_if_held(); }
+    ~Lock() override {
+      if (owner_.fail_release && held()) {
+        // A release lost on the network: the lock stays in the store until it
+        // expires (the inner lock would release it when destroyed).
+        std::lock_guard lock(owner_.graveyard_mutex_);
+        owner_.graveyard_.push_back(std::move(inner_));
+      }
+      release_if_held();
+    }
     bool extend() override { return inner_->extend(); }
     Ttl ttl() const noexcept override { return inner_->ttl(); }
 
@@ -131,13 +139,7 @@ class FaultyBackend final : public Backend {
       return inner_->try_lock();
     }
     bool release_acquired() override {
-      if (owner_.fail_release) {
-        // Like a release lost on the network: the lock stays in the store
-        // until it expires (the inner lock would release it when destroyed).
-        {
-          std::lock_guard lock(owner_.graveyard_mutex_);
-          owner_.graveyard_.push_back(std::move(inner_));
-        }
+      if (owner_.fail_release || !inner_) {
         owner_.failures.fetch_add(1);
         throw BackendError("injected failure: release");
       }

@@ -158,6 +158,29 @@ TEST_SUITE("region failures") {
     CHECK(values == std::vector<Hooked>{Hooked{"one"}, Hooked{"two"}});
   }
 
+  TEST_CASE("degraded mode: a caller that found a stale kept value takes a newer one kept meanwhile") {
+    // The same race once the kept value has expired: between a caller's
+    // look (stale) and its lead of the flight, another thread makes and
+    // keeps the next value. The caller serves it; one creation per expiration.
+    Fixture f;
+    auto region = f.region();  // expiration 10 s
+    f.faulty->fail_everything(true);
+    int made = 0;
+    auto create = [&] {
+      ++made;
+      return Hooked{"v" + std::to_string(made)};
+    };
+    region.get_or_create<Hooked>("k", create);
+    f.clock.advance(11s);  // what was kept is stale now
+    // Decoding the stale value lets the other thread run.
+    on_decode = [&] { std::thread([&] { region.get_or_create<Hooked>("k", create); }).join(); };
+    Outcome outcome{};
+    CHECK(region.get_or_create<Hooked>("k", create, &outcome) == Hooked{"v2"});
+    CHECK(on_decode == nullptr);
+    CHECK(outcome == Outcome::fresh);
+    CHECK(made == 2);
+  }
+
   TEST_CASE("degraded mode: this process's set and remove win over what it kept") {
     Fixture f;
     auto region = f.region();
@@ -201,15 +224,35 @@ TEST_SUITE("region failures") {
     CHECK(f.memory->size() == 0);  // and the locks were released each time
   }
 
-  TEST_CASE("a failed lock release is reported, the lock then expires on its own") {
+  TEST_CASE("a failed lock release is reported, and if it keeps failing the lock expires") {
     Fixture f;
     auto region = f.region();
     f.faulty->fail_release = true;
     CHECK(region.get_or_create("k", f.creator("v")) == "v");
     CHECK(f.reported.size() == 1);
     CHECK(f.memory->size() == 2);  // the value, and the lock left behind
-    f.clock.advance(31s);          // past the default lock_timeout of 30 s
+    // Tried again at 100 ms, 200 ms, 400 ms, ... up to 1 s apart, failing.
+    CHECK(f.advance_until([&] { return f.faulty->failures.load() >= 4; }, 100ms));
+    f.clock.advance(31s);  // past the default lock_timeout of 30 s: given up
     CHECK(f.memory->size() == 1);  // the lock expired; the value lives 10 s + 60 s grace
+    CHECK(f.reported.size() == 1);  // the retries are not reported one by one
+  }
+
+  TEST_CASE("a failed lock release is tried again: the lock is freed once the backend answers") {
+    // A server restarting: the release fails on a connection that is still
+    // marked down. Left alone, the lock would keep the key's next callers
+    // waiting for lock_timeout (30 s).
+    Fixture f;
+    auto region = f.region();
+    f.faulty->fail_release = true;
+    CHECK(region.get_or_create("k", f.creator("v")) == "v");
+    CHECK_FALSE(f.lock_is_free(region, "k"));
+    f.faulty->fail_release = false;
+    f.clock.advance(100ms);  // the first retry is due
+    CHECK(dogpile::test::eventually([&] { return f.lock_is_free(region, "k"); }));
+    // And nobody waits: a removal and the next call create at once.
+    region.remove("k");
+    CHECK(region.get_or_create("k", f.creator("w")) == "w");
   }
 
   TEST_CASE("get_or_create_multi with a dead backend: one creator call, no exception") {

@@ -106,9 +106,13 @@ class DistributedLock {
 
   /// Releases the lock if it is held. Returns false if it was not held, or
   /// if the lock had expired (and possibly been taken by
-  /// someone else), in which case nothing is removed. Throws BackendError
-  /// (the lock is then released in this process and expires in the backend).
+  /// someone else), in which case nothing is removed. Throws BackendError;
+  /// the lock is then still held, and release() may be tried again (unlock()
+  /// and the destructor give up: it expires in the backend).
   bool release();
+
+  /// Whether this object holds the lock.
+  [[nodiscard]] bool held() const noexcept { return held_; }
 
   /// release(), with errors swallowed: the lock then expires on its own
   /// after ttl(). Never throws.
@@ -136,6 +140,7 @@ class DistributedLock {
 
  private:
   bool claim() noexcept;
+  void forget() noexcept;  // released in this process
   std::atomic<bool> busy_{false};  // this object is held, or being tried, in this process
   bool held_ = false;              // the backend lock is held (written under busy_)
 };
