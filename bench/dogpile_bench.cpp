@@ -26,11 +26,13 @@
 #include <algorithm>
 #include <atomic>
 #include <charconv>
+#include <cmath>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <map>
+#include <mutex>
 #include <memory>
 #include <new>
 #include <optional>
@@ -221,6 +223,9 @@ int bench_hit(const Args& args) {
   auto meta = std::make_shared<dogpile::MemcachedMetaBackend>(server.options());
   dogpile::CacheRegion region(classic, quiet_options());
   dogpile::CacheRegion meta_region(meta, quiet_options());
+  auto with_local = quiet_options();
+  with_local.local = dogpile::LocalTier{};  // 1 s: a hot key is read again once a second
+  dogpile::CacheRegion local_region(classic, with_local);
   RawClient raw(classic->options());
   RawSocket socket(server.port());
   const std::string value(size, 'v');
@@ -230,7 +235,7 @@ int bench_hit(const Args& args) {
   region.set(key, value);
   const std::string socket_request = "mg " + raw_key + " v\r\n";
   auto creator = [&] { return value; };
-  enum Path { kClassic, kMeta, kRaw, kSocket, kPaths };
+  enum Path { kClassic, kMeta, kRaw, kSocket, kLocal, kPaths };
   std::vector<double> times[kPaths];
   auto call = [&](int path) {
     const double t0 = now_us();
@@ -244,6 +249,9 @@ int bench_hit(const Args& args) {
         break;
       case kRaw:
         ok = raw.get(raw_key)->size() == size;
+        break;
+      case kLocal:
+        ok = local_region.get_or_create(key, creator).size() == size;
         break;
       default:
         ok = socket.get(socket_request) > size;
@@ -272,6 +280,10 @@ int bench_hit(const Args& args) {
   figure("hit_ratio_" + label, median(times[kClassic]) / raw_us, "x");
   figure("hit_meta_ratio_" + label, median(times[kMeta]) / raw_us, "x");
   figure("hit_socket_ratio_" + label, median(times[kSocket]) / raw_us, "x");
+  figure("hit_local_" + label, median(times[kLocal]), "us");
+  figure("hit_local_speedup_" + label, raw_us / median(times[kLocal]), "x");
+  fmt::print("# hit_local_{} {} of {} calls served by the local tier, with no request\n", label,
+             local_region.stats().local_hits, ops + 1000);
   if (region.stats().hits < static_cast<std::uint64_t>(ops) ||
       meta_region.stats().hits < static_cast<std::uint64_t>(ops)) {
     return 1;
@@ -643,12 +655,121 @@ int bench_memory(const Args& args) {
   return region.stats().created == static_cast<std::uint64_t>(keys) + 1000 ? 0 : 1;
 }
 
+// --- local memory ---------------------------------------------------------------
+// 1,000,000 distinct keys pass through a region whose local tier is bounded
+// by --bound-mb: the process's resident memory grows by about the bound, not
+// by the keys. The backend stores nothing, so what grows is the tier.
+int bench_local_memory(const Args& args) {
+  const long keys = args.num("keys", 1000000);
+  const auto bound = static_cast<std::size_t>(args.num("bound-mb", 32)) << 20;
+  const auto size = static_cast<std::size_t>(args.num("size", 100));
+  const int threads = 4;
+  auto options = quiet_options();
+  options.local = dogpile::LocalTier{
+      .ttl = std::chrono::hours(1), .max_entries = 10'000'000, .max_bytes = bound};
+  dogpile::CacheRegion region(std::make_shared<NullBackend>(), options);
+  for (int i = 0; i < 1000; ++i) {
+    region.get_or_create("warm" + std::to_string(i), [] { return std::string("w"); });
+  }
+  const double before = rss_mb();
+  double highest = before;
+  std::mutex highest_mutex;
+  {
+    std::vector<std::jthread> pool;
+    for (int t = 0; t < threads; ++t) {
+      pool.emplace_back([&, t] {
+        const std::string value(size, 'v');
+        for (long i = t; i < keys; i += threads) {
+          region.get_or_create("key:" + std::to_string(i), [&] { return value; });
+          if (i % 100'000 == t) {
+            const double now = rss_mb();
+            std::lock_guard lock(highest_mutex);
+            highest = std::max(highest, now);
+          }
+        }
+      });
+    }
+  }
+  const double after = rss_mb();
+  const auto stats = region.stats();
+  figure("local_memory_keys", static_cast<double>(keys), "keys");
+  figure("local_memory_bound", static_cast<double>(bound) / 1048576.0, "MB");
+  figure("local_memory_entries", static_cast<double>(stats.local_entries), "entries");
+  figure("local_memory_accounted", static_cast<double>(stats.local_bytes) / 1048576.0, "MB");
+  figure("local_memory_rss_growth", std::max(after, highest) - before, "MB");
+  figure("local_memory_rss_ratio", (std::max(after, highest) - before) * 1048576.0 /
+                                       static_cast<double>(bound), "x");
+  return stats.local_bytes <= bound ? 0 : 1;
+}
+
+// --- node down -------------------------------------------------------------------
+// Every key's server is down (nothing listens on its port): --threads callers
+// hammer --keys keys for --seconds with a --expiration-ms expiration. Prints
+// the creator calls per key per expiration period, with degraded mode keeping
+// values in process and without (degraded_entries = 0), side by side.
+int bench_node_down(const Args& args) {
+  const int threads = static_cast<int>(args.num("threads", 8));
+  const int nkeys = static_cast<int>(args.num("keys", 20));
+  const auto run_for = std::chrono::milliseconds(args.num("seconds", 3) * 1000);
+  const auto expiration = std::chrono::milliseconds(args.num("expiration-ms", 1000));
+  const int dead_port = dogpile::test::free_port();  // nothing listens there
+  const std::string config = fmt::format(
+      "--SERVER=127.0.0.1:{} --CONNECT-TIMEOUT=200 --POLL-TIMEOUT=200 --RETRY-TIMEOUT=1",
+      dead_port);
+  for (const bool keep : {true, false}) {
+    auto options = quiet_options();
+    options.expiration = expiration;
+    options.on_error = [](const dogpile::ErrorEvent&) {};
+    if (!keep) options.degraded_entries = 0;
+    dogpile::CacheRegion region(make_backend(args, config), options);
+    std::vector<std::atomic<long>> creations(static_cast<std::size_t>(nkeys));
+    std::atomic<long> calls{0};
+    std::atomic<bool> stop{false};
+    const auto started = std::chrono::steady_clock::now();
+    {
+      std::vector<std::jthread> pool;
+      for (int t = 0; t < threads; ++t) {
+        pool.emplace_back([&, t] {
+          for (long i = t; !stop.load(std::memory_order_relaxed); ++i) {
+            const int k = static_cast<int>(i % nkeys);
+            region.get_or_create("down:" + std::to_string(k), [&] {
+              creations[static_cast<std::size_t>(k)].fetch_add(1);
+              return std::string(100, 'v');
+            });
+            calls.fetch_add(1, std::memory_order_relaxed);
+          }
+        });
+      }
+      std::this_thread::sleep_for(run_for);
+      stop = true;
+    }
+    // The expiration periods begun while calls ran: a value made at t is
+    // fresh until t + expiration, so one creation per key per period is
+    // the least a process can do.
+    const double periods =
+        std::floor((std::chrono::steady_clock::now() - started) / expiration) + 1.0;
+    long total = 0, most = 0;
+    for (auto& c : creations) {
+      total += c.load();
+      most = std::max(most, c.load());
+    }
+    const std::string name = fmt::format("node_down_{}_{}", meta_transport(args) ? "meta" : "classic",
+                                         keep ? "kept" : "unprotected");
+    figure(name + "_calls", static_cast<double>(calls.load()), "calls");
+    figure(name + "_creations_per_key_period",
+           static_cast<double>(total) / nkeys / periods, "calls");
+    figure(name + "_most_per_key_period", static_cast<double>(most) / periods, "calls");
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc < 2) {
     std::fprintf(stderr,
-                 "usage: %s hit|throughput|herd|multi|memory|waiting|wire [--option value ...]\n",
+                 "usage: %s hit|throughput|herd|multi|memory|local-memory|node-down|waiting|wire "
+                 "[--option value ...]\n",
                  argv[0]);
     return 2;
   }
@@ -660,6 +781,8 @@ int main(int argc, char** argv) {
     if (command == "herd") return bench_herd(args);
     if (command == "multi") return bench_multi(args);
     if (command == "memory") return bench_memory(args);
+    if (command == "local-memory") return bench_local_memory(args);
+    if (command == "node-down") return bench_node_down(args);
     if (command == "waiting") return bench_waiting(args);
     if (command == "wire") return bench_wire(args);
   } catch (const std::exception& e) {

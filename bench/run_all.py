@@ -59,7 +59,7 @@ class Runner:
     def run(self, program, *args, server=None):
         cmd = ([self.bench] if program == "ours" else ["/usr/bin/python3", str(HERE / "peer.py")])
         cmd += list(args)
-        if "memory" not in args and "wire" not in args:
+        if not {"memory", "local-memory", "node-down", "wire"} & set(args):
             cmd += ["--server", server or self.server]
         started = time.time()
         result = subprocess.run(cmd, capture_output=True, text=True)
@@ -138,6 +138,12 @@ def write_results(r, out, elapsed):
             f"socket {spread(f'hit_socket_ratio_{size}')}",
             "<= 1.05x raw", met(ratio is not None and ratio <= 1.05,
                                 meta_ratio is not None and meta_ratio <= 1.05))
+    for size in ("100B", "10KB"):
+        speedup = get(f"hit_local_speedup_{size}")
+        row(f"fresh hit from the local tier, {size} value (median per call, 5 runs)",
+            cell(f"hit_local_{size}"), "(no request)", cell(f"hit_raw_{size}"), "-",
+            f"raw / local {spread(f'hit_local_speedup_{size}')}", ">= 20x faster than raw",
+            met(speedup is not None and speedup >= 20))
     for t in (1, 2, 8, 32):
         ratio, meta_ratio = get(f"throughput_ratio_{t}t"), get(meta_name(f"throughput_ratio_{t}t"))
         row(f"throughput, {t} thread{'s' if t > 1 else ''}, 1,000 hot keys",
@@ -190,6 +196,21 @@ def write_results(r, out, elapsed):
         "-", "0", met(entries == 0))
     row("1,000,000 distinct keys: RSS growth", cell("memory_rss_growth"), "(no backend)", "-",
         cell("peer_memory_rss_growth"), "-", "< 20 MB", met(growth is not None and growth < 20))
+    growth, bound = get("local_memory_rss_growth"), get("local_memory_bound")
+    row(f"1,000,000 distinct keys through a local tier bounded at {cell('local_memory_bound')}: "
+        "RSS growth (entries kept)",
+        f"{cell('local_memory_rss_growth')} ({cell('local_memory_entries')})", "(no backend)", "-",
+        "-", fmt(get("local_memory_rss_ratio"), "x"), "within the bound",
+        met(growth is not None and bound is not None and growth <= bound * 1.1))
+    kept, meta_kept = (get("node_down_classic_kept_most_per_key_period"),
+                       get("node_down_meta_kept_most_per_key_period"))
+    row("server down, 8 threads on 20 keys for 3 s, expiration 1 s: creator calls per key per "
+        "expiration (most of any key; unprotected: degraded_entries = 0)",
+        f"{cell('node_down_classic_kept_most_per_key_period')} (unprotected "
+        f"{cell('node_down_classic_unprotected_most_per_key_period')})",
+        f"{cell('node_down_meta_kept_most_per_key_period')} (unprotected "
+        f"{cell('node_down_meta_unprotected_most_per_key_period')})", "-", "-", "-", "<= 1",
+        met(kept is not None and kept <= 1, meta_kept is not None and meta_kept <= 1))
     for ms in (200, 5000):
         for setup, label, limit in (("no_history", "no history", 60),
                                     ("history_one_host", "history, one host's clock", 20),
@@ -277,6 +298,15 @@ def write_results(r, out, elapsed):
         "- memory: a backend that stores nothing, so every key does the full cold path "
         "(flight, lock, creation); RSS of the process before and after (the peer: dogpile.cache's "
         "null backend).",
+        "- local tier: the fresh-hit run also calls a region with `RegionOptions::local` (1 s "
+        "time to live, so a hot key is read from memcached once a second) in the same rotation; "
+        "its median beside raw libmemcached's. Its memory: 1,000,000 distinct keys with 100 B "
+        "values through a region whose tier is bounded at 32 MB (a backend that stores "
+        "nothing); the highest RSS growth seen, sampled every 100,000 keys and at the end.",
+        "- server down: the only server's port has nothing listening; 8 threads call "
+        "`get_or_create` on 20 keys for 3 s with a 1 s expiration. Creator calls of the key "
+        "with the most, divided by the expiration periods begun (floor(elapsed / 1 s) + 1), "
+        "with degraded mode's values kept and without (`degraded_entries = 0`).",
         "- waiting: one region creates a value (200 ms or 5 s) while another, in the same "
         "process, waits for it; its polls (one request each) and how long after the store it "
         "had the value. History: the key's last creation took as long (on the classic "
@@ -377,6 +407,9 @@ def main():
             r.run("ours", "multi", "--keys", "100", "--rounds", "200", "--transport", transport)
         r.run("peer", "multi", "--keys", "100", "--rounds", "50")
         r.run("ours", "memory", "--keys", "1000000")
+        r.run("ours", "local-memory", "--keys", "1000000", "--bound-mb", "32")
+        for transport in ("classic", "meta"):
+            r.run("ours", "node-down", "--seconds", "3", "--transport", transport)
         for ms in ("200", "5000"):
             for transport in ("classic", "meta"):
                 r.run("ours", "waiting", "--creator-ms", ms, "--transport", transport)

@@ -960,16 +960,19 @@ void CacheRegion::Engine::release(std::span<Slot* const> slots) {
 }
 
 // Locks whose release failed (a server restarting, a connection that broke):
-// tried again on the keeper thread, 100 ms after, then at doubling intervals
-// up to 1 s, until released or until they would have expired anyway. Left
-// alone, each would keep the key's next callers, here and elsewhere, waiting
-// for lock_timeout.
+// tried again on the keeper thread every 100 ms for a second (a restarted
+// server is usually back within its retry interval), then at doubling
+// intervals up to 1 s, until released or until they would have expired
+// anyway. Left alone, each would keep the key's next callers, here and
+// elsewhere, waiting for lock_timeout.
 void CacheRegion::Engine::release_later(std::vector<std::unique_ptr<DistributedLock>> locks) {
   using Locks = std::vector<std::unique_ptr<DistributedLock>>;
   auto pending = std::make_shared<Locks>(std::move(locks));
   const SteadyTime give_up = clock_.steady_now() + options_.lock_timeout;
-  auto next = std::make_shared<Duration>(std::chrono::milliseconds(100));
-  keeper_.schedule(*next, [this, pending, give_up, next]() -> std::optional<Duration> {
+  constexpr auto kFirst = std::chrono::milliseconds(100);
+  auto next = std::make_shared<Duration>(kFirst);
+  auto tries = std::make_shared<int>(0);
+  keeper_.schedule(kFirst, [this, pending, give_up, next, tries]() -> std::optional<Duration> {
     std::erase_if(*pending, [](const std::unique_ptr<DistributedLock>& lock) {
       try {
         lock->release();
@@ -982,7 +985,7 @@ void CacheRegion::Engine::release_later(std::vector<std::unique_ptr<DistributedL
       pending->clear();  // what is left expires in the backend
       return std::nullopt;
     }
-    *next = std::min<Duration>(*next * 2, std::chrono::seconds(1));
+    if (++*tries >= 10) *next = std::min<Duration>(*next * 2, std::chrono::seconds(1));
     return *next;
   });
 }
