@@ -401,6 +401,7 @@ void CacheRegion::Engine::read_failed(Context& ctx, Slot& slot, bool count) {
   slot.read_failed = true;
   slot.found = Found::error;
   slot.at_hand.reset();
+  slot.value_is_at_hand = false;
   const auto kept = kept_.get(slot.key, clock_.steady_now());
   if (!kept) return;
   const Found found = examine_item(ctx, slot, *kept, true);
@@ -419,7 +420,10 @@ bool CacheRegion::Engine::serve_local(Context& ctx, Slot& slot) {
   slot.local_writes = local_.writes(slot.key);
   auto item = local_.get(slot.key, clock_.steady_now());
   if (!item) return false;
-  if (examine_item(ctx, slot, *item, true) != Found::fresh) return false;
+  if (examine_item(ctx, slot, *item, true) != Found::fresh) {
+    local_.discard(slot.key, item.get());  // the read that follows may fill a newer one
+    return false;
+  }
   slot.found = Found::fresh;
   slot.served = Served::local;
   slot.at_hand = std::move(item);
@@ -429,25 +433,23 @@ bool CacheRegion::Engine::serve_local(Context& ctx, Slot& slot) {
 
 void CacheRegion::Engine::fill_local(const Slot& slot, std::shared_ptr<const Item> item) {
   if (!local_.enabled()) return;
-  local_.put_read(slot.key, std::move(item), clock_.steady_now() + local_ttl(), slot.local_writes);
-}
-
-// This process wrote `key` (item: the value it set; null: it removed or
-// invalidated it): the local tier holds that from now on.
-void CacheRegion::Engine::wrote_local(std::string_view key, std::shared_ptr<const Item> item) {
-  if (!local_.enabled()) return;
-  local_.put_written(key, std::move(item), clock_.steady_now() + local_ttl());
+  const SteadyTime now = clock_.steady_now();
+  local_.put_read(slot.key, std::move(item), now, now + local_ttl(), slot.local_writes);
 }
 
 // Forgets keys in the local tier when it leaves scope: after the backend's
-// write, however that ended (a fill that read before it is fenced out).
+// write, however that ended. Every write of this process (set, remove,
+// invalidate, and their multi forms) forgets rather than puts its value:
+// two writes racing in this process then cannot leave the tier disagreeing
+// with the order the backend saw; the next read fills it from the backend,
+// and a fill that read before the write is fenced out.
 class CacheRegion::Engine::LocalForget {
  public:
   explicit LocalForget(Engine& engine) : engine_(engine) {}
   LocalForget(const LocalForget&) = delete;
   LocalForget& operator=(const LocalForget&) = delete;
   ~LocalForget() {
-    for (const auto& key : keys_) engine_.wrote_local(key, nullptr);
+    for (const auto& key : keys_) engine_.local_.erase(key);
   }
   void add(std::string key) {
     if (engine_.local_.enabled()) keys_.push_back(std::move(key));
@@ -592,12 +594,21 @@ void CacheRegion::Engine::take_leases(Context& ctx, std::span<Slot* const> leade
       // lease's confirm reads again, look again at what this process kept:
       // another caller may have kept a new value between this caller's look
       // and its lead. That value is served, not made again.
+      const Found first_found = s->found;
+      auto first_at_hand = s->at_hand;
       read_failed(ctx, *s, false);
       if (s->found == Found::fresh) {
-        detail::Counters::add(counters_.kept_served);
+        if (!detail::usable(first_found)) detail::Counters::add(counters_.kept_served);
         s->lead->publish(s->at_hand);
         s->served = Served::fresh;
         continue;
+      }
+      if (!s->has_value() && first_at_hand && detail::usable(first_found)) {
+        // Evicted meanwhile: the stale value first found is still at hand.
+        s->found = first_found;
+        s->at_hand = std::move(first_at_hand);
+        s->value_is_at_hand = false;
+        redecode_at_hand(ctx, *s);
       }
       s->degraded = true;
     } else if (s->lease.lease == LeaseState::won) {
@@ -964,27 +975,39 @@ void CacheRegion::Engine::release(std::span<Slot* const> slots) {
 // server is usually back within its retry interval), then at doubling
 // intervals up to 1 s, until released or until they would have expired
 // anyway. Left alone, each would keep the key's next callers, here and
-// elsewhere, waiting for lock_timeout.
+// elsewhere, waiting for lock_timeout. The keeper also extends live
+// creators' locks, so a pass is short: each attempt is bounded by 250 ms
+// and a pass by 500 ms; what is given up on (or left when the region goes)
+// is abandoned without a request, to expire in the backend.
+namespace {
+struct Unreleased {
+  std::vector<std::unique_ptr<DistributedLock>> locks;
+  ~Unreleased() {
+    for (auto& lock : locks) lock->abandon();
+  }
+};
+}  // namespace
+
 void CacheRegion::Engine::release_later(std::vector<std::unique_ptr<DistributedLock>> locks) {
-  using Locks = std::vector<std::unique_ptr<DistributedLock>>;
-  auto pending = std::make_shared<Locks>(std::move(locks));
+  auto pending = std::make_shared<Unreleased>();
+  pending->locks = std::move(locks);
   const SteadyTime give_up = clock_.steady_now() + options_.lock_timeout;
   constexpr auto kFirst = std::chrono::milliseconds(100);
   auto next = std::make_shared<Duration>(kFirst);
   auto tries = std::make_shared<int>(0);
   keeper_.schedule(kFirst, [this, pending, give_up, next, tries]() -> std::optional<Duration> {
-    std::erase_if(*pending, [](const std::unique_ptr<DistributedLock>& lock) {
+    auto& locks = pending->locks;
+    const auto pass_ends = detail::Steady::now() + std::chrono::milliseconds(500);
+    for (auto it = locks.begin(); it != locks.end() && detail::Steady::now() < pass_ends;) {
+      detail::DeadlineScope bounded(detail::Steady::now() + std::chrono::milliseconds(250));
       try {
-        lock->release();
-        return true;
+        (*it)->release();
+        it = locks.erase(it);
       } catch (...) {
-        return false;
+        ++it;
       }
-    });
-    if (pending->empty() || clock_.steady_now() >= give_up) {
-      pending->clear();  // what is left expires in the backend
-      return std::nullopt;
     }
+    if (locks.empty() || clock_.steady_now() >= give_up) return std::nullopt;
     if (++*tries >= 10) *next = std::min<Duration>(*next * 2, std::chrono::seconds(1));
     return *next;
   });
@@ -1250,12 +1273,12 @@ bool CacheRegion::Engine::set(std::string_view user_key, Encode encode,
   kept_.erase(key);  // this process's own write wins over what it kept
   auto item = envelope(user_key, detail::key_check(key), encode, std::chrono::microseconds(0));
   if (!item) return false;
+  LocalForget forget(*this);
+  forget.add(key);
   try {
     backend_->set(key, *item, judge_.ttl_for(expiration ? *expiration : options_.expiration));
-    wrote_local(key, std::move(item));
     return true;
   } catch (const std::exception& e) {
-    wrote_local(key, nullptr);
     reporter_.report(ErrorKind::backend, "set", user_key, e.what());
     return false;
   }

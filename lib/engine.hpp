@@ -138,7 +138,6 @@ class CacheRegion::Engine : detail::ForkAware {
   // The local tier.
   bool serve_local(Context& ctx, detail::Slot& slot);
   void fill_local(const detail::Slot& slot, std::shared_ptr<const Item> item);
-  void wrote_local(std::string_view key, std::shared_ptr<const Item> item);
   [[nodiscard]] Duration local_ttl() const noexcept {
     return options_.local ? options_.local->ttl : Duration::zero();
   }

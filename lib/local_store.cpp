@@ -90,13 +90,26 @@ std::uint64_t LocalStore::writes(std::string_view key) const noexcept {
   return shard_of(key).writes.load(std::memory_order_acquire);
 }
 
-void LocalStore::put_read(std::string_view key, std::shared_ptr<const Item> item,
+void LocalStore::put_read(std::string_view key, std::shared_ptr<const Item> item, SteadyTime now,
                           SteadyTime until, std::uint64_t seen) {
   if (!item || max_entries_ == 0) return;
   Shard& shard = shard_of(key);
   std::lock_guard lock(shard.mutex);
   if (shard.writes.load(std::memory_order_relaxed) != seen) return;  // a write came between
+  if (auto it = shard.entries.find(key); it != shard.entries.end() && now < it->second.until) {
+    return;  // another fill was first
+  }
   insert(shard, key, std::move(item), until);
+}
+
+void LocalStore::discard(std::string_view key, const Item* item) {
+  if (max_entries_ == 0) return;
+  Shard& shard = shard_of(key);
+  std::lock_guard lock(shard.mutex);
+  if (auto it = shard.entries.find(key);
+      it != shard.entries.end() && it->second.item.get() == item) {
+    drop(shard, it);
+  }
 }
 
 std::shared_ptr<const Item> LocalStore::get(std::string_view key, SteadyTime now) {

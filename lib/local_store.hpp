@@ -51,9 +51,14 @@ class LocalStore {
   /// The writes to `key`'s shard so far; a fill passes it to put_read.
   [[nodiscard]] std::uint64_t writes(std::string_view key) const noexcept;
   /// Keeps `item`, read from the backend (or made) after writes(key) said
-  /// `seen`, until `until` — unless a write to the shard came since.
-  void put_read(std::string_view key, std::shared_ptr<const Item> item, SteadyTime until,
-                std::uint64_t seen);
+  /// `seen`, from `now` until `until` — unless a write to the shard came
+  /// since, or the key already holds an item (a fill that was slower than
+  /// another does not replace what that one put).
+  void put_read(std::string_view key, std::shared_ptr<const Item> item, SteadyTime now,
+                SteadyTime until, std::uint64_t seen);
+  /// Drops `key`'s item if it is still `item` (found no longer fresh), so
+  /// that the next fill may put a newer one.
+  void discard(std::string_view key, const Item* item);
   /// The item under `key`, if it is there and `now` is before its time.
   [[nodiscard]] std::shared_ptr<const Item> get(std::string_view key, SteadyTime now);
   /// Drops `key`'s item; fills that read before are dropped too.

@@ -111,16 +111,32 @@ TEST_SUITE("local store") {
     // write) ...
     store.erase("k");
     // ...and the reader's fill comes late: dropped.
-    store.put_read("k", item("old"), t0 + 10s, seen);
+    store.put_read("k", item("old"), t0, t0 + 10s, seen);
     CHECK(store.get("k", t0) == nullptr);
-    // The same after a set (put_written), which keeps its own value.
-    const auto seen2 = store.writes("k");
-    store.put_written("k", item("new"), t0 + 10s);
-    store.put_read("k", item("old"), t0 + 10s, seen2);
-    CHECK(store.get("k", t0)->data == "new");
     // A fill with no write since its read is kept.
-    store.put_read("k", item("newer"), t0 + 10s, store.writes("k"));
+    store.put_read("k", item("new"), t0, t0 + 10s, store.writes("k"));
+    REQUIRE(store.get("k", t0) != nullptr);
+    CHECK(store.get("k", t0)->data == "new");
+  }
+
+  TEST_CASE("a slower fill does not replace a faster one, and discard makes room for the next") {
+    LocalStore store(100, 1 << 20);
+    const SteadyTime t0{};
+    const auto seen = store.writes("k");
+    store.put_read("k", item("newer"), t0, t0 + 10s, seen);  // made and stored here
+    store.put_read("k", item("older"), t0, t0 + 10s, seen);  // read before that store
     CHECK(store.get("k", t0)->data == "newer");
+    // Once past its time, an entry is no obstacle.
+    store.put_read("k", item("later"), t0 + 10s, t0 + 20s, store.writes("k"));
+    CHECK(store.get("k", t0 + 10s)->data == "later");
+    // discard drops only the item it was given.
+    const auto later = store.get("k", t0 + 10s);
+    store.discard("k", item("other").get());
+    CHECK(store.get("k", t0 + 10s) == later);
+    store.discard("k", later.get());
+    CHECK(store.get("k", t0 + 10s) == nullptr);
+    store.put_read("k", item("fresh"), t0 + 10s, t0 + 20s, store.writes("k"));
+    CHECK(store.get("k", t0 + 10s)->data == "fresh");
   }
 
   TEST_CASE("an entry's cost counts its key, its bytes and the bookkeeping") {

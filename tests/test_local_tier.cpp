@@ -116,9 +116,13 @@ TEST_SUITE("local tier") {
     Fixture f;
     CacheRegion region(f.backend, f.local());
     region.get_or_create("k", f.creator("v1"));
-    // set: its value is served at once, from the tier.
+    // set: its value is served at once (read once from the backend, then
+    // from the tier).
     CHECK(region.set("k", std::string("v2")));
-    const auto before = f.requests();
+    auto before = f.requests();
+    CHECK(region.get_or_create("k", f.creator("x")) == "v2");
+    CHECK(f.requests() == before + 1);
+    before = f.requests();
     CHECK(region.get_or_create("k", f.creator("x")) == "v2");
     CHECK(f.requests() == before);
     // remove: the next call creates.
@@ -176,6 +180,18 @@ TEST_SUITE("local tier") {
       return Racing{"new"};
     }) == Racing{"new"});
     CHECK(made == 1);
+  }
+
+  TEST_CASE("a read racing this process's set does not fill the tier with the old value") {
+    Fixture f;
+    CacheRegion region(f.backend, f.local({.ttl = 1h}));
+    CacheRegion other(f.backend, f.options());
+    other.set("k", Racing{"old"});
+    racing_hook = [&] { region.set("k", Racing{"newest"}); };
+    CHECK(region.get_or_create("k", [] { return Racing{"unused"}; }) == Racing{"old"});
+    CHECK(racing_hook == nullptr);
+    CHECK(region.get_or_create("k", [] { return Racing{"unused"}; }) == Racing{"newest"});
+    CHECK(region.get_or_create("k", [] { return Racing{"unused"}; }) == Racing{"newest"});
   }
 
   TEST_CASE("herd protection is unchanged: a local miss goes through the engine") {

@@ -114,6 +114,10 @@ class DistributedLock {
   /// Whether this object holds the lock.
   [[nodiscard]] bool held() const noexcept { return held_; }
 
+  /// Gives the lock up in this process without a request: it expires in the
+  /// backend after ttl(). For a holder that cannot reach the backend.
+  void abandon() noexcept { forget(); }
+
   /// release(), with errors swallowed: the lock then expires on its own
   /// after ttl(). Never throws.
   void unlock() noexcept;
@@ -326,7 +330,8 @@ class Backend {
 
   /// Ends each slot's lease (its lock), if it is still held. Never throws for
   /// a lease that was lost; throws BackendError if the backend cannot be asked
-  /// (the lease then expires on its own). The default calls lock->release().
+  /// (the leases not ended are still held: the region tries them again, then
+  /// lets them expire). The default calls lock->release().
   virtual void release(std::span<LeaseSlot> slots);
 
   /// Whether mark_stale() is supported.
