@@ -8,7 +8,7 @@
 # Any failure or sanitizer finding fails the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh docker-compose clang libclang-rt-14-dev
+scripts/setup.sh docker-compose clang libclang-rt-14-dev nlohmann-json3-dev
 jobs=${DOGPILE_JOBS:-$(nproc)}
 
 echo "== build and test (build/)"

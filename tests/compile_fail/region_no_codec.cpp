@@ -3,6 +3,10 @@
 
 #include <vector>
 
-std::vector<std::string> use(dogpile::CacheRegion& region) {
-  return region.get_or_create("k", [] { return std::vector<std::string>{"a"}; });
+struct Profile {
+  std::string name;
+};
+
+std::vector<Profile> use(dogpile::CacheRegion& region) {
+  return region.get_or_create("k", [] { return std::vector<Profile>{{"a"}}; });
 }
