@@ -8,6 +8,7 @@
 
 #include "../tests/backend_conformance.hpp"
 #include "dogpile/memcached.hpp"
+#include "dogpile/memcached_meta.hpp"
 #include "memcached_server.hpp"
 
 using namespace std::chrono_literals;
@@ -34,9 +35,10 @@ TEST_CASE_TEMPLATE_INVOKE(backend_conformance, MemcachedFixture);
 
 TEST_SUITE("memcached backend") {
 
-  TEST_CASE("a lock whose release failed (the server stalled) is released when tried again") {
+  TEST_CASE_TEMPLATE("a lock whose release failed (the server stalled) is released when tried again",
+                     Transport, MemcachedBackend, dogpile::MemcachedMetaBackend) {
     MemcachedServer server;
-    auto backend = std::make_shared<MemcachedBackend>(server.options() + " --POLL-TIMEOUT=200");
+    auto backend = std::make_shared<Transport>(server.options() + " --POLL-TIMEOUT=200");
     auto lock = backend->make_lock("stalled", 30s);
     REQUIRE(lock->try_lock());
     server.pause();
