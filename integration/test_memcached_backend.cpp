@@ -58,6 +58,7 @@ TEST_SUITE("memcached backend") {
     CHECK_FALSE(lock->held());
     CHECK(server.raw("get stalled#L\r\n") == "END\r\n");
   }
+
   TEST_CASE("options that dogpile cannot work with are refused at construction") {
     auto refused = [](std::string_view options, std::string_view mention) {
       try {
@@ -73,7 +74,9 @@ TEST_SUITE("memcached backend") {
     refused("--SERVER=127.0.0.1:1 --BUFFER-REQUESTS", "--BUFFER-REQUESTS");
     refused("--SERVER=127.0.0.1:1 --NAMESPACE=x", "--NAMESPACE");
     refused("--POOL-MAX=4", "no server");
-    refused("--SERVER=127.0.0.1:1 --NO-SUCH-OPTION", "cannot parse");
+    // A typo is named, not only libmemcached's "unexpected UNKNOWN_OPTION".
+    refused("--SERVER=127.0.0.1:1 --NO-SUCH-OPTION", "option \"--NO-SUCH-OPTION\"");
+    refused("--SERVER=127.0.0.1:1 --POLL-TIMOUT=200 --TCP-NODELAY", "option \"--POLL-TIMOUT=200\"");
   }
 
   TEST_CASE("white space around the options is not an error") {

@@ -180,7 +180,10 @@ void CacheRegion::Engine::schedule_chores() {
     keeper_.schedule(*first, [this] {
       std::string error;
       if (!fleet_.sample(&error) && !error.empty()) {
-        reporter_.report(ErrorKind::backend, "measure clock", invalidations_.key(), error);
+        reporter_.report(ErrorKind::backend, "measure clock", invalidations_.key(),
+                         error + " (every clock_sync, a region measures this host's clock "
+                                 "against the server's, so that hosts judge ages alike; until "
+                                 "it can, it keeps the last measure)");
       }
       return fleet_.next_delay();
     });

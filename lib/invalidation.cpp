@@ -1,6 +1,7 @@
 #include "invalidation.hpp"
 
 #include <algorithm>
+#include <string>
 
 #include "dogpile/codec.hpp"
 #include "dogpile/detail/keys.hpp"
@@ -48,7 +49,11 @@ void Invalidations::fetch() noexcept {
                        "readable or belongs to another key; ignored");
     }
   } catch (const std::exception& e) {
-    reporter_.report(ErrorKind::backend, "read invalidation record", key_, e.what());
+    reporter_.report(ErrorKind::backend, "read invalidation record", key_,
+                     std::string(e.what()) +
+                         " (every invalidation_check, a region reads this record to learn of "
+                         "invalidate() calls made by any process; until it can, it judges "
+                         "with the invalidations it knows)");
   }
 }
 

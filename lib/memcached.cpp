@@ -218,8 +218,28 @@ struct MemcachedBackend::Impl : detail::ForkAware {
     if (mc == nullptr) {
       char error[512] = {};
       libmemcached_check_configuration(options.data(), options.size(), error, sizeof error);
-      throw std::invalid_argument(fmt::format(
-          "dogpile::MemcachedBackend: cannot parse options \"{}\": {}", options, error));
+      // libmemcached's parser says "syntax error, unexpected UNKNOWN_OPTION":
+      // name the option it stumbled on (the first that fails on its own).
+      std::string culprit;
+      for (std::size_t at = 0; at < options.size() && culprit.empty();) {
+        at = options.find_first_not_of(" \t\r\n", at);
+        if (at == std::string::npos) break;
+        const std::size_t end = std::min(options.find_first_of(" \t\r\n", at), options.size());
+        const std::string token = options.substr(at, end - at);
+        char ignored[512] = {};
+        if (libmemcached_check_configuration(token.data(), token.size(), ignored,
+                                             sizeof ignored) != MEMCACHED_SUCCESS) {
+          culprit = token;
+        }
+        at = end;
+      }
+      throw std::invalid_argument(
+          culprit.empty()
+              ? fmt::format("dogpile::MemcachedBackend: cannot parse options \"{}\": {}", options,
+                            error)
+              : fmt::format("dogpile::MemcachedBackend: option \"{}\" is not one libmemcached "
+                            "knows, or its value is wrong (options \"{}\": {})",
+                            culprit, options, error));
     }
     try {
       validate(mc);
