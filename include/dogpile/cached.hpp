@@ -306,6 +306,11 @@ class CachedMulti {
   auto operator()(const Ids& ids) const {
     using Id = std::ranges::range_value_t<Ids>;
     detail::require_key_arguments<Id>();
+    static_assert(std::invocable<const Fn&, std::span<const Id>>,
+                  "dogpile::cached_multi: fn must take one std::span<const Id> of the ids it "
+                  "is to compute (one id type, the element type of the range you call with), "
+                  "and return a std::vector of results in their order; to key by several "
+                  "values, make the id a struct with an fmt::formatter and take a span of it");
     std::vector<Id> all(std::ranges::begin(ids), std::ranges::end(ids));
     std::vector<std::string> keys;
     keys.reserve(all.size());

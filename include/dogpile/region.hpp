@@ -325,6 +325,10 @@ struct CachedValue {
 
 namespace detail {
 struct Deduced {};
+
+// For a static_assert that must fire only when its template is used.
+template <class...>
+inline constexpr bool always_false_v = false;
 template <class T, class Creator>
 using created_value_t = std::conditional_t<std::is_same_v<T, Deduced>,
                                            std::remove_cvref_t<std::invoke_result_t<Creator&>>, T>;
@@ -401,6 +405,18 @@ class CacheRegion {
   requires std::invocable<Creator&> detail::created_value_t<T, Creator> get_or_create(
       std::string_view key, Creator&& creator, Outcome* outcome = nullptr) {
     return get_or_create<T>(key, std::forward<Creator>(creator), CallOptions{.outcome = outcome});
+  }
+
+  /// A creator that cannot be called with no arguments: a compile error that
+  /// says what to write.
+  template <class T = detail::Deduced, class Creator, class... Rest>
+  requires(!std::invocable<Creator&>) auto get_or_create(std::string_view, Creator&&, Rest&&...) {
+    static_assert(detail::always_false_v<Creator>,
+                  "dogpile: get_or_create's creator must be callable with no arguments and "
+                  "return the value to cache, e.g. region.get_or_create(key, [&] { return "
+                  "load(id); }); for many keys at once, use get_or_create_multi, whose creator "
+                  "takes std::span<const std::string_view>");
+    return detail::Deduced{};
   }
 
   /// get_or_create with per-call options, and `should_cache(value)`: a value
@@ -547,6 +563,24 @@ class CacheRegion {
                                CallOptions{});
   }
 
+  /// A creator that cannot take the missing keys: a compile error that says
+  /// what to write.
+  template <class Keys, class Creator, class... Rest>
+  requires(!std::invocable<Creator&, std::span<const std::string_view>>) void get_or_create_multi(
+      const Keys&, Creator&&, Rest&&...) {
+    static_assert(detail::always_false_v<Creator>,
+                  "dogpile: get_or_create_multi's creator must take the keys it is to make, "
+                  "as std::span<const std::string_view>, and return their values in order, "
+                  "e.g. [&](std::span<const std::string_view> missing) { return "
+                  "load_all(missing); } returning std::vector<T>");
+  }
+  template <class Creator, class... Rest>
+  requires(!std::invocable<Creator&, std::span<const std::string_view>>) void get_or_create_multi(
+      std::initializer_list<std::string_view> keys, Creator&& creator, Rest&&... rest) {
+    get_or_create_multi(std::vector<std::string_view>(keys), std::forward<Creator>(creator),
+                        std::forward<Rest>(rest)...);
+  }
+
   /// get_or_create_multi with per-call options (every option of
   /// get_or_create applies, per key) and `should_cache(value)`.
   template <detail::key_range Keys, class Creator, class ShouldCache = detail::AlwaysCache>
@@ -555,9 +589,11 @@ class CacheRegion {
                            ShouldCache&& should_cache = {}) {
     using Result =
         std::remove_cvref_t<std::invoke_result_t<Creator&, std::span<const std::string_view>>>;
-    static_assert(std::ranges::sized_range<Result>,
+    static_assert(std::ranges::sized_range<Result> &&
+                      !std::is_convertible_v<const Result&, std::string_view>,
                   "dogpile: get_or_create_multi's creator must return a sized range of values "
-                  "(e.g. std::vector<T>), one per key it was given, in order");
+                  "(e.g. std::vector<T>), one per key it was given, in order; a std::string is "
+                  "a range of characters, not of values: return std::vector<std::string>");
     using T = std::remove_cvref_t<std::ranges::range_value_t<Result>>;
     using Stored = std::decay_t<Creator>;
     using Predicate = std::decay_t<ShouldCache>;
