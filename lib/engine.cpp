@@ -1079,8 +1079,16 @@ void CacheRegion::Engine::poll(Context& ctx, std::span<Slot* const> due) {
   } catch (const std::bad_alloc&) {
     throw;
   } catch (const std::exception& e) {
-    // The server went away while we waited: create here, without the lock.
     reporter_.report(ErrorKind::backend, "poll", due.front()->user_key, e.what());
+    if (ctx.stop.stop_requested() || clock_.steady_now() >= ctx.deadline) {
+      // The call's own deadline (or stop) cut the poll short: the wait ends
+      // as it would have without the request, never in a second creator.
+      give_up(ctx, due,
+              ctx.stop.stop_requested() ? WaitTimeout::Reason::cancelled
+                                        : WaitTimeout::Reason::deadline);
+      return;
+    }
+    // The server went away while we waited: create here, without the lock.
     for (Slot* s : due) s->degraded = true;
     create_for_call(ctx, due);
     return;

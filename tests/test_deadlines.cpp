@@ -10,6 +10,7 @@
 #include <thread>
 #include <vector>
 
+#include "backends.hpp"
 #include "manual_executor.hpp"
 #include "region_fixture.hpp"
 
@@ -97,6 +98,33 @@ TEST_SUITE("deadlines") {
     CHECK(out.reason == WaitTimeout::Reason::deadline);
     CHECK(f.creator_calls.load() == 0);
     CHECK(b.stats().wait_timeouts == 1);
+    gate.open = true;
+  }
+
+  TEST_CASE("a poll cut short by the call's own deadline ends in WaitTimeout, not a creation") {
+    // The deadline bounds backend requests too: a poll in flight when it
+    // passes fails. That is the wait running out, not the server going away.
+    dogpile::test::RegionFixture f;
+    auto faulty = std::make_shared<dogpile::test::FaultyBackend>(f.backend);
+    CacheRegion a(f.backend, f.options());
+    CacheRegion b(faulty, f.options());
+    Gate gate;
+    std::jthread holder([&] { a.get_or_create("k", [&] { return gate.pass("v"); }); });
+    REQUIRE(eventually([&] { return gate.entered.load(); }));
+    Outcomes out;
+    std::jthread waiter([&] {
+      out.run([&] { b.get_or_create("k", f.creator("b"), CallOptions{.deadline = 500ms}); });
+    });
+    // b pauses before its first poll (well within 500 ms); then the clock
+    // jumps to the deadline, and that poll fails.
+    REQUIRE(eventually([&] { return b.stats().lock_waits == 1 && f.clock.waiters() >= 2; }));
+    faulty->fail_get = true;
+    f.clock.advance(500ms);
+    waiter.join();
+    CHECK(out.timeouts.load() == 1);
+    CHECK(out.reason == WaitTimeout::Reason::deadline);
+    CHECK(f.creator_calls.load() == 0);
+    CHECK(faulty->failures.load() >= 1);  // the poll was sent, and failed
     gate.open = true;
   }
 
