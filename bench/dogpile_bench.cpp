@@ -26,14 +26,14 @@
 #include <algorithm>
 #include <atomic>
 #include <charconv>
-#include <cmath>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <map>
-#include <mutex>
 #include <memory>
+#include <mutex>
 #include <new>
 #include <optional>
 #include <stdexcept>
@@ -477,11 +477,10 @@ int bench_herd(const Args& args) {
     const std::string backend_key =
         dogpile::CacheRegion(make_backend(args, server.options()), quiet_options())
             .backend_key(key);
-    const auto raw = run_herd(
-        args, *raw_shared, processes, threads, server.options(),
-        [&](dogpile::CacheRegion&, dogpile::Backend& backend, bool&) {
-          (void)backend.get(backend_key);
-        });
+    const auto raw = run_herd(args, *raw_shared, processes, threads, server.options(),
+                              [&](dogpile::CacheRegion&, dogpile::Backend& backend, bool&) {
+                                (void)backend.get(backend_key);
+                              });
     std::vector<double> raw_ms;
     for (double us : raw) raw_ms.push_back(us / 1000.0);
     figure(name + "_raw_get_p99", percentile(raw_ms, 99), "ms");
@@ -697,8 +696,8 @@ int bench_local_memory(const Args& args) {
   figure("local_memory_entries", static_cast<double>(stats.local_entries), "entries");
   figure("local_memory_accounted", static_cast<double>(stats.local_bytes) / 1048576.0, "MB");
   figure("local_memory_rss_growth", std::max(after, highest) - before, "MB");
-  figure("local_memory_rss_ratio", (std::max(after, highest) - before) * 1048576.0 /
-                                       static_cast<double>(bound), "x");
+  figure("local_memory_rss_ratio",
+         (std::max(after, highest) - before) * 1048576.0 / static_cast<double>(bound), "x");
   return stats.local_bytes <= bound ? 0 : 1;
 }
 
@@ -753,11 +752,12 @@ int bench_node_down(const Args& args) {
       total += c.load();
       most = std::max(most, c.load());
     }
-    const std::string name = fmt::format("node_down_{}_{}", meta_transport(args) ? "meta" : "classic",
-                                         keep ? "kept" : "unprotected");
+    const std::string name =
+        fmt::format("node_down_{}_{}", meta_transport(args) ? "meta" : "classic",
+                    keep ? "kept" : "unprotected");
     figure(name + "_calls", static_cast<double>(calls.load()), "calls");
-    figure(name + "_creations_per_key_period",
-           static_cast<double>(total) / nkeys / periods, "calls");
+    figure(name + "_creations_per_key_period", static_cast<double>(total) / nkeys / periods,
+           "calls");
     figure(name + "_most_per_key_period", static_cast<double>(most) / periods, "calls");
   }
   return 0;

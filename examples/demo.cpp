@@ -172,8 +172,8 @@ long server_commands(const std::string& options) {
   const std::string address = options.substr(at + 9, options.find(' ', at) - at - 9);
   const auto colon = address.rfind(':');
   int port = 11211;
-  if (colon != std::string::npos) std::from_chars(address.data() + colon + 1,
-                                                  address.data() + address.size(), port);
+  if (colon != std::string::npos)
+    std::from_chars(address.data() + colon + 1, address.data() + address.size(), port);
   const std::string host = address.substr(0, colon);
   if (host != "127.0.0.1" && host != "localhost") return -1;
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);

@@ -29,8 +29,7 @@ namespace dogpile::test {
 enum class Transport { classic, meta };
 [[nodiscard]] Transport transport();
 /// A backend of the suite's transport for a memcached option string.
-[[nodiscard]] std::shared_ptr<Backend> memcached(std::string_view options,
-                                                 bool auto_eject = false);
+[[nodiscard]] std::shared_ptr<Backend> memcached(std::string_view options, bool auto_eject = false);
 
 class MemcachedServer {
  public:

@@ -173,8 +173,7 @@ TEST_SUITE("cluster") {
             return value_for(key);
           };
           try {
-            if (region.get_or_create(key, create) != value_for(key))
-              ++wrong;
+            if (region.get_or_create(key, create) != value_for(key)) ++wrong;
           } catch (...) {
             ++exceptions;
           }
@@ -240,7 +239,8 @@ TEST_SUITE("cluster") {
 
     const long calls_while_down = calls.load() - calls_before;
     int most_down_creations = 0;
-    for (const auto& n : down_creations) most_down_creations = std::max(most_down_creations, n.load());
+    for (const auto& n : down_creations)
+      most_down_creations = std::max(most_down_creations, n.load());
     down = false;
     cluster.nodes[1]->restart();
     const double restarted = now_ms();
@@ -329,7 +329,8 @@ TEST_SUITE("cluster") {
     CHECK_MESSAGE((now_on == 1 || now_on == 2), "on node " << now_on << " after " << attempts);
     const auto served_before = region.stats().kept_served;
     Outcome outcome{};
-    region.get_or_create(moved[0], [&] { return value_for(moved[0]); }, &outcome);
+    region.get_or_create(
+        moved[0], [&] { return value_for(moved[0]); }, &outcome);
     CHECK(outcome == Outcome::fresh);  // read from the live node, not from what was kept
     CHECK(region.stats().kept_served == served_before);
   }
@@ -362,8 +363,7 @@ TEST_SUITE("cluster") {
 
   TEST_CASE("a creator that throws: its flight's callers get the error, the lock is free at once") {
     Cluster cluster(1);
-    CacheRegion region(dogpile::test::memcached(cluster.config()),
-                       quiet({.expiration = 60s}));
+    CacheRegion region(dogpile::test::memcached(cluster.config()), quiet({.expiration = 60s}));
     std::atomic<int> creators{0}, errors{0};
     std::atomic<int> started{0};
     {
@@ -395,8 +395,7 @@ TEST_SUITE("cluster") {
 
   TEST_CASE("hostile keys on memcached: each stored and read back apart, nothing injected") {
     Cluster cluster(1);
-    CacheRegion region(dogpile::test::memcached(cluster.config()),
-                       quiet({.expiration = 60s}));
+    CacheRegion region(dogpile::test::memcached(cluster.config()), quiet({.expiration = 60s}));
     std::vector<std::string> keys = {"",
                                      " ",
                                      "with space",

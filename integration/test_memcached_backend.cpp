@@ -34,9 +34,9 @@ struct MemcachedFixture {
 TEST_CASE_TEMPLATE_INVOKE(backend_conformance, MemcachedFixture);
 
 TEST_SUITE("memcached backend") {
-
-  TEST_CASE_TEMPLATE("a lock whose release failed (the server stalled) is released when tried again",
-                     Transport, MemcachedBackend, dogpile::MemcachedMetaBackend) {
+  TEST_CASE_TEMPLATE(
+      "a lock whose release failed (the server stalled) is released when tried again", Transport,
+      MemcachedBackend, dogpile::MemcachedMetaBackend) {
     MemcachedServer server;
     auto backend = std::make_shared<Transport>(server.options() + " --POLL-TIMEOUT=200");
     auto lock = backend->make_lock("stalled", 30s);

@@ -49,8 +49,9 @@ LeaseRequest engine_read(std::chrono::seconds grace = 10s) {
 // Reads one key as the engine does; returns the item (if any).
 std::optional<Item> read(dogpile::Backend& b, LeaseSlot& slot, const LeaseRequest& request) {
   std::optional<Item> item;
-  b.read_view(slot, request,
-              [&](std::string_view data, std::uint32_t flags) { item = Item{std::string(data), flags}; });
+  b.read_view(slot, request, [&](std::string_view data, std::uint32_t flags) {
+    item = Item{std::string(data), flags};
+  });
   return item;
 }
 

@@ -42,8 +42,7 @@ int agreeing(const std::vector<RingServer>& servers, int keys) {
         memcached_server_by_key(mc.get(), key.data(), key.size(), &rc);
     REQUIRE(chosen != nullptr);
     const RingServer& mine = servers[ring.server_for(key)];
-    if (mine.host == memcached_server_name(chosen) &&
-        mine.port == memcached_server_port(chosen)) {
+    if (mine.host == memcached_server_name(chosen) && mine.port == memcached_server_port(chosen)) {
       ++same;
     }
   }
@@ -100,10 +99,11 @@ TEST_SUITE("placement") {
     }
     std::vector<std::int64_t> items;
     for (const auto& n : nodes) items.push_back(n->stats().at("curr_items"));
-    std::printf("1000 keys written by one transport, read by the other: %d; items per node %lld "
-                "%lld %lld\n",
-                read_back, static_cast<long long>(items[0]), static_cast<long long>(items[1]),
-                static_cast<long long>(items[2]));
+    std::printf(
+        "1000 keys written by one transport, read by the other: %d; items per node %lld "
+        "%lld %lld\n",
+        read_back, static_cast<long long>(items[0]), static_cast<long long>(items[1]),
+        static_cast<long long>(items[2]));
     CHECK(read_back == 1000);
     for (auto n : items) CHECK(n > 200);  // spread, not all on one node
   }

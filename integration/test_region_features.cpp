@@ -117,9 +117,11 @@ TEST_SUITE("features on memcached") {
     slow.join();
     CHECK(refreshed == Outcome::created);
     CHECK(calls == 1);
-    CHECK(reader.get_or_create("k", [] { return std::string("x"); }, &outcome) == "new");
+    CHECK(reader.get_or_create(
+              "k", [] { return std::string("x"); }, &outcome) == "new");
     CHECK(outcome == Outcome::fresh);
-    CHECK(reader.get_or_create("other", [] { return std::string("x"); }, &outcome) == "o");
+    CHECK(reader.get_or_create(
+              "other", [] { return std::string("x"); }, &outcome) == "o");
     CHECK(outcome == Outcome::fresh);
   }
 

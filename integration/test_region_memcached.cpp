@@ -113,8 +113,8 @@ TEST_SUITE("region on memcached") {
                       std::chrono::ceil<std::chrono::seconds>(defaults.stale_grace).count()) +
                   " v f c t\r\n"
             : "gets user:42\r\n";
-    CHECK(delta("bytes_read") == static_cast<std::int64_t>(std::string("stats\r\n").size() +
-                                                           read.size()));
+    CHECK(delta("bytes_read") ==
+          static_cast<std::int64_t>(std::string("stats\r\n").size() + read.size()));
   }
 
   TEST_CASE("cold herd, 4 processes x 16 threads: the creator runs exactly once") {
@@ -337,8 +337,8 @@ TEST_SUITE("region on memcached") {
     o.on_error = [&](const dogpile::ErrorEvent& e) {
       if (e.kind == dogpile::ErrorKind::backend) backend_errors.fetch_add(1);
     };
-    auto backend = dogpile::test::memcached(server.options() +
-                                                      " --RETRY-TIMEOUT=1 --CONNECT-TIMEOUT=200");
+    auto backend =
+        dogpile::test::memcached(server.options() + " --RETRY-TIMEOUT=1 --CONNECT-TIMEOUT=200");
     CacheRegion region(backend, o);
     int calls = 0;
     auto creator = [&] {

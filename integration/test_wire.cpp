@@ -6,8 +6,8 @@
 
 #include <algorithm>
 #include <atomic>
-#include <map>
 #include <cstdio>
+#include <map>
 #include <string>
 #include <thread>
 #include <vector>
@@ -16,8 +16,8 @@
 #include "dogpile/region.hpp"
 #include "memcached_server.hpp"
 #include "proxy.hpp"
-#include "wire_paths.hpp"
 #include "quiet.hpp"
+#include "wire_paths.hpp"
 
 using namespace std::chrono_literals;
 using dogpile::CacheRegion;
@@ -118,8 +118,8 @@ TEST_SUITE("on the wire") {
       creator.join();
       CHECK(outcome == Outcome::waited);
       // The first read and (classic) the lock attempt.
-      const int polls = proxy.requests() -
-                        (dogpile::test::transport() == dogpile::test::Transport::meta ? 1 : 2);
+      const int polls =
+          proxy.requests() - (dogpile::test::transport() == dogpile::test::Transport::meta ? 1 : 2);
       std::printf(
           "waiting on a 5 s creation, %s history: %d polls, value seen %.1f ms after it "
           "was stored\n",

@@ -48,7 +48,8 @@ std::vector<PathCost> measure_paths(Transport transport) {
   auto measure = [&](std::string path, std::string what, auto call) {
     proxy.reset_counts();
     call();
-    out.push_back(PathCost{std::move(path), proxy.requests(), proxy.round_trips(), std::move(what)});
+    out.push_back(
+        PathCost{std::move(path), proxy.requests(), proxy.round_trips(), std::move(what)});
   };
   auto value = [](const char* v) { return [v] { return std::string(v); }; };
 

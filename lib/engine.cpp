@@ -181,9 +181,10 @@ void CacheRegion::Engine::schedule_chores() {
       std::string error;
       if (!fleet_.sample(&error) && !error.empty()) {
         reporter_.report(ErrorKind::backend, "measure clock", invalidations_.key(),
-                         error + " (every clock_sync, a region measures this host's clock "
-                                 "against the server's, so that hosts judge ages alike; until "
-                                 "it can, it keeps the last measure)");
+                         error +
+                             " (every clock_sync, a region measures this host's clock "
+                             "against the server's, so that hosts judge ages alike; until "
+                             "it can, it keeps the last measure)");
       }
       return fleet_.next_delay();
     });
@@ -909,9 +910,9 @@ void CacheRegion::Engine::create(Context& ctx, std::span<Slot* const> slots, Cre
   // Degraded mode: what was made without the backend is kept in process, so
   // that this process's next callers of the key find it.
   const SteadyTime kept_until =
-      clock_.steady_now() +
-      std::chrono::duration_cast<SteadyTime::duration>(
-          ctx.expiration ? *ctx.expiration + options_.stale_grace : Duration(std::chrono::hours(24)));
+      clock_.steady_now() + std::chrono::duration_cast<SteadyTime::duration>(
+                                ctx.expiration ? *ctx.expiration + options_.stale_grace
+                                               : Duration(std::chrono::hours(24)));
   for (Slot* s : to_store) {
     if (s->degraded || store_failed) kept_.put_written(s->key, s->made, kept_until);
   }

@@ -52,16 +52,16 @@ struct Slot {
                                          // any envelope (even a miss): told to waiters
   bool value_is_at_hand = false;         // the call's value slot holds at_hand's value
   bool counted_miss = false;
-  std::uint64_t local_writes = 0;        // the local tier's writes before this slot's read
+  std::uint64_t local_writes = 0;  // the local tier's writes before this slot's read
 
   // --- this process ---
   std::optional<FlightTable::Lead> lead;
   std::shared_ptr<Flight> follow;
 
   // --- other processes ---
-  LeaseSlot lease;         // the lease, its lock and fence; lease.key views `key`
-  bool confirmed = false;  // the item at hand was read with the lease held
-  bool degraded = false;   // no distributed lock: the backend is failing
+  LeaseSlot lease;           // the lease, its lock and fence; lease.key views `key`
+  bool confirmed = false;    // the item at hand was read with the lease held
+  bool degraded = false;     // no distributed lock: the backend is failing
   bool read_failed = false;  // the backend could not be read: create without asking it
 
   // --- creation ---
@@ -173,8 +173,8 @@ class CacheRegion::Engine : detail::ForkAware {
   detail::FleetClock fleet_;
   detail::FlightTable flights_;
   detail::HeldElsewhere held_;
-  detail::LocalStore kept_;  // values made while the backend failed (degraded mode)
-  detail::LocalStore local_;  // the local tier (RegionOptions::local); off: keeps nothing
+  detail::LocalStore kept_;             // values made while the backend failed (degraded mode)
+  detail::LocalStore local_;            // the local tier (RegionOptions::local); off: keeps nothing
   std::shared_ptr<Executor> executor_;  // set when background_refresh is on
 
   // Background jobs queued or running, for the destructor to abandon or wait

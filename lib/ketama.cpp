@@ -59,7 +59,8 @@ KetamaRing::KetamaRing(std::span<const RingServer> servers, std::span<const bool
 
 std::size_t KetamaRing::server_for(std::string_view key) const noexcept {
   const std::uint32_t hash = key_hash(key);
-  auto it = std::lower_bound(points_.begin(), points_.end(), std::make_pair(hash, std::uint32_t{0}));
+  auto it =
+      std::lower_bound(points_.begin(), points_.end(), std::make_pair(hash, std::uint32_t{0}));
   if (it == points_.end()) it = points_.begin();
   return it->second;
 }

@@ -16,8 +16,7 @@ std::size_t LocalStore::cost(std::string_view key, const Item& item) noexcept {
   const std::size_t node = block(sizeof(void*) + sizeof(Node) + sizeof(std::size_t));
   const std::size_t shared = block(sizeof(Item) + 16);
   const std::size_t key_bytes = key.size() > kSmallString ? block(key.size() + 1) : 0;
-  const std::size_t data =
-      item.data.size() > kSmallString ? block(item.data.capacity() + 1) : 0;
+  const std::size_t data = item.data.size() > kSmallString ? block(item.data.capacity() + 1) : 0;
   return node + shared + key_bytes + data + sizeof(void*);
 }
 

@@ -198,8 +198,8 @@ struct MemcachedBackend::Impl : detail::ForkAware {
         static_cast<std::int32_t>(memcached_behavior_get(master, MEMCACHED_BEHAVIOR_POLL_TIMEOUT));
     connect_timeout_ms = static_cast<std::int32_t>(
         memcached_behavior_get(master, MEMCACHED_BEHAVIOR_CONNECT_TIMEOUT));
-    retry_timeout = std::chrono::seconds(
-        memcached_behavior_get(master, MEMCACHED_BEHAVIOR_RETRY_TIMEOUT));
+    retry_timeout =
+        std::chrono::seconds(memcached_behavior_get(master, MEMCACHED_BEHAVIOR_RETRY_TIMEOUT));
   }
   ~Impl() {
     registration.reset();
@@ -227,8 +227,8 @@ struct MemcachedBackend::Impl : detail::ForkAware {
         const std::size_t end = std::min(options.find_first_of(" \t\r\n", at), options.size());
         const std::string token = options.substr(at, end - at);
         char ignored[512] = {};
-        if (libmemcached_check_configuration(token.data(), token.size(), ignored,
-                                             sizeof ignored) != MEMCACHED_SUCCESS) {
+        if (libmemcached_check_configuration(token.data(), token.size(), ignored, sizeof ignored) !=
+            MEMCACHED_SUCCESS) {
           culprit = token;
         }
         at = end;
@@ -928,8 +928,8 @@ bool MemcachedLock::release_acquired() {
     }
     version = *owned;
   }
-  const bool released = impl_->cas_by_key(conn.get(), "release lock", value_key_, lock_key_,
-                                          bytes_, detail::kLockFlags, time_t{-1}, version);
+  const bool released = impl_->cas_by_key(conn.get(), "release lock", value_key_, lock_key_, bytes_,
+                                          detail::kLockFlags, time_t{-1}, version);
   held_ = false;
   lock_version_ = 0;
   return released;

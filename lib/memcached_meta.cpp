@@ -51,11 +51,11 @@ void check_key(std::string_view op, std::string_view key) {
 [[noreturn]] void unexpected(std::string_view op, std::string_view key, const Reply& reply) {
   switch (reply.code) {
     case Code::client_error:
-      throw BackendError(fmt::format("memcached {} of key {}: CLIENT_ERROR {}", op, key,
-                                     reply.message));
+      throw BackendError(
+          fmt::format("memcached {} of key {}: CLIENT_ERROR {}", op, key, reply.message));
     case Code::server_error:
-      throw BackendError(fmt::format("memcached {} of key {}: SERVER_ERROR {}", op, key,
-                                     reply.message));
+      throw BackendError(
+          fmt::format("memcached {} of key {}: SERVER_ERROR {}", op, key, reply.message));
     default:
       throw BackendError(fmt::format("memcached {} of key {}: unexpected reply", op, key));
   }
@@ -149,8 +149,8 @@ class MetaLease final : public DistributedLock {
   using Kind = LeaseKind;
 
   // A lease granted by `server`: held from the start.
-  MetaLease(std::shared_ptr<MemcachedMetaBackend::Impl> impl, std::size_t server,
-            std::string key, Kind kind, Cas cas, Ttl ttl)
+  MetaLease(std::shared_ptr<MemcachedMetaBackend::Impl> impl, std::size_t server, std::string key,
+            Kind kind, Cas cas, Ttl ttl)
       : impl_(std::move(impl)),
         server_(server),
         key_(std::move(key)),
@@ -380,8 +380,8 @@ const std::string& read_flags(const LeaseRequest& request) {
 
 // One request with one reply to the server of `key`; `on_reply` sees it.
 template <class OnReply>
-void one(meta::Client& client, std::string_view op, std::string_view key,
-         std::string_view request, OnReply on_reply) {
+void one(meta::Client& client, std::string_view op, std::string_view key, std::string_view request,
+         OnReply on_reply) {
   client.exchange(client.server(client.server_for(key)), request, 1, on_reply, op);
 }
 
@@ -437,8 +437,8 @@ void mg_batch(meta::Client& client, std::size_t n, ServerOf server_of,
 
 // mg_batch over lease slots, each on its key's server.
 template <class OnReply, class OnMiss>
-void mg_slots(meta::Client& client, std::span<LeaseSlot> slots, std::string_view flags,
-              bool quiet, std::string_view op, OnReply on_reply, OnMiss on_miss) {
+void mg_slots(meta::Client& client, std::span<LeaseSlot> slots, std::string_view flags, bool quiet,
+              std::string_view op, OnReply on_reply, OnMiss on_miss) {
   mg_batch(
       client, slots.size(), [&](std::size_t i) { return client.server_for(slots[i].key); },
       [&](std::size_t i) { return slots[i].key; }, flags, quiet, op,
@@ -514,8 +514,8 @@ std::optional<Item> MemcachedMetaBackend::gets(std::string_view key, Cas& cas) {
 }
 
 void MemcachedMetaBackend::set(std::string_view key, const Item& item, Ttl ttl) {
-  const Code code = store_one(impl_->client, "set", key, item,
-                              fmt::format("T{} F{}", exptime(ttl), item.flags));
+  const Code code =
+      store_one(impl_->client, "set", key, item, fmt::format("T{} F{}", exptime(ttl), item.flags));
   if (code != Code::hd) throw BackendError(fmt::format("memcached set of key {}: not stored", key));
 }
 

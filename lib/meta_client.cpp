@@ -91,8 +91,7 @@ std::string where(const RingServer& s) {
 }
 
 int millis_until(Steady::time_point deadline) noexcept {
-  const auto left =
-      std::chrono::ceil<std::chrono::milliseconds>(deadline - Steady::now()).count();
+  const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Steady::now()).count();
   return static_cast<int>(std::clamp<std::int64_t>(left, 0, 1 << 30));
 }
 
@@ -518,8 +517,8 @@ void Client::exchange(Server& server, std::string_view request, std::size_t repl
                       FunctionRef<void(const Reply&)> on_reply, std::string_view what) {
   const auto [deadline, the_call_s] = this->deadline();
   if (the_call_s && deadline <= Steady::now()) {
-    throw Timeout(fmt::format("{}: memcached {}: the call's deadline has passed", what,
-                              server.name()));
+    throw Timeout(
+        fmt::format("{}: memcached {}: the call's deadline has passed", what, server.name()));
   }
   if (!server.admit(Steady::now())) {
     fail(server.name(), fmt::format("{}: the server is marked down after a failure (retried "

@@ -81,8 +81,7 @@ Parse parse_reply(std::string_view buffer, Reply& out, std::size_t& consumed) no
   std::size_t total = end + 2;
   if (code == "VA") {
     std::size_t length = 0;
-    if (!number(token(line, at), length) ||
-        length > std::numeric_limits<std::size_t>::max() / 2) {
+    if (!number(token(line, at), length) || length > std::numeric_limits<std::size_t>::max() / 2) {
       return Parse::malformed;
     }
     if (!parse_flags(line, at, out)) return Parse::malformed;

@@ -119,12 +119,17 @@ TEST_SUITE("codec") {
     CHECK_FALSE(none->has_value());
     CHECK_FALSE(Codec<std::optional<int>>::decode("").has_value());
     CHECK_FALSE(Codec<std::optional<int>>::decode(std::string_view("\0x", 2)).has_value());
-    CHECK_FALSE(Codec<std::optional<int>>::decode("\x02" "abcd").has_value());
-    CHECK_FALSE(Codec<std::optional<int>>::decode("\x01" "abc").has_value());  // 3 bytes, not 4
+    CHECK_FALSE(Codec<std::optional<int>>::decode("\x02"
+                                                  "abcd")
+                    .has_value());
+    CHECK_FALSE(Codec<std::optional<int>>::decode("\x01"
+                                                  "abc")
+                    .has_value());  // 3 bytes, not 4
   }
 
   TEST_CASE("sequences, sets and maps of codable types round-trip") {
-    const std::vector<std::string> names{"ada", "", std::string(1000, 'x'), std::string("\0\r\n", 3)};
+    const std::vector<std::string> names{"ada", "", std::string(1000, 'x'),
+                                         std::string("\0\r\n", 3)};
     CHECK(round_trip(names) == names);
     CHECK(round_trip(std::vector<int>{}) == std::vector<int>{});
     CHECK(round_trip(std::vector<double>{1.5, -2.25}) == std::vector<double>{1.5, -2.25});
@@ -157,7 +162,8 @@ TEST_SUITE("codec") {
   TEST_CASE("enums and chrono values round-trip") {
     CHECK(round_trip(Color::blue) == Color::blue);
     CHECK(round_trip(std::chrono::milliseconds(-1500)) == std::chrono::milliseconds(-1500));
-    const auto when = std::chrono::system_clock::time_point(std::chrono::microseconds(1'700'000'000'123'456));
+    const auto when =
+        std::chrono::system_clock::time_point(std::chrono::microseconds(1'700'000'000'123'456));
     CHECK(round_trip(when) == when);
     std::string out;
     Codec<Color>::encode(Color::blue, out);
@@ -185,10 +191,16 @@ TEST_SUITE("codec") {
     }
     CHECK_FALSE(Codec<Map>::decode(bytes + "x").has_value());
     // A count of 4 billion elements in 8 bytes: refused before anything is reserved.
-    CHECK_FALSE(Codec<std::vector<std::string>>::decode(std::string_view("\xff\xff\xff\xff\0\0\0\0", 8)).has_value());
-    CHECK_FALSE(Codec<std::vector<std::int64_t>>::decode(std::string_view("\x02\0\0\0" "abcdefgh", 12)).has_value());
+    CHECK_FALSE(
+        Codec<std::vector<std::string>>::decode(std::string_view("\xff\xff\xff\xff\0\0\0\0", 8))
+            .has_value());
+    CHECK_FALSE(Codec<std::vector<std::int64_t>>::decode(std::string_view("\x02\0\0\0"
+                                                                          "abcdefgh",
+                                                                          12))
+                    .has_value());
     // A field length past the end.
-    CHECK_FALSE(Codec<std::vector<std::string>>::decode(std::string("\x01\0\0\0\xff\0\0\0ab", 10)).has_value());
+    CHECK_FALSE(Codec<std::vector<std::string>>::decode(std::string("\x01\0\0\0\xff\0\0\0ab", 10))
+                    .has_value());
     // Every byte flipped in turn: a refusal or some value, never a crash
     // (ASan and UBSan run this too).
     for (std::size_t i = 0; i < bytes.size(); ++i) {

@@ -29,15 +29,14 @@ struct UserProfile {
 };
 
 // The README's example: an 8-field struct cached as JSON.
-NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(UserProfile, id, name, email, age, active, score, roles,
-                                   address)
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(UserProfile, id, name, email, age, active, score, roles, address)
 template <>
 struct dogpile::Codec<UserProfile> : dogpile::JsonCodec<UserProfile> {};
 
 TEST_SUITE("codec: json") {
   TEST_CASE("a struct of 8 fields is cached as JSON, and read back") {
-    const UserProfile ada{42, "Ada", "ada@example.org", 36, true, 9.5, {"admin", "ops"},
-                          {"London", "UK"}};
+    const UserProfile ada{42,   "Ada", "ada@example.org", 36,
+                          true, 9.5,   {"admin", "ops"},  {"London", "UK"}};
     std::string bytes;
     dogpile::Codec<UserProfile>::encode(ada, bytes);
     CHECK(bytes.starts_with(R"({"active":true,"address":{"city":"London","country":"UK"})"));

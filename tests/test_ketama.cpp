@@ -47,9 +47,8 @@ TEST_SUITE("ketama") {
   }
 
   TEST_CASE("160 points per server of equal weight, float rounding as libmemcached's") {
-    const std::vector<RingServer> three = {{"127.0.0.1", 11211, 1},
-                                           {"127.0.0.1", 11212, 1},
-                                           {"127.0.0.1", 11213, 1}};
+    const std::vector<RingServer> three = {
+        {"127.0.0.1", 11211, 1}, {"127.0.0.1", 11212, 1}, {"127.0.0.1", 11213, 1}};
     CHECK(KetamaRing(three).points() == 480);
     // Weights 1, 2, 3, 4, 15: 28 + 60 + 92 + 124 + 480 points (exactly: 32, 64, 96, 128, 480).
     std::vector<RingServer> weighted;
@@ -60,9 +59,8 @@ TEST_SUITE("ketama") {
   }
 
   TEST_CASE("keys spread over every server, and a dead server's keys alone move") {
-    const std::vector<RingServer> servers = {{"10.0.0.1", 11211, 1},
-                                             {"10.0.0.2", 11211, 1},
-                                             {"10.0.0.3", 11211, 1}};
+    const std::vector<RingServer> servers = {
+        {"10.0.0.1", 11211, 1}, {"10.0.0.2", 11211, 1}, {"10.0.0.3", 11211, 1}};
     const KetamaRing all(servers);
     const bool live[] = {true, false, true};
     const KetamaRing two(servers, live);

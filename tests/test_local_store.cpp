@@ -5,8 +5,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
-#include <memory>
 #include <functional>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -56,7 +56,8 @@ TEST_SUITE("local store") {
   TEST_CASE("bounded by entries: 100,000 keys keep at most the bound") {
     LocalStore store(1600, std::size_t{1} << 30);
     const SteadyTime t0{};
-    for (int i = 0; i < 100'000; ++i) store.put_written("key:" + std::to_string(i), item("v"), t0 + 1h);
+    for (int i = 0; i < 100'000; ++i)
+      store.put_written("key:" + std::to_string(i), item("v"), t0 + 1h);
     CHECK(store.entries() <= 1600);
     CHECK(store.entries() >= 1500);  // every shard full, give or take the hash's spread
   }
@@ -89,8 +90,8 @@ TEST_SUITE("local store") {
     }
     store.put_written(same[0], item("0"), t0 + 1h);
     store.put_written(same[1], item("1"), t0 + 1h);
-    CHECK(store.get(same[0], t0) != nullptr);  // used: now the most recent
-    store.put_written(same[2], item("2"), t0 + 1h);    // the shard is full: same[1] goes
+    CHECK(store.get(same[0], t0) != nullptr);        // used: now the most recent
+    store.put_written(same[2], item("2"), t0 + 1h);  // the shard is full: same[1] goes
     CHECK(store.get(same[0], t0) != nullptr);
     CHECK(store.get(same[1], t0) == nullptr);
     CHECK(store.get(same[2], t0) != nullptr);

@@ -257,8 +257,8 @@ TEST_SUITE("local tier") {
     CHECK(by_entries.stats().local_entries <= 1600);
     CHECK(by_entries.stats().local_entries >= 1400);
     const std::size_t bound = std::size_t{1} << 20;
-    CacheRegion by_bytes(f.backend, f.local({.ttl = 1h, .max_entries = 1'000'000,
-                                             .max_bytes = bound}));
+    CacheRegion by_bytes(f.backend,
+                         f.local({.ttl = 1h, .max_entries = 1'000'000, .max_bytes = bound}));
     for (int i = 0; i < 2000; ++i) {
       const std::string key = "b" + std::to_string(i);
       by_bytes.get_or_create(key, f.creator(std::string(4000, 'x')));

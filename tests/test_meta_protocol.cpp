@@ -414,8 +414,8 @@ TEST_SUITE("meta protocol") {
       }
       rest.remove_prefix(consumed);
     }
-    CHECK(codes == std::vector<Code>{Code::va, Code::va, Code::hd, Code::en, Code::server_error,
-                                     Code::mn});
+    CHECK(codes ==
+          std::vector<Code>{Code::va, Code::va, Code::hd, Code::en, Code::server_error, Code::mn});
     CHECK(opaques == std::vector<std::string>{"1", "3", "5", "6", "", ""});
     // A pipeline cut inside its last reply: what has arrived parses, the rest waits.
     const std::string_view cut = std::string_view(in).substr(0, in.size() - 1);

@@ -4,10 +4,10 @@
 
 #include <atomic>
 #include <functional>
-#include <thread>
-#include <utility>
 #include <mutex>
 #include <string>
+#include <thread>
+#include <utility>
 #include <vector>
 
 #include "backends.hpp"
@@ -107,8 +107,8 @@ TEST_SUITE("region failures") {
       dogpile::test::run_together(16, [&](int) {
         for (int i = 0; i < 50; ++i) {
           Outcome outcome{};
-          const std::string v = region.get_or_create(
-              "k", f.creator("v" + std::to_string(period)), &outcome);
+          const std::string v =
+              region.get_or_create("k", f.creator("v" + std::to_string(period)), &outcome);
           CHECK(!v.empty());
           if (outcome == Outcome::stale) stale.fetch_add(1);
         }
@@ -158,7 +158,8 @@ TEST_SUITE("region failures") {
     CHECK(values == std::vector<Hooked>{Hooked{"one"}, Hooked{"two"}});
   }
 
-  TEST_CASE("degraded mode: a caller that found a stale kept value takes a newer one kept meanwhile") {
+  TEST_CASE(
+      "degraded mode: a caller that found a stale kept value takes a newer one kept meanwhile") {
     // The same race once the kept value has expired: between a caller's
     // look (stale) and its lead of the flight, another thread makes and
     // keeps the next value. The caller serves it; one creation per expiration.
@@ -233,8 +234,8 @@ TEST_SUITE("region failures") {
     CHECK(f.memory->size() == 2);  // the value, and the lock left behind
     // Tried again every 100 ms for a second, then up to 1 s apart, failing.
     CHECK(f.advance_until([&] { return f.faulty->failures.load() >= 14; }, 100ms));
-    f.clock.advance(31s);  // past the default lock_timeout of 30 s: given up
-    CHECK(f.memory->size() == 1);  // the lock expired; the value lives 10 s + 60 s grace
+    f.clock.advance(31s);           // past the default lock_timeout of 30 s: given up
+    CHECK(f.memory->size() == 1);   // the lock expired; the value lives 10 s + 60 s grace
     CHECK(f.reported.size() == 1);  // the retries are not reported one by one
   }
 

@@ -144,7 +144,7 @@ class DistributedLock {
 
  private:
   bool claim() noexcept;
-  void forget() noexcept;  // released in this process
+  void forget() noexcept;          // released in this process
   std::atomic<bool> busy_{false};  // this object is held, or being tried, in this process
   bool held_ = false;              // the backend lock is held (written under busy_)
 };

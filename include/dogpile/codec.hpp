@@ -50,12 +50,12 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
-#include <stdexcept>
 #include <deque>
 #include <list>
 #include <map>
 #include <optional>
 #include <set>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <tuple>
@@ -218,8 +218,8 @@ namespace detail {
 
 // A type whose encoding always has the same size: written without a length.
 template <class T>
-constexpr bool fixed_width_v = (std::is_arithmetic_v<T> && !std::is_same_v<T, long double>) ||
-                               std::is_enum_v<T>;
+constexpr bool fixed_width_v =
+    (std::is_arithmetic_v<T> && !std::is_same_v<T, long double>) || std::is_enum_v<T>;
 
 inline void put_u32(std::string& out, std::uint32_t v) {
   const char raw[4] = {static_cast<char>(v & 0xff), static_cast<char>((v >> 8) & 0xff),
@@ -230,7 +230,8 @@ inline void put_u32(std::string& out, std::uint32_t v) {
 inline bool take_u32(std::string_view& in, std::uint32_t& v) {
   if (in.size() < 4) return false;
   v = 0;
-  for (int i = 3; i >= 0; --i) v = (v << 8) | static_cast<unsigned char>(in[static_cast<std::size_t>(i)]);
+  for (int i = 3; i >= 0; --i)
+    v = (v << 8) | static_cast<unsigned char>(in[static_cast<std::size_t>(i)]);
   in.remove_prefix(4);
   return true;
 }
@@ -291,11 +292,11 @@ struct SequenceCodec {
     std::uint32_t count = 0;
     if (!take_u32(in, count) || count > in.size() / min_field_size<T>()) return std::nullopt;
     C value;
-    if constexpr (requires(C& c) { c.reserve(count); }) value.reserve(count);
+    if constexpr (requires(C & c) { c.reserve(count); }) value.reserve(count);
     for (std::uint32_t i = 0; i < count; ++i) {
       auto element = take_field<T>(in);
       if (!element) return std::nullopt;
-      if constexpr (requires(C& c) { c.push_back(std::move(*element)); }) {
+      if constexpr (requires(C & c) { c.push_back(std::move(*element)); }) {
         value.push_back(std::move(*element));
       } else {
         value.insert(std::move(*element));
@@ -320,8 +321,7 @@ struct MapCodec {
   }
   static std::optional<M> decode(std::string_view in) {
     std::uint32_t count = 0;
-    if (!take_u32(in, count) ||
-        count > in.size() / (min_field_size<K>() + min_field_size<V>())) {
+    if (!take_u32(in, count) || count > in.size() / (min_field_size<K>() + min_field_size<V>())) {
       return std::nullopt;
     }
     M value;
@@ -417,7 +417,8 @@ struct Codec<std::array<T, N>> {
     if (!in.empty()) return std::nullopt;
     return [&]<std::size_t... I>(std::index_sequence<I...>) {
       return std::array<T, N>{std::move(*parts[I])...};
-    }(std::make_index_sequence<N>());
+    }
+    (std::make_index_sequence<N>());
   }
 };
 
@@ -445,8 +446,8 @@ struct Codec<std::unordered_map<K, V, H, E, A>>
 /// A struct's codec from its members, in the order given (see the top of
 /// this file). The struct must be default-constructible; each member codable.
 template <auto... Members>
-requires(sizeof...(Members) > 0 && (std::is_member_object_pointer_v<decltype(Members)> && ...))
-struct MemberCodec {
+requires(sizeof...(Members) > 0 &&
+         (std::is_member_object_pointer_v<decltype(Members)> && ...)) struct MemberCodec {
   using T = typename detail::member_pointer<
       std::tuple_element_t<0, std::tuple<decltype(Members)...>>>::owner;
   static_assert((std::is_same_v<typename detail::member_pointer<decltype(Members)>::owner, T> &&

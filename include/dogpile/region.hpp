@@ -309,10 +309,10 @@ struct RegionStats {
   std::uint64_t hung_creations = 0;  ///< creators that ran past max_creation
   std::uint64_t wait_timeouts = 0;   ///< waits ended by a deadline, stop or max_wait
   std::uint64_t removals = 0;        ///< tombstones written by remove() and invalidate(args)
-  std::uint64_t kept_served = 0;  ///< served from the values kept in process (backend failing)
-  std::uint64_t local_hits = 0;  ///< served from the local tier, with no request
-  std::size_t local_entries = 0;  ///< items in the local tier now
-  std::size_t local_bytes = 0;    ///< their cost against LocalTier::max_bytes
+  std::uint64_t kept_served = 0;     ///< served from the values kept in process (backend failing)
+  std::uint64_t local_hits = 0;      ///< served from the local tier, with no request
+  std::size_t local_entries = 0;     ///< items in the local tier now
+  std::size_t local_bytes = 0;       ///< their cost against LocalTier::max_bytes
 };
 
 /// A stored value with its metadata, from CacheRegion::get_value_metadata.
@@ -589,11 +589,11 @@ class CacheRegion {
                            ShouldCache&& should_cache = {}) {
     using Result =
         std::remove_cvref_t<std::invoke_result_t<Creator&, std::span<const std::string_view>>>;
-    static_assert(std::ranges::sized_range<Result> &&
-                      !std::is_convertible_v<const Result&, std::string_view>,
-                  "dogpile: get_or_create_multi's creator must return a sized range of values "
-                  "(e.g. std::vector<T>), one per key it was given, in order; a std::string is "
-                  "a range of characters, not of values: return std::vector<std::string>");
+    static_assert(
+        std::ranges::sized_range<Result> && !std::is_convertible_v<const Result&, std::string_view>,
+        "dogpile: get_or_create_multi's creator must return a sized range of values "
+        "(e.g. std::vector<T>), one per key it was given, in order; a std::string is "
+        "a range of characters, not of values: return std::vector<std::string>");
     using T = std::remove_cvref_t<std::ranges::range_value_t<Result>>;
     using Stored = std::decay_t<Creator>;
     using Predicate = std::decay_t<ShouldCache>;

@@ -30,7 +30,8 @@ struct JsonCodec {
   static void encode(const T& value, std::string& out) {
     // A value nlohmann-json cannot write (invalid UTF-8 in a string) is
     // written with the offending bytes replaced, not thrown.
-    out.append(nlohmann::json(value).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+    out.append(
+        nlohmann::json(value).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
   }
   static std::optional<T> decode(std::string_view bytes) {
     auto json = nlohmann::json::parse(bytes.begin(), bytes.end(), nullptr, false);
