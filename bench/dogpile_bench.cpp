@@ -13,6 +13,7 @@
 //   dogpile_bench waiting    --server H:P [--creator-ms MS] [--warm-ms MS]
 //   dogpile_bench wire       (requests and round trips per path, through a proxy)
 //   dogpile_bench memory     [--keys N]
+//   dogpile_bench compression --server H:P [--size BYTES] [--ops N]   (plain and zstd)
 //
 // Without --server, a memcached is started on a free loopback port for the run.
 #include <fmt/core.h>
@@ -654,6 +655,84 @@ int bench_memory(const Args& args) {
   return region.stats().created == static_cast<std::uint64_t>(keys) + 1000 ? 0 : 1;
 }
 
+// --- compression ---------------------------------------------------------------
+// A --size-byte value of JSON-like records (default 100 KB) cached plain and
+// compressed (zstd, level 3), side by side in one run: the bytes of the item
+// on the wire, and per call (medians, the two paths alternating call by
+// call) a fresh hit and a store through set(). Then a 2 MiB value, above
+// memcached's 1 MiB item limit: whether each way gets it cached at all.
+std::string records(std::size_t size) {
+  std::string s = "[";
+  for (std::size_t i = 0; s.size() < size; ++i) {
+    s += fmt::format(R"({{"id":{},"name":"user {}","email":"user{}@example.org","active":{},)"
+                     R"("roles":["reader","writer"],"score":{}}},)",
+                     i, i * 7919 % 10007, i * 104729 % 1000003, i % 3 != 0, i * 37 % 1000);
+  }
+  s.resize(size - 1);
+  s += ']';
+  return s;
+}
+
+int bench_compression(const Args& args) {
+  Server server(args);
+  const auto size = static_cast<std::size_t>(args.num("size", 100 * 1024));
+  const long ops = args.num("ops", 2000);
+  auto backend = make_backend(args, server.options());
+  auto plain_options = quiet_options();
+  plain_options.key_prefix = "plain:";
+  auto compressing = quiet_options();
+  compressing.key_prefix = "zstd:";
+  compressing.compression.threshold = 1024;
+  dogpile::CacheRegion plain(backend, plain_options);
+  dogpile::CacheRegion zstd(backend, compressing);
+  const std::string value = records(size);
+  const std::string label = fmt::format("{}KB", size / 1024);
+  auto item_bytes = [&](dogpile::CacheRegion& region, const std::string& key) {
+    auto item = backend->get(region.backend_key(key));
+    return item ? static_cast<double>(item->data.size()) : 0.0;
+  };
+  dogpile::CacheRegion* regions[2] = {&plain, &zstd};
+  const char* names[2] = {"plain", "zstd"};
+  std::vector<double> hit[2], store[2];
+  for (int r = 0; r < 2; ++r) regions[r]->set("compression:" + label, value);
+  auto creator = [&]() -> std::string { throw std::runtime_error("not a fresh hit"); };
+  for (long i = 0; i < ops; ++i) {
+    for (int k = 0; k < 2; ++k) {
+      const int r = (i + k) % 2;
+      const std::string key = "compression:" + label;
+      double t0 = now_us();
+      if (regions[r]->get_or_create(key, creator).size() != size) return 1;
+      hit[r].push_back(now_us() - t0);
+      t0 = now_us();
+      if (!regions[r]->set(key + ":store", value)) return 1;
+      store[r].push_back(now_us() - t0);
+    }
+  }
+  for (int r = 0; r < 2; ++r) {
+    const std::string name = named(args, fmt::format("compression_{}_{}", names[r], label));
+    figure(name + "_bytes", item_bytes(*regions[r], "compression:" + label), "bytes");
+    figure(name + "_hit", median(hit[r]), "us");
+    figure(name + "_store", median(store[r]), "us");
+  }
+  figure(named(args, "compression_ratio_" + label),
+         item_bytes(plain, "compression:" + label) / item_bytes(zstd, "compression:" + label), "x");
+  // 2 MiB: built on every call plain (memcached refuses the item), once
+  // compressed.
+  const std::string big = records(2 << 20);
+  for (int r = 0; r < 2; ++r) {
+    int runs = 0;
+    for (int i = 0; i < 3; ++i) {
+      regions[r]->get_or_create("compression:2MB", [&] {
+        ++runs;
+        return big;
+      });
+    }
+    figure(named(args, fmt::format("compression_{}_2MB_creations_in_3_calls", names[r])), runs,
+           "calls");
+  }
+  return 0;
+}
+
 // --- local memory ---------------------------------------------------------------
 // 1,000,000 distinct keys pass through a region whose local tier is bounded
 // by --bound-mb: the process's resident memory grows by about the bound, not
@@ -768,7 +847,8 @@ int bench_node_down(const Args& args) {
 int main(int argc, char** argv) {
   if (argc < 2) {
     std::fprintf(stderr,
-                 "usage: %s hit|throughput|herd|multi|memory|local-memory|node-down|waiting|wire "
+                 "usage: %s hit|throughput|herd|multi|memory|local-memory|node-down|waiting|wire|"
+                 "compression "
                  "[--option value ...]\n",
                  argv[0]);
     return 2;
@@ -782,6 +862,7 @@ int main(int argc, char** argv) {
     if (command == "multi") return bench_multi(args);
     if (command == "memory") return bench_memory(args);
     if (command == "local-memory") return bench_local_memory(args);
+    if (command == "compression") return bench_compression(args);
     if (command == "node-down") return bench_node_down(args);
     if (command == "waiting") return bench_waiting(args);
     if (command == "wire") return bench_wire(args);

@@ -211,6 +211,27 @@ def write_results(r, out, elapsed):
         f"{cell('node_down_meta_kept_most_per_key_period')} (unprotected "
         f"{cell('node_down_meta_unprotected_most_per_key_period')})", "-", "-", "-", "<= 1",
         met(kept is not None and kept <= 1, meta_kept is not None and meta_kept <= 1))
+    plain, packed = get("compression_plain_100KB_bytes"), get("compression_zstd_100KB_bytes")
+    row("a 100 KB value of JSON-like records, plain vs compressed (zstd 3): bytes on the wire",
+        f"{cell('compression_plain_100KB_bytes')} vs {cell('compression_zstd_100KB_bytes')}",
+        f"{cell('compression_meta_plain_100KB_bytes')} vs "
+        f"{cell('compression_meta_zstd_100KB_bytes')}", "-", "-",
+        f"{spread('compression_ratio_100KB')} smaller", "smaller compressed",
+        met(plain is not None and packed is not None and packed < plain))
+    row("the same 100 KB value: fresh hit / store (set), plain vs compressed (medians, 3 runs)",
+        f"{spread('compression_plain_100KB_hit')} / {cell('compression_plain_100KB_store')} vs "
+        f"{spread('compression_zstd_100KB_hit')} / {cell('compression_zstd_100KB_store')}",
+        f"{cell('compression_meta_plain_100KB_hit')} / "
+        f"{cell('compression_meta_plain_100KB_store')} vs "
+        f"{cell('compression_meta_zstd_100KB_hit')} / {cell('compression_meta_zstd_100KB_store')}",
+        "-", "-", "-", "-", "-")
+    plain, packed = (get("compression_plain_2MB_creations_in_3_calls"),
+                     get("compression_zstd_2MB_creations_in_3_calls"))
+    row("a 2 MiB value (memcached's item limit is 1 MiB): creations in 3 calls, plain vs compressed",
+        f"{cell('compression_plain_2MB_creations_in_3_calls')} vs {cell('compression_zstd_2MB_creations_in_3_calls')}",
+        f"{cell('compression_meta_plain_2MB_creations_in_3_calls')} vs "
+        f"{cell('compression_meta_zstd_2MB_creations_in_3_calls')}", "-", "-", "-",
+        "1 compressed", met(packed == 1))
     for ms in (200, 5000):
         for setup, label, limit in (("no_history", "no history", 60),
                                     ("history_one_host", "history, one host's clock", 20),
@@ -406,6 +427,9 @@ def main():
         for transport in ("classic", "meta"):
             r.run("ours", "multi", "--keys", "100", "--rounds", "200", "--transport", transport)
         r.run("peer", "multi", "--keys", "100", "--rounds", "50")
+        for _ in range(3):
+            for transport in ("classic", "meta"):
+                r.run("ours", "compression", "--transport", transport, server=hit_server)
         r.run("ours", "memory", "--keys", "1000000")
         r.run("ours", "local-memory", "--keys", "1000000", "--bound-mb", "32")
         for transport in ("classic", "meta"):

@@ -1,8 +1,9 @@
 // libFuzzer target: the decoders of what dogpile reads back from a server —
 // the envelope, the lock item and the invalidation record. Any bytes, under
 // any flags: decoding never reads out of bounds (ASan) or overflows (UBSan),
-// what decodes re-encodes to the same fields, and a key check that does not
-// match is always refused.
+// a compressed payload decompresses within its bound or is refused, what
+// decodes re-encodes (plain and compressed) to the same fields, and a key
+// check that does not match is always refused.
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -16,6 +17,9 @@
 using namespace dogpile::detail;
 
 namespace {
+
+// The most a zstd payload may decompress to here (Compression::max_size).
+constexpr std::size_t kMaxSize = std::size_t{1} << 20;
 
 std::uint64_t check_in(std::string_view bytes, std::size_t at) {
   std::uint64_t v = 0;
@@ -37,16 +41,34 @@ void envelope(std::string_view bytes, std::uint32_t flags) {
   if (decode_envelope(bytes, flags, e.key_check ^ 1).error != EnvelopeError::key_mismatch) {
     std::abort();
   }
-  // Round trip.
-  std::string again;
-  begin_envelope(again);
-  again.append(e.payload);
-  finish_envelope(again, e.created_at, e.creation_duration, e.key_check, e.kind);
-  const DecodeResult r2 = decode_envelope(again, kEnvelopeFlags);
-  if (!r2.envelope || r2.envelope->created_at != e.created_at ||
-      r2.envelope->creation_duration != e.creation_duration || r2.envelope->payload != e.payload ||
-      r2.envelope->kind != e.kind || r2.envelope->key_check != e.key_check) {
-    std::abort();
+  // The codec's bytes: a zstd payload decompresses within the bound, to
+  // exactly the size its frame declares, or is refused.
+  std::string scratch;
+  EnvelopeError error{};
+  const auto bytes_out = payload_bytes(e, scratch, kMaxSize, error);
+  if (!bytes_out) {
+    if (e.encoding == PayloadEncoding::plain) std::abort();  // nothing to refuse
+    if (error != EnvelopeError::bad_compression && error != EnvelopeError::too_large) std::abort();
+    return;
+  }
+  if (bytes_out->size() > kMaxSize) std::abort();
+  // Round trip, plain and compressed: the same fields and codec bytes.
+  for (const std::size_t threshold : {std::size_t{0}, std::size_t{1}}) {
+    std::string again;
+    begin_envelope(again);
+    again.append(*bytes_out);
+    const PayloadEncoding encoding = finish_envelope(again, e.created_at, e.creation_duration,
+                                                     e.key_check, e.kind, {threshold, 1});
+    if (threshold == 0 && encoding != PayloadEncoding::plain) std::abort();
+    const DecodeResult r2 = decode_envelope(again, kEnvelopeFlags);
+    if (!r2.envelope || r2.envelope->created_at != e.created_at ||
+        r2.envelope->creation_duration != e.creation_duration || r2.envelope->kind != e.kind ||
+        r2.envelope->key_check != e.key_check || r2.envelope->encoding != encoding) {
+      std::abort();
+    }
+    std::string scratch2;
+    const auto bytes_again = payload_bytes(*r2.envelope, scratch2, kMaxSize, error);
+    if (!bytes_again || *bytes_again != *bytes_out) std::abort();
   }
 }
 

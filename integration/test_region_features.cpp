@@ -225,4 +225,37 @@ TEST_SUITE("features on memcached") {
     CHECK(state->calls.load() == 1);
     CHECK(server.raw("get app:report|2026|sales\r\n").starts_with("VALUE app:report|2026|sales "));
   }
+
+  TEST_CASE("a 2 MiB value is cached compressed, where memcached refuses it plain") {
+    MemcachedServer server;  // items of at most 1 MiB, memcached's default
+    // About 2 MiB of report rows: text that repeats, as cached records do.
+    std::string report;
+    for (int i = 0; report.size() < (2u << 20); ++i) {
+      report += "{\"row\":" + std::to_string(i) +
+                ",\"region\":\"emea\",\"total\":" + std::to_string(i * 37 % 1000) + "}\n";
+    }
+    int runs = 0;
+    auto build = [&] {
+      ++runs;
+      return report;
+    };
+    int errors = 0;
+    auto plain_options = quiet({.expiration = 60s, .clock_sync = std::nullopt});
+    plain_options.on_error = [&](const dogpile::ErrorEvent&) { ++errors; };
+    CacheRegion plain(dogpile::test::memcached(server.options()), plain_options);
+    for (int i = 0; i < 3; ++i) CHECK((plain.get_or_create("report", build) == report));
+    CHECK(runs == 3);    // never stored: built on every call
+    CHECK(errors >= 3);  // each store refused, and reported
+
+    runs = 0;
+    auto options = quiet({.expiration = 60s, .clock_sync = std::nullopt});
+    options.compression.threshold = 64 * 1024;
+    CacheRegion compressed(dogpile::test::memcached(server.options()), options);
+    for (int i = 0; i < 3; ++i) CHECK((compressed.get_or_create("report", build) == report));
+    CHECK(runs == 1);
+    CHECK(compressed.stats().compressed == 1);
+    CHECK(compressed.stats().hits == 2);
+    // Another region, compression off, reads it too.
+    CHECK((plain.get<std::string>("report") == report));
+  }
 }

@@ -271,10 +271,11 @@ Outcome CacheRegion::Engine::run(const Call& call) {
     if (s.copies.empty()) continue;
     // Keys given more than once share one value.
     std::string_view payload;
+    std::string scratch;
     const Item* item = s.made ? s.made.get() : s.at_hand.get();
     if (item != nullptr) {
       if (auto env = detail::decode_envelope(item->data, item->flags, s.check).envelope) {
-        payload = env->payload;
+        payload = payload_of(*env, scratch).value_or(std::string_view());
       }
     }
     for (auto c : s.copies) call.decode(c, payload);
@@ -349,7 +350,16 @@ Found CacheRegion::Engine::examine(const Context& ctx, Slot& slot, std::string_v
   // envelope, or by the backend (memcached meta: the item's stale bit).
   const bool marked = envelope.kind == detail::EnvelopeKind::stale || slot.lease.marked_stale;
   if (marked && found != Found::stale) found = Found::stale;
-  if (!decode(envelope.payload)) {
+  std::string scratch;
+  detail::EnvelopeError error{};
+  const auto payload =
+      detail::payload_bytes(envelope, scratch, options_.compression.max_size, error);
+  if (!payload) {
+    if (!quiet)
+      reporter_.report(ErrorKind::decode, "decode", slot.user_key, detail::to_string(error));
+    return Found::missing;
+  }
+  if (!decode(*payload)) {
     if (!quiet) {
       reporter_.report(ErrorKind::decode, "decode", slot.user_key,
                        "the stored value does not decode as the requested type");
@@ -570,7 +580,10 @@ void CacheRegion::Engine::serve_at_hand(Context& ctx, Slot& slot) {
 void CacheRegion::Engine::redecode_at_hand(Context& ctx, Slot& slot) {
   if (slot.value_is_at_hand || ctx.call == nullptr || !slot.at_hand) return;
   const auto env = detail::decode_envelope(slot.at_hand->data, slot.at_hand->flags, slot.check);
-  if (env.envelope) ctx.decode(slot.index, env.envelope->payload);
+  std::string scratch;
+  if (env.envelope) {
+    if (auto payload = payload_of(*env.envelope, scratch)) ctx.decode(slot.index, *payload);
+  }
   slot.value_is_at_hand = true;
 }
 
@@ -871,7 +884,7 @@ void CacheRegion::Engine::create(Context& ctx, std::span<Slot* const> slots, Cre
     Slot& s = *slots[j];
     s.keep = out[j].keep;
     try {
-      detail::finish_envelope(s.made->data, created_at, took, s.check);
+      finish(s.made->data, created_at, took, s.check, detail::EnvelopeKind::value);
     } catch (const std::length_error& e) {
       reporter_.report(ErrorKind::backend, "set", s.user_key, e.what());
       s.made.reset();
@@ -1219,12 +1232,29 @@ std::shared_ptr<Item> CacheRegion::Engine::envelope(std::string_view user_key, s
   detail::begin_envelope(item->data);
   encode(item->data);
   try {
-    detail::finish_envelope(item->data, fleet_.now(), took, check, kind);
+    finish(item->data, fleet_.now(), took, check, kind);
   } catch (const std::length_error& e) {
     reporter_.report(ErrorKind::backend, "set", user_key, e.what());
     return nullptr;
   }
   return item;
+}
+
+void CacheRegion::Engine::finish(std::string& envelope, TimePoint created_at,
+                                 std::chrono::microseconds took, std::uint64_t check,
+                                 detail::EnvelopeKind kind) {
+  const auto encoding =
+      detail::finish_envelope(envelope, created_at, took, check, kind,
+                              {options_.compression.threshold, options_.compression.level});
+  if (encoding != detail::PayloadEncoding::plain) detail::Counters::add(counters_.compressed);
+}
+
+// The codec's bytes of an envelope already examined (its payload, or that
+// decompressed into `scratch`); nullopt if it does not decompress.
+std::optional<std::string_view> CacheRegion::Engine::payload_of(
+    const detail::EnvelopeView& envelope, std::string& scratch) const {
+  detail::EnvelopeError error{};
+  return detail::payload_bytes(envelope, scratch, options_.compression.max_size, error);
 }
 
 // A tombstone outlives any creation that began before it: a lock lives

@@ -150,6 +150,10 @@ class CacheRegion::Engine : detail::ForkAware {
   bool claim(detail::Slot& slot);
   void serve_at_hand(Context& ctx, detail::Slot& slot);
   void redecode_at_hand(Context& ctx, detail::Slot& slot);
+  void finish(std::string& envelope, TimePoint created_at, std::chrono::microseconds took,
+              std::uint64_t check, detail::EnvelopeKind kind);
+  [[nodiscard]] std::optional<std::string_view> payload_of(const detail::EnvelopeView& envelope,
+                                                           std::string& scratch) const;
   void release(std::span<detail::Slot* const> slots);
   void release_later(std::vector<std::unique_ptr<DistributedLock>> locks);
   void run_job(Job& job) noexcept;

@@ -5,7 +5,11 @@
 #include <chrono>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <stdexcept>
+
+#define ZSTD_STATIC_LINKING_ONLY  // ZSTD_getFrameHeader
+#include <zstd.h>
 
 namespace dogpile::detail {
 namespace {
@@ -35,6 +39,41 @@ std::uint64_t get_le(const char* at, std::size_t n) noexcept {
   }
 }
 
+// One compression and one decompression context per thread, reused: making
+// one costs more than compressing a small value.
+struct ZstdContexts {
+  std::unique_ptr<ZSTD_CCtx, decltype(&ZSTD_freeCCtx)> compress{nullptr, ZSTD_freeCCtx};
+  std::unique_ptr<ZSTD_DCtx, decltype(&ZSTD_freeDCtx)> decompress{nullptr, ZSTD_freeDCtx};
+};
+
+ZstdContexts& zstd_contexts() {
+  thread_local ZstdContexts contexts;
+  return contexts;
+}
+
+// Compresses out[from, end) in place if that makes it smaller.
+bool compress_tail(std::string& out, std::size_t from, int level) {
+  auto& ctx = zstd_contexts().compress;
+  if (!ctx) {
+    ctx.reset(ZSTD_createCCtx());
+    if (!ctx) throw std::bad_alloc();
+  }
+  const std::size_t size = out.size() - from;
+  std::string packed(ZSTD_compressBound(size), '\0');
+  ZSTD_CCtx_reset(ctx.get(), ZSTD_reset_session_and_parameters);
+  ZSTD_CCtx_setParameter(ctx.get(), ZSTD_c_compressionLevel, level);
+  ZSTD_CCtx_setParameter(ctx.get(), ZSTD_c_contentSizeFlag, 1);
+  // A checksum of the content: a corrupt frame can decompress to the right
+  // size with wrong bytes, which the reader would otherwise serve.
+  ZSTD_CCtx_setParameter(ctx.get(), ZSTD_c_checksumFlag, 1);
+  const std::size_t n =
+      ZSTD_compress2(ctx.get(), packed.data(), packed.size(), out.data() + from, size);
+  if (ZSTD_isError(n) || n >= size) return false;  // stored as it is
+  out.resize(from);
+  out.append(packed.data(), n);
+  return true;
+}
+
 }  // namespace
 
 const char* to_string(EnvelopeError e) noexcept {
@@ -56,15 +95,25 @@ const char* to_string(EnvelopeError e) noexcept {
     case EnvelopeError::key_mismatch:
       return "item was stored under another key (a misrouted reply, or a connection shared "
              "across processes)";
+    case EnvelopeError::bad_compression:
+      return "item's compressed value does not decompress as its zstd frame declares";
+    case EnvelopeError::too_large:
+      return "item's compressed value would decompress beyond Compression::max_size";
   }
   return "unknown envelope error";
 }
 
 void begin_envelope(std::string& out) { out.assign(kEnvelopeHeaderSize, '\0'); }
 
-void finish_envelope(std::string& out, TimePoint created_at,
-                     std::chrono::microseconds creation_duration, std::uint64_t key_check,
-                     EnvelopeKind kind) {
+PayloadEncoding finish_envelope(std::string& out, TimePoint created_at,
+                                std::chrono::microseconds creation_duration,
+                                std::uint64_t key_check, EnvelopeKind kind,
+                                PayloadCompression compression) {
+  auto encoding = PayloadEncoding::plain;
+  if (compression.threshold > 0 && out.size() - kEnvelopeHeaderSize >= compression.threshold &&
+      compress_tail(out, kEnvelopeHeaderSize, compression.level)) {
+    encoding = PayloadEncoding::zstd;
+  }
   const std::size_t payload = out.size() - kEnvelopeHeaderSize;
   if (payload > std::numeric_limits<std::uint32_t>::max()) {
     throw std::length_error("dogpile: a cached value must be smaller than 4 GiB");
@@ -80,11 +129,12 @@ void finish_envelope(std::string& out, TimePoint created_at,
   h[4] = static_cast<char>(kEnvelopeVersion);
   h[5] = static_cast<char>(kEnvelopeHeaderSize);
   h[6] = static_cast<char>(kind);
-  h[7] = 0;
+  h[7] = static_cast<char>(encoding);
   put_le(h + 8, static_cast<std::uint64_t>(micros), 8);
   put_le(h + 16, static_cast<std::uint64_t>(took), 4);
   put_le(h + 20, payload, 4);
   put_le(h + 24, key_check, 8);
+  return encoding;
 }
 
 DecodeResult decode_envelope(std::string_view bytes, std::uint32_t flags) noexcept {
@@ -99,7 +149,9 @@ DecodeResult decode_envelope(std::string_view bytes, std::uint32_t flags) noexce
     return fail(EnvelopeError::wrong_version);
   }
   const auto kind = static_cast<std::uint8_t>(h[6]);
-  if (static_cast<std::uint8_t>(h[5]) != kEnvelopeHeaderSize || h[7] != 0 ||
+  const auto encoding = static_cast<std::uint8_t>(h[7]);
+  if (static_cast<std::uint8_t>(h[5]) != kEnvelopeHeaderSize ||
+      encoding > static_cast<std::uint8_t>(PayloadEncoding::zstd) ||
       kind > static_cast<std::uint8_t>(EnvelopeKind::stale)) {
     return fail(EnvelopeError::bad_header);
   }
@@ -113,13 +165,17 @@ DecodeResult decode_envelope(std::string_view bytes, std::uint32_t flags) noexce
   if (raw_micros > kMaxMicros) return fail(EnvelopeError::bad_header);
   const auto micros = static_cast<std::int64_t>(raw_micros);
   const auto took = static_cast<std::int64_t>(get_le(h + 16, 4));
-  if (kind == static_cast<std::uint8_t>(EnvelopeKind::tombstone) && payload != 0) {
+  if (kind == static_cast<std::uint8_t>(EnvelopeKind::tombstone) &&
+      (payload != 0 || encoding != 0)) {
     return fail(EnvelopeError::bad_header);
   }
   EnvelopeView view{
       TimePoint(std::chrono::duration_cast<Duration>(std::chrono::microseconds(micros))),
-      std::chrono::microseconds(took), bytes.substr(kEnvelopeHeaderSize),
-      static_cast<EnvelopeKind>(kind), get_le(h + 24, 8)};
+      std::chrono::microseconds(took),
+      bytes.substr(kEnvelopeHeaderSize),
+      static_cast<EnvelopeKind>(kind),
+      get_le(h + 24, 8),
+      static_cast<PayloadEncoding>(encoding)};
   return DecodeResult{view, {}};
 }
 
@@ -130,6 +186,40 @@ DecodeResult decode_envelope(std::string_view bytes, std::uint32_t flags,
     return DecodeResult{std::nullopt, EnvelopeError::key_mismatch};
   }
   return result;
+}
+
+std::optional<std::string_view> payload_bytes(const EnvelopeView& envelope, std::string& scratch,
+                                              std::size_t max_size, EnvelopeError& error) {
+  if (envelope.encoding == PayloadEncoding::plain) return envelope.payload;
+  const std::string_view packed = envelope.payload;
+  // Exactly one frame, which declares its content size and carries a
+  // checksum of it.
+  ZSTD_frameHeader header{};
+  if (ZSTD_getFrameHeader(&header, packed.data(), packed.size()) != 0 ||
+      header.frameType != ZSTD_frame || header.frameContentSize == ZSTD_CONTENTSIZE_UNKNOWN ||
+      header.checksumFlag == 0 ||
+      ZSTD_findFrameCompressedSize(packed.data(), packed.size()) != packed.size()) {
+    error = EnvelopeError::bad_compression;
+    return std::nullopt;
+  }
+  const unsigned long long declared = header.frameContentSize;
+  if (declared > max_size) {
+    error = EnvelopeError::too_large;
+    return std::nullopt;
+  }
+  auto& ctx = zstd_contexts().decompress;
+  if (!ctx) {
+    ctx.reset(ZSTD_createDCtx());
+    if (!ctx) throw std::bad_alloc();
+  }
+  scratch.resize(static_cast<std::size_t>(declared));
+  const std::size_t n =
+      ZSTD_decompressDCtx(ctx.get(), scratch.data(), scratch.size(), packed.data(), packed.size());
+  if (ZSTD_isError(n) || n != declared) {
+    error = EnvelopeError::bad_compression;
+    return std::nullopt;
+  }
+  return std::string_view(scratch);
 }
 
 void mark_envelope_stale(std::string& bytes) noexcept {

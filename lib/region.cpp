@@ -52,6 +52,10 @@ void validate(const RegionOptions& o) {
   if (o.executor && !o.background_refresh) {
     fail("an executor is set but background_refresh is off");
   }
+  if (o.compression.level < 1 || o.compression.level > 19) {
+    fail(fmt::format("compression.level is {}; zstd levels run from 1 to 19", o.compression.level));
+  }
+  if (o.compression.max_size == 0) fail("compression.max_size must be positive");
   detail::validate_key_prefix(o.key_prefix);
 }
 

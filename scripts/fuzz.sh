@@ -11,13 +11,13 @@ out=build-fuzz
 mkdir -p "$out"
 for target in envelope keys meta; do
   case "$target" in
-    meta) sources=(lib/meta_protocol.cpp) ;;
+    meta) sources=(lib/meta_protocol.cpp) libs=() ;;
     *) sources=(lib/envelope.cpp lib/keys.cpp lib/sha256.cpp lib/lock_item.cpp
-                lib/lock_token.cpp lib/invalidation_times.cpp) ;;
+                lib/lock_token.cpp lib/invalidation_times.cpp) libs=(-lzstd) ;;
   esac
   clang++ -std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
     -Iinclude "fuzz/fuzz_$target.cpp" "${sources[@]}" \
-    -o "$out/fuzz_$target"
+    -o "$out/fuzz_$target" "${libs[@]}"
   corpus="$out/corpus_$target"
   rm -rf "$corpus"
   mkdir -p "$corpus"

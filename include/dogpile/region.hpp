@@ -159,6 +159,23 @@ struct LocalTier {
   std::size_t max_bytes = std::size_t{64} << 20;
 };
 
+/// Compression of stored values (RegionOptions::compression). A value whose
+/// encoded bytes reach `threshold` is stored as a zstd frame, marked so in
+/// its envelope, when that is smaller. Every region reads compressed values,
+/// whatever its own setting, so hosts may turn it on one at a time.
+struct Compression {
+  /// Compress values of at least this many encoded bytes; 0: never.
+  /// memcached refuses items above its item size limit (1 MiB unless -I):
+  /// a value that compresses below it can be cached at all.
+  std::size_t threshold = 0;
+  /// zstd level, 1 (fastest) to 19 (smallest).
+  int level = 3;
+  /// A compressed value whose frame declares more bytes than this is a miss
+  /// (a decode error), not an allocation: the most memory one corrupt or
+  /// hostile item can take.
+  std::size_t max_size = std::size_t{64} << 20;
+};
+
 struct RegionOptions {
   /// How long a value is fresh; no_expiration: forever.
   Expiration expiration = no_expiration;
@@ -236,6 +253,8 @@ struct RegionOptions {
   /// A local tier in front of the backend for hot keys (see LocalTier);
   /// nullopt: every read asks the backend.
   std::optional<LocalTier> local = std::nullopt;
+  /// Compression of large values (see Compression); off by default.
+  Compression compression;
 };
 
 /// What CacheRegion::invalidate does to the values stored before it.
@@ -313,6 +332,7 @@ struct RegionStats {
   std::uint64_t local_hits = 0;      ///< served from the local tier, with no request
   std::size_t local_entries = 0;     ///< items in the local tier now
   std::size_t local_bytes = 0;       ///< their cost against LocalTier::max_bytes
+  std::uint64_t compressed = 0;      ///< values stored compressed (Compression)
 };
 
 /// A stored value with its metadata, from CacheRegion::get_value_metadata.
