@@ -26,6 +26,7 @@
 //   dogpile_demo [--memcached OPTIONS] [--transport classic|meta|both]
 //                [--processes N] [--threads N] [--keys N]
 //                [--seconds S] [--creator-ms MS] [--expire-ms MS]
+//                [--metrics PATH]  (one worker's Prometheus text: PATH-<transport>.prom)
 #include <fmt/core.h>
 #include <netinet/in.h>
 #include <sys/mman.h>
@@ -40,6 +41,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <functional>
 #include <map>
 #include <memory>
@@ -70,6 +72,7 @@ struct Options {
   int creator_ms = 100;
   int expire_ms = 250;
   std::chrono::microseconds think{1000};  // a request's other work, between cache reads
+  std::string metrics;  // where one worker writes its region's Prometheus text; empty: nowhere
 };
 
 constexpr int kMaxKeys = 64;
@@ -88,6 +91,7 @@ struct Shared {
   std::atomic<long> waited{0};
   std::atomic<long> errors{0};
   std::atomic<int> most_creators{0};  // most creators running at once for one key
+  std::atomic<bool> metrics_written{false};
   std::atomic<int> creating[kMaxKeys] = {};
   std::atomic<std::int64_t> replaced[kMaxKeys] = {};  // newest generation replaced, + 1
   std::atomic<long> histogram[kBuckets] = {};
@@ -249,6 +253,15 @@ class RegionAccess {
  public:
   RegionAccess(std::shared_ptr<dogpile::Backend> backend, const Options& o, Shared& s)
       : region_(std::move(backend), region_options(o, s)), o_(o), s_(s) {}
+
+  // The first worker to finish writes its region's metrics, as a /metrics
+  // page would serve them.
+  ~RegionAccess() {
+    if (o_.metrics.empty() || s_.metrics_written.exchange(true)) return;
+    const char* name = o_.transport == Transport::meta ? "meta" : "classic";
+    std::ofstream(fmt::format("{}-{}.prom", o_.metrics, name))
+        << dogpile::prometheus_text(region_, name);
+  }
 
   std::string operator()(int k) {
     const std::string key = key_name(k);
@@ -416,7 +429,8 @@ bool parse_int(std::string_view s, int& out) {
 int usage(const char* argv0) {
   fmt::print(stderr,
              "usage: {} [--memcached OPTIONS] [--transport classic|meta|both] [--processes N] "
-             "[--threads N] [--keys N] [--seconds S] [--creator-ms MS] [--expire-ms MS]\n",
+             "[--threads N] [--keys N] [--seconds S] [--creator-ms MS] [--expire-ms MS] "
+             "[--metrics PATH]\n",
              argv0);
   return 2;
 }
@@ -446,6 +460,8 @@ int main(int argc, char** argv) {
       ok = parse_int(val, o.creator_ms);
     } else if (arg == "--expire-ms") {
       ok = parse_int(val, o.expire_ms);
+    } else if (arg == "--metrics") {
+      o.metrics = val;
     } else if (arg == "--seconds") {
       char* endp = nullptr;
       o.seconds = std::strtod(std::string(val).c_str(), &endp);

@@ -28,6 +28,11 @@ using detail::Found;
 using detail::Served;
 using detail::Slot;
 
+static_assert(static_cast<int>(CallResult::fresh) == static_cast<int>(Outcome::fresh) &&
+              static_cast<int>(CallResult::stale) == static_cast<int>(Outcome::stale) &&
+              static_cast<int>(CallResult::waited) == static_cast<int>(Outcome::waited) &&
+              static_cast<int>(CallResult::created) == static_cast<int>(Outcome::created));
+
 namespace {
 
 // How long a caller remembers that a key's lock is held elsewhere: about as
@@ -93,10 +98,11 @@ CacheRegion::Engine::Engine(std::shared_ptr<Backend> backend, RegionOptions opti
       options_(std::move(options)),
       clock_(options_.clock != nullptr ? *options_.clock : system_clock()),
       reporter_(options_.on_error, counters_),
+      metrics_(clock_, options_.observer),
       judge_(options_),
       invalidations_(*backend_, options_.key_prefix + "#inv", options_.invalidation_check, clock_,
-                     reporter_, counters_),
-      fleet_(clock_, *backend_, invalidations_.key(), options_.clock_sync),
+                     reporter_, counters_, &metrics_),
+      fleet_(clock_, *backend_, invalidations_.key(), options_.clock_sync, &metrics_),
       kept_(options_.degraded_entries, options_.degraded_bytes),
       local_(options_.local ? options_.local->max_entries : 0,
              options_.local ? options_.local->max_bytes : 0),
@@ -104,29 +110,31 @@ CacheRegion::Engine::Engine(std::shared_ptr<Backend> backend, RegionOptions opti
           options_.background_refresh
               ? (options_.executor ? options_.executor : std::make_shared<ThreadPoolExecutor>())
               : nullptr),
-      keeper_(clock_,
-              [this](const std::string& key, detail::LockKeeper::Event event, const char* error) {
-                switch (event) {
-                  case detail::LockKeeper::Event::lost:
-                    reporter_.report(ErrorKind::lock, "extend lock", key,
-                                     "the lock was lost (evicted, flushed, or expired and taken "
-                                     "over) while its creator ran; its store stays fenced, so no "
-                                     "older value lands over a newer one");
-                    break;
-                  case detail::LockKeeper::Event::failed:
-                    reporter_.report(ErrorKind::backend, "extend lock", key, error);
-                    break;
-                  case detail::LockKeeper::Event::hung:
-                    detail::Counters::add(counters_.hung_creations);
-                    reporter_.report(
-                        ErrorKind::lock, "create", key,
-                        fmt::format("the creator has run longer than max_creation ({}); its "
-                                    "lock is no longer extended, and this process's callers "
-                                    "waiting on it start over",
-                                    format_duration(*options_.max_creation)));
-                    break;
-                }
-              }),
+      keeper_(
+          clock_,
+          [this](const std::string& key, detail::LockKeeper::Event event, const char* error) {
+            switch (event) {
+              case detail::LockKeeper::Event::lost:
+                reporter_.report(ErrorKind::lock, "extend lock", key,
+                                 "the lock was lost (evicted, flushed, or expired and taken "
+                                 "over) while its creator ran; its store stays fenced, so no "
+                                 "older value lands over a newer one");
+                break;
+              case detail::LockKeeper::Event::failed:
+                reporter_.report(ErrorKind::backend, "extend lock", key, error);
+                break;
+              case detail::LockKeeper::Event::hung:
+                detail::Counters::add(counters_.hung_creations);
+                reporter_.report(
+                    ErrorKind::lock, "create", key,
+                    fmt::format("the creator has run longer than max_creation ({}); its "
+                                "lock is no longer extended, and this process's callers "
+                                "waiting on it start over",
+                                format_duration(*options_.max_creation)));
+                break;
+            }
+          },
+          &metrics_),
       registration_(*this) {}
 
 CacheRegion::Engine::~Engine() {
@@ -195,6 +203,23 @@ void CacheRegion::Engine::schedule_chores() {
 // run: the whole step for one call
 
 Outcome CacheRegion::Engine::run(const Call& call) {
+  // Every call is timed, and recorded by how it ended (an exception: failed).
+  struct Timed {
+    detail::Metrics& metrics;
+    const Call& call;
+    SteadyTime started;
+    CallResult result = CallResult::failed;
+    ~Timed() {
+      metrics.call(result, call.keys.empty() ? std::string_view() : call.keys.front(),
+                   call.keys.size(), metrics.now() - started);
+    }
+  } timed{metrics_, call, metrics_.now()};
+  const Outcome outcome = run_keys(call);
+  timed.result = static_cast<CallResult>(outcome);
+  return outcome;
+}
+
+Outcome CacheRegion::Engine::run_keys(const Call& call) {
   Context ctx;
   ctx.call = &call;
   ctx.expiration = call.options.expiration ? *call.options.expiration : options_.expiration;
@@ -266,8 +291,9 @@ Outcome CacheRegion::Engine::run(const Call& call) {
     read(ctx, all);
     step(ctx, all);
   }
+  auto costliest = Outcome::fresh;  // the call counts as its costliest key
   for (auto& s : slots) {
-    account(s);
+    costliest = std::max(costliest, account(s));
     if (s.copies.empty()) continue;
     // Keys given more than once share one value.
     std::string_view payload;
@@ -280,7 +306,7 @@ Outcome CacheRegion::Engine::run(const Call& call) {
     }
     for (auto c : s.copies) call.decode(c, payload);
   }
-  return Outcome::fresh;
+  return costliest;
 }
 
 // The step for slots whose first read is done.
@@ -385,18 +411,20 @@ void CacheRegion::Engine::read_one(Context& ctx, Slot& slot) {
   slot.at_hand.reset();
   slot.read_failed = false;
   try {
-    const bool there = backend_->read_view(
-        slot.lease, ctx.read_request, [&](std::string_view data, std::uint32_t flags) {
-          slot.found = examine(ctx, slot, data, flags, false, [&](std::string_view payload) {
-            return ctx.decode(slot.index, payload);
+    const bool there = metrics_.backend(BackendOp::get, slot.user_key, 1, [&] {
+      return backend_->read_view(
+          slot.lease, ctx.read_request, [&](std::string_view data, std::uint32_t flags) {
+            slot.found = examine(ctx, slot, data, flags, false, [&](std::string_view payload) {
+              return ctx.decode(slot.index, payload);
+            });
+            if (detail::usable(slot.found) && slot.found != Found::fresh) {
+              slot.at_hand = std::make_shared<const Item>(Item{std::string(data), flags});
+              slot.value_is_at_hand = true;
+            } else if (slot.found == Found::fresh && local_.enabled()) {
+              fill_local(slot, std::make_shared<const Item>(Item{std::string(data), flags}));
+            }
           });
-          if (detail::usable(slot.found) && slot.found != Found::fresh) {
-            slot.at_hand = std::make_shared<const Item>(Item{std::string(data), flags});
-            slot.value_is_at_hand = true;
-          } else if (slot.found == Found::fresh && local_.enabled()) {
-            fill_local(slot, std::make_shared<const Item>(Item{std::string(data), flags}));
-          }
-        });
+    });
     if (!there) slot.found = Found::missing;
     if (slot.lease.lease == LeaseState::won) slot.confirmed = true;  // granted in the read
   } catch (const std::bad_alloc&) {
@@ -482,7 +510,7 @@ RegionStats CacheRegion::Engine::stats() const noexcept {
 }
 
 template <class Op>
-void CacheRegion::Engine::with_leases(std::span<Slot* const> slots, Op op) {
+void CacheRegion::Engine::with_leases(BackendOp what, std::span<Slot* const> slots, Op op) {
   std::vector<LeaseSlot> leases;
   leases.reserve(slots.size());
   for (Slot* s : slots) leases.push_back(std::move(s->lease));
@@ -496,13 +524,14 @@ void CacheRegion::Engine::with_leases(std::span<Slot* const> slots, Op op) {
       }
     }
   } restore{slots, leases};
-  op(std::span<LeaseSlot>(leases));
+  metrics_.backend(what, slots.front()->user_key, slots.size(),
+                   [&] { op(std::span<LeaseSlot>(leases)); });
 }
 
 void CacheRegion::Engine::read(Context& ctx, std::span<Slot* const> slots) {
   for (Slot* s : slots) s->read_failed = false;
   try {
-    with_leases(slots,
+    with_leases(BackendOp::get, slots,
                 [&](std::span<LeaseSlot> leases) { backend_->read(leases, ctx.read_request); });
   } catch (const std::bad_alloc&) {
     throw;
@@ -659,7 +688,7 @@ bool CacheRegion::Engine::claim(Slot& s) {
   request.info = LockInfo{fleet_.now(), s.history, fleet_.error()};
   Slot* one = &s;
   try {
-    with_leases(std::span<Slot* const>(&one, 1),
+    with_leases(BackendOp::lease, std::span<Slot* const>(&one, 1),
                 [&](std::span<LeaseSlot> leases) { backend_->claim(leases, request); });
     return true;
   } catch (const std::bad_alloc&) {
@@ -684,7 +713,8 @@ void CacheRegion::Engine::confirm(Context& ctx, std::vector<Slot*>& won) {
   }
   if (!unconfirmed.empty()) {
     try {
-      with_leases(unconfirmed, [&](std::span<LeaseSlot> leases) { backend_->confirm(leases); });
+      with_leases(BackendOp::confirm, unconfirmed,
+                  [&](std::span<LeaseSlot> leases) { backend_->confirm(leases); });
     } catch (const std::bad_alloc&) {
       throw;
     } catch (const std::exception& e) {
@@ -851,6 +881,8 @@ void CacheRegion::Engine::create(Context& ctx, std::span<Slot* const> slots, Cre
   try {
     creator(slots, out);
   } catch (...) {
+    metrics_.creation(slots.front()->user_key, slots.size(), clock_.now() - started, false,
+                      background);
     tickets.clear();
     release(slots);
     detail::Counters::add(counters_.creation_errors);
@@ -875,9 +907,10 @@ void CacheRegion::Engine::create(Context& ctx, std::span<Slot* const> slots, Cre
     throw;
   }
   tickets.clear();
-  const auto took =
-      std::max(std::chrono::microseconds::zero(),
-               std::chrono::duration_cast<std::chrono::microseconds>(clock_.now() - started));
+  const Duration ran = clock_.now() - started;
+  metrics_.creation(slots.front()->user_key, slots.size(), ran, true, background);
+  const auto took = std::max(std::chrono::microseconds::zero(),
+                             std::chrono::duration_cast<std::chrono::microseconds>(ran));
   const TimePoint created_at = fleet_.now();
   std::vector<Slot*> to_store;
   for (std::size_t j = 0; j < slots.size(); ++j) {
@@ -901,7 +934,8 @@ void CacheRegion::Engine::create(Context& ctx, std::span<Slot* const> slots, Cre
   bool store_failed = false;
   if (!to_store.empty()) {
     try {
-      with_leases(to_store, [&](std::span<LeaseSlot> leases) { backend_->store(leases); });
+      with_leases(BackendOp::store, to_store,
+                  [&](std::span<LeaseSlot> leases) { backend_->store(leases); });
       for (Slot* s : to_store) {
         if (s->lease.stored) {
           fill_local(*s, s->made);
@@ -966,7 +1000,8 @@ void CacheRegion::Engine::release(std::span<Slot* const> slots) {
   if (held.empty()) return;
   for (Slot* s : held) s->lease.lost = false;
   try {
-    with_leases(held, [&](std::span<LeaseSlot> leases) { backend_->release(leases); });
+    with_leases(BackendOp::release, held,
+                [&](std::span<LeaseSlot> leases) { backend_->release(leases); });
   } catch (const std::bad_alloc&) {
     throw;
   } catch (const std::exception& e) {
@@ -1018,7 +1053,7 @@ void CacheRegion::Engine::release_later(std::vector<std::unique_ptr<DistributedL
     for (auto it = locks.begin(); it != locks.end() && detail::Steady::now() < pass_ends;) {
       detail::DeadlineScope bounded(detail::Steady::now() + std::chrono::milliseconds(250));
       try {
-        (*it)->release();
+        metrics_.backend(BackendOp::release, "", 1, [&] { (*it)->release(); });
         it = locks.erase(it);
       } catch (...) {
         ++it;
@@ -1088,7 +1123,7 @@ void CacheRegion::Engine::wait_for_others(Context& ctx, std::span<Slot* const> r
 // lease that was freed is claimed, and the value made here.
 void CacheRegion::Engine::poll(Context& ctx, std::span<Slot* const> due) {
   try {
-    with_leases(due,
+    with_leases(BackendOp::poll, due,
                 [&](std::span<LeaseSlot> leases) { backend_->poll(leases, ctx.read_request); });
   } catch (const std::bad_alloc&) {
     throw;
@@ -1288,13 +1323,15 @@ bool CacheRegion::Engine::get(std::string_view user_key, Decode decode, TimePoin
     }
   }
   try {
-    const bool there = backend_->read_view(
-        slot.lease, LeaseRequest{}, [&](std::string_view data, std::uint32_t flags) {
-          slot.found = examine(ctx, slot, data, flags, false, decode);
-          if (slot.found == Found::fresh && local_.enabled()) {
-            fill_local(slot, std::make_shared<const Item>(Item{std::string(data), flags}));
-          }
-        });
+    const bool there = metrics_.backend(BackendOp::get, slot.user_key, 1, [&] {
+      return backend_->read_view(
+          slot.lease, LeaseRequest{}, [&](std::string_view data, std::uint32_t flags) {
+            slot.found = examine(ctx, slot, data, flags, false, decode);
+            if (slot.found == Found::fresh && local_.enabled()) {
+              fill_local(slot, std::make_shared<const Item>(Item{std::string(data), flags}));
+            }
+          });
+    });
     if (!there) slot.found = Found::missing;
   } catch (const std::exception& e) {
     reporter_.report(ErrorKind::backend, "get", user_key, e.what());
@@ -1318,7 +1355,9 @@ bool CacheRegion::Engine::set(std::string_view user_key, Encode encode,
   LocalForget forget(*this);
   forget.add(key);
   try {
-    backend_->set(key, *item, judge_.ttl_for(expiration ? *expiration : options_.expiration));
+    metrics_.backend(BackendOp::store, user_key, 1, [&] {
+      backend_->set(key, *item, judge_.ttl_for(expiration ? *expiration : options_.expiration));
+    });
     return true;
   } catch (const std::exception& e) {
     reporter_.report(ErrorKind::backend, "set", user_key, e.what());
@@ -1336,7 +1375,8 @@ bool CacheRegion::Engine::remove(std::string_view user_key) {
   try {
     // The tombstone keeps the removed value's creation duration: whoever
     // waits for the next creation knows how long it will likely take.
-    const auto before = backend_->get(key);
+    const auto before =
+        metrics_.backend(BackendOp::get, user_key, 1, [&] { return backend_->get(key); });
     bool existed = false;
     std::chrono::microseconds took{0};
     if (before) {
@@ -1346,7 +1386,8 @@ bool CacheRegion::Engine::remove(std::string_view user_key) {
     }
     auto tombstone = envelope(
         user_key, check, [](std::string&) {}, took, detail::EnvelopeKind::tombstone);
-    backend_->set(key, *tombstone, tombstone_ttl());
+    metrics_.backend(BackendOp::store, user_key, 1,
+                     [&] { backend_->set(key, *tombstone, tombstone_ttl()); });
     detail::Counters::add(counters_.removals);
     return existed;
   } catch (const std::exception& e) {
@@ -1370,21 +1411,29 @@ bool CacheRegion::Engine::invalidate(std::string_view user_key, Invalidation kin
     const Ttl keep_for = std::max(std::chrono::ceil<Ttl>(options_.stale_grace),
                                   std::chrono::ceil<Ttl>(options_.lock_timeout));
     // One request where the backend marks items stale itself.
-    if (backend_->can_mark_stale()) return backend_->mark_stale(key, keep_for);
+    if (backend_->can_mark_stale()) {
+      return metrics_.backend(BackendOp::mark_stale, user_key, 1,
+                              [&] { return backend_->mark_stale(key, keep_for); });
+    }
     // Else the value is rewritten, marked, unless it changed meanwhile.
     for (int attempt = 0; attempt < 4; ++attempt) {
       Cas version = 0;
-      auto item = backend_->gets(key, version);
+      auto item = metrics_.backend(BackendOp::get, user_key, 1,
+                                   [&] { return backend_->gets(key, version); });
       if (!item) return false;
       const auto env = detail::decode_envelope(item->data, item->flags, check);
       if (!env.envelope || env.envelope->kind == detail::EnvelopeKind::tombstone) return false;
       if (env.envelope->kind == detail::EnvelopeKind::stale) return true;
       detail::mark_envelope_stale(item->data);
       if (version == 0) {  // a backend without versions
-        backend_->set(key, *item, keep_for);
+        metrics_.backend(BackendOp::store, user_key, 1,
+                         [&] { backend_->set(key, *item, keep_for); });
         return true;
       }
-      if (backend_->cas(key, *item, keep_for, version)) return true;
+      if (metrics_.backend(BackendOp::store, user_key, 1,
+                           [&] { return backend_->cas(key, *item, keep_for, version); })) {
+        return true;
+      }
     }
     reporter_.report(ErrorKind::backend, "invalidate", user_key,
                      "the value kept changing while it was marked stale; left as it is");
@@ -1413,7 +1462,8 @@ void CacheRegion::Engine::get_multi(std::span<const std::string_view> user_keys,
     leases[i].key = slots[i].key;
   }
   try {
-    backend_->read(leases, LeaseRequest{});
+    metrics_.backend(BackendOp::get, user_keys.front(), leases.size(),
+                     [&] { backend_->read(leases, LeaseRequest{}); });
   } catch (const std::exception& e) {
     reporter_.report(ErrorKind::backend, "get_multi", user_keys.front(), e.what());
     return;
@@ -1453,7 +1503,8 @@ bool CacheRegion::Engine::set_multi(std::span<const std::string_view> user_keys,
   std::vector<KeyedItem> batch;
   for (std::size_t i = 0; i < keys.size(); ++i) batch.push_back(KeyedItem{keys[i], items[i].get()});
   try {
-    backend_->set_multi(batch, judge_.ttl_for(options_.expiration));
+    metrics_.backend(BackendOp::store, user_keys.front(), batch.size(),
+                     [&] { backend_->set_multi(batch, judge_.ttl_for(options_.expiration)); });
   } catch (const std::exception& e) {
     reporter_.report(ErrorKind::backend, "set_multi", user_keys.front(), e.what());
     return false;
@@ -1481,7 +1532,8 @@ bool CacheRegion::Engine::remove_multi(std::span<const std::string_view> user_ke
     batch.push_back(KeyedItem{keys[i], tombstones[i].get()});
   }
   try {
-    backend_->set_multi(batch, tombstone_ttl());
+    metrics_.backend(BackendOp::store, user_keys.front(), batch.size(),
+                     [&] { backend_->set_multi(batch, tombstone_ttl()); });
     detail::Counters::add(counters_.removals, batch.size());
     return true;
   } catch (const std::exception& e) {

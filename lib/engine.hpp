@@ -26,6 +26,7 @@
 #include "judge.hpp"
 #include "local_store.hpp"
 #include "lock_keeper.hpp"
+#include "metrics.hpp"
 #include "reporter.hpp"
 
 namespace dogpile {
@@ -85,6 +86,7 @@ class CacheRegion::Engine : detail::ForkAware {
   Engine& operator=(const Engine&) = delete;
 
   Outcome run(const Call& call);
+  Outcome run_keys(const Call& call);
 
   // The region's other operations.
   bool get(std::string_view key, Decode decode, TimePoint* created_at, bool* fresh,
@@ -98,6 +100,7 @@ class CacheRegion::Engine : detail::ForkAware {
   bool invalidate(std::string_view key, Invalidation kind);
 
   [[nodiscard]] RegionStats stats() const noexcept;
+  [[nodiscard]] RegionMetrics metrics() const noexcept { return metrics_.snapshot(); }
   [[nodiscard]] std::size_t in_flight() const { return flights_.size(); }
   [[nodiscard]] Duration clock_offset() const noexcept { return fleet_.offset(); }
   void set_error_handler(ErrorHandler handler) { reporter_.set_handler(std::move(handler)); }
@@ -159,7 +162,7 @@ class CacheRegion::Engine : detail::ForkAware {
   void run_job(Job& job) noexcept;
   void abandon_job(Job& job) noexcept;
   template <class Op>
-  void with_leases(std::span<detail::Slot* const> slots, Op op);
+  void with_leases(BackendOp what, std::span<detail::Slot* const> slots, Op op);
   std::shared_ptr<Item> envelope(std::string_view user_key, std::uint64_t check,
                                  detail::FunctionRef<void(std::string&)> encode,
                                  std::chrono::microseconds took,
@@ -172,6 +175,7 @@ class CacheRegion::Engine : detail::ForkAware {
   const Clock& clock_;
   mutable detail::Counters counters_;
   detail::Reporter reporter_;
+  detail::Metrics metrics_;
   detail::Judge judge_;
   detail::Invalidations invalidations_;
   detail::FleetClock fleet_;

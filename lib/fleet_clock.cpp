@@ -25,9 +25,10 @@ constexpr auto kMinGap = std::chrono::milliseconds(50);
 }  // namespace
 
 FleetClock::FleetClock(const Clock& local, Backend& backend, std::string reference_key,
-                       std::optional<Duration> resync)
+                       std::optional<Duration> resync, Metrics* metrics)
     : local_(local),
       backend_(backend),
+      metrics_(metrics),
       reference_key_(std::move(reference_key)),
       resync_(resync),
       enabled_(resync.has_value()) {}
@@ -60,7 +61,8 @@ bool FleetClock::sample(std::string* error) {
   std::optional<ServerTime> server;
   const TimePoint t0 = local_.now();
   try {
-    server = backend_.server_time(reference_key_);
+    server = measured(metrics_, BackendOp::clock, reference_key_, 1,
+                      [&] { return backend_.server_time(reference_key_); });
   } catch (const std::exception& e) {
     if (error != nullptr) *error = e.what();
     std::lock_guard lock(mutex_);

@@ -20,6 +20,7 @@
 
 #include "dogpile/backend.hpp"
 #include "dogpile/clock.hpp"
+#include "metrics.hpp"
 
 namespace dogpile::detail {
 
@@ -28,7 +29,7 @@ class FleetClock {
   /// `reference_key` places the reference server; `resync` is how often a
   /// measured offset is renewed (nullopt: never measure, offset zero).
   FleetClock(const Clock& local, Backend& backend, std::string reference_key,
-             std::optional<Duration> resync);
+             std::optional<Duration> resync, Metrics* metrics = nullptr);
 
   /// The fleet's time now. Never blocks.
   [[nodiscard]] TimePoint now() const noexcept {
@@ -72,6 +73,7 @@ class FleetClock {
  private:
   const Clock& local_;
   Backend& backend_;
+  Metrics* metrics_;
   const std::string reference_key_;
   const std::optional<Duration> resync_;
   const bool enabled_;

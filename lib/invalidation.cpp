@@ -9,14 +9,16 @@
 namespace dogpile::detail {
 
 Invalidations::Invalidations(Backend& backend, std::string key, std::optional<Duration> interval,
-                             const Clock& clock, Reporter& reporter, Counters& counters)
+                             const Clock& clock, Reporter& reporter, Counters& counters,
+                             Metrics* metrics)
     : backend_(backend),
       key_(std::move(key)),
       check_(key_check(key_)),
       interval_(interval),
       clock_(clock),
       reporter_(reporter),
-      counters_(counters) {}
+      counters_(counters),
+      metrics_(metrics) {}
 
 void Invalidations::check() noexcept {
   if (!interval_) return;
@@ -32,12 +34,14 @@ void Invalidations::check() noexcept {
 void Invalidations::fetch() noexcept {
   Counters::add(counters_.invalidation_checks);
   try {
-    const auto item = backend_.get(key_);
+    const auto item =
+        measured(metrics_, BackendOp::invalidation, key_, 1, [&] { return backend_.get(key_); });
     const auto known = current();
     if (!item) {
       // Evicted, or never written: put back what this process knows.
       if (known.hard != InvalidationTimes::kNever || known.soft != InvalidationTimes::kNever) {
-        (void)backend_.add(key_, known.encode(check_), Ttl::zero());
+        (void)measured(metrics_, BackendOp::invalidation, key_, 1,
+                       [&] { return backend_.add(key_, known.encode(check_), Ttl::zero()); });
       }
       return;
     }
@@ -78,13 +82,15 @@ void Invalidations::invalidate(Invalidation kind, TimePoint at) noexcept {
   // again (a few times) settles that.
   for (int attempt = 0; attempt < 3; ++attempt) {
     try {
-      const auto item = backend_.get(key_);
+      const auto item =
+          measured(metrics_, BackendOp::invalidation, key_, 1, [&] { return backend_.get(key_); });
       auto stored = item ? InvalidationTimes::decode(*item, check_) : std::nullopt;
       if (stored && stored->covers(mine)) return;
       InvalidationTimes merged = stored.value_or(InvalidationTimes{});
       merged.hard = std::max(merged.hard, mine.hard);
       merged.soft = std::max(merged.soft, mine.soft);
-      backend_.set(key_, merged.encode(check_), Ttl::zero());
+      measured(metrics_, BackendOp::invalidation, key_, 1,
+               [&] { backend_.set(key_, merged.encode(check_), Ttl::zero()); });
       raise(merged);
     } catch (const std::exception& e) {
       reporter_.report(ErrorKind::backend, "write invalidation record", key_, e.what());

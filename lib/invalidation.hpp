@@ -17,6 +17,7 @@
 #include "dogpile/backend.hpp"
 #include "dogpile/region.hpp"
 #include "invalidation_times.hpp"
+#include "metrics.hpp"
 #include "reporter.hpp"
 
 namespace dogpile::detail {
@@ -24,7 +25,8 @@ namespace dogpile::detail {
 class Invalidations {
  public:
   Invalidations(Backend& backend, std::string key, std::optional<Duration> interval,
-                const Clock& clock, Reporter& reporter, Counters& counters);
+                const Clock& clock, Reporter& reporter, Counters& counters,
+                Metrics* metrics = nullptr);
 
   /// Reads the record if the interval has passed: one caller per interval
   /// does (one backend `get`), the others go on with what is known. Writes it
@@ -53,6 +55,7 @@ class Invalidations {
   const Clock& clock_;
   Reporter& reporter_;
   Counters& counters_;
+  Metrics* metrics_;
   std::atomic<std::int64_t> hard_{InvalidationTimes::kNever};
   std::atomic<std::int64_t> soft_{InvalidationTimes::kNever};
   std::atomic<SteadyTime::rep> next_check_{std::numeric_limits<SteadyTime::rep>::min()};

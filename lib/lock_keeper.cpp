@@ -9,8 +9,8 @@
 
 namespace dogpile::detail {
 
-LockKeeper::LockKeeper(const Clock& clock, Report report)
-    : clock_(clock), report_(std::move(report)), registration_(*this) {}
+LockKeeper::LockKeeper(const Clock& clock, Report report, Metrics* metrics)
+    : clock_(clock), report_(std::move(report)), metrics_(metrics), registration_(*this) {}
 
 LockKeeper::~LockKeeper() {
   registration_.reset();
@@ -111,7 +111,8 @@ void LockKeeper::run(std::stop_token stop) {
       lock.unlock();
       for (std::size_t i = 0; i < due.size(); ++i) {
         try {
-          outcomes[i].lost = !due[i]->lock->extend();
+          outcomes[i].lost = !measured(metrics_, BackendOp::extend, due[i]->key, 1,
+                                       [&] { return due[i]->lock->extend(); });
         } catch (const std::exception& error) {
           outcomes[i].error = error.what();
         }

@@ -24,6 +24,7 @@
 #include "dogpile/backend.hpp"
 #include "dogpile/clock.hpp"
 #include "fork.hpp"
+#include "metrics.hpp"
 
 namespace dogpile::detail {
 
@@ -37,7 +38,8 @@ class LockKeeper : ForkAware {
   /// Called from the keeper thread. Must not throw.
   using Report = std::function<void(const std::string& key, Event event, const char* error)>;
 
-  LockKeeper(const Clock& clock, Report report);
+  /// Each extension is recorded in `metrics`, if given.
+  LockKeeper(const Clock& clock, Report report, Metrics* metrics = nullptr);
   /// Stops and joins the thread. Every Ticket must have been destroyed.
   ~LockKeeper();
   LockKeeper(const LockKeeper&) = delete;
@@ -111,6 +113,7 @@ class LockKeeper : ForkAware {
 
   const Clock& clock_;
   Report report_;
+  Metrics* metrics_;
   std::mutex mutex_;
   std::condition_variable_any wake_;
   std::condition_variable extended_;  // an extension finished

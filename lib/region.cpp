@@ -150,6 +150,7 @@ void CacheRegion::check_created_count(std::size_t got, std::size_t wanted) {
 }
 
 RegionStats CacheRegion::stats() const noexcept { return engine_->stats(); }
+RegionMetrics CacheRegion::metrics() const noexcept { return engine_->metrics(); }
 std::size_t CacheRegion::in_flight() const { return engine_->in_flight(); }
 Duration CacheRegion::clock_offset() const noexcept { return engine_->clock_offset(); }
 

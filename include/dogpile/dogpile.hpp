@@ -16,6 +16,7 @@
 #include "dogpile/memcached.hpp"
 #include "dogpile/memcached_meta.hpp"
 #include "dogpile/memory.hpp"
+#include "dogpile/metrics.hpp"
 #include "dogpile/name_registry.hpp"
 #include "dogpile/region.hpp"
 #include "dogpile/sync_reader.hpp"

@@ -75,6 +75,7 @@
 #include "dogpile/detail/function_ref.hpp"
 #include "dogpile/executor.hpp"
 #include "dogpile/lock.hpp"
+#include "dogpile/metrics.hpp"
 
 namespace dogpile {
 
@@ -255,6 +256,10 @@ struct RegionOptions {
   std::optional<LocalTier> local = std::nullopt;
   /// Compression of large values (see Compression); off by default.
   Compression compression;
+  /// Sees every call, creation and backend request as it ends (see
+  /// Observer); nullptr: none. The region's own measurements
+  /// (CacheRegion::metrics) are kept either way.
+  std::shared_ptr<Observer> observer;
 };
 
 /// What CacheRegion::invalidate does to the values stored before it.
@@ -668,6 +673,9 @@ class CacheRegion {
 
   /// A snapshot of the counters. Never blocks.
   [[nodiscard]] RegionStats stats() const noexcept;
+  /// Latency histograms of calls (per result) and creators, and backend
+  /// requests by operation (see dogpile/metrics.hpp). Thread-safe.
+  [[nodiscard]] RegionMetrics metrics() const noexcept;
 
   /// Keys this process is creating, or waiting for, right now: the region
   /// keeps per-key state only while a key is in flight, so this is 0 when

@@ -1,0 +1,90 @@
+// The region's measurements (internal): atomic histograms and per-operation
+// request counts, read as RegionMetrics, and the Observer's calls.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+
+#include "dogpile/clock.hpp"
+#include "dogpile/metrics.hpp"
+
+namespace dogpile::detail {
+
+class AtomicHistogram {
+ public:
+  void add(Duration d) noexcept;
+  [[nodiscard]] Histogram snapshot() const noexcept;
+
+ private:
+  std::array<std::atomic<std::uint64_t>, Histogram::bounds.size() + 1> counts_{};
+  std::atomic<std::uint64_t> sum_ns_{0};
+};
+
+class Metrics {
+ public:
+  Metrics(const Clock& clock, std::shared_ptr<Observer> observer)
+      : clock_(clock), observer_(std::move(observer)) {}
+
+  [[nodiscard]] SteadyTime now() const { return clock_.steady_now(); }
+
+  /// Runs `request` (one backend request) and records it: its time, and
+  /// whether it threw (the exception goes on).
+  template <class Request>
+  decltype(auto) backend(BackendOp op, std::string_view key, std::size_t keys, Request&& request) {
+    Timed timed{*this, op, key, keys, now()};
+    if constexpr (std::is_void_v<std::invoke_result_t<Request&>>) {
+      request();
+      timed.ok = true;
+    } else {
+      auto result = request();
+      timed.ok = true;
+      return result;
+    }
+  }
+
+  void call(CallResult result, std::string_view key, std::size_t keys, Duration took) noexcept;
+  void creation(std::string_view key, std::size_t keys, Duration took, bool ok,
+                bool background) noexcept;
+
+  [[nodiscard]] RegionMetrics snapshot() const noexcept;
+
+ private:
+  struct Timed {
+    Metrics& metrics;
+    BackendOp op;
+    std::string_view key;
+    std::size_t keys;
+    SteadyTime started;
+    bool ok = false;
+    ~Timed() { metrics.record(op, key, keys, metrics.now() - started, ok); }
+  };
+  void record(BackendOp op, std::string_view key, std::size_t keys, Duration took,
+              bool ok) noexcept;
+
+  struct Op {
+    std::atomic<std::uint64_t> requests{0}, failures{0};
+    AtomicHistogram latency;
+  };
+
+  const Clock& clock_;
+  std::shared_ptr<Observer> observer_;
+  std::array<AtomicHistogram, kCallResults> calls_;
+  AtomicHistogram creations_;
+  std::array<Op, kBackendOps> ops_;
+};
+
+/// metrics->backend(...), or just `request()` without metrics.
+template <class Request>
+decltype(auto) measured(Metrics* metrics, BackendOp op, std::string_view key, std::size_t keys,
+                        Request&& request) {
+  if (metrics == nullptr) return request();
+  return metrics->backend(op, key, keys, std::forward<Request>(request));
+}
+
+}  // namespace dogpile::detail

@@ -1,0 +1,239 @@
+// Metrics: call latency by result, creator durations, backend requests by
+// operation (lock and lease traffic included), the Observer, and the
+// Prometheus text. Durations come from the injected clock: exact buckets.
+#include <doctest/doctest.h>
+
+#include <array>
+#include <atomic>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "backends.hpp"
+#include "dogpile/metrics.hpp"
+#include "dogpile/region.hpp"
+#include "region_fixture.hpp"
+
+using namespace std::chrono_literals;
+using dogpile::BackendOp;
+using dogpile::CallResult;
+using dogpile::test::RegionFixture;
+
+namespace {
+
+// Counts what it sees, by operation and by call result.
+struct Counting : dogpile::Observer {
+  std::array<std::atomic<int>, dogpile::kBackendOps> requests{};
+  std::array<std::atomic<int>, dogpile::kBackendOps> failed{};
+  std::array<std::atomic<int>, dogpile::kCallResults> calls{};
+  std::atomic<int> creations{0};
+  std::mutex mutex;
+  std::vector<std::string> keys;  // of the backend events
+  void on_backend(const dogpile::BackendEvent& e) noexcept override {
+    requests[static_cast<std::size_t>(e.op)]++;
+    if (!e.ok) failed[static_cast<std::size_t>(e.op)]++;
+    std::lock_guard lock(mutex);
+    keys.emplace_back(e.key);
+  }
+  void on_call(const dogpile::CallEvent& e) noexcept override {
+    calls[static_cast<std::size_t>(e.result)]++;
+  }
+  void on_creation(const dogpile::CreationEvent&) noexcept override { creations++; }
+};
+
+std::uint64_t requests(const dogpile::RegionMetrics& m, BackendOp op) {
+  return m.backend[static_cast<std::size_t>(op)].requests;
+}
+
+const dogpile::Histogram& calls(const dogpile::RegionMetrics& m, CallResult r) {
+  return m.calls[static_cast<std::size_t>(r)];
+}
+
+// The bucket of a histogram that holds `seconds`.
+std::size_t bucket_of(double seconds) {
+  std::size_t i = 0;
+  while (i < dogpile::Histogram::bounds.size() && seconds > dogpile::Histogram::bounds[i]) ++i;
+  return i;
+}
+
+}  // namespace
+
+TEST_SUITE("metrics") {
+  TEST_CASE("calls by result, creator durations, on the region's clock") {
+    RegionFixture f;
+    dogpile::CacheRegion region(f.backend, f.options(10s));
+    auto slow = [&] {
+      f.clock.advance(30ms);  // the creator takes 30 ms
+      return std::string("v1");
+    };
+    CHECK(region.get_or_create("k", slow) == "v1");                 // created
+    CHECK(region.get_or_create("k", f.creator("unused")) == "v1");  // fresh
+    f.clock.advance(11s);
+    CHECK(region.get_or_create("k", [&] {
+      f.clock.advance(700ms);
+      return std::string("v2");
+    }) == "v2");  // expired: created again
+    CHECK_THROWS(
+        region.get_or_create("bad", []() -> std::string { throw std::runtime_error("x"); }));
+
+    const auto m = region.metrics();
+    const auto& created = calls(m, CallResult::created);
+    CHECK(created.count == 2);
+    CHECK(created.counts[bucket_of(0.030)] == 1);
+    CHECK(created.counts[bucket_of(0.700)] == 1);
+    CHECK(created.sum_seconds == doctest::Approx(0.730));
+    CHECK(calls(m, CallResult::fresh).count == 1);
+    CHECK(calls(m, CallResult::fresh).sum_seconds == 0);  // the clock did not move
+    CHECK(calls(m, CallResult::failed).count == 1);
+    CHECK(calls(m, CallResult::stale).count == 0);
+    CHECK(m.creations.count == 3);  // the one that threw too
+    CHECK(m.creations.counts[bucket_of(0.030)] == 1);
+    CHECK(m.creations.counts[bucket_of(0.700)] == 1);
+    CHECK(created.quantile_bound(0.5) == 0.05);
+    CHECK(created.quantile_bound(1.0) == 1.0);
+  }
+
+  TEST_CASE("a stale call and a multi call count by their result") {
+    RegionFixture f;
+    dogpile::CacheRegion region(f.backend, f.options(10s));
+    region.set("a", std::string("old"));
+    f.clock.advance(11s);
+    // Another caller holds the lock: this one is served the stale value.
+    auto lock = f.backend->make_lock(region.backend_key("a"), 30s);
+    REQUIRE(lock->try_lock());
+    CHECK(region.get_or_create("a", f.creator("new")) == "old");
+    lock->unlock();
+    region.set("b", std::string("b"));
+    std::vector<std::string> keys{"b", "c"};
+    auto made = region.get_or_create_multi(keys, [](std::span<const std::string_view> missing) {
+      return std::vector<std::string>(missing.size(), "made");
+    });
+    CHECK(made == std::vector<std::string>{"b", "made"});
+    const auto m = region.metrics();
+    CHECK(calls(m, CallResult::stale).count == 1);
+    CHECK(calls(m, CallResult::created).count == 1);  // the multi call: its costliest key
+    CHECK(calls(m, CallResult::fresh).count == 0);
+  }
+
+  TEST_CASE("backend requests by operation: the lease and its release are seen") {
+    RegionFixture f;
+    auto observer = std::make_shared<Counting>();
+    auto options = f.options(10s);
+    options.observer = observer;
+    dogpile::CacheRegion region(f.backend, options);
+    const auto before = f.backend->counters();
+    CHECK(region.get_or_create("k", f.creator("v")) == "v");
+    const auto cold = region.metrics();
+    const auto wire = f.since(before);
+    // A cold call: the read, the lock (an add), the confirming read, the
+    // store, the lock's release.
+    CHECK(requests(cold, BackendOp::get) == 1);
+    CHECK(requests(cold, BackendOp::lease) == 1);
+    CHECK(requests(cold, BackendOp::confirm) == 1);
+    CHECK(requests(cold, BackendOp::store) == 1);
+    CHECK(requests(cold, BackendOp::release) == 1);
+    CHECK(wire.adds == 2);  // the lock's add and the value's (fenced on an empty key)
+    CHECK(wire.lock_releases == 1);
+    std::uint64_t total = 0;
+    for (const auto& op : cold.backend) total += op.requests;
+    CHECK(total == 5);
+    // A fresh hit: one more get, nothing else.
+    CHECK(region.get_or_create("k", f.creator("v")) == "v");
+    const auto hot = region.metrics();
+    CHECK(requests(hot, BackendOp::get) == 2);
+    CHECK(requests(hot, BackendOp::lease) == 1);
+    // The observer saw the same, with the user's key.
+    CHECK(observer->requests[static_cast<std::size_t>(BackendOp::get)] == 2);
+    CHECK(observer->requests[static_cast<std::size_t>(BackendOp::lease)] == 1);
+    CHECK(observer->requests[static_cast<std::size_t>(BackendOp::release)] == 1);
+    CHECK(observer->calls[static_cast<std::size_t>(CallResult::created)] == 1);
+    CHECK(observer->calls[static_cast<std::size_t>(CallResult::fresh)] == 1);
+    CHECK(observer->creations == 1);
+    std::lock_guard lock(observer->mutex);
+    for (const auto& key : observer->keys) CHECK(key == "k");
+  }
+
+  TEST_CASE("failed requests are counted as failures of their operation") {
+    RegionFixture f;
+    auto faulty = std::make_shared<dogpile::test::FaultyBackend>(f.backend);
+    auto observer = std::make_shared<Counting>();
+    auto options = f.options(10s);
+    options.observer = observer;
+    dogpile::CacheRegion region(faulty, options);
+    faulty->fail_get = true;
+    CHECK(region.get_or_create("k", f.creator("v")) == "v");  // degraded: made here
+    const auto m = region.metrics();
+    const auto& get = m.backend[static_cast<std::size_t>(BackendOp::get)];
+    CHECK(get.requests >= 1);
+    CHECK(get.failures == get.requests);
+    CHECK(observer->failed[static_cast<std::size_t>(BackendOp::get)] ==
+          static_cast<int>(get.failures));
+    CHECK(m.backend[static_cast<std::size_t>(BackendOp::store)].failures == 0);
+  }
+
+  TEST_CASE("invalidation, mark_stale and writes are operations too") {
+    RegionFixture f;
+    auto options = f.options(10s);
+    options.invalidation_check = 1s;
+    dogpile::CacheRegion region(f.backend, options);
+    region.set("k", std::string("v"));
+    region.invalidate("k", dogpile::Invalidation::soft);
+    region.invalidate(dogpile::Invalidation::hard);
+    CHECK(region.get_or_create("k", f.creator("v2")) == "v2");
+    const auto m = region.metrics();
+    CHECK(requests(m, BackendOp::invalidation) >= 2);  // the record written, and read
+    CHECK(requests(m, BackendOp::store) >= 2);         // the set, the value made
+  }
+
+  TEST_CASE("the Prometheus text: every family once, a series per region") {
+    RegionFixture f;
+    dogpile::CacheRegion users(f.backend, f.options(10s));
+    auto other = f.options(10s);
+    other.key_prefix = "o:";
+    dogpile::CacheRegion orders(f.backend, other);
+    CHECK(users.get_or_create("k", [&] {
+      f.clock.advance(30ms);
+      return std::string("v");
+    }) == "v");
+    CHECK(users.get_or_create("k", f.creator("v")) == "v");
+    const std::string one = dogpile::prometheus_text(users, "users");
+    CHECK(one.find("# TYPE dogpile_hits_total counter\ndogpile_hits_total{region=\"users\"} 1\n") !=
+          std::string::npos);
+    CHECK(one.find("dogpile_created_total{region=\"users\"} 1\n") != std::string::npos);
+    CHECK(one.find("dogpile_call_seconds_bucket{region=\"users\",result=\"created\",le=\"0.025\"} "
+                   "0\n") != std::string::npos);
+    CHECK(one.find("dogpile_call_seconds_bucket{region=\"users\",result=\"created\",le=\"0.05\"} "
+                   "1\n") != std::string::npos);
+    CHECK(one.find("dogpile_call_seconds_bucket{region=\"users\",result=\"created\",le=\"+Inf\"} "
+                   "1\n") != std::string::npos);
+    CHECK(one.find("dogpile_call_seconds_count{region=\"users\",result=\"fresh\"} 1\n") !=
+          std::string::npos);
+    CHECK(one.find("dogpile_creation_seconds_sum{region=\"users\"} 0.03\n") != std::string::npos);
+    CHECK(one.find("dogpile_backend_requests_total{region=\"users\",op=\"lease\"} 1\n") !=
+          std::string::npos);
+    CHECK(one.find("dogpile_backend_requests_total{region=\"users\",op=\"get\"} 2\n") !=
+          std::string::npos);
+    // Every line is a comment or `name{labels} value`.
+    std::size_t lines = 0;
+    for (std::size_t at = 0; at < one.size();) {
+      const auto end = one.find('\n', at);
+      REQUIRE(end != std::string::npos);
+      const std::string line = one.substr(at, end - at);
+      CHECK((line.starts_with("# HELP dogpile_") || line.starts_with("# TYPE dogpile_") ||
+             (line.starts_with("dogpile_") && line.find("} ") != std::string::npos)));
+      at = end + 1;
+      ++lines;
+    }
+    CHECK(lines > 100);
+
+    const std::string two = dogpile::prometheus_text({{"users", &users}, {"or\"ders", &orders}});
+    auto count = [&](std::string_view what) {
+      std::size_t n = 0;
+      for (auto at = two.find(what); at != std::string::npos; at = two.find(what, at + 1)) ++n;
+      return n;
+    };
+    CHECK(count("# TYPE dogpile_hits_total counter\n") == 1);
+    CHECK(count("dogpile_hits_total{region=\"users\"} 1\n") == 1);
+    CHECK(count("dogpile_hits_total{region=\"or\\\"ders\"} 0\n") == 1);  // the quote escaped
+  }
+}
