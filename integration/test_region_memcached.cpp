@@ -2,6 +2,7 @@
 // processes and threads, lock holders that die or run long, foreign bytes,
 // and a server that goes away and comes back.
 #include <doctest/doctest.h>
+#include <fmt/format.h>
 
 #include <algorithm>
 #include <atomic>
@@ -77,6 +78,35 @@ void run_herd(Herd<P, T>& herd, MakeProcess make_process) {
 }  // namespace
 
 TEST_SUITE("region on memcached") {
+  TEST_CASE("an error names its server and a code, with no pointer or source path") {
+    MemcachedServer server;
+    const int port = server.port();
+    server.kill();                                          // nothing listens there now
+    std::vector<std::pair<std::string, std::string>> seen;  // server, code
+    std::vector<std::string> messages;
+    auto options = quiet({.expiration = 60s, .clock_sync = std::nullopt});
+    options.on_error = [&](const dogpile::ErrorEvent& e) {
+      if (e.kind != dogpile::ErrorKind::backend) return;
+      seen.emplace_back(e.server, e.code);
+      messages.emplace_back(e.message);
+    };
+    CacheRegion region(
+        dogpile::test::memcached(fmt::format("--SERVER=127.0.0.1:{} --CONNECT-TIMEOUT=200", port)),
+        options);
+    CHECK(region.get_or_create("k", [] { return std::string("made"); }) == "made");
+    REQUIRE_FALSE(seen.empty());
+    const std::string where = fmt::format("127.0.0.1:{}", port);
+    CHECK(seen.front().first == where);
+    MESSAGE("server ", seen.front().first, ", code ", seen.front().second, ": ", messages.front());
+    CHECK((seen.front().second == "CONNECTION_FAILURE" ||
+           seen.front().second == "SERVER_MARKED_DOWN" ||
+           seen.front().second == "SERVER_IS_MARKED_DEAD" || seen.front().second == "TIMEOUT"));
+    for (const auto& m : messages) {
+      CHECK(m.find("(0x") == std::string::npos);
+      CHECK(m.find(".cc:") == std::string::npos);
+    }
+  }
+
   TEST_CASE("a fresh hit is one request to memcached: one get and nothing else") {
     MemcachedServer server;
     // Invalidation checks stay on, with an interval longer than the test:

@@ -360,7 +360,8 @@ Found CacheRegion::Engine::examine(const Context& ctx, Slot& slot, std::string_v
     // (another client's creation in progress): a miss, not an error.
     const bool placeholder = data.empty() && flags == 0;
     if (!quiet && !placeholder) {
-      reporter_.report(ErrorKind::decode, "decode", slot.user_key, detail::to_string(result.error));
+      reporter_.report(ErrorKind::decode, "decode", slot.user_key, detail::to_string(result.error),
+                       {}, detail::code_of(result.error));
     }
     return Found::missing;
   }
@@ -382,13 +383,14 @@ Found CacheRegion::Engine::examine(const Context& ctx, Slot& slot, std::string_v
       detail::payload_bytes(envelope, scratch, options_.compression.max_size, error);
   if (!payload) {
     if (!quiet)
-      reporter_.report(ErrorKind::decode, "decode", slot.user_key, detail::to_string(error));
+      reporter_.report(ErrorKind::decode, "decode", slot.user_key, detail::to_string(error), {},
+                       detail::code_of(error));
     return Found::missing;
   }
   if (!decode(*payload)) {
     if (!quiet) {
       reporter_.report(ErrorKind::decode, "decode", slot.user_key,
-                       "the stored value does not decode as the requested type");
+                       "the stored value does not decode as the requested type", {}, "codec");
     }
     return Found::missing;
   }
@@ -430,7 +432,7 @@ void CacheRegion::Engine::read_one(Context& ctx, Slot& slot) {
   } catch (const std::bad_alloc&) {
     throw;
   } catch (const std::exception& e) {
-    reporter_.report(ErrorKind::backend, "get", slot.user_key, e.what());
+    reporter_.report(ErrorKind::backend, "get", slot.user_key, e);
     read_failed(ctx, slot);
   }
 }
@@ -536,7 +538,7 @@ void CacheRegion::Engine::read(Context& ctx, std::span<Slot* const> slots) {
   } catch (const std::bad_alloc&) {
     throw;
   } catch (const std::exception& e) {
-    reporter_.report(ErrorKind::backend, "get_multi", slots.front()->user_key, e.what());
+    reporter_.report(ErrorKind::backend, "get_multi", slots.front()->user_key, e);
     for (Slot* s : slots) read_failed(ctx, *s);
     return;
   }
@@ -694,7 +696,7 @@ bool CacheRegion::Engine::claim(Slot& s) {
   } catch (const std::bad_alloc&) {
     throw;
   } catch (const std::exception& e) {
-    reporter_.report(ErrorKind::backend, "lock", s.user_key, e.what());
+    reporter_.report(ErrorKind::backend, "lock", s.user_key, e);
     s.degraded = true;
     return false;
   }
@@ -718,7 +720,7 @@ void CacheRegion::Engine::confirm(Context& ctx, std::vector<Slot*>& won) {
     } catch (const std::bad_alloc&) {
       throw;
     } catch (const std::exception& e) {
-      reporter_.report(ErrorKind::backend, "get", unconfirmed.front()->user_key, e.what());
+      reporter_.report(ErrorKind::backend, "get", unconfirmed.front()->user_key, e);
       // The lock is held: create, and store only into an empty key.
       for (Slot* s : unconfirmed) s->lease.fence = Fence{Fence::Kind::absent, 0};
       unconfirmed.clear();
@@ -919,7 +921,7 @@ void CacheRegion::Engine::create(Context& ctx, std::span<Slot* const> slots, Cre
     try {
       finish(s.made->data, created_at, took, s.check, detail::EnvelopeKind::value);
     } catch (const std::length_error& e) {
-      reporter_.report(ErrorKind::backend, "set", s.user_key, e.what());
+      reporter_.report(ErrorKind::backend, "set", s.user_key, e);
       s.made.reset();
       continue;
     }
@@ -949,7 +951,7 @@ void CacheRegion::Engine::create(Context& ctx, std::span<Slot* const> slots, Cre
     } catch (const std::bad_alloc&) {
       throw;
     } catch (const std::exception& e) {
-      reporter_.report(ErrorKind::backend, "set", to_store.front()->user_key, e.what());
+      reporter_.report(ErrorKind::backend, "set", to_store.front()->user_key, e);
       store_failed = true;
     }
     for (Slot* s : to_store) s->lease.value = nullptr;
@@ -1005,8 +1007,8 @@ void CacheRegion::Engine::release(std::span<Slot* const> slots) {
   } catch (const std::bad_alloc&) {
     throw;
   } catch (const std::exception& e) {
-    reporter_.report(ErrorKind::backend, "release lock", held.front()->user_key,
-                     std::string(e.what()) + "; tried again in the background");
+    reporter_.report(ErrorKind::backend, "release lock", held.front()->user_key, e,
+                     "; tried again in the background");
   }
   std::vector<std::unique_ptr<DistributedLock>> unreleased;
   for (Slot* s : held) {
@@ -1128,7 +1130,7 @@ void CacheRegion::Engine::poll(Context& ctx, std::span<Slot* const> due) {
   } catch (const std::bad_alloc&) {
     throw;
   } catch (const std::exception& e) {
-    reporter_.report(ErrorKind::backend, "poll", due.front()->user_key, e.what());
+    reporter_.report(ErrorKind::backend, "poll", due.front()->user_key, e);
     if (ctx.stop.stop_requested() || clock_.steady_now() >= ctx.deadline) {
       // The call's own deadline (or stop) cut the poll short: the wait ends
       // as it would have without the request, never in a second creator.
@@ -1269,7 +1271,7 @@ std::shared_ptr<Item> CacheRegion::Engine::envelope(std::string_view user_key, s
   try {
     finish(item->data, fleet_.now(), took, check, kind);
   } catch (const std::length_error& e) {
-    reporter_.report(ErrorKind::backend, "set", user_key, e.what());
+    reporter_.report(ErrorKind::backend, "set", user_key, e);
     return nullptr;
   }
   return item;
@@ -1334,7 +1336,7 @@ bool CacheRegion::Engine::get(std::string_view user_key, Decode decode, TimePoin
     });
     if (!there) slot.found = Found::missing;
   } catch (const std::exception& e) {
-    reporter_.report(ErrorKind::backend, "get", user_key, e.what());
+    reporter_.report(ErrorKind::backend, "get", user_key, e);
     slot.found = Found::error;
   }
   const bool is_fresh = slot.found == Found::fresh;
@@ -1360,7 +1362,7 @@ bool CacheRegion::Engine::set(std::string_view user_key, Encode encode,
     });
     return true;
   } catch (const std::exception& e) {
-    reporter_.report(ErrorKind::backend, "set", user_key, e.what());
+    reporter_.report(ErrorKind::backend, "set", user_key, e);
     return false;
   }
 }
@@ -1391,7 +1393,7 @@ bool CacheRegion::Engine::remove(std::string_view user_key) {
     detail::Counters::add(counters_.removals);
     return existed;
   } catch (const std::exception& e) {
-    reporter_.report(ErrorKind::backend, "remove", user_key, e.what());
+    reporter_.report(ErrorKind::backend, "remove", user_key, e);
     return false;
   }
 }
@@ -1441,7 +1443,7 @@ bool CacheRegion::Engine::invalidate(std::string_view user_key, Invalidation kin
   } catch (const std::bad_alloc&) {
     throw;
   } catch (const std::exception& e) {
-    reporter_.report(ErrorKind::backend, "invalidate", user_key, e.what());
+    reporter_.report(ErrorKind::backend, "invalidate", user_key, e);
     return false;
   }
 }
@@ -1465,7 +1467,7 @@ void CacheRegion::Engine::get_multi(std::span<const std::string_view> user_keys,
     metrics_.backend(BackendOp::get, user_keys.front(), leases.size(),
                      [&] { backend_->read(leases, LeaseRequest{}); });
   } catch (const std::exception& e) {
-    reporter_.report(ErrorKind::backend, "get_multi", user_keys.front(), e.what());
+    reporter_.report(ErrorKind::backend, "get_multi", user_keys.front(), e);
     return;
   }
   for (std::size_t i = 0; i < slots.size(); ++i) {
@@ -1506,7 +1508,7 @@ bool CacheRegion::Engine::set_multi(std::span<const std::string_view> user_keys,
     metrics_.backend(BackendOp::store, user_keys.front(), batch.size(),
                      [&] { backend_->set_multi(batch, judge_.ttl_for(options_.expiration)); });
   } catch (const std::exception& e) {
-    reporter_.report(ErrorKind::backend, "set_multi", user_keys.front(), e.what());
+    reporter_.report(ErrorKind::backend, "set_multi", user_keys.front(), e);
     return false;
   }
   return ok;
@@ -1537,7 +1539,7 @@ bool CacheRegion::Engine::remove_multi(std::span<const std::string_view> user_ke
     detail::Counters::add(counters_.removals, batch.size());
     return true;
   } catch (const std::exception& e) {
-    reporter_.report(ErrorKind::backend, "remove_multi", user_keys.front(), e.what());
+    reporter_.report(ErrorKind::backend, "remove_multi", user_keys.front(), e);
     return false;
   }
 }

@@ -103,6 +103,32 @@ const char* to_string(EnvelopeError e) noexcept {
   return "unknown envelope error";
 }
 
+const char* code_of(EnvelopeError e) noexcept {
+  switch (e) {
+    case EnvelopeError::foreign_flags:
+      return "foreign_flags";
+    case EnvelopeError::truncated:
+      return "truncated";
+    case EnvelopeError::bad_magic:
+      return "bad_magic";
+    case EnvelopeError::wrong_version:
+      return "wrong_version";
+    case EnvelopeError::bad_header:
+      return "bad_header";
+    case EnvelopeError::trailing_bytes:
+      return "trailing_bytes";
+    case EnvelopeError::old_version:
+      return "old_version";
+    case EnvelopeError::key_mismatch:
+      return "key_mismatch";
+    case EnvelopeError::bad_compression:
+      return "bad_compression";
+    case EnvelopeError::too_large:
+      return "too_large";
+  }
+  return "unknown";
+}
+
 void begin_envelope(std::string& out) { out.assign(kEnvelopeHeaderSize, '\0'); }
 
 PayloadEncoding finish_envelope(std::string& out, TimePoint created_at,

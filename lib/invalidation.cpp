@@ -53,11 +53,10 @@ void Invalidations::fetch() noexcept {
                        "readable or belongs to another key; ignored");
     }
   } catch (const std::exception& e) {
-    reporter_.report(ErrorKind::backend, "read invalidation record", key_,
-                     std::string(e.what()) +
-                         " (every invalidation_check, a region reads this record to learn of "
-                         "invalidate() calls made by any process; until it can, it judges "
-                         "with the invalidations it knows)");
+    reporter_.report(ErrorKind::backend, "read invalidation record", key_, e,
+                     " (every invalidation_check, a region reads this record to learn of "
+                     "invalidate() calls made by any process; until it can, it judges "
+                     "with the invalidations it knows)");
   }
 }
 
@@ -93,7 +92,7 @@ void Invalidations::invalidate(Invalidation kind, TimePoint at) noexcept {
                [&] { backend_.set(key_, merged.encode(check_), Ttl::zero()); });
       raise(merged);
     } catch (const std::exception& e) {
-      reporter_.report(ErrorKind::backend, "write invalidation record", key_, e.what());
+      reporter_.report(ErrorKind::backend, "write invalidation record", key_, e);
       return;
     }
   }

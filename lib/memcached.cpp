@@ -95,9 +95,27 @@ std::string describe(memcached_st* mc, memcached_return_t rc) {
   return text;
 }
 
+// libmemcached's name of a result, as a code: "CONNECTION FAILURE" becomes
+// "CONNECTION_FAILURE".
+std::string code_of(memcached_st* mc, memcached_return_t rc) {
+  std::string code = memcached_strerror(mc, rc);
+  for (char& c : code) c = c == ' ' ? '_' : c;
+  return code;
+}
+
+// The server `key` lives on, "host:port"; empty if there is none.
+std::string server_of(memcached_st* mc, std::string_view key) {
+  if (mc == nullptr || key.empty()) return {};
+  memcached_return_t rc;
+  const memcached_instance_st* server = memcached_server_by_key(mc, key.data(), key.size(), &rc);
+  if (server == nullptr) return {};
+  return fmt::format("{}:{}", memcached_server_name(server), memcached_server_port(server));
+}
+
 [[noreturn]] void fail(std::string_view op, std::string_view key, memcached_st* mc,
                        memcached_return_t rc) {
-  throw BackendError(fmt::format("memcached {} {}: {}", op, key, describe(mc, rc)));
+  throw BackendError(fmt::format("memcached {} {}: {}", op, key, describe(mc, rc)),
+                     server_of(mc, key), code_of(mc, rc));
 }
 
 // Checks a parsed configuration for what dogpile cannot work with.

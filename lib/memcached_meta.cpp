@@ -52,12 +52,15 @@ void check_key(std::string_view op, std::string_view key) {
   switch (reply.code) {
     case Code::client_error:
       throw BackendError(
-          fmt::format("memcached {} of key {}: CLIENT_ERROR {}", op, key, reply.message));
+          fmt::format("memcached {} of key {}: CLIENT_ERROR {}", op, key, reply.message), "",
+          "CLIENT_ERROR");
     case Code::server_error:
       throw BackendError(
-          fmt::format("memcached {} of key {}: SERVER_ERROR {}", op, key, reply.message));
+          fmt::format("memcached {} of key {}: SERVER_ERROR {}", op, key, reply.message), "",
+          "SERVER_ERROR");
     default:
-      throw BackendError(fmt::format("memcached {} of key {}: unexpected reply", op, key));
+      throw BackendError(fmt::format("memcached {} of key {}: unexpected reply", op, key), "",
+                         "PROTOCOL_ERROR");
   }
 }
 

@@ -86,8 +86,9 @@ std::string where(const RingServer& s) {
                                                : fmt::format("{}:{}", s.host, s.port);
 }
 
-[[noreturn]] void fail(std::string_view server, std::string_view why) {
-  throw BackendError(fmt::format("memcached {}: {}", server, why));
+[[noreturn]] void fail(std::string_view server, std::string_view why,
+                       const char* code = "CONNECTION_FAILURE") {
+  throw BackendError(fmt::format("memcached {}: {}", server, why), std::string(server), code);
 }
 
 int millis_until(Steady::time_point deadline) noexcept {
@@ -205,12 +206,14 @@ void Connection::send(std::string_view bytes, Steady::time_point deadline,
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && (errno == EPIPE || errno == ECONNRESET)) {
       broken_ = true;
-      throw Closed(fmt::format("memcached {}: the server closed the connection", server));
+      throw Closed(fmt::format("memcached {}: the server closed the connection", server),
+                   std::string(server), "CONNECTION_FAILURE");
     }
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
       if (wait_for(fd_, POLLOUT, deadline)) continue;
       broken_ = true;
-      throw Timeout(fmt::format("memcached {}: timed out sending the request", server));
+      throw Timeout(fmt::format("memcached {}: timed out sending the request", server),
+                    std::string(server), "TIMEOUT");
     }
     broken_ = true;
     fail(server, fmt::format("send failed: {}", std::strerror(errno)));
@@ -224,7 +227,7 @@ void Connection::fill(Steady::time_point deadline, std::string_view server) {
   }
   if (in_.size() - start_ > kMaxBuffered) {
     broken_ = true;
-    fail(server, "reply too long");
+    fail(server, "reply too long", "PROTOCOL_ERROR");
   }
   // A reply is rarely there yet when asked for: wait first, then read (two
   // system calls, not three).
@@ -232,7 +235,8 @@ void Connection::fill(Steady::time_point deadline, std::string_view server) {
   for (;;) {
     if (!wait_for(fd_, POLLIN, deadline)) {
       broken_ = true;
-      throw Timeout(fmt::format("memcached {}: timed out waiting for the reply", server));
+      throw Timeout(fmt::format("memcached {}: timed out waiting for the reply", server),
+                    std::string(server), "TIMEOUT");
     }
     const ssize_t n = ::recv(fd_, buffer, sizeof buffer, MSG_DONTWAIT);
     if (n > 0) {
@@ -259,8 +263,10 @@ const Reply& Connection::receive(Steady::time_point deadline, std::string_view s
         return reply_;
       case Parse::malformed:
         broken_ = true;
-        fail(server, fmt::format("not a meta protocol reply: \"{}\"",
-                                 unread.substr(0, std::min<std::size_t>(unread.find('\r'), 60))));
+        fail(server,
+             fmt::format("not a meta protocol reply: \"{}\"",
+                         unread.substr(0, std::min<std::size_t>(unread.find('\r'), 60))),
+             "PROTOCOL_ERROR");
       case Parse::more:
         fill(deadline, server);
         break;
@@ -278,7 +284,7 @@ std::string Connection::receive_line(Steady::time_point deadline, std::string_vi
     }
     if (unread.size() > 4096) {
       broken_ = true;
-      fail(server, "a reply line without end");
+      fail(server, "a reply line without end", "PROTOCOL_ERROR");
     }
     fill(deadline, server);
   }
@@ -294,7 +300,7 @@ std::string Connection::receive_until_end(Steady::time_point deadline, std::stri
     }
     if (unread.starts_with("ERROR") || unread.size() > (1 << 20)) {
       broken_ = true;
-      fail(server, "unexpected reply to stats");
+      fail(server, "unexpected reply to stats", "PROTOCOL_ERROR");
     }
     fill(deadline, server);
   }
@@ -396,7 +402,9 @@ int Server::connect(Steady::time_point deadline) {
       std::lock_guard lock(mutex_);
       addresses_.clear();
     }
-    if (timed_out) throw Timeout(fmt::format("memcached {}: cannot connect: {}", name_, why));
+    if (timed_out) {
+      throw Timeout(fmt::format("memcached {}: cannot connect: {}", name_, why), name_, "TIMEOUT");
+    }
     fail(name_, fmt::format("cannot connect: {}", why));
   }
   if (!cached) {
@@ -509,8 +517,9 @@ Client::Deadline Client::deadline() const noexcept {
 [[noreturn]] static void failed(Server& server, const BackendError& e, bool timeout,
                                 bool the_call_s, std::string_view what) {
   if (!(timeout && the_call_s)) server.failed();
-  if (timeout) throw Timeout(fmt::format("{}: {}", what, e.what()));
-  throw BackendError(fmt::format("{}: {}", what, e.what()));
+  const std::string code = e.code().empty() ? std::string(timeout ? "TIMEOUT" : "") : e.code();
+  if (timeout) throw Timeout(fmt::format("{}: {}", what, e.what()), server.name(), code);
+  throw BackendError(fmt::format("{}: {}", what, e.what()), server.name(), code);
 }
 
 void Client::exchange(Server& server, std::string_view request, std::size_t replies,
@@ -518,12 +527,15 @@ void Client::exchange(Server& server, std::string_view request, std::size_t repl
   const auto [deadline, the_call_s] = this->deadline();
   if (the_call_s && deadline <= Steady::now()) {
     throw Timeout(
-        fmt::format("{}: memcached {}: the call's deadline has passed", what, server.name()));
+        fmt::format("{}: memcached {}: the call's deadline has passed", what, server.name()),
+        server.name(), "TIMEOUT");
   }
   if (!server.admit(Steady::now())) {
-    fail(server.name(), fmt::format("{}: the server is marked down after a failure (retried "
-                                    "every {} ms)",
-                                    what, config_.retry_timeout.count()));
+    fail(server.name(),
+         fmt::format("{}: the server is marked down after a failure (retried "
+                     "every {} ms)",
+                     what, config_.retry_timeout.count()),
+         "SERVER_MARKED_DOWN");
   }
   for (int attempt = 0;; ++attempt) {
     std::unique_ptr<Connection> connection;
@@ -581,7 +593,8 @@ void Client::exchange(Server& server, std::string_view request, std::size_t repl
 
 std::int64_t Client::stats_time(Server& server) {
   const auto deadline = this->deadline().at;
-  if (!server.admit(Steady::now())) fail(server.name(), "stats: the server is marked down");
+  if (!server.admit(Steady::now()))
+    fail(server.name(), "stats: the server is marked down", "SERVER_MARKED_DOWN");
   std::unique_ptr<Connection> connection;
   std::string text;
   try {
@@ -598,10 +611,10 @@ std::int64_t Client::stats_time(Server& server) {
   server.give_back(std::move(connection));
   const auto at = text.find("STAT time ");
   std::int64_t seconds = 0;
-  if (at == std::string::npos) fail(server.name(), "stats: no time in the reply");
+  if (at == std::string::npos) fail(server.name(), "stats: no time in the reply", "PROTOCOL_ERROR");
   const char* begin = text.data() + at + 10;
   if (std::from_chars(begin, text.data() + text.size(), seconds).ec != std::errc()) {
-    fail(server.name(), "stats: unreadable time");
+    fail(server.name(), "stats: unreadable time", "PROTOCOL_ERROR");
   }
   return seconds;
 }

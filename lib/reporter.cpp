@@ -56,7 +56,24 @@ Reporter::Reporter(ErrorHandler handler, Counters& counters)
     : counters_(counters), handler_(std::make_shared<const ErrorHandler>(std::move(handler))) {}
 
 void Reporter::report(ErrorKind kind, std::string_view operation, std::string_view key,
-                      std::string_view message) noexcept {
+                      const std::exception& error, std::string_view note) noexcept {
+  std::string message;
+  try {
+    message = std::string(error.what()).append(note);
+  } catch (...) {
+    message.clear();  // out of memory: the error's own text alone
+  }
+  const std::string_view text = message.empty() ? std::string_view(error.what()) : message;
+  if (const auto* backend = dynamic_cast<const BackendError*>(&error)) {
+    report(kind, operation, key, text, backend->server(), backend->code());
+  } else {
+    report(kind, operation, key, text);
+  }
+}
+
+void Reporter::report(ErrorKind kind, std::string_view operation, std::string_view key,
+                      std::string_view message, std::string_view server,
+                      std::string_view code) noexcept {
   switch (kind) {
     case ErrorKind::backend:
       Counters::add(counters_.backend_errors);
@@ -77,7 +94,7 @@ void Reporter::report(ErrorKind kind, std::string_view operation, std::string_vi
       std::lock_guard lock(mutex_);
       h = handler_;
     }
-    const ErrorEvent event{kind, operation, key, message};
+    const ErrorEvent event{kind, operation, key, message, server, code};
     if (*h) {
       (*h)(event);
     } else {

@@ -33,7 +33,12 @@ class Reporter {
   /// and hands it to the handler. Never throws; the handler's exceptions are
   /// swallowed.
   void report(ErrorKind kind, std::string_view operation, std::string_view key,
-              std::string_view message) noexcept;
+              std::string_view message, std::string_view server = {},
+              std::string_view code = {}) noexcept;
+  /// The same for an exception: its message, and a BackendError's server
+  /// and code.
+  void report(ErrorKind kind, std::string_view operation, std::string_view key,
+              const std::exception& error, std::string_view note = {}) noexcept;
 
   void set_handler(ErrorHandler handler);
 

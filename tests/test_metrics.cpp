@@ -236,4 +236,22 @@ TEST_SUITE("metrics") {
     CHECK(count("dogpile_hits_total{region=\"users\"} 1\n") == 1);
     CHECK(count("dogpile_hits_total{region=\"or\\\"ders\"} 0\n") == 1);  // the quote escaped
   }
+
+  TEST_CASE("a decode error carries the refusal's code, a codec's refusal \"codec\"") {
+    RegionFixture f;
+    std::vector<std::string> codes;
+    auto options = f.options(10s);
+    options.on_error = [&](const dogpile::ErrorEvent& e) {
+      codes.emplace_back(e.code);
+      CHECK(e.server.empty());  // no server to name: the in-process backend
+    };
+    dogpile::CacheRegion region(f.backend, options);
+    region.set("b", std::string("bob's"));
+    // b's item copied under a: another key's value.
+    f.backend->set(region.backend_key("a"), *f.backend->get(region.backend_key("b")), 100s);
+    CHECK_FALSE(region.get<std::string>("a").has_value());
+    region.set("n", std::string("not a number"));
+    CHECK_FALSE(region.get<std::int64_t>("n").has_value());
+    CHECK(codes == std::vector<std::string>{"key_mismatch", "codec"});
+  }
 }

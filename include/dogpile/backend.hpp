@@ -71,7 +71,23 @@ using Cas = std::uint64_t;
 /// which key failed and why.
 class BackendError : public std::runtime_error {
  public:
-  using std::runtime_error::runtime_error;
+  /// `server` ("host:port") and `code` (a stable upper-case name of what
+  /// failed) may be empty when unknown.
+  explicit BackendError(const std::string& what, std::string server = {}, std::string code = {})
+      : std::runtime_error(what), server_(std::move(server)), code_(std::move(code)) {}
+
+  /// The server that failed, "host:port"; empty if unknown.
+  [[nodiscard]] const std::string& server() const noexcept { return server_; }
+  /// What failed, for grouping and alerting: for the classic transport
+  /// libmemcached's result name ("CONNECTION_FAILURE", "TIMEOUT",
+  /// "ITEM_TOO_BIG", ...); for the meta transport "CONNECTION_FAILURE",
+  /// "TIMEOUT", "SERVER_MARKED_DOWN", "PROTOCOL_ERROR", "CLIENT_ERROR",
+  /// "SERVER_ERROR"; empty if unknown.
+  [[nodiscard]] const std::string& code() const noexcept { return code_; }
+
+ private:
+  std::string server_;
+  std::string code_;
 };
 
 /// A lock shared by every process (and host) that uses the same backend.

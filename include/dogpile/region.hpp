@@ -98,7 +98,12 @@ struct ErrorEvent {
   ErrorKind kind;
   std::string_view operation;  ///< e.g. "get", "set", "lock", "decode"
   std::string_view key;        ///< the user's key, as given
-  std::string_view message;
+  std::string_view message;    ///< no pointer addresses or library source paths
+  std::string_view server{};   ///< the server that failed ("host:port"), if known
+  /// A stable name of what failed, for grouping: BackendError::code() for
+  /// backend errors; for decode errors the envelope's refusal
+  /// ("key_mismatch", "bad_compression", ...) or "codec"; empty if unknown.
+  std::string_view code{};
 };
 
 /// Called for every reported error, from the calling thread or from the

@@ -79,6 +79,8 @@ enum class EnvelopeError {
 };
 
 [[nodiscard]] const char* to_string(EnvelopeError e) noexcept;
+/// The error's name ("key_mismatch"), for ErrorEvent::code.
+[[nodiscard]] const char* code_of(EnvelopeError e) noexcept;
 
 /// A decoded envelope; `payload` views the bytes it was decoded from.
 struct EnvelopeView {
