@@ -4,11 +4,12 @@
 #   build-tsan/  the unit and integration suites under ThreadSanitizer;
 #   build-asan/  the unit and integration suites under AddressSanitizer,
 #                LeakSanitizer and UndefinedBehaviorSanitizer;
-#   build-fuzz/  the libFuzzer targets, DOGPILE_FUZZ_SECONDS (default 60) each.
+#   build-fuzz/  the libFuzzer targets, DOGPILE_FUZZ_SECONDS (default 30) each.
 # Any failure or sanitizer finding fails the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh docker-compose clang libclang-rt-14-dev nlohmann-json3-dev
+scripts/setup.sh docker-compose clang libclang-rt-14-dev nlohmann-json3-dev libmsgpack-cxx-dev \
+  libprotobuf-dev protobuf-compiler
 jobs=${DOGPILE_JOBS:-$(nproc)}
 
 echo "== build and test (build/)"
@@ -40,4 +41,4 @@ ASAN_OPTIONS="detect_leaks=1" UBSAN_OPTIONS="print_stacktrace=1" \
   ctest --test-dir build-asan -L "unit|integration" -E "^docker_compose" --output-on-failure -j "$jobs"
 
 echo "== fuzzing (build-fuzz/)"
-scripts/fuzz.sh "${DOGPILE_FUZZ_SECONDS:-60}"
+scripts/fuzz.sh "${DOGPILE_FUZZ_SECONDS:-30}"
