@@ -240,12 +240,17 @@ TEST_SUITE("features on memcached") {
       return report;
     };
     int errors = 0;
+    std::string code;
     auto plain_options = quiet({.expiration = 60s, .clock_sync = std::nullopt});
-    plain_options.on_error = [&](const dogpile::ErrorEvent&) { ++errors; };
+    plain_options.on_error = [&](const dogpile::ErrorEvent& e) {
+      ++errors;
+      code = e.code;
+    };
     CacheRegion plain(dogpile::test::memcached(server.options()), plain_options);
     for (int i = 0; i < 3; ++i) CHECK((plain.get_or_create("report", build) == report));
     CHECK(runs == 3);    // never stored: built on every call
     CHECK(errors >= 3);  // each store refused, and reported
+    CHECK(code == "ITEM_TOO_BIG");
 
     runs = 0;
     auto options = quiet({.expiration = 60s, .clock_sync = std::nullopt});

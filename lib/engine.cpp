@@ -112,7 +112,8 @@ CacheRegion::Engine::Engine(std::shared_ptr<Backend> backend, RegionOptions opti
               : nullptr),
       keeper_(
           clock_,
-          [this](const std::string& key, detail::LockKeeper::Event event, const char* error) {
+          [this](const std::string& key, detail::LockKeeper::Event event,
+                 const std::exception* error) {
             switch (event) {
               case detail::LockKeeper::Event::lost:
                 reporter_.report(ErrorKind::lock, "extend lock", key,
@@ -121,7 +122,7 @@ CacheRegion::Engine::Engine(std::shared_ptr<Backend> backend, RegionOptions opti
                                  "older value lands over a newer one");
                 break;
               case detail::LockKeeper::Event::failed:
-                reporter_.report(ErrorKind::backend, "extend lock", key, error);
+                reporter_.report(ErrorKind::backend, "extend lock", key, *error);
                 break;
               case detail::LockKeeper::Event::hung:
                 detail::Counters::add(counters_.hung_creations);
@@ -413,20 +414,25 @@ void CacheRegion::Engine::read_one(Context& ctx, Slot& slot) {
   slot.at_hand.reset();
   slot.read_failed = false;
   try {
-    const bool there = metrics_.backend(BackendOp::get, slot.user_key, 1, [&] {
-      return backend_->read_view(
-          slot.lease, ctx.read_request, [&](std::string_view data, std::uint32_t flags) {
-            slot.found = examine(ctx, slot, data, flags, false, [&](std::string_view payload) {
-              return ctx.decode(slot.index, payload);
-            });
-            if (detail::usable(slot.found) && slot.found != Found::fresh) {
-              slot.at_hand = std::make_shared<const Item>(Item{std::string(data), flags});
-              slot.value_is_at_hand = true;
-            } else if (slot.found == Found::fresh && local_.enabled()) {
-              fill_local(slot, std::make_shared<const Item>(Item{std::string(data), flags}));
-            }
-          });
-    });
+    Duration decoding{};  // in the visitor: not the request's time
+    const bool there = metrics_.backend(
+        BackendOp::get, slot.user_key, 1,
+        [&] {
+          return backend_->read_view(
+              slot.lease, ctx.read_request, [&](std::string_view data, std::uint32_t flags) {
+                const detail::Stopwatch watch(metrics_, decoding);
+                slot.found = examine(ctx, slot, data, flags, false, [&](std::string_view payload) {
+                  return ctx.decode(slot.index, payload);
+                });
+                if (detail::usable(slot.found) && slot.found != Found::fresh) {
+                  slot.at_hand = std::make_shared<const Item>(Item{std::string(data), flags});
+                  slot.value_is_at_hand = true;
+                } else if (slot.found == Found::fresh && local_.enabled()) {
+                  fill_local(slot, std::make_shared<const Item>(Item{std::string(data), flags}));
+                }
+              });
+        },
+        &decoding);
     if (!there) slot.found = Found::missing;
     if (slot.lease.lease == LeaseState::won) slot.confirmed = true;  // granted in the read
   } catch (const std::bad_alloc&) {
@@ -880,11 +886,12 @@ void CacheRegion::Engine::create(Context& ctx, std::span<Slot* const> slots, Cre
                                    options_.max_creation, std::move(on_hung)));
   }
   const TimePoint started = clock_.now();
+  const SteadyTime started_steady = clock_.steady_now();  // for the metric: no clock steps
   try {
     creator(slots, out);
   } catch (...) {
-    metrics_.creation(slots.front()->user_key, slots.size(), clock_.now() - started, false,
-                      background);
+    metrics_.creation(slots.front()->user_key, slots.size(), clock_.steady_now() - started_steady,
+                      false, background);
     tickets.clear();
     release(slots);
     detail::Counters::add(counters_.creation_errors);
@@ -910,7 +917,8 @@ void CacheRegion::Engine::create(Context& ctx, std::span<Slot* const> slots, Cre
   }
   tickets.clear();
   const Duration ran = clock_.now() - started;
-  metrics_.creation(slots.front()->user_key, slots.size(), ran, true, background);
+  metrics_.creation(slots.front()->user_key, slots.size(), clock_.steady_now() - started_steady,
+                    true, background);
   const auto took = std::max(std::chrono::microseconds::zero(),
                              std::chrono::duration_cast<std::chrono::microseconds>(ran));
   const TimePoint created_at = fleet_.now();
@@ -1325,15 +1333,20 @@ bool CacheRegion::Engine::get(std::string_view user_key, Decode decode, TimePoin
     }
   }
   try {
-    const bool there = metrics_.backend(BackendOp::get, slot.user_key, 1, [&] {
-      return backend_->read_view(
-          slot.lease, LeaseRequest{}, [&](std::string_view data, std::uint32_t flags) {
-            slot.found = examine(ctx, slot, data, flags, false, decode);
-            if (slot.found == Found::fresh && local_.enabled()) {
-              fill_local(slot, std::make_shared<const Item>(Item{std::string(data), flags}));
-            }
-          });
-    });
+    Duration decoding{};  // in the visitor: not the request's time
+    const bool there = metrics_.backend(
+        BackendOp::get, slot.user_key, 1,
+        [&] {
+          return backend_->read_view(
+              slot.lease, LeaseRequest{}, [&](std::string_view data, std::uint32_t flags) {
+                const detail::Stopwatch watch(metrics_, decoding);
+                slot.found = examine(ctx, slot, data, flags, false, decode);
+                if (slot.found == Found::fresh && local_.enabled()) {
+                  fill_local(slot, std::make_shared<const Item>(Item{std::string(data), flags}));
+                }
+              });
+        },
+        &decoding);
     if (!there) slot.found = Found::missing;
   } catch (const std::exception& e) {
     reporter_.report(ErrorKind::backend, "get", user_key, e);

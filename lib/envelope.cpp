@@ -8,7 +8,6 @@
 #include <memory>
 #include <stdexcept>
 
-#define ZSTD_STATIC_LINKING_ONLY  // ZSTD_getFrameHeader
 #include <zstd.h>
 
 namespace dogpile::detail {
@@ -51,6 +50,14 @@ ZstdContexts& zstd_contexts() {
   return contexts;
 }
 
+constexpr std::size_t kKeepContextBelow = std::size_t{1} << 20;
+
+// A zstd frame's magic number, and in its frame header descriptor (the byte
+// after it) the content checksum flag and the dictionary id field.
+constexpr std::uint32_t kZstdMagic = 0xFD2FB528;
+constexpr unsigned kChecksumFlag = 0x04;
+constexpr unsigned kDictionaryIdFlags = 0x03;
+
 // Compresses out[from, end) in place if that makes it smaller.
 bool compress_tail(std::string& out, std::size_t from, int level) {
   auto& ctx = zstd_contexts().compress;
@@ -68,6 +75,9 @@ bool compress_tail(std::string& out, std::size_t from, int level) {
   ZSTD_CCtx_setParameter(ctx.get(), ZSTD_c_checksumFlag, 1);
   const std::size_t n =
       ZSTD_compress2(ctx.get(), packed.data(), packed.size(), out.data() + from, size);
+  // A context keeps a workspace sized by its largest input: a thread that
+  // compressed a large value gives it back rather than keep it.
+  if (size > kKeepContextBelow) ctx.reset();
   if (ZSTD_isError(n) || n >= size) return false;  // stored as it is
   out.resize(from);
   out.append(packed.data(), n);
@@ -218,17 +228,20 @@ std::optional<std::string_view> payload_bytes(const EnvelopeView& envelope, std:
                                               std::size_t max_size, EnvelopeError& error) {
   if (envelope.encoding == PayloadEncoding::plain) return envelope.payload;
   const std::string_view packed = envelope.payload;
-  // Exactly one frame, which declares its content size and carries a
-  // checksum of it.
-  ZSTD_frameHeader header{};
-  if (ZSTD_getFrameHeader(&header, packed.data(), packed.size()) != 0 ||
-      header.frameType != ZSTD_frame || header.frameContentSize == ZSTD_CONTENTSIZE_UNKNOWN ||
-      header.checksumFlag == 0 ||
+  // Exactly one frame (not a skippable one, no dictionary), which declares
+  // its content size and carries a checksum of it.
+  if (packed.size() < 5 || get_le(packed.data(), 4) != kZstdMagic ||
+      (static_cast<unsigned char>(packed[4]) & kChecksumFlag) == 0 ||
+      (static_cast<unsigned char>(packed[4]) & kDictionaryIdFlags) != 0) {
+    error = EnvelopeError::bad_compression;
+    return std::nullopt;
+  }
+  const unsigned long long declared = ZSTD_getFrameContentSize(packed.data(), packed.size());
+  if (declared == ZSTD_CONTENTSIZE_ERROR || declared == ZSTD_CONTENTSIZE_UNKNOWN ||
       ZSTD_findFrameCompressedSize(packed.data(), packed.size()) != packed.size()) {
     error = EnvelopeError::bad_compression;
     return std::nullopt;
   }
-  const unsigned long long declared = header.frameContentSize;
   if (declared > max_size) {
     error = EnvelopeError::too_large;
     return std::nullopt;

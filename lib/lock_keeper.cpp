@@ -105,7 +105,7 @@ void LockKeeper::run(std::stop_token stop) {
     if (!due.empty() || !hung.empty() || !chores.empty()) {
       struct Outcome {
         bool lost = false;
-        std::string error;
+        std::exception_ptr error;
       };
       std::vector<Outcome> outcomes(due.size());
       lock.unlock();
@@ -113,8 +113,8 @@ void LockKeeper::run(std::stop_token stop) {
         try {
           outcomes[i].lost = !measured(metrics_, BackendOp::extend, due[i]->key, 1,
                                        [&] { return due[i]->lock->extend(); });
-        } catch (const std::exception& error) {
-          outcomes[i].error = error.what();
+        } catch (const std::exception&) {
+          outcomes[i].error = std::current_exception();
         }
       }
       for (auto& [key, on_hung] : hung) {
@@ -131,7 +131,7 @@ void LockKeeper::run(std::stop_token stop) {
         e.busy = false;
         e.due = after + std::chrono::duration_cast<SteadyTime::duration>(e.interval);
         if (outcomes[i].lost) e.alive = false;  // taken over: extending again cannot help
-        if (outcomes[i].lost || !outcomes[i].error.empty()) {
+        if (outcomes[i].lost || outcomes[i].error) {
           reports.emplace_back(e.key, std::move(outcomes[i]));
         }
       }
@@ -148,7 +148,15 @@ void LockKeeper::run(std::stop_token stop) {
       if (!reports.empty()) {
         lock.unlock();
         for (auto& [key, o] : reports) {
-          report_(key, o.lost ? Event::lost : Event::failed, o.lost ? nullptr : o.error.c_str());
+          if (o.lost || !o.error) {
+            report_(key, Event::lost, nullptr);
+            continue;
+          }
+          try {
+            std::rethrow_exception(o.error);
+          } catch (const std::exception& error) {
+            report_(key, Event::failed, &error);
+          }
         }
         lock.lock();
       }

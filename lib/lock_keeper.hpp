@@ -13,6 +13,7 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <exception>
 #include <functional>
 #include <list>
 #include <mutex>
@@ -35,8 +36,10 @@ class LockKeeper : ForkAware {
     failed,  ///< an extension failed (the backend could not be asked); `error` says why
     hung,    ///< the creator ran past its max_creation; the lock is no longer extended
   };
-  /// Called from the keeper thread. Must not throw.
-  using Report = std::function<void(const std::string& key, Event event, const char* error)>;
+  /// Called from the keeper thread, with the error for Event::failed (else
+  /// nullptr). Must not throw.
+  using Report =
+      std::function<void(const std::string& key, Event event, const std::exception* error)>;
 
   /// Each extension is recorded in `metrics`, if given.
   LockKeeper(const Clock& clock, Report report, Metrics* metrics = nullptr);

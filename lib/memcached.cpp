@@ -95,9 +95,39 @@ std::string describe(memcached_st* mc, memcached_return_t rc) {
   return text;
 }
 
-// libmemcached's name of a result, as a code: "CONNECTION FAILURE" becomes
-// "CONNECTION_FAILURE".
+// A result as a code, named alike on both transports where they overlap;
+// others by libmemcached's text, spaces made underscores.
 std::string code_of(memcached_st* mc, memcached_return_t rc) {
+  switch (rc) {
+    case MEMCACHED_CONNECTION_FAILURE:
+    case MEMCACHED_CONNECTION_SOCKET_CREATE_FAILURE:
+    case MEMCACHED_READ_FAILURE:
+    case MEMCACHED_UNKNOWN_READ_FAILURE:
+    case MEMCACHED_WRITE_FAILURE:
+    case MEMCACHED_ERRNO:
+      return "CONNECTION_FAILURE";
+    case MEMCACHED_HOST_LOOKUP_FAILURE:
+      return "HOST_LOOKUP_FAILURE";
+    case MEMCACHED_TIMEOUT:
+      return "TIMEOUT";
+    case MEMCACHED_SERVER_MARKED_DEAD:
+    case MEMCACHED_SERVER_TEMPORARILY_DISABLED:
+      return "SERVER_MARKED_DOWN";
+    case MEMCACHED_E2BIG:
+      return "ITEM_TOO_BIG";
+    case MEMCACHED_SERVER_ERROR:
+      return "SERVER_ERROR";
+    case MEMCACHED_CLIENT_ERROR:
+      return "CLIENT_ERROR";
+    case MEMCACHED_PROTOCOL_ERROR:
+      return "PROTOCOL_ERROR";
+    case MEMCACHED_NO_SERVERS:
+      return "NO_SERVERS";
+    case MEMCACHED_MEMORY_ALLOCATION_FAILURE:
+      return "OUT_OF_MEMORY";
+    default:
+      break;
+  }
   std::string code = memcached_strerror(mc, rc);
   for (char& c : code) c = c == ' ' ? '_' : c;
   return code;
@@ -112,10 +142,14 @@ std::string server_of(memcached_st* mc, std::string_view key) {
   return fmt::format("{}:{}", memcached_server_name(server), memcached_server_port(server));
 }
 
+// `placed_by`: the key that placed the request on its server, if not `key`
+// (a lock item lives on its value's server).
 [[noreturn]] void fail(std::string_view op, std::string_view key, memcached_st* mc,
-                       memcached_return_t rc) {
-  throw BackendError(fmt::format("memcached {} {}: {}", op, key, describe(mc, rc)),
-                     server_of(mc, key), code_of(mc, rc));
+                       memcached_return_t rc, std::string_view placed_by = {}) {
+  std::string message = fmt::format("memcached {} {}: {}", op, key, describe(mc, rc));
+  std::string code = code_of(mc, rc);
+  std::string server = server_of(mc, placed_by.empty() ? key : placed_by);
+  throw BackendError(message, std::move(server), std::move(code));
 }
 
 // Checks a parsed configuration for what dogpile cannot work with.
@@ -474,7 +508,7 @@ struct MemcachedBackend::Impl : detail::ForkAware {
             ? memcached_mget(mc, key_ptrs.data(), key_lengths.data(), key_ptrs.size())
             : memcached_mget_by_key(mc, master_key.data(), master_key.size(), key_ptrs.data(),
                                     key_lengths.data(), key_ptrs.size());
-    if (rc != MEMCACHED_SUCCESS) fail(op, keys.front(), mc, rc);
+    if (rc != MEMCACHED_SUCCESS) fail(op, keys.front(), mc, rc, master_key);
     while (memcached_result_st* r = memcached_fetch_result(mc, nullptr, &rc)) {
       std::string_view key(memcached_result_key_value(r), memcached_result_key_length(r));
       auto [first, last] = index.equal_range(key);
@@ -482,7 +516,7 @@ struct MemcachedBackend::Impl : detail::ForkAware {
       memcached_result_free(r);
     }
     if (rc != MEMCACHED_END && rc != MEMCACHED_NOTFOUND && rc != MEMCACHED_SUCCESS) {
-      fail(op, keys.front(), mc, rc);
+      fail(op, keys.front(), mc, rc, master_key);
     }
   }
 
@@ -516,7 +550,7 @@ struct MemcachedBackend::Impl : detail::ForkAware {
                              key.size(), data.data(), data.size(), memcached_exptime(ttl), flags);
     if (rc == MEMCACHED_SUCCESS) return true;
     if (rc == MEMCACHED_NOTSTORED || rc == MEMCACHED_DATA_EXISTS) return false;
-    fail("add", key, conn.get(), rc);
+    fail("add", key, conn.get(), rc, master_key);
   }
 
   // `cas` of `key` (placed by `master_key`); false if the version changed or
@@ -531,7 +565,7 @@ struct MemcachedBackend::Impl : detail::ForkAware {
     if (rc == MEMCACHED_DATA_EXISTS || rc == MEMCACHED_NOTFOUND || rc == MEMCACHED_NOTSTORED) {
       return false;
     }
-    fail(op, key, mc, rc);
+    fail(op, key, mc, rc, master_key);
   }
 
   // The version of `lock`'s item if that item is still this holder's
@@ -963,7 +997,7 @@ bool MemcachedLock::extend() {
                              lock_key_.size(), memcached_exptime(ttl_));
   if (rc == MEMCACHED_SUCCESS) return true;
   if (rc == MEMCACHED_NOTFOUND) return false;
-  fail("extend lock", lock_key_, conn.get(), rc);
+  fail("extend lock", lock_key_, conn.get(), rc, value_key_);
 }
 
 }  // namespace dogpile

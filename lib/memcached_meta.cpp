@@ -55,9 +55,11 @@ void check_key(std::string_view op, std::string_view key) {
           fmt::format("memcached {} of key {}: CLIENT_ERROR {}", op, key, reply.message), "",
           "CLIENT_ERROR");
     case Code::server_error:
+      // memcached says "object too large for cache" of an item above -I.
       throw BackendError(
           fmt::format("memcached {} of key {}: SERVER_ERROR {}", op, key, reply.message), "",
-          "SERVER_ERROR");
+          reply.message.find("too large") != std::string_view::npos ? "ITEM_TOO_BIG"
+                                                                    : "SERVER_ERROR");
     default:
       throw BackendError(fmt::format("memcached {} of key {}: unexpected reply", op, key), "",
                          "PROTOCOL_ERROR");
@@ -84,10 +86,12 @@ std::size_t matched(const Reply& reply, std::span<const std::string_view> keys,
     if (reply.code == Code::client_error || reply.code == Code::server_error) {
       unexpected(op, keys.front(), reply);
     }
-    throw BackendError(fmt::format(
-        "memcached {}: a reply that matches no request (opaque \"{}\", key \"{}\"): the "
-        "connection is out of step",
-        op, reply.opaque.substr(0, 32), reply.key.substr(0, 64)));
+    throw BackendError(
+        fmt::format(
+            "memcached {}: a reply that matches no request (opaque \"{}\", key \"{}\"): the "
+            "connection is out of step",
+            op, reply.opaque.substr(0, 32), reply.key.substr(0, 64)),
+        "", "PROTOCOL_ERROR");
   }
   return i;
 }

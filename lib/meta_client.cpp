@@ -245,7 +245,8 @@ void Connection::fill(Steady::time_point deadline, std::string_view server) {
     }
     if (n == 0 || (n < 0 && errno == ECONNRESET)) {
       broken_ = true;
-      throw Closed(fmt::format("memcached {}: the server closed the connection", server));
+      throw Closed(fmt::format("memcached {}: the server closed the connection", server),
+                   std::string(server), "CONNECTION_FAILURE");
     }
     if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK) continue;
     broken_ = true;
@@ -585,7 +586,12 @@ void Client::exchange(Server& server, std::string_view request, std::size_t repl
       if (from_callback) throw;
       failed(server, e, true, the_call_s, what);
     } catch (const BackendError& e) {
-      if (from_callback) throw;
+      if (from_callback) {
+        // The reply was refused (CLIENT_ERROR, SERVER_ERROR, out of
+        // step): the server that sent it is named.
+        if (!e.server().empty()) throw;
+        throw BackendError(e.what(), server.name(), e.code());
+      }
       failed(server, e, false, the_call_s, what);
     }
   }

@@ -67,7 +67,8 @@ double Histogram::quantile_bound(double q) const noexcept {
 namespace detail {
 
 void AtomicHistogram::add(Duration d) noexcept {
-  const auto ns = std::max<std::int64_t>(0, d.count());
+  const auto ns =
+      std::max<std::int64_t>(0, std::chrono::duration_cast<std::chrono::nanoseconds>(d).count());
   const double seconds = static_cast<double>(ns) / 1e9;
   std::size_t i = 0;
   while (i < Histogram::bounds.size() && seconds > Histogram::bounds[i]) ++i;
@@ -199,7 +200,7 @@ std::string render(std::span<const Named> regions) {
       {"invalidation_checks", "Reads of the region's invalidation record.",
        &RegionStats::invalidation_checks},
       {"removals", "Tombstones written by remove() and invalidate(key).", &RegionStats::removals},
-      {"compressed", "Values stored compressed.", &RegionStats::compressed},
+      {"compressed", "Values compressed to be stored.", &RegionStats::compressed},
   };
   for (const Counter& c : counters) {
     const std::string name = fmt::format("dogpile_{}_total", c.name);

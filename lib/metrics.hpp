@@ -34,10 +34,13 @@ class Metrics {
   [[nodiscard]] SteadyTime now() const { return clock_.steady_now(); }
 
   /// Runs `request` (one backend request) and records it: its time, and
-  /// whether it threw (the exception goes on).
+  /// whether it threw (the exception goes on). `excluded`, if given, is time
+  /// the request spent in its caller's code (a read's visitor decoding the
+  /// value), taken off.
   template <class Request>
-  decltype(auto) backend(BackendOp op, std::string_view key, std::size_t keys, Request&& request) {
-    Timed timed{*this, op, key, keys, now()};
+  decltype(auto) backend(BackendOp op, std::string_view key, std::size_t keys, Request&& request,
+                         const Duration* excluded = nullptr) {
+    Timed timed{*this, op, key, keys, now(), excluded};
     if constexpr (std::is_void_v<std::invoke_result_t<Request&>>) {
       request();
       timed.ok = true;
@@ -61,8 +64,12 @@ class Metrics {
     std::string_view key;
     std::size_t keys;
     SteadyTime started;
+    const Duration* excluded;
     bool ok = false;
-    ~Timed() { metrics.record(op, key, keys, metrics.now() - started, ok); }
+    ~Timed() {
+      const Duration took = metrics.now() - started;
+      metrics.record(op, key, keys, excluded != nullptr ? took - *excluded : took, ok);
+    }
   };
   void record(BackendOp op, std::string_view key, std::size_t keys, Duration took,
               bool ok) noexcept;
@@ -77,6 +84,21 @@ class Metrics {
   std::array<AtomicHistogram, kCallResults> calls_;
   AtomicHistogram creations_;
   std::array<Op, kBackendOps> ops_;
+};
+
+/// Adds the time from its construction to its destruction to `total`.
+class Stopwatch {
+ public:
+  Stopwatch(const Metrics& metrics, Duration& total) noexcept
+      : metrics_(metrics), total_(total), started_(metrics.now()) {}
+  ~Stopwatch() { total_ += metrics_.now() - started_; }
+  Stopwatch(const Stopwatch&) = delete;
+  Stopwatch& operator=(const Stopwatch&) = delete;
+
+ private:
+  const Metrics& metrics_;
+  Duration& total_;
+  SteadyTime started_;
 };
 
 /// metrics->backend(...), or just `request()` without metrics.

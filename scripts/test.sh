@@ -4,7 +4,7 @@
 #   build-tsan/  the unit and integration suites under ThreadSanitizer;
 #   build-asan/  the unit and integration suites under AddressSanitizer,
 #                LeakSanitizer and UndefinedBehaviorSanitizer;
-#   build-fuzz/  the libFuzzer targets, DOGPILE_FUZZ_SECONDS (default 30) each.
+#   build-fuzz/  the libFuzzer targets, DOGPILE_FUZZ_SECONDS (default 20) each.
 # Any failure or sanitizer finding fails the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,4 +41,4 @@ ASAN_OPTIONS="detect_leaks=1" UBSAN_OPTIONS="print_stacktrace=1" \
   ctest --test-dir build-asan -L "unit|integration" -E "^docker_compose" --output-on-failure -j "$jobs"
 
 echo "== fuzzing (build-fuzz/)"
-scripts/fuzz.sh "${DOGPILE_FUZZ_SECONDS:-30}"
+scripts/fuzz.sh "${DOGPILE_FUZZ_SECONDS:-20}"

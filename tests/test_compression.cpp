@@ -140,6 +140,7 @@ TEST_SUITE("compression") {
     CHECK(f.creator_calls == 1);
     CHECK(region.stats().decode_errors >= 1);
     REQUIRE_FALSE(f.errors.empty());
+    CHECK(f.errors.front().first == dogpile::ErrorKind::decode);
     CHECK(f.errors.front().second.find("does not decompress") != std::string::npos);
   }
 
@@ -171,5 +172,63 @@ TEST_SUITE("compression") {
     o.compression.level = 3;
     o.compression.max_size = 0;
     CHECK_THROWS_AS(dogpile::CacheRegion(f.backend, o), std::invalid_argument);
+  }
+
+  TEST_CASE("a forged frame declaring 2^60 bytes is refused by its size, code too_large") {
+    RegionFixture f;
+    std::vector<std::string> codes;
+    auto options = f.options();
+    options.on_error = [&](const dogpile::ErrorEvent& e) { codes.emplace_back(e.code); };
+    dogpile::CacheRegion region(f.backend, options);
+    // A zstd frame by hand: magic; descriptor (8-byte content size, single
+    // segment, checksum); the size, 2^60; one empty raw last block; a checksum.
+    std::string frame("\x28\xb5\x2f\xfd\xe4", 5);
+    for (int i = 0; i < 8; ++i) frame += static_cast<char>(i == 7 ? 0x10 : 0);
+    frame += std::string("\x01\x00\x00", 3);
+    frame += std::string(4, '\0');
+    std::string envelope;
+    dogpile::detail::begin_envelope(envelope);
+    envelope += frame;
+    dogpile::detail::finish_envelope(envelope, f.clock.now(), 0us,
+                                     dogpile::detail::key_check(region.backend_key("k")));
+    envelope[7] = 1;  // mark it zstd, as a peer would have
+    f.backend->set(region.backend_key("k"),
+                   dogpile::Item{envelope, dogpile::detail::kEnvelopeFlags}, 100s);
+    CHECK_FALSE(region.get<std::string>("k").has_value());
+    CHECK(codes == std::vector<std::string>{"too_large"});
+  }
+
+  TEST_CASE("compressed values on every read path: local tier, stale, metadata, duplicates") {
+    RegionFixture f;
+    auto options = compressing(f);
+    options.local = dogpile::LocalTier{.ttl = 5s};
+    dogpile::CacheRegion region(f.backend, options);
+    const std::string value = records();
+    CHECK((region.get_or_create("users", f.creator(value)) == value));
+    // From the local tier: no request, the same value.
+    const auto before = f.backend->counters();
+    CHECK((region.get_or_create("users", f.creator("other")) == value));
+    CHECK(f.since(before).total() == 0);
+    CHECK(region.stats().local_hits == 1);
+    // A key twice in one multi call.
+    std::vector<std::string> keys{"users", "users"};
+    auto both = region.get_or_create_multi(keys, [](std::span<const std::string_view> missing) {
+      return std::vector<std::string>(missing.size(), "made");
+    });
+    CHECK((both == std::vector<std::string>{value, value}));
+    // Metadata, and the stale value while another caller holds the lock.
+    auto meta = region.get_value_metadata<std::string>("users");
+    REQUIRE(meta.has_value());
+    CHECK((meta->value == value));
+    CHECK(meta->fresh);
+    f.clock.advance(11s);
+    auto lock = f.backend->make_lock(region.backend_key("users"), 30s);
+    REQUIRE(lock->try_lock());
+    dogpile::Outcome outcome{};
+    CHECK((region.get_or_create("users", f.creator("new"), &outcome) == value));
+    CHECK(outcome == dogpile::Outcome::stale);
+    lock->unlock();
+    CHECK(f.creator_calls == 1);
+    CHECK(f.errors.empty());
   }
 }

@@ -103,7 +103,8 @@ TEST_SUITE("fork") {
 
   TEST_CASE("fork(): the child's keeper extends the child's locks, never the parent's") {
     dogpile::ManualClock clock;
-    dogpile::detail::LockKeeper keeper(clock, [](const std::string&, auto, const char*) {});
+    dogpile::detail::LockKeeper keeper(clock,
+                                       [](const std::string&, auto, const std::exception*) {});
     CountingLock parents;
     auto ticket = keeper.keep(parents, "parent's", 10s);
     const pid_t child = dogpile::test::fork_worker([&] {

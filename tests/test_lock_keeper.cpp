@@ -41,14 +41,14 @@ struct Reports {
   std::mutex mutex;
   std::vector<std::string> lines;
   LockKeeper::Report sink() {
-    return [this](const std::string& key, LockKeeper::Event event, const char* error) {
+    return [this](const std::string& key, LockKeeper::Event event, const std::exception* error) {
       std::lock_guard lock(mutex);
       switch (event) {
         case LockKeeper::Event::lost:
           lines.push_back(key + " lost");
           break;
         case LockKeeper::Event::failed:
-          lines.push_back(key + " error " + error);
+          lines.push_back(key + " error " + error->what());
           break;
         case LockKeeper::Event::hung:
           lines.push_back(key + " hung");

@@ -5,13 +5,16 @@
 
 #include <array>
 #include <atomic>
+#include <map>
 #include <mutex>
 #include <string>
 #include <vector>
 
 #include "backends.hpp"
+#include "dogpile/cached.hpp"
 #include "dogpile/metrics.hpp"
 #include "dogpile/region.hpp"
+#include "manual_executor.hpp"
 #include "region_fixture.hpp"
 
 using namespace std::chrono_literals;
@@ -27,6 +30,8 @@ struct Counting : dogpile::Observer {
   std::array<std::atomic<int>, dogpile::kBackendOps> failed{};
   std::array<std::atomic<int>, dogpile::kCallResults> calls{};
   std::atomic<int> creations{0};
+  std::atomic<int> failed_creations{0};
+  std::atomic<int> background_creations{0};
   std::mutex mutex;
   std::vector<std::string> keys;  // of the backend events
   void on_backend(const dogpile::BackendEvent& e) noexcept override {
@@ -38,7 +43,11 @@ struct Counting : dogpile::Observer {
   void on_call(const dogpile::CallEvent& e) noexcept override {
     calls[static_cast<std::size_t>(e.result)]++;
   }
-  void on_creation(const dogpile::CreationEvent&) noexcept override { creations++; }
+  void on_creation(const dogpile::CreationEvent& e) noexcept override {
+    creations++;
+    if (!e.ok) failed_creations++;
+    if (e.background) background_creations++;
+  }
 };
 
 std::uint64_t requests(const dogpile::RegionMetrics& m, BackendOp op) {
@@ -253,5 +262,84 @@ TEST_SUITE("metrics") {
     region.set("n", std::string("not a number"));
     CHECK_FALSE(region.get<std::int64_t>("n").has_value());
     CHECK(codes == std::vector<std::string>{"key_mismatch", "codec"});
+  }
+
+  TEST_CASE("creations are told apart: failed, and in the background") {
+    RegionFixture f;
+    auto observer = std::make_shared<Counting>();
+    auto executor = std::make_shared<dogpile::test::ManualExecutor>();
+    auto options = f.background(executor, 10s);
+    options.observer = observer;
+    dogpile::CacheRegion region(f.backend, options);
+    CHECK_THROWS(
+        region.get_or_create("k", []() -> std::string { throw std::runtime_error("db down"); }));
+    CHECK(observer->failed_creations == 1);
+    int loads = 0;
+    auto cached = dogpile::cached(region, "user", [&](int) {
+      ++loads;
+      f.clock.advance(40ms);
+      return std::string("v") + std::to_string(loads);
+    });
+    CHECK(cached(1) == "v1");  // cold: made by the caller
+    f.clock.advance(11s);
+    CHECK(cached(1) == "v1");  // stale: served, made again on the executor
+    CHECK(executor->run_all() == 1);
+    CHECK(cached(1) == "v2");
+    CHECK(observer->creations == 3);
+    CHECK(observer->background_creations == 1);
+    const auto m = region.metrics();
+    CHECK(m.creations.count == 3);
+    CHECK(m.creations.counts[bucket_of(0.040)] == 2);
+  }
+
+  TEST_CASE("the Prometheus histograms are cumulative and end at their count") {
+    RegionFixture f;
+    dogpile::CacheRegion region(f.backend, f.options(10s));
+    for (int i = 0; i < 20; ++i) {
+      CHECK(region.get_or_create("k" + std::to_string(i % 5), [&] {
+        f.clock.advance(std::chrono::milliseconds(i * 37));
+        return std::string("v");
+      }) == "v");
+    }
+    const std::string text = dogpile::prometheus_text(region, "r");
+    // Walk every series of buckets: le rises, counts never fall, +Inf ends
+    // it and equals the series' _count.
+    std::map<std::string, std::pair<double, std::uint64_t>> last;  // series -> (le, count)
+    std::map<std::string, std::uint64_t> infinite;
+    std::size_t buckets = 0;
+    for (std::size_t at = 0; at < text.size();) {
+      const auto end = text.find('\n', at);
+      const std::string line = text.substr(at, end - at);
+      at = end + 1;
+      const auto le = line.find(",le=\"");
+      if (line.starts_with("#") || le == std::string::npos) continue;
+      ++buckets;
+      const std::string series = line.substr(0, le);
+      const auto close = line.find('"', le + 5);
+      const std::string bound = line.substr(le + 5, close - le - 5);
+      const std::uint64_t count = std::stoull(line.substr(line.rfind(' ') + 1));
+      if (bound == "+Inf") {
+        infinite[series] = count;
+        CHECK(count >= last[series].second);
+        continue;
+      }
+      const double b = std::stod(bound);
+      auto& [previous_bound, previous_count] = last[series];
+      CHECK(b > previous_bound);
+      CHECK(count >= previous_count);
+      previous_bound = b;
+      previous_count = count;
+    }
+    CHECK(buckets == (dogpile::kCallResults + 1 + dogpile::kBackendOps) *
+                         (dogpile::Histogram::bounds.size() + 1));
+    for (const auto& [series, count] : infinite) {
+      // dogpile_call_seconds_bucket{region="r",result="created" -> ..._count{...}
+      std::string name = series.substr(0, series.find("_bucket{"));
+      const std::string labels = series.substr(series.find('{'));
+      const std::string wanted = name + "_count" + labels + "} " + std::to_string(count) + "\n";
+      CHECK_MESSAGE(text.find(wanted) != std::string::npos, wanted);
+    }
+    CHECK(infinite["dogpile_call_seconds_bucket{region=\"r\",result=\"created\""] == 5);
+    CHECK(infinite["dogpile_call_seconds_bucket{region=\"r\",result=\"fresh\""] == 15);
   }
 }

@@ -74,20 +74,24 @@ class BackendError : public std::runtime_error {
   /// `server` ("host:port") and `code` (a stable upper-case name of what
   /// failed) may be empty when unknown.
   explicit BackendError(const std::string& what, std::string server = {}, std::string code = {})
-      : std::runtime_error(what), server_(std::move(server)), code_(std::move(code)) {}
+      : std::runtime_error(what),
+        origin_(std::make_shared<const Origin>(Origin{std::move(server), std::move(code)})) {}
 
   /// The server that failed, "host:port"; empty if unknown.
-  [[nodiscard]] const std::string& server() const noexcept { return server_; }
+  [[nodiscard]] const std::string& server() const noexcept { return origin_->server; }
   /// What failed, for grouping and alerting: for the classic transport
   /// libmemcached's result name ("CONNECTION_FAILURE", "TIMEOUT",
   /// "ITEM_TOO_BIG", ...); for the meta transport "CONNECTION_FAILURE",
   /// "TIMEOUT", "SERVER_MARKED_DOWN", "PROTOCOL_ERROR", "CLIENT_ERROR",
   /// "SERVER_ERROR"; empty if unknown.
-  [[nodiscard]] const std::string& code() const noexcept { return code_; }
+  [[nodiscard]] const std::string& code() const noexcept { return origin_->code; }
 
  private:
-  std::string server_;
-  std::string code_;
+  struct Origin {
+    std::string server;
+    std::string code;
+  };
+  std::shared_ptr<const Origin> origin_;  // shared: copying an exception must not throw
 };
 
 /// A lock shared by every process (and host) that uses the same backend.

@@ -167,8 +167,9 @@ struct LocalTier {
 
 /// Compression of stored values (RegionOptions::compression). A value whose
 /// encoded bytes reach `threshold` is stored as a zstd frame, marked so in
-/// its envelope, when that is smaller. Every region reads compressed values,
-/// whatever its own setting, so hosts may turn it on one at a time.
+/// its envelope, when that is smaller. Every region (of this version or
+/// later) reads compressed values, whatever its own setting, so hosts may
+/// turn it on one at a time once all run it.
 struct Compression {
   /// Compress values of at least this many encoded bytes; 0: never.
   /// memcached refuses items above its item size limit (1 MiB unless -I):
@@ -342,7 +343,7 @@ struct RegionStats {
   std::uint64_t local_hits = 0;      ///< served from the local tier, with no request
   std::size_t local_entries = 0;     ///< items in the local tier now
   std::size_t local_bytes = 0;       ///< their cost against LocalTier::max_bytes
-  std::uint64_t compressed = 0;      ///< values stored compressed (Compression)
+  std::uint64_t compressed = 0;      ///< values compressed to be stored (Compression)
 };
 
 /// A stored value with its metadata, from CacheRegion::get_value_metadata.
@@ -511,7 +512,9 @@ class CacheRegion {
 
   /// Stores `value` under `key`, created now. A creation of `key` in progress
   /// anywhere will not store over it. False if the backend failed (reported
-  /// to the error handler). Never throws but std::bad_alloc.
+  /// to the error handler). Throws what Codec<T>::encode throws (the protobuf
+  /// adapter refuses a message missing required fields), else only
+  /// std::bad_alloc.
   template <class T>
   bool set(std::string_view key, const T& value) {
     detail::require_codable<T>();
@@ -544,8 +547,8 @@ class CacheRegion {
   }
 
   /// Stores every (key, value) pair of `items` (e.g. a std::map or a vector of
-  /// pairs), created now. False if the backend failed for any. Never throws
-  /// but std::bad_alloc.
+  /// pairs), created now. False if the backend failed for any. Throws what
+  /// Codec<T>::encode throws, else only std::bad_alloc.
   template <std::ranges::input_range Items>
   bool set_multi(const Items& items) {
     using Pair = std::ranges::range_value_t<Items>;

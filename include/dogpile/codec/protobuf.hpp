@@ -47,14 +47,14 @@ requires std::derived_from<T, google::protobuf::MessageLite>
 struct ProtobufCodec {
   static void encode(const T& value, std::string& out) {
     if (!value.IsInitialized()) {
-      throw std::invalid_argument("dogpile: a " + value.GetTypeName() +
+      throw std::invalid_argument("dogpile: a " + std::string(value.GetTypeName()) +
                                   " missing required fields (" + value.InitializationErrorString() +
                                   ") cannot be cached: it would never decode");
     }
     const std::size_t at = out.size();
     if (!value.AppendToString(&out)) {
       out.resize(at);
-      throw std::length_error("dogpile: a " + value.GetTypeName() +
+      throw std::length_error("dogpile: a " + std::string(value.GetTypeName()) +
                               " over 2 GiB cannot be serialized");
     }
   }
