@@ -49,6 +49,32 @@ std::string what_of(const std::exception_ptr& error) {
   return "the creator threw";
 }
 
+// A buffer to decompress values into, this thread's own, reused from read
+// to read: a new one per read costs an allocation and, for large values,
+// its page faults. A nested use (a codec that reads a region) gets its own;
+// a buffer grown past 1 MiB is given back.
+class Scratch {
+ public:
+  Scratch() : buffer_(in_use_ ? &own_ : &shared_) { in_use_ = true; }
+  ~Scratch() {
+    if (buffer_ != &shared_) return;
+    in_use_ = false;
+    if (shared_.capacity() > kKeep) std::string().swap(shared_);
+  }
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  std::string& get() noexcept { return *buffer_; }
+
+ private:
+  static constexpr std::size_t kKeep = std::size_t{1} << 20;
+  static thread_local std::string shared_;
+  static thread_local bool in_use_;
+  std::string own_;
+  std::string* buffer_;
+};
+thread_local std::string Scratch::shared_;
+thread_local bool Scratch::in_use_ = false;
+
 template <class D>
 std::string format_duration(D d) {
   return fmt::format("{}", std::chrono::duration_cast<std::chrono::milliseconds>(d));
@@ -298,11 +324,11 @@ Outcome CacheRegion::Engine::run_keys(const Call& call) {
     if (s.copies.empty()) continue;
     // Keys given more than once share one value.
     std::string_view payload;
-    std::string scratch;
+    Scratch scratch;
     const Item* item = s.made ? s.made.get() : s.at_hand.get();
     if (item != nullptr) {
       if (auto env = detail::decode_envelope(item->data, item->flags, s.check).envelope) {
-        payload = payload_of(*env, scratch).value_or(std::string_view());
+        payload = payload_of(*env, scratch.get()).value_or(std::string_view());
       }
     }
     for (auto c : s.copies) call.decode(c, payload);
@@ -378,10 +404,10 @@ Found CacheRegion::Engine::examine(const Context& ctx, Slot& slot, std::string_v
   // envelope, or by the backend (memcached meta: the item's stale bit).
   const bool marked = envelope.kind == detail::EnvelopeKind::stale || slot.lease.marked_stale;
   if (marked && found != Found::stale) found = Found::stale;
-  std::string scratch;
+  Scratch scratch;
   detail::EnvelopeError error{};
   const auto payload =
-      detail::payload_bytes(envelope, scratch, options_.compression.max_size, error);
+      detail::payload_bytes(envelope, scratch.get(), options_.compression.max_size, error);
   if (!payload) {
     if (!quiet)
       reporter_.report(ErrorKind::decode, "decode", slot.user_key, detail::to_string(error), {},
@@ -617,9 +643,9 @@ void CacheRegion::Engine::serve_at_hand(Context& ctx, Slot& slot) {
 void CacheRegion::Engine::redecode_at_hand(Context& ctx, Slot& slot) {
   if (slot.value_is_at_hand || ctx.call == nullptr || !slot.at_hand) return;
   const auto env = detail::decode_envelope(slot.at_hand->data, slot.at_hand->flags, slot.check);
-  std::string scratch;
+  Scratch scratch;
   if (env.envelope) {
-    if (auto payload = payload_of(*env.envelope, scratch)) ctx.decode(slot.index, *payload);
+    if (auto payload = payload_of(*env.envelope, scratch.get())) ctx.decode(slot.index, *payload);
   }
   slot.value_is_at_hand = true;
 }

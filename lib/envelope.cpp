@@ -66,7 +66,10 @@ bool compress_tail(std::string& out, std::size_t from, int level) {
     if (!ctx) throw std::bad_alloc();
   }
   const std::size_t size = out.size() - from;
-  std::string packed(ZSTD_compressBound(size), '\0');
+  // The frame is written into this thread's buffer, reused from store to
+  // store (a new one each time costs an allocation and its page faults).
+  thread_local std::string packed;
+  if (packed.size() < ZSTD_compressBound(size)) packed.resize(ZSTD_compressBound(size));
   ZSTD_CCtx_reset(ctx.get(), ZSTD_reset_session_and_parameters);
   ZSTD_CCtx_setParameter(ctx.get(), ZSTD_c_compressionLevel, level);
   ZSTD_CCtx_setParameter(ctx.get(), ZSTD_c_contentSizeFlag, 1);
@@ -78,6 +81,12 @@ bool compress_tail(std::string& out, std::size_t from, int level) {
   // A context keeps a workspace sized by its largest input: a thread that
   // compressed a large value gives it back rather than keep it.
   if (size > kKeepContextBelow) ctx.reset();
+  struct Shrink {  // nor a buffer grown as large
+    std::size_t size;
+    ~Shrink() {
+      if (size > kKeepContextBelow) std::string().swap(packed);
+    }
+  } shrink{size};
   if (ZSTD_isError(n) || n >= size) return false;  // stored as it is
   out.resize(from);
   out.append(packed.data(), n);
