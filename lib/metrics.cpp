@@ -234,24 +234,22 @@ std::string render(std::span<const Named> regions) {
   for (const Named& r : regions) {
     histogram(out, "dogpile_creation_seconds", region_label(r), r.metrics.creations);
   }
-  family(out, "dogpile_backend_requests_total", "counter",
-         "Backend requests, by operation (lock and lease traffic included).");
-  for (const Named& r : regions) {
-    for (std::size_t i = 0; i < kBackendOps; ++i) {
-      fmt::format_to(std::back_inserter(out), "dogpile_backend_requests_total{{{},op=\"{}\"}} {}\n",
-                     region_label(r), to_string(static_cast<BackendOp>(i)),
-                     r.metrics.backend[i].requests);
+  // A counter per operation, from each region's BackendOpMetrics.
+  auto per_op = [&](std::string_view name, std::string_view help,
+                    std::uint64_t BackendOpMetrics::*field) {
+    family(out, name, "counter", help);
+    for (const Named& r : regions) {
+      for (std::size_t i = 0; i < kBackendOps; ++i) {
+        fmt::format_to(std::back_inserter(out), "{}{{{},op=\"{}\"}} {}\n", name, region_label(r),
+                       to_string(static_cast<BackendOp>(i)), r.metrics.backend[i].*field);
+      }
     }
-  }
-  family(out, "dogpile_backend_failures_total", "counter",
-         "Backend requests that failed, by operation.");
-  for (const Named& r : regions) {
-    for (std::size_t i = 0; i < kBackendOps; ++i) {
-      fmt::format_to(std::back_inserter(out), "dogpile_backend_failures_total{{{},op=\"{}\"}} {}\n",
-                     region_label(r), to_string(static_cast<BackendOp>(i)),
-                     r.metrics.backend[i].failures);
-    }
-  }
+  };
+  per_op("dogpile_backend_requests_total",
+         "Backend requests, by operation (lock and lease traffic included).",
+         &BackendOpMetrics::requests);
+  per_op("dogpile_backend_failures_total", "Backend requests that failed, by operation.",
+         &BackendOpMetrics::failures);
   family(out, "dogpile_backend_request_seconds", "histogram",
          "Latency of backend requests, by operation.");
   for (const Named& r : regions) {
