@@ -5,6 +5,7 @@
 #include <iterator>
 #include <limits>
 #include <span>
+#include <tuple>
 #include <vector>
 
 #include "dogpile/region.hpp"
@@ -210,15 +211,16 @@ std::string render(std::span<const Named> regions) {
                      r.stats.*c.field);
     }
   }
-  family(out, "dogpile_local_entries", "gauge", "Items in the local tier.");
-  for (const Named& r : regions) {
-    fmt::format_to(std::back_inserter(out), "dogpile_local_entries{{{}}} {}\n", region_label(r),
-                   r.stats.local_entries);
-  }
-  family(out, "dogpile_local_bytes", "gauge", "The local tier's items' cost in bytes.");
-  for (const Named& r : regions) {
-    fmt::format_to(std::back_inserter(out), "dogpile_local_bytes{{{}}} {}\n", region_label(r),
-                   r.stats.local_bytes);
+  for (const auto& [name, help, field] :
+       {std::tuple{"dogpile_local_entries", "Items in the local tier.",
+                   &RegionStats::local_entries},
+        std::tuple{"dogpile_local_bytes", "The local tier's items' cost in bytes.",
+                   &RegionStats::local_bytes}}) {
+    family(out, name, "gauge", help);
+    for (const Named& r : regions) {
+      fmt::format_to(std::back_inserter(out), "{}{{{}}} {}\n", name, region_label(r),
+                     r.stats.*field);
+    }
   }
   family(out, "dogpile_call_seconds", "histogram",
          "Latency of get_or_create calls, by how they ended.");

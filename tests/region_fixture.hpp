@@ -3,11 +3,15 @@
 // backend; threads wait for observable states, never for time.
 #pragma once
 
+#include <doctest/doctest.h>
+
 #include <atomic>
+#include <functional>
 #include <latch>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -122,6 +126,22 @@ void run_together(int n, Body body) {
       body(i);
     });
   }
+}
+
+/// `value` cached through a region under `key`: over two calls its loader
+/// runs once, and both return `value` (compared by `same`).
+template <class T, class Same = std::equal_to<>>
+void check_cached_once(const T& value, std::string_view key, Same same = {}) {
+  RegionFixture f;
+  CacheRegion region(f.backend, f.options());
+  int loads = 0;
+  auto load = [&] {
+    ++loads;
+    return value;
+  };
+  CHECK(same(region.get_or_create(key, load), value));
+  CHECK(same(region.get_or_create(key, load), value));
+  CHECK(loads == 1);
 }
 
 }  // namespace dogpile::test

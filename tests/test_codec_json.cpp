@@ -42,16 +42,7 @@ TEST_SUITE("codec: json") {
     CHECK(bytes.starts_with(R"({"active":true,"address":{"city":"London","country":"UK"})"));
     CHECK(dogpile::Codec<UserProfile>::decode(bytes) == ada);
 
-    dogpile::test::RegionFixture f;
-    dogpile::CacheRegion region(f.backend, f.options());
-    int loads = 0;
-    auto load = [&] {
-      ++loads;
-      return ada;
-    };
-    CHECK(region.get_or_create("user:42", load) == ada);
-    CHECK(region.get_or_create("user:42", load) == ada);
-    CHECK(loads == 1);
+    dogpile::test::check_cached_once(ada, "user:42");
   }
 
   TEST_CASE("\"not found\" cached as std::optional of a JSON type") {

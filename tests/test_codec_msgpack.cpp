@@ -78,16 +78,7 @@ TEST_SUITE("codec: msgpack") {
           std::string::npos);
     CHECK(dogpile::Codec<UserProfile>::decode(bytes) == ada);
 
-    dogpile::test::RegionFixture f;
-    dogpile::CacheRegion region(f.backend, f.options());
-    int loads = 0;
-    auto load = [&] {
-      ++loads;
-      return ada;
-    };
-    CHECK(region.get_or_create("user:42", load) == ada);
-    CHECK(region.get_or_create("user:42", load) == ada);
-    CHECK(loads == 1);
+    dogpile::test::check_cached_once(ada, "user:42");
   }
 
   TEST_CASE("a struct with MSGPACK_DEFINE is an array, and read back") {

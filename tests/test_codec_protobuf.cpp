@@ -60,16 +60,7 @@ TEST_SUITE("codec: protobuf") {
     CHECK(back->roles_size() == 2);
     CHECK(back->address().city() == "London");
 
-    dogpile::test::RegionFixture f;
-    dogpile::CacheRegion region(f.backend, f.options());
-    int loads = 0;
-    auto load = [&] {
-      ++loads;
-      return ada();
-    };
-    CHECK(same(region.get_or_create("user:42", load), profile));
-    CHECK(same(region.get_or_create<pb::Profile>("user:42", load), profile));
-    CHECK(loads == 1);
+    dogpile::test::check_cached_once(profile, "user:42", same);
   }
 
   TEST_CASE("a message of default values is no bytes, and cached as any other") {
@@ -80,16 +71,7 @@ TEST_SUITE("codec: protobuf") {
     REQUIRE(back.has_value());
     CHECK(same(*back, pb::Profile()));
 
-    dogpile::test::RegionFixture f;
-    dogpile::CacheRegion region(f.backend, f.options());
-    int loads = 0;
-    auto load = [&] {
-      ++loads;
-      return pb::Profile();
-    };
-    CHECK(same(region.get_or_create("user:0", load), pb::Profile()));
-    CHECK(same(region.get_or_create("user:0", load), pb::Profile()));
-    CHECK(loads == 1);
+    dogpile::test::check_cached_once(pb::Profile(), "user:0", same);
   }
 
   TEST_CASE("\"not found\" cached as std::optional of a message") {
