@@ -96,10 +96,9 @@ std::vector<PathCost> measure_paths(Transport transport) {
                 },
                 CallOptions{.background = true});
           });
-  while (!job_done) std::this_thread::sleep_for(1ms);
-  for (int i = 0; i < 1000 && refreshing->get<std::string>("refreshed") != "new"; ++i) {
-    std::this_thread::sleep_for(1ms);
-  }
+  // The job is done once its flight is: stored, and its lock released (a
+  // release still on its way would be counted in the next path's requests).
+  while (!job_done || refreshing->in_flight() != 0) std::this_thread::sleep_for(1ms);
 
   // Stale while another process holds the lease.
   auto elsewhere = backend_of(transport, server.options());
