@@ -43,6 +43,10 @@ std::shared_ptr<Backend> memcached(std::string_view options, bool auto_eject) {
   return std::make_shared<MemcachedBackend>(std::move(o));
 }
 
+std::shared_ptr<Backend> backend_for(const MemcachedServer& server) {
+  return memcached(server.options());
+}
+
 int free_port() {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   if (fd < 0) throw std::runtime_error("socket() failed");

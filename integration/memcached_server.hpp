@@ -20,12 +20,12 @@ class Backend;
 
 namespace dogpile::test {
 
-/// The transport the memcached suites run on: MemcachedMetaBackend when the
-/// environment says DOGPILE_TEST_TRANSPORT=meta, else MemcachedBackend. CTest
-/// runs those suites once for each.
 /// A port that was free a moment ago on 127.0.0.1 (the kernel's choice).
 [[nodiscard]] int free_port();
 
+/// The transport the memcached suites run on: MemcachedMetaBackend when the
+/// environment says DOGPILE_TEST_TRANSPORT=meta, else MemcachedBackend. CTest
+/// runs those suites once for each.
 enum class Transport { classic, meta };
 [[nodiscard]] Transport transport();
 /// A backend of the suite's transport for a memcached option string.
@@ -77,6 +77,9 @@ class MemcachedServer {
   int port_ = 0;
   pid_t pid_ = -1;
 };
+
+/// A backend of the suite's transport for `server`.
+[[nodiscard]] std::shared_ptr<Backend> backend_for(const MemcachedServer& server);
 
 /// A TCP connection to 127.0.0.1:`port` (TCP_NODELAY), or -1.
 int connect_loopback(int port);

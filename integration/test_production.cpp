@@ -1,6 +1,6 @@
-// The conditions production brings, on real memcached: fork() after use, a
-// write racing a slow creator, clocks ten minutes apart, a lock lost to
-// flush_all or to eviction, and deadlines against a stalled server.
+// The conditions production brings, on real memcached: a write racing a slow
+// creator, clocks ten minutes apart, a lock lost to flush_all or to eviction,
+// and deadlines against a stalled server. (fork() after use: test_fork.cpp.)
 #include <doctest/doctest.h>
 
 #include <atomic>
@@ -9,7 +9,7 @@
 #include <thread>
 #include <vector>
 
-#include "../tests/processes.hpp"
+#include "../tests/support.hpp"
 #include "dogpile/cached.hpp"
 #include "dogpile/memcached.hpp"
 #include "dogpile/region.hpp"
@@ -20,15 +20,13 @@ using namespace std::chrono_literals;
 using dogpile::CacheRegion;
 using dogpile::CallOptions;
 using dogpile::Invalidation;
+using dogpile::test::Gate;
+using dogpile::test::backend_for;
 using dogpile::test::MemcachedServer;
 using dogpile::test::now_ms;
 using dogpile::test::quiet;
 
 namespace {
-
-std::shared_ptr<dogpile::Backend> backend_for(const MemcachedServer& server) {
-  return dogpile::test::memcached(server.options());
-}
 
 // A host's clock, `skew` away from this one's.
 class SkewedClock final : public dogpile::Clock {
@@ -40,103 +38,9 @@ class SkewedClock final : public dogpile::Clock {
   dogpile::Duration skew_;
 };
 
-// A creator held until let go.
-struct Gate {
-  std::atomic<bool> entered{false};
-  std::atomic<bool> open{false};
-  std::string pass(std::string value) {
-    entered = true;
-    while (!open.load()) std::this_thread::sleep_for(1ms);
-    return value;
-  }
-  void wait_entered() {
-    while (!entered.load()) std::this_thread::sleep_for(1ms);
-  }
-};
-
 }  // namespace
 
 TEST_SUITE("production conditions") {
-  TEST_CASE("fork() after use: parent and children hammer distinct keys, never another's value") {
-    MemcachedServer server;
-    struct Shared {
-      std::atomic<long> calls{0};
-      std::atomic<long> wrong{0};
-      std::atomic<long> failures{0};
-    };
-    dogpile::test::Shared<Shared> shared;
-    // A pre-fork server: the master warms the cache through its region (its
-    // pooled connections and its threads in use), then forks workers.
-    CacheRegion region(backend_for(server), quiet({.expiration = 60s, .background_refresh = true}));
-    for (int i = 0; i < 50; ++i) {
-      region.get_or_create("master:" + std::to_string(i),
-                           [i] { return "master:" + std::to_string(i); });
-    }
-    auto hammer = [&](const std::string& who) {
-      const auto until = now_ms() + 1500;
-      std::vector<std::jthread> threads;
-      for (int t = 0; t < 4; ++t) {
-        threads.emplace_back([&, t] {
-          for (long n = 0; now_ms() < until; ++n) {
-            const std::string key = who + ":" + std::to_string((n * 4 + t) % 50);
-            try {
-              const std::string v = region.get_or_create(key, [&] { return key; });
-              if (v != key) shared->wrong.fetch_add(1);
-            } catch (...) {
-              shared->failures.fetch_add(1);
-            }
-            shared->calls.fetch_add(1);
-          }
-        });
-      }
-    };
-    std::vector<pid_t> children;
-    for (int c = 0; c < 2; ++c) {
-      children.push_back(dogpile::test::fork_worker([&, c] {
-        hammer("child" + std::to_string(c));
-        return 0;  // and the region is destroyed as the child exits
-      }));
-    }
-    hammer("master");
-    for (pid_t pid : children) CHECK(dogpile::test::wait_worker_within(pid, 60s) == 0);
-    std::printf(
-        "fork after use: %ld calls in a parent and 2 children on distinct keys, %ld "
-        "returned another key's value, %ld threw\n",
-        shared->calls.load(), shared->wrong.load(), shared->failures.load());
-    CHECK(shared->calls.load() > 1000);
-    CHECK(shared->wrong.load() == 0);
-    CHECK(shared->failures.load() == 0);
-    CHECK(region.get_or_create("master:7", [] { return std::string("x"); }) == "master:7");
-  }
-
-  TEST_CASE("fork() after use: a child slow creator keeps its lock, no second creator elsewhere") {
-    MemcachedServer server;
-    struct Shared {
-      std::atomic<int> creators{0};
-    };
-    dogpile::test::Shared<Shared> shared;
-    const auto options = quiet({.expiration = 60s, .lock_timeout = 2s});
-    CacheRegion region(backend_for(server), options);
-    region.get_or_create("warm", [] { return std::string("v"); });  // used before the fork
-    const pid_t child = dogpile::test::fork_worker([&] {
-      region.get_or_create("slow", [&] {
-        shared->creators.fetch_add(1);
-        std::this_thread::sleep_for(4500ms);  // over twice the lock's time to live
-        return std::string("from the child");
-      });
-      return 0;
-    });
-    while (shared->creators.load() == 0) std::this_thread::sleep_for(1ms);
-    CacheRegion other(backend_for(server), options);
-    const std::string v = other.get_or_create("slow", [&] {
-      shared->creators.fetch_add(1);
-      return std::string("second creator");
-    });
-    CHECK(dogpile::test::wait_worker_within(child, 60s) == 0);
-    CHECK(v == "from the child");
-    CHECK(shared->creators.load() == 1);
-  }
-
   TEST_CASE("a write racing a slow creator wins: remove, set, invalidate(args), on every path") {
     MemcachedServer server;
     for (int path = 0; path < 3; ++path) {       // single, multi, background
@@ -171,7 +75,7 @@ TEST_SUITE("production conditions") {
             got = slow_fn(1);
           }
         });
-        gate.wait_entered();
+        REQUIRE(gate.wait_entered());
         // The row is updated in the database, then the cache entry is dealt with.
         if (write == 0) writer.remove(key);
         if (write == 1) writer.set(key, std::string("version 2"));
@@ -363,7 +267,7 @@ TEST_SUITE("production conditions") {
     CacheRegion waiter(backend_for(server), options);
     Gate gate;
     std::jthread creator([&] { holder.get_or_create("slow", [&] { return gate.pass("v"); }); });
-    gate.wait_entered();
+    REQUIRE(gate.wait_entered());
     const double start = now_ms();
     bool timed_out = false;
     try {

@@ -23,16 +23,13 @@ using namespace std::chrono_literals;
 using dogpile::CacheRegion;
 using dogpile::Outcome;
 using dogpile::RegionOptions;
+using dogpile::test::backend_for;
 using dogpile::test::MemcachedServer;
 using dogpile::test::now_ms;
 using dogpile::test::percentile;
 using dogpile::test::quiet;
 
 namespace {
-
-std::shared_ptr<dogpile::Backend> backend_for(const MemcachedServer& server) {
-  return dogpile::test::memcached(server.options());
-}
 
 // A herd of P processes x T threads released together on one key.
 template <int P, int T>

@@ -164,9 +164,7 @@ PayloadEncoding finish_envelope(std::string& out, TimePoint created_at,
     throw std::length_error("dogpile: a cached value must be smaller than 4 GiB");
   }
   // Times before the epoch are not representable; they are stored as the epoch.
-  const auto micros = std::max<std::int64_t>(
-      0,
-      std::chrono::duration_cast<std::chrono::microseconds>(created_at.time_since_epoch()).count());
+  const auto micros = std::max<std::int64_t>(0, micros_since_epoch(created_at));
   const auto took = std::clamp<std::int64_t>(creation_duration.count(), 0,
                                              std::numeric_limits<std::uint32_t>::max());
   char* h = out.data();

@@ -71,8 +71,7 @@ void Invalidations::raise(const InvalidationTimes& t) noexcept {
 }
 
 void Invalidations::invalidate(Invalidation kind, TimePoint at) noexcept {
-  const std::int64_t now =
-      std::chrono::duration_cast<std::chrono::microseconds>(at.time_since_epoch()).count();
+  const std::int64_t now = micros_since_epoch(at);
   InvalidationTimes mine;
   (kind == Invalidation::hard ? mine.hard : mine.soft) = now;
   raise(mine);  // this process: at once

@@ -24,10 +24,6 @@ std::uint64_t fresh_seed() noexcept {
   return seed;
 }
 
-std::int64_t micros(TimePoint t) noexcept {
-  return std::chrono::duration_cast<std::chrono::microseconds>(t.time_since_epoch()).count();
-}
-
 }  // namespace
 
 Judge::Judge(const RegionOptions& options)
@@ -49,7 +45,7 @@ Found Judge::judge(const EnvelopeView& envelope, TimePoint now, const Expiration
                    const InvalidationTimes& inv, bool allow_early) noexcept {
   // Invalidations compare with when the creation started: a value whose
   // creator began before an invalidation may hold what it invalidated.
-  const std::int64_t started = micros(envelope.created_at) - envelope.creation_duration.count();
+  const std::int64_t started = micros_since_epoch(envelope.created_at) - envelope.creation_duration.count();
   if (started < inv.hard) return Found::missing;
   const bool soft_invalidated = started < inv.soft;
   if (!expiration) return soft_invalidated ? Found::stale : Found::fresh;

@@ -24,10 +24,6 @@ std::uint64_t get_le(const char* at) noexcept {
   return v;
 }
 
-std::int64_t micros(TimePoint t) noexcept {
-  return std::chrono::duration_cast<std::chrono::microseconds>(t.time_since_epoch()).count();
-}
-
 // The largest microsecond count a TimePoint holds.
 constexpr std::uint64_t kMaxMicros = static_cast<std::uint64_t>(
     std::chrono::duration_cast<std::chrono::microseconds>(Duration::max()).count());
@@ -51,7 +47,7 @@ std::string encode_lock_item(const LockItem& lock) {
   std::memcpy(p, kMagic, 4);
   p[4] = 1;
   p[5] = static_cast<char>(kLockItemSize);
-  put_le(p + 8, static_cast<std::uint64_t>(std::max<std::int64_t>(0, micros(lock.started_at))));
+  put_le(p + 8, static_cast<std::uint64_t>(std::max<std::int64_t>(0, micros_since_epoch(lock.started_at))));
   put_le(p + 16, static_cast<std::uint64_t>(std::max<std::int64_t>(0, lock.expected.count())));
   put_le(p + 24, static_cast<std::uint64_t>(std::max<std::int64_t>(0, lock.clock_error.count())));
   std::memcpy(p + 32, lock.token.data(), lock.token.size());

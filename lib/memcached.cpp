@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "deadline.hpp"
+#include "exptime.hpp"
 #include "dogpile/detail/keys.hpp"
 #include "dogpile/detail/lock_item.hpp"
 #include "fork.hpp"
@@ -40,9 +41,6 @@ namespace {
 constexpr std::string_view kDefaultOptions =
     "--SUPPORT-CAS --VERIFY-KEY --TCP-NODELAY --CONNECT-TIMEOUT=1000 --POLL-TIMEOUT=1000 "
     "--RETRY-TIMEOUT=2 --POOL-MIN=1 --POOL-MAX=64";
-
-// memcached reads an expiration above 30 days as an absolute Unix time.
-constexpr std::chrono::seconds kMaxRelativeExpiration = std::chrono::hours(24 * 30);
 
 // The pool's size from --POOL-MIN / --POOL-MAX (the last of each wins, as in
 // libmemcached's own parser).
@@ -68,11 +66,7 @@ std::string with_defaults(std::string_view config) {
   return fmt::format("{} {}", kDefaultOptions, config.substr(first, last - first + 1));
 }
 
-time_t memcached_exptime(Ttl ttl) {
-  if (ttl <= Ttl::zero()) return 0;
-  if (ttl > kMaxRelativeExpiration) return std::time(nullptr) + static_cast<time_t>(ttl.count());
-  return static_cast<time_t>(ttl.count());
-}
+time_t memcached_exptime(Ttl ttl) { return static_cast<time_t>(detail::exptime(ttl)); }
 
 // libmemcached's messages start with the connection's address in memory and
 // end with its source file and line ("(0x55..) CONNECTION FAILURE(...) ->

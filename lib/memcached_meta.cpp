@@ -14,6 +14,7 @@
 
 #include "dogpile/detail/keys.hpp"
 #include "dogpile/detail/lock_item.hpp"
+#include "exptime.hpp"
 #include "meta_client.hpp"
 
 namespace dogpile {
@@ -30,14 +31,8 @@ struct MemcachedMetaBackend::Impl {
 
 namespace {
 
-// memcached reads an expiration above 30 days as an absolute Unix time.
-constexpr Ttl kMaxRelativeExpiration = std::chrono::hours(24 * 30);
-
-std::int64_t exptime(Ttl ttl) {
-  if (ttl <= Ttl::zero()) return 0;
-  if (ttl > kMaxRelativeExpiration) return std::time(nullptr) + ttl.count();
-  return ttl.count();
-}
+using detail::exptime;
+using detail::kMaxRelativeExpiration;
 
 void check_key(std::string_view op, std::string_view key) {
   if (!meta::valid_key(key)) {

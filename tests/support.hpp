@@ -29,6 +29,24 @@ bool eventually(Pred done, std::chrono::milliseconds limit = std::chrono::second
   return true;
 }
 
+/// A creator held until let go: `pass` marks it entered and returns once
+/// the test opens the gate (bounded, so a bug shows as a failure, not a hang).
+struct Gate {
+  std::atomic<bool> entered{false};
+  std::atomic<bool> open{false};
+  void pass() {
+    entered = true;
+    eventually([&] { return open.load(); }, std::chrono::seconds(60));
+  }
+  std::string pass(std::string value) {
+    pass();
+    return value;
+  }
+  bool wait_entered() {
+    return eventually([&] { return entered.load(); }, std::chrono::seconds(60));
+  }
+};
+
 /// A std::mutex that counts what is done to it and how many threads are
 /// inside lock() (blocked, or about to be).
 class CountingMutex {

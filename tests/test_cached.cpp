@@ -22,7 +22,7 @@ using dogpile::RegionOptions;
 
 namespace {
 
-enum class Color { red = 1, blue = 7 };
+enum class Paint { red = 1, blue = 7 };
 
 struct Point {
   int x, y;
@@ -31,7 +31,7 @@ struct Point {
 struct NoFormatter {};
 
 // test_cached's default: values fresh for a minute.
-struct Fixture : dogpile::test::RegionFixture {
+struct CachedFixture : dogpile::test::RegionFixture {
   RegionOptions options() { return RegionFixture::options(std::chrono::seconds(60)); }
 };
 
@@ -47,7 +47,7 @@ struct fmt::formatter<Point> : fmt::formatter<std::string_view> {
 // What can be part of a key is decided at compile time.
 static_assert(dogpile::KeyArgument<int>);
 static_assert(dogpile::KeyArgument<double>);
-static_assert(dogpile::KeyArgument<Color>);
+static_assert(dogpile::KeyArgument<Paint>);
 static_assert(dogpile::KeyArgument<std::string>);
 static_assert(dogpile::KeyArgument<const char*>);
 static_assert(dogpile::KeyArgument<std::string_view>);
@@ -56,7 +56,7 @@ static_assert(!dogpile::KeyArgument<NoFormatter>);
 
 TEST_SUITE("cached") {
   TEST_CASE("a wrapped function is called once per key, its results come from the cache") {
-    Fixture f;
+    CachedFixture f;
     CacheRegion region(f.backend, f.options());
     int calls = 0;
     auto user_name = dogpile::cached(region, "user_name", [&](int id) {
@@ -72,7 +72,7 @@ TEST_SUITE("cached") {
   }
 
   TEST_CASE("keys: arguments are formatted with fmt and never run together") {
-    Fixture f;
+    CachedFixture f;
     CacheRegion region(f.backend, f.options());
     auto join = dogpile::cached(region, "join", [](std::string_view a, std::string_view b) {
       return std::string(a) + "+" + std::string(b);
@@ -83,15 +83,15 @@ TEST_SUITE("cached") {
     CHECK(join("a", "b|c") == "a+b|c");  // a different key, so a different value
     CHECK(join.key("back\\slash", "") == "join|back\\\\slash|");
 
-    auto mixed = dogpile::cached(region, "mixed", [](Color c, double d, bool b, char ch, Point p) {
+    auto mixed = dogpile::cached(region, "mixed", [](Paint c, double d, bool b, char ch, Point p) {
       return fmt::format("{} {} {} {} {},{}", static_cast<int>(c), d, b, ch, p.x, p.y);
     });
-    CHECK(mixed.key(Color::blue, 0.5, true, '|', Point{1, -2}) == "mixed|7|0.5|true|\\||(1,-2)");
-    CHECK(mixed(Color::red, 1.0, false, 'x', Point{0, 0}) == "1 1 false x 0,0");
+    CHECK(mixed.key(Paint::blue, 0.5, true, '|', Point{1, -2}) == "mixed|7|0.5|true|\\||(1,-2)");
+    CHECK(mixed(Paint::red, 1.0, false, 'x', Point{0, 0}) == "1 1 false x 0,0");
   }
 
   TEST_CASE("get, set, invalidate, refresh and original") {
-    Fixture f;
+    CachedFixture f;
     CacheRegion region(f.backend, f.options());
     int calls = 0;
     auto square = dogpile::cached(region, "square", [&](int x) {
@@ -113,7 +113,7 @@ TEST_SUITE("cached") {
   }
 
   TEST_CASE("a fixed expiration, and one evaluated on every call") {
-    Fixture f;
+    CachedFixture f;
     CacheRegion region(f.backend, f.options());
     int calls = 0;
     auto counter = [&](int) { return ++calls; };
@@ -135,7 +135,7 @@ TEST_SUITE("cached") {
   }
 
   TEST_CASE("should_cache: a refused result is returned, not stored") {
-    Fixture f;
+    CachedFixture f;
     CacheRegion region(f.backend, f.options());
     int calls = 0;
     auto lookup = dogpile::cached(region, "lookup", [&](int id) {
@@ -151,7 +151,7 @@ TEST_SUITE("cached") {
   }
 
   TEST_CASE("background refresh copies the arguments: the caller's strings may be gone") {
-    Fixture f;
+    CachedFixture f;
     auto executor = std::make_shared<dogpile::test::ManualExecutor>();
     auto o = f.options();
     o.background_refresh = true;
@@ -174,7 +174,7 @@ TEST_SUITE("cached") {
   }
 
   TEST_CASE("cached_multi: one multi-get, and the function once with the missing ids") {
-    Fixture f;
+    CachedFixture f;
     CacheRegion region(f.backend, f.options());
     std::vector<std::vector<int>> asked;
     auto names = dogpile::cached_multi(region, "name", [&](std::span<const int> ids) {

@@ -20,19 +20,9 @@ using dogpile::CallOptions;
 using dogpile::Outcome;
 using dogpile::WaitTimeout;
 using dogpile::test::eventually;
+using dogpile::test::Gate;
 
 namespace {
-
-// A creator held until let go.
-struct Gate {
-  std::atomic<bool> entered{false};
-  std::atomic<bool> open{false};
-  std::string pass(std::string value) {
-    entered = true;
-    eventually([&] { return open.load(); }, std::chrono::seconds(60));
-    return value;
-  }
-};
 
 // Runs `call` on a thread; the reason it gave up, or nullopt if it returned.
 struct Outcomes {

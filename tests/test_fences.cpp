@@ -17,6 +17,7 @@ using namespace std::chrono_literals;
 using dogpile::CacheRegion;
 using dogpile::Invalidation;
 using dogpile::test::eventually;
+using dogpile::test::Gate;
 
 namespace {
 
@@ -49,16 +50,6 @@ const char* name(Write w) {
   }
   return "";
 }
-
-// A creator held until let go.
-struct Gate {
-  std::atomic<bool> entered{false};
-  std::atomic<bool> open{false};
-  void pass() {
-    entered = true;
-    REQUIRE(eventually([&] { return open.load(); }));
-  }
-};
 
 struct Result {
   std::string a_got;                                       // what A's caller received for "user|1"

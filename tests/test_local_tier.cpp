@@ -29,7 +29,7 @@ struct Racing {
 };
 std::function<void()> racing_hook;
 
-struct Fixture : dogpile::test::RegionFixture {
+struct LocalFixture : dogpile::test::RegionFixture {
   /// A region with the local tier: 1 s time to live, expiration 10 s.
   dogpile::RegionOptions local(LocalTier tier = {.ttl = 1s}) {
     auto o = options();
@@ -52,7 +52,7 @@ struct dogpile::Codec<Racing> {
 
 TEST_SUITE("local tier") {
   TEST_CASE("off by default: every call asks the backend") {
-    Fixture f;
+    LocalFixture f;
     CacheRegion region(f.backend, f.options());
     region.get_or_create("k", f.creator("v"));
     const auto before = f.requests();
@@ -63,7 +63,7 @@ TEST_SUITE("local tier") {
   }
 
   TEST_CASE("a hot key is served with no request until the tier's time to live") {
-    Fixture f;
+    LocalFixture f;
     CacheRegion region(f.backend, f.local());
     Outcome outcome{};
     CHECK(region.get_or_create("k", f.creator("v"), &outcome) == "v");
@@ -91,7 +91,7 @@ TEST_SUITE("local tier") {
   }
 
   TEST_CASE("another process's write is seen within the tier's time to live, not later") {
-    Fixture f;
+    LocalFixture f;
     CacheRegion here(f.backend, f.local());
     CacheRegion elsewhere(f.backend, f.options());  // another process, sharing the backend
     here.get_or_create("k", f.creator("v1"));
@@ -113,7 +113,7 @@ TEST_SUITE("local tier") {
   }
 
   TEST_CASE("this process's set, remove and invalidations apply at once") {
-    Fixture f;
+    LocalFixture f;
     CacheRegion region(f.backend, f.local());
     region.get_or_create("k", f.creator("v1"));
     // set: its value is served at once (read once from the backend, then
@@ -154,7 +154,7 @@ TEST_SUITE("local tier") {
   }
 
   TEST_CASE("a value is never served from the tier past its expiration") {
-    Fixture f;
+    LocalFixture f;
     CacheRegion region(f.backend, f.local({.ttl = 1h}));  // longer than the expiration
     region.get_or_create("k", f.creator("v1"));
     f.clock.advance(10s + 1us);  // past the expiration
@@ -165,7 +165,7 @@ TEST_SUITE("local tier") {
   }
 
   TEST_CASE("a read racing this process's remove does not fill the tier with the old value") {
-    Fixture f;
+    LocalFixture f;
     CacheRegion region(f.backend, f.local({.ttl = 1h}));
     CacheRegion other(f.backend, f.options());
     other.set("k", Racing{"old"});  // stored, not in this process's tier
@@ -183,7 +183,7 @@ TEST_SUITE("local tier") {
   }
 
   TEST_CASE("a read racing this process's set does not fill the tier with the old value") {
-    Fixture f;
+    LocalFixture f;
     CacheRegion region(f.backend, f.local({.ttl = 1h}));
     CacheRegion other(f.backend, f.options());
     other.set("k", Racing{"old"});
@@ -195,7 +195,7 @@ TEST_SUITE("local tier") {
   }
 
   TEST_CASE("herd protection is unchanged: a local miss goes through the engine") {
-    Fixture f;
+    LocalFixture f;
     CacheRegion region(f.backend, f.local());
     std::atomic<int> wrong{0};
     dogpile::test::run_together(16, [&](int) {
@@ -211,7 +211,7 @@ TEST_SUITE("local tier") {
   }
 
   TEST_CASE("get and get_or_create_multi use the tier, the rest are read in one request") {
-    Fixture f;
+    LocalFixture f;
     CacheRegion region(f.backend, f.local());
     region.get_or_create("a", f.creator("A"));
     CacheRegion other(f.backend, f.options());
@@ -248,7 +248,7 @@ TEST_SUITE("local tier") {
   }
 
   TEST_CASE("bounded by entries and by bytes, least recently used out first") {
-    Fixture f;
+    LocalFixture f;
     CacheRegion by_entries(f.backend, f.local({.ttl = 1h, .max_entries = 1600}));
     for (int i = 0; i < 20'000; ++i) {
       const std::string key = "e" + std::to_string(i);

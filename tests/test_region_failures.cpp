@@ -40,7 +40,7 @@ namespace {
 
 // The region's fixture, its backend behind a FaultyBackend; errors recorded
 // as "kind operation key: message".
-struct Fixture : dogpile::test::RegionFixture {
+struct FailingFixture : dogpile::test::RegionFixture {
   std::shared_ptr<dogpile::MemoryBackend>& memory = backend;
   std::shared_ptr<dogpile::test::FaultyBackend> faulty =
       std::make_shared<dogpile::test::FaultyBackend>(backend);
@@ -61,7 +61,7 @@ struct Fixture : dogpile::test::RegionFixture {
 
 TEST_SUITE("region failures") {
   TEST_CASE("a dead backend: the creator's value, no exception, every error reported") {
-    Fixture f;
+    FailingFixture f;
     auto region = f.region();
     f.faulty->fail_everything(true);
     Outcome outcome{};
@@ -81,7 +81,7 @@ TEST_SUITE("region failures") {
   }
 
   TEST_CASE("the backend comes back: values are stored and hit again") {
-    Fixture f;
+    FailingFixture f;
     auto region = f.region();
     f.faulty->fail_everything(true);
     region.get_or_create("k", f.creator("v1"));
@@ -99,7 +99,7 @@ TEST_SUITE("region failures") {
   }
 
   TEST_CASE("degraded mode: one creation per key per expiration in a process, whatever the calls") {
-    Fixture f;
+    FailingFixture f;
     auto region = f.region();  // expiration 10 s, stale grace 60 s
     f.faulty->fail_everything(true);
     std::atomic<int> stale{0};
@@ -125,7 +125,7 @@ TEST_SUITE("region failures") {
     // Between a caller finding nothing kept for k1 and its leading k1's
     // flight, another thread creates k1 and keeps it: the caller serves that
     // value, it does not create k1 a second time.
-    Fixture f;
+    FailingFixture f;
     auto region = f.region();
     f.faulty->fail_everything(true);
     std::atomic<int> k1_made{0}, k2_made{0};
@@ -163,7 +163,7 @@ TEST_SUITE("region failures") {
     // The same race once the kept value has expired: between a caller's
     // look (stale) and its lead of the flight, another thread makes and
     // keeps the next value. The caller serves it; one creation per expiration.
-    Fixture f;
+    FailingFixture f;
     auto region = f.region();  // expiration 10 s
     f.faulty->fail_everything(true);
     int made = 0;
@@ -183,7 +183,7 @@ TEST_SUITE("region failures") {
   }
 
   TEST_CASE("degraded mode: this process's set and remove win over what it kept") {
-    Fixture f;
+    FailingFixture f;
     auto region = f.region();
     f.faulty->fail_everything(true);
     region.get_or_create("k", f.creator("kept"));
@@ -195,7 +195,7 @@ TEST_SUITE("region failures") {
   }
 
   TEST_CASE("degraded mode keeps nothing when told to keep no entries") {
-    Fixture f;
+    FailingFixture f;
     auto o = f.options();
     o.degraded_entries = 0;
     CacheRegion region(f.faulty, o);
@@ -206,7 +206,7 @@ TEST_SUITE("region failures") {
   }
 
   TEST_CASE("only the lock fails: the caller creates without it and stores into the empty key") {
-    Fixture f;
+    FailingFixture f;
     auto region = f.region();
     f.faulty->fail_lock = true;
     CHECK(region.get_or_create("k", f.creator("v")) == "v");
@@ -216,7 +216,7 @@ TEST_SUITE("region failures") {
   }
 
   TEST_CASE("only storing fails: the value is returned and the next call creates again") {
-    Fixture f;
+    FailingFixture f;
     auto region = f.region();
     f.faulty->fail_store = true;
     CHECK(region.get_or_create("k", f.creator("v1")) == "v1");
@@ -226,7 +226,7 @@ TEST_SUITE("region failures") {
   }
 
   TEST_CASE("a failed lock release is reported, and if it keeps failing the lock expires") {
-    Fixture f;
+    FailingFixture f;
     auto region = f.region();
     f.faulty->fail_release = true;
     CHECK(region.get_or_create("k", f.creator("v")) == "v");
@@ -243,7 +243,7 @@ TEST_SUITE("region failures") {
     // A server restarting: the release fails on a connection that is still
     // marked down. Left alone, the lock would keep the key's next callers
     // waiting for lock_timeout (30 s).
-    Fixture f;
+    FailingFixture f;
     auto region = f.region();
     f.faulty->fail_release = true;
     CHECK(region.get_or_create("k", f.creator("v")) == "v");
@@ -257,7 +257,7 @@ TEST_SUITE("region failures") {
   }
 
   TEST_CASE("get_or_create_multi with a dead backend: one creator call, no exception") {
-    Fixture f;
+    FailingFixture f;
     auto region = f.region();
     f.faulty->fail_everything(true);
     int calls = 0;

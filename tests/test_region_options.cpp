@@ -29,13 +29,13 @@ using dogpile::RegionOptions;
 
 namespace {
 
-using Fixture = dogpile::test::RegionFixture;
+using dogpile::test::RegionFixture;
 
 }  // namespace
 
 TEST_SUITE("region options") {
   TEST_CASE("per-call expiration judges freshness and sets the item's time to live") {
-    Fixture f;
+    RegionFixture f;
     auto o = f.options(60s);
     o.stale_grace = 5s;
     CacheRegion region(f.backend, o);
@@ -53,7 +53,7 @@ TEST_SUITE("region options") {
   }
 
   TEST_CASE("should_cache: a refused value is returned but not stored") {
-    Fixture f;
+    RegionFixture f;
     CacheRegion region(f.backend, f.options());
     auto non_empty = [](const std::string& v) { return !v.empty(); };
     CHECK(region.get_or_create("k", f.creator(""), CallOptions{}, non_empty).empty());
@@ -64,7 +64,7 @@ TEST_SUITE("region options") {
   }
 
   TEST_CASE("background: the stale winner returns at once, the new value follows") {
-    Fixture f;
+    RegionFixture f;
     auto executor = std::make_shared<dogpile::test::ManualExecutor>();
     CacheRegion region(f.backend, f.background(executor));
     region.get_or_create("k", f.creator("old"));
@@ -91,7 +91,7 @@ TEST_SUITE("region options") {
   }
 
   TEST_CASE("background: a refused task runs in the caller, a dropped one frees its lock") {
-    Fixture f;
+    RegionFixture f;
     auto executor = std::make_shared<dogpile::test::ManualExecutor>(1);
     CacheRegion region(f.backend, f.background(executor));
     const CallOptions background{.background = true};
@@ -110,7 +110,7 @@ TEST_SUITE("region options") {
   }
 
   TEST_CASE("background: a creator that throws leaves the stale value and frees the lock") {
-    Fixture f;
+    RegionFixture f;
     auto executor = std::make_shared<dogpile::test::ManualExecutor>();
     CacheRegion region(f.backend, f.background(executor));
     region.get_or_create("k", f.creator("old"));
@@ -128,7 +128,7 @@ TEST_SUITE("region options") {
   }
 
   TEST_CASE("background needs a stale value: a cold key is still created by the caller") {
-    Fixture f;
+    RegionFixture f;
     auto executor = std::make_shared<dogpile::test::ManualExecutor>();
     CacheRegion region(f.backend, f.background(executor));
     CHECK(region.get_or_create("k", f.creator("v"), CallOptions{.background = true}) == "v");
@@ -137,7 +137,7 @@ TEST_SUITE("region options") {
 
   TEST_CASE(
       "serve_stale_on_error: a failing creator gives the stale value, the next call retries") {
-    Fixture f;
+    RegionFixture f;
     auto o = f.options();
     o.serve_stale_on_error = true;
     CacheRegion region(f.backend, o);
@@ -158,7 +158,7 @@ TEST_SUITE("region options") {
   }
 
   TEST_CASE("serve_stale_on_error off: the exception reaches the caller even with a stale value") {
-    Fixture f;
+    RegionFixture f;
     CacheRegion region(f.backend, f.options());
     region.get_or_create("k", f.creator("old"));
     f.clock.advance(11s);
@@ -168,7 +168,7 @@ TEST_SUITE("region options") {
   }
 
   TEST_CASE("hard invalidation: older values are misses, here at once") {
-    Fixture f;
+    RegionFixture f;
     CacheRegion region(f.backend, f.options(dogpile::no_expiration));
     region.get_or_create("k", f.creator("old"));
     f.clock.advance(1ms);
@@ -183,7 +183,7 @@ TEST_SUITE("region options") {
   }
 
   TEST_CASE("soft invalidation: older values are stale, served while one caller regenerates") {
-    Fixture f;
+    RegionFixture f;
     CacheRegion region(f.backend, f.options(dogpile::no_expiration));
     region.get_or_create("k", f.creator("old"));
     f.clock.advance(1ms);
@@ -204,7 +204,7 @@ TEST_SUITE("region options") {
   }
 
   TEST_CASE("one key soft-invalidated: served stale while one caller regenerates, others fresh") {
-    Fixture f;
+    RegionFixture f;
     CacheRegion region(f.backend, f.options(std::chrono::hours(1)));
     CacheRegion other(f.backend, f.options(std::chrono::hours(1)));  // another process
     region.get_or_create("k", f.creator("old"));
@@ -231,7 +231,7 @@ TEST_SUITE("region options") {
   }
 
   TEST_CASE("one key hard-invalidated: a miss for every process, the next caller creates") {
-    Fixture f;
+    RegionFixture f;
     CacheRegion region(f.backend, f.options(std::chrono::hours(1)));
     region.get_or_create("k", f.creator("old"));
     CHECK(region.invalidate("k"));
@@ -241,7 +241,7 @@ TEST_SUITE("region options") {
   }
 
   TEST_CASE("cached(): invalidate_soft marks one argument's result stale") {
-    Fixture f;
+    RegionFixture f;
     CacheRegion region(f.backend, f.options(std::chrono::hours(1)));
     int calls = 0;
     auto square = dogpile::cached(region, "square", [&](int x) {
@@ -257,7 +257,7 @@ TEST_SUITE("region options") {
   }
 
   TEST_CASE("another process sees an invalidation at its next check, one get per interval") {
-    Fixture f;
+    RegionFixture f;
     auto o = f.options(dogpile::no_expiration);
     o.invalidation_check = 1s;
     CacheRegion a(f.backend, o);
@@ -277,7 +277,7 @@ TEST_SUITE("region options") {
   }
 
   TEST_CASE("a creation that started before an invalidation is invalidated too") {
-    Fixture f;
+    RegionFixture f;
     CacheRegion region(f.backend, f.options(dogpile::no_expiration));
     CHECK(region.get_or_create("k", [&] {
       f.clock.advance(1s);                    // the creator runs for a second, during which...
@@ -289,7 +289,7 @@ TEST_SUITE("region options") {
   }
 
   TEST_CASE("a lost invalidation record is written back by a process that knows it") {
-    Fixture f;
+    RegionFixture f;
     auto o = f.options(dogpile::no_expiration);
     o.invalidation_check = 1s;
     CacheRegion a(f.backend, o);
@@ -304,7 +304,7 @@ TEST_SUITE("region options") {
   TEST_CASE("XFetch: early recomputation comes with probability exp(-remaining / (delta beta))") {
     // With the lock held elsewhere, a caller that draws "early" cannot
     // recompute: it counts in early_recomputes and returns the fresh value.
-    Fixture f;
+    RegionFixture f;
     auto o = f.options(60s);
     o.early_recompute_beta = 1.0;
     o.random_seed = 42;
@@ -343,7 +343,7 @@ TEST_SUITE("region options") {
   }
 
   TEST_CASE("XFetch steady state: a hot key is refreshed before it expires, no one sees it stale") {
-    Fixture f;
+    RegionFixture f;
     auto o = f.options(10s);
     o.early_recompute_beta = 1.0;
     o.random_seed = 7;
@@ -375,7 +375,7 @@ TEST_SUITE("region options") {
   }
 
   TEST_CASE("XFetch with many threads: never two creators at once") {
-    Fixture f;
+    RegionFixture f;
     auto o = f.options(1s);
     o.early_recompute_beta = 2.0;
     o.invalidation_check = std::nullopt;
@@ -410,7 +410,7 @@ TEST_SUITE("region options") {
   }
 
   TEST_CASE("options are checked") {
-    Fixture f;
+    RegionFixture f;
     auto bad = [&](auto change) {
       auto o = f.options();
       change(o);

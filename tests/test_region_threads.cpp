@@ -23,14 +23,14 @@ using dogpile::test::eventually;
 namespace {
 
 constexpr int kThreads = 16;
-using Fixture = dogpile::test::RegionFixture;
+using dogpile::test::RegionFixture;
 using dogpile::test::run_together;
 
 }  // namespace
 
 TEST_SUITE("region threads") {
   TEST_CASE("cold key: one creator, the others wait and get its value without the backend") {
-    Fixture f;
+    RegionFixture f;
     CacheRegion region(f.backend, f.options());
     std::atomic<int> creators{0};
     std::atomic<int> waited{0};
@@ -62,7 +62,7 @@ TEST_SUITE("region threads") {
   }
 
   TEST_CASE("stale key: one creator, no one else waits for it") {
-    Fixture f;
+    RegionFixture f;
     CacheRegion region(f.backend, f.options());
     region.get_or_create("hot", [] { return std::string("old"); });
     f.clock.advance(11s);
@@ -94,7 +94,7 @@ TEST_SUITE("region threads") {
   }
 
   TEST_CASE("a creator's exception reaches its caller and every caller waiting on it") {
-    Fixture f;
+    RegionFixture f;
     CacheRegion region(f.backend, f.options());
     std::atomic<int> creators{0};
     std::atomic<int> failed{0};
@@ -117,7 +117,7 @@ TEST_SUITE("region threads") {
   }
 
   TEST_CASE("two processes, cold key: the second waits for the first's value") {
-    Fixture f;
+    RegionFixture f;
     auto o = f.options();
     o.wait.max_poll = 2ms;
     CacheRegion a(f.backend, o);
@@ -159,7 +159,7 @@ TEST_SUITE("region threads") {
   }
 
   TEST_CASE("two processes, stale key: the second serves stale while the first regenerates") {
-    Fixture f;
+    RegionFixture f;
     CacheRegion a(f.backend, f.options());
     CacheRegion b(f.backend, f.options());
     a.get_or_create("k", [] { return std::string("old"); });
@@ -195,7 +195,7 @@ TEST_SUITE("region threads") {
   }
 
   TEST_CASE("backend down: the callers of one process still share one creation") {
-    Fixture f;
+    RegionFixture f;
     auto faulty = std::make_shared<dogpile::test::FaultyBackend>(f.backend);
     faulty->fail_everything(true);
     CacheRegion region(faulty, f.options());
@@ -212,7 +212,7 @@ TEST_SUITE("region threads") {
   }
 
   TEST_CASE("get_or_create_multi from many threads over overlapping keys: each key made once") {
-    Fixture f;
+    RegionFixture f;
     CacheRegion region(f.backend, f.options());
     std::mutex made_mutex;
     std::map<std::string, int> made;

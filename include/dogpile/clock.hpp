@@ -22,6 +22,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdint>
 #include <mutex>
 #include <stop_token>
 
@@ -32,6 +33,13 @@ namespace dogpile {
 /// Wall-clock time point: created_at stamps travel between processes and hosts.
 using TimePoint = std::chrono::system_clock::time_point;
 using Duration = std::chrono::system_clock::duration;
+
+namespace detail {
+/// Microseconds since the Unix epoch: how times are stored beside values.
+[[nodiscard]] inline std::int64_t micros_since_epoch(TimePoint t) noexcept {
+  return std::chrono::duration_cast<std::chrono::microseconds>(t.time_since_epoch()).count();
+}
+}  // namespace detail
 /// A point on a timer's clock: monotonic, meaningful within one process.
 using SteadyTime = std::chrono::steady_clock::time_point;
 
