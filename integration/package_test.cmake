@@ -1,5 +1,5 @@
-# Run with cmake -P. Builds the Debian package with scripts/package.sh,
-# unpacks it into a scratch root (as dpkg would install it, without touching
+# Run with cmake -P. Makes the Debian package of the build in BINARY_DIR with
+# scripts/package.sh --from (the same rules as a package.sh build), unpacks it into a scratch root (as dpkg would install it, without touching
 # the system), checks what it holds and what it depends on, and builds and
 # runs the consumer project against it: find_package and pkg-config.
 cmake_minimum_required(VERSION 3.20)
@@ -8,7 +8,7 @@ include(${CMAKE_CURRENT_LIST_DIR}/run.cmake)
 
 file(REMOVE_RECURSE ${WORK_DIR})
 file(MAKE_DIRECTORY ${WORK_DIR})
-run(bash ${SOURCE_DIR}/scripts/package.sh ${WORK_DIR}/build)
+run(bash ${SOURCE_DIR}/scripts/package.sh --from ${BINARY_DIR})
 string(STRIP "${run_out}" deb)
 if(NOT EXISTS "${deb}")
   message(FATAL_ERROR "scripts/package.sh printed no package: '${deb}'")

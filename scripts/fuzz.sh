@@ -1,10 +1,17 @@
 #!/usr/bin/env bash
-# Builds the libFuzzer targets in fuzz/ with clang (and ASan + UBSan) and runs
-# each for SECONDS (default: $DOGPILE_FUZZ_SECONDS, else 60), starting from a
-# copy of the seed corpus in fuzz/corpus/. Fails on any crash or finding.
+# Builds the libFuzzer targets in fuzz/ with clang (and ASan + UBSan), replays
+# each one's seed corpus (fuzz/corpus/), then fuzzes each for SECONDS
+# (default: $DOGPILE_FUZZ_SECONDS, else 60) from a copy of it. Fails on any
+# crash or finding. A target newer than its sources is not built again.
 #   scripts/fuzz.sh [SECONDS]
+#   scripts/fuzz.sh --build       build only
 set -euo pipefail
 cd "$(dirname "$0")/.."
+build_only=false
+if [ "${1:-}" = "--build" ]; then
+  build_only=true
+  shift
+fi
 seconds=${1:-${DOGPILE_FUZZ_SECONDS:-60}}
 scripts/setup.sh clang libclang-rt-14-dev
 out=build-fuzz
@@ -15,9 +22,20 @@ for target in envelope keys meta; do
     *) sources=(lib/envelope.cpp lib/keys.cpp lib/sha256.cpp lib/lock_item.cpp
                 lib/lock_token.cpp lib/invalidation_times.cpp) libs=(-lzstd) ;;
   esac
-  clang++ -std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
-    -Iinclude "fuzz/fuzz_$target.cpp" "${sources[@]}" \
-    -o "$out/fuzz_$target" "${libs[@]}"
+  binary="$out/fuzz_$target"
+  stale=true
+  if [ -e "$binary" ]; then
+    stale=false
+    for f in "fuzz/fuzz_$target.cpp" "${sources[@]}" lib/*.hpp include/dogpile/*.hpp \
+        include/dogpile/detail/*.hpp; do
+      [ "$f" -nt "$binary" ] && stale=true
+    done
+  fi
+  if $stale; then
+    clang++ -std=c++20 -O1 -g1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+      -Iinclude "fuzz/fuzz_$target.cpp" "${sources[@]}" -o "$binary" "${libs[@]}"
+  fi
+  $build_only && continue
   corpus="$out/corpus_$target"
   rm -rf "$corpus"
   mkdir -p "$corpus"

@@ -3,8 +3,19 @@
 # Debian package of it: headers, the static library, the CMake package and
 # dogpile.pc under /usr. Prints the .deb's path.
 #   scripts/package.sh [build-dir]     (default: build-package)
+#   scripts/package.sh --from DIR      package a build configured and built
+#                                      already (the tests package build/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "${1:-}" = "--from" ]; then
+  build=$2
+  # cpack installs what the build made; building `all` first (its default)
+  # would build every test of that tree.
+  (cd "$build" && cpack -G DEB -D CPACK_PACKAGING_INSTALL_PREFIX=/usr \
+    -D CPACK_OUTPUT_FILE_PREFIX="$(pwd)/package" >&2)
+  ls "$build"/package/*.deb
+  exit 0
+fi
 scripts/setup.sh >&2
 build=${1:-build-package}
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DDOGPILE_BUILD_TESTS=OFF \

@@ -1,44 +1,92 @@
 #!/usr/bin/env bash
-# Builds everything and runs every test:
-#   build/       unit, integration (real memcached processes) and demo tests;
-#   build-tsan/  the unit and integration suites under ThreadSanitizer;
-#   build-asan/  the unit and integration suites under AddressSanitizer,
-#                LeakSanitizer and UndefinedBehaviorSanitizer;
-#   build-fuzz/  the libFuzzer targets, DOGPILE_FUZZ_SECONDS (default 20) each.
-# Any failure or sanitizer finding fails the run.
+# Builds everything and runs every test. Any failure or sanitizer finding
+# fails the run.
+#   build-asan/  every unit and integration test (both transports) under
+#                AddressSanitizer, LeakSanitizer and UndefinedBehaviorSanitizer;
+#   build-tsan/  the tests whose code runs threads, under ThreadSanitizer;
+#   build/       the library, examples and benchmarks as shipped
+#                (RelWithDebInfo), with what needs a build without sanitizers:
+#                the fork() tests, the demo, the package and consumer builds,
+#                the compile-error and README checks;
+#   build-fuzz/  the libFuzzer targets: their corpora replayed, then
+#                DOGPILE_FUZZ_SECONDS (default 10) of fuzzing each.
+#
+#   scripts/test.sh --quick    everyday work: one build without sanitizers
+#                              (build-quick/), the unit, integration and fork()
+#                              tests but those labelled slow.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+quick=false
+[ "${1:-}" = "--quick" ] && quick=true
 scripts/setup.sh docker-compose clang libclang-rt-14-dev nlohmann-json3-dev libmsgpack-cxx-dev \
   libprotobuf-dev protobuf-compiler
 jobs=${DOGPILE_JOBS:-$(nproc)}
+# Most tests wait on servers, sleeps and timeouts: run twice as many as cores.
+test_jobs=${DOGPILE_TEST_JOBS:-$((jobs * 2))}
+started=$SECONDS
+phase() { echo "== $1 (at $((SECONDS - started)) s)"; }
 
-echo "== build and test (build/)"
-cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build build -j "$jobs"
-ctest --test-dir build --output-on-failure -j "$jobs"
-
-# The sanitizer builds use -O1: quicker to build, and their runs are I/O-bound.
-sanitized() {
-  local dir=$1 sanitizers=$2
-  cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g" \
-    -DDOGPILE_SANITIZE="$sanitizers" -DDOGPILE_BUILD_EXAMPLES=OFF -DDOGPILE_BUILD_BENCH=OFF \
-    -DDOGPILE_INSTALL=OFF >/dev/null
-  cmake --build "$dir" -j "$jobs" --target dogpile_unit_tests dogpile_integration_tests
+# Every build compiles in unity batches (CMAKE_UNITY_BUILD): quicker from
+# scratch, the same code.
+configure() {
+  local dir=$1 build_type=$2 flags=$3
+  shift 3
+  cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE="$build_type" \
+    -DCMAKE_CXX_FLAGS_"${build_type^^}"="$flags" -DCMAKE_UNITY_BUILD=ON "$@" >/dev/null
 }
 
-echo "== unit and integration tests under ThreadSanitizer (build-tsan/)"
-sanitized build-tsan thread
-# ThreadSanitizer cannot follow a process that has threads across fork() (it
-# reports the child's first thread as a duplicate): the tests of fork() after
-# use, named "... fork() ...", run in the other two builds. die_after_fork=0
-# lets the other tests fork workers.
-TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 die_after_fork=0" \
-  ctest --test-dir build-tsan -L "unit|integration" -E "^docker_compose|fork\\(\\)" --output-on-failure -j "$jobs"
+if $quick; then
+  phase "quick: build (build-quick/)"
+  configure build-quick Debug "-O0 -g1" -DDOGPILE_BUILD_EXAMPLES=OFF -DDOGPILE_BUILD_BENCH=OFF \
+    -DDOGPILE_INSTALL=OFF
+  cmake --build build-quick -j "$jobs"
+  phase "quick: unit, integration and fork() tests but the slow ones"
+  ctest --test-dir build-quick -L "unit|integration|fork" -LE slow --output-on-failure \
+    -j "$test_jobs"
+  phase "done"
+  exit 0
+fi
 
-echo "== unit and integration tests under AddressSanitizer and UndefinedBehaviorSanitizer (build-asan/)"
-sanitized build-asan address,undefined
+# The sanitizer builds are unoptimized (ASan) or lightly optimized (TSan, far
+# slower without), with line tables only: quicker to build, and their runs
+# wait on I/O more than they compute.
+configure build-asan RelWithDebInfo "-O0 -g1" -DDOGPILE_SANITIZE=address,undefined \
+  -DDOGPILE_BUILD_EXAMPLES=OFF -DDOGPILE_BUILD_BENCH=OFF -DDOGPILE_INSTALL=OFF
+configure build-tsan RelWithDebInfo "-O1 -g1" -DDOGPILE_SANITIZE=thread \
+  -DDOGPILE_TEST_SET=concurrency -DDOGPILE_BUILD_EXAMPLES=OFF -DDOGPILE_BUILD_BENCH=OFF \
+  -DDOGPILE_INSTALL=OFF
+configure build RelWithDebInfo "-O2 -g" -DDOGPILE_TEST_SET=unsanitized
+
+phase "build under AddressSanitizer and UndefinedBehaviorSanitizer (build-asan/)"
+cmake --build build-asan -j "$jobs"
+
+# While the ASan+UBSan run waits on servers and timeouts, the other builds
+# go on beside it, at the lowest priority (their output: build-others.log).
+phase "the other builds begin beside the tests (build-tsan/, build/, build-fuzz/)"
+# A session of their own, so that a failure here stops them too.
+setsid nice -n 19 bash -c "cmake --build build-tsan -j $jobs && cmake --build build -j $jobs &&
+  scripts/fuzz.sh --build" >build-others.log 2>&1 &
+others=$!
+trap 'kill -- -$others 2>/dev/null || true' EXIT
+phase "unit and integration tests under ASan+UBSan"
 ASAN_OPTIONS="detect_leaks=1" UBSAN_OPTIONS="print_stacktrace=1" \
-  ctest --test-dir build-asan -L "unit|integration" -E "^docker_compose" --output-on-failure -j "$jobs"
+  ctest --test-dir build-asan -L "unit|integration" --output-on-failure -j "$test_jobs"
 
-echo "== fuzzing (build-fuzz/)"
-scripts/fuzz.sh "${DOGPILE_FUZZ_SECONDS:-20}"
+phase "waiting for the other builds"
+if ! wait "$others"; then
+  tail -60 build-others.log
+  echo "test.sh: a build failed (build-others.log)" >&2
+  exit 1
+fi
+trap - EXIT
+phase "tests with threads under ThreadSanitizer, but the slow ones"
+# die_after_fork=0 lets the tests fork worker processes.
+TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 die_after_fork=0" \
+  ctest --test-dir build-tsan -L "unit|integration" -LE slow --output-on-failure -j "$test_jobs"
+
+phase "fork() tests, demo, package, consumer and documentation checks (build/)"
+ctest --test-dir build -L "fork|demo|build" --output-on-failure -j "$test_jobs"
+
+phase "fuzzing (build-fuzz/)"
+scripts/fuzz.sh "${DOGPILE_FUZZ_SECONDS:-10}"
+phase "done"
