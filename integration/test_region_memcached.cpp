@@ -132,9 +132,9 @@ TEST_SUITE("region on memcached") {
     CHECK(delta("cas_hits") + delta("cas_misses") + delta("cas_badval") == 0);
     CHECK(delta("incr_hits") + delta("incr_misses") == 0);
     // The bytes the server read: the second `stats` request, and exactly one
-    // read — "gets user:42\r\n" (libmemcached asks for CAS values, as dogpile
-    // configures it to), or the meta read that would take the lease on a miss
-    // or a stale value — no other request was sent.
+    // read — "gets user:42\r\n", or the meta read that would take the lease
+    // on a miss or a stale value, with its opaque (" O" and 1 to 3 digits:
+    // room for no other request, the shortest being "mn\r\n").
     const dogpile::RegionOptions defaults;
     const std::string read =
         dogpile::test::transport() == dogpile::test::Transport::meta
@@ -143,8 +143,13 @@ TEST_SUITE("region on memcached") {
                       std::chrono::ceil<std::chrono::seconds>(defaults.stale_grace).count()) +
                   " v f c t\r\n"
             : "gets user:42\r\n";
-    CHECK(delta("bytes_read") ==
-          static_cast<std::int64_t>(std::string("stats\r\n").size() + read.size()));
+    const auto expected = static_cast<std::int64_t>(std::string("stats\r\n").size() + read.size());
+    if (dogpile::test::transport() == dogpile::test::Transport::meta) {
+      CHECK(delta("bytes_read") >= expected + 3);
+      CHECK(delta("bytes_read") <= expected + 5);
+    } else {
+      CHECK(delta("bytes_read") == expected);
+    }
   }
 
   TEST_CASE("cold herd, 4 processes x 16 threads: the creator runs exactly once") {

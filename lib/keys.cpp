@@ -3,6 +3,7 @@
 #include <bit>
 #include <stdexcept>
 
+#include "dogpile/backend.hpp"
 #include "dogpile/detail/sha256.hpp"
 
 namespace dogpile::detail {
@@ -25,6 +26,36 @@ void validate_key_prefix(std::string_view prefix) {
         "dogpile: key_prefix may hold only printable ASCII other than '#' (no spaces or "
         "control bytes)");
   }
+}
+
+bool is_backend_key(std::string_view key) noexcept {
+  if (key.empty() || key.size() > kMemcachedMaxKey) return false;
+  for (const char c : key) {
+    const auto b = static_cast<unsigned char>(c);
+    if (b < 0x21 || b > 0x7e) return false;
+  }
+  return true;
+}
+
+void check_backend_key(std::string_view op, std::string_view key) {
+  if (is_backend_key(key)) return;
+  // The key as it can be read in a log: bytes outside printable ASCII escaped.
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string shown;
+  for (const char c : key.substr(0, 64)) {
+    const auto b = static_cast<unsigned char>(c);
+    if (b > 0x20 && b < 0x7f && b != '\\') {
+      shown += c;
+    } else {
+      shown.append("\\x").append(1, kHex[b >> 4]).append(1, kHex[b & 15]);
+    }
+  }
+  if (key.size() > 64) shown += "...";
+  throw BackendError(std::string("memcached ").append(op).append(" of key \"").append(shown).append(
+                         "\": not a memcached key (1 to 250 bytes of printable ASCII: no spaces, "
+                         "control bytes or bytes above 0x7e); a CacheRegion maps any key to one, "
+                         "a Backend takes only mapped keys"),
+                     {}, "INVALID_KEY");
 }
 
 std::string map_key(std::string_view prefix, std::string_view key) {

@@ -1,47 +1,46 @@
 // MemcachedMetaBackend: the engine's operations on memcached's meta commands.
-// The client (connections, health, placement) is meta_client.cpp; the
-// protocol's text is meta_protocol.cpp.
+// The client (connections, health, placement, bounds) is wire_client.cpp; a
+// batch of meta requests is meta_batch.cpp; the protocol's text is
+// meta_protocol.cpp.
 #include "dogpile/memcached_meta.hpp"
 
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <charconv>
-#include <ctime>
-#include <functional>
 #include <iterator>
 #include <utility>
 
 #include "dogpile/detail/keys.hpp"
 #include "dogpile/detail/lock_item.hpp"
 #include "exptime.hpp"
-#include "meta_client.hpp"
+#include "meta_batch.hpp"
+#include "meta_options.hpp"
+#include "wire_client.hpp"
 
 namespace dogpile {
 
 namespace meta = detail::meta;
+namespace wire = detail::wire;
+using detail::check_backend_key;
+using detail::exptime;
+using detail::kMaxRelativeExpiration;
 using meta::Code;
 using meta::Reply;
 
 struct MemcachedMetaBackend::Impl {
-  explicit Impl(Options options)
-      : client(meta::parse_options(options.config), options.auto_eject) {}
-  meta::Client client;
+  explicit Impl(const Options& options)
+      : client(config_of(options), options.auto_eject) {}
+  static detail::wire::Config config_of(const Options& options) {
+    auto config = meta::parse_options(options.config);
+    config.max_item_size = options.max_item_size;
+    return config;
+  }
+  detail::wire::Client client;
 };
 
 namespace {
 
-using detail::exptime;
-using detail::kMaxRelativeExpiration;
-
-void check_key(std::string_view op, std::string_view key) {
-  if (!meta::valid_key(key)) {
-    throw BackendError(fmt::format(
-        "memcached {} of key \"{}\": not a valid memcached key (1 to 250 bytes, no spaces or "
-        "control characters)",
-        op, key.substr(0, 64)));
-  }
-}
+using Impl = MemcachedMetaBackend::Impl;
 
 [[noreturn]] void unexpected(std::string_view op, std::string_view key, const Reply& reply) {
   switch (reply.code) {
@@ -56,8 +55,9 @@ void check_key(std::string_view op, std::string_view key) {
           reply.message.find("too large") != std::string_view::npos ? "ITEM_TOO_BIG"
                                                                     : "SERVER_ERROR");
     default:
-      throw BackendError(fmt::format("memcached {} of key {}: unexpected reply", op, key), "",
-                         "PROTOCOL_ERROR");
+      throw detail::wire::Malformed(
+          fmt::format("memcached {} of key {}: an unexpected reply", op, key), "",
+          "PROTOCOL_ERROR");
   }
 }
 
@@ -67,47 +67,20 @@ bool placeholder(const Reply& reply) noexcept {
   return reply.data.empty() && reply.flags.value_or(0) == 0;
 }
 
-// Appends " O<i>"-style batch markers: replies to a pipeline are matched by
-// opaque and key, and a reply that names another request is refused.
-std::string marker(std::size_t i) { return fmt::format("k O{}", i); }
-
-std::size_t matched(const Reply& reply, std::span<const std::string_view> keys,
-                    std::string_view op) {
-  std::size_t i = 0;
-  const auto [end, ec] =
-      std::from_chars(reply.opaque.data(), reply.opaque.data() + reply.opaque.size(), i);
-  if (ec != std::errc() || end != reply.opaque.data() + reply.opaque.size() || i >= keys.size() ||
-      reply.key != keys[i]) {
-    if (reply.code == Code::client_error || reply.code == Code::server_error) {
-      unexpected(op, keys.front(), reply);
-    }
-    throw BackendError(
-        fmt::format(
-            "memcached {}: a reply that matches no request (opaque \"{}\", key \"{}\"): the "
-            "connection is out of step",
-            op, reply.opaque.substr(0, 32), reply.key.substr(0, 64)),
-        "", "PROTOCOL_ERROR");
-  }
-  return i;
+// Runs a batch of `count` requests on `server` (see meta::Batch).
+void run(Impl& impl, std::size_t server, std::string_view op, std::size_t count, bool quiet,
+         meta::Batch::Write write, meta::Batch::OnReply on_reply) {
+  meta::Batch batch(op, count, quiet, write, on_reply);
+  impl.client.exchange(impl.client.server(server), batch, op);
 }
 
-// The requests of a batch grouped by server: (server index, request
-// indices), `server_of(i)` saying where request i goes.
-template <class ServerOf>
-std::vector<std::pair<std::size_t, std::vector<std::size_t>>> by_server(std::size_t n,
-                                                                        ServerOf server_of) {
-  std::vector<std::pair<std::size_t, std::vector<std::size_t>>> groups;
-  for (std::size_t i = 0; i < n; ++i) {
-    const std::size_t server = server_of(i);
-    auto it = std::find_if(groups.begin(), groups.end(),
-                           [&](const auto& g) { return g.first == server; });
-    if (it == groups.end()) {
-      groups.emplace_back(server, std::vector<std::size_t>{});
-      it = std::prev(groups.end());
-    }
-    it->second.push_back(i);
-  }
-  return groups;
+// One request, one reply, to `server`.
+template <class Write, class OnReply>
+void one(Impl& impl, std::size_t server, std::string_view op, Write write, OnReply on_reply) {
+  run(
+      impl, server, op, 1, false,
+      [&](std::size_t, std::string& out, std::uint32_t opaque) { write(out, opaque); },
+      [&](std::size_t, const Reply* reply) { on_reply(*reply); });
 }
 
 }  // namespace
@@ -144,15 +117,15 @@ std::optional<Unasked> unasked(std::string_view key, std::size_t server, const R
   return Unasked{std::string(key), server, kind_of(r), r.cas.value_or(0)};
 }
 
-void give_back(const std::shared_ptr<MemcachedMetaBackend::Impl>& impl, const Unasked& lease);
+void give_back(const std::shared_ptr<Impl>& impl, const Unasked& lease);
 
 class MetaLease final : public DistributedLock {
  public:
   using Kind = LeaseKind;
 
   // A lease granted by `server`: held from the start.
-  MetaLease(std::shared_ptr<MemcachedMetaBackend::Impl> impl, std::size_t server, std::string key,
-            Kind kind, Cas cas, Ttl ttl)
+  MetaLease(std::shared_ptr<Impl> impl, std::size_t server, std::string key, Kind kind, Cas cas,
+            Ttl ttl)
       : impl_(std::move(impl)),
         server_(server),
         key_(std::move(key)),
@@ -164,8 +137,7 @@ class MetaLease final : public DistributedLock {
     (void)taken;
   }
   // A lock item, not taken yet, on the value's server.
-  MetaLease(std::shared_ptr<MemcachedMetaBackend::Impl> impl, std::string value_key, Ttl ttl,
-            LockInfo info)
+  MetaLease(std::shared_ptr<Impl> impl, std::string value_key, Ttl ttl, LockInfo info)
       : impl_(std::move(impl)),
         server_(impl_->client.server_for(value_key)),
         key_(lock_key_for(value_key)),
@@ -192,23 +164,18 @@ class MetaLease final : public DistributedLock {
   bool release_acquired() override;
 
  private:
-  meta::Server& server() { return impl_->client.server(server_); }
   // One request with one reply; returns its code and, for mg, its CAS.
-  std::pair<Code, Cas> ask(std::string_view request, std::string_view op) {
+  template <class Write>
+  std::pair<Code, Cas> ask(std::string_view op, Write write) {
     std::pair<Code, Cas> out{Code::error, 0};
-    impl_->client.exchange(
-        server(), request, 1,
-        [&](const Reply& r) {
-          if (r.code == Code::client_error || r.code == Code::server_error) {
-            unexpected(op, key_, r);
-          }
-          out = {r.code, r.cas.value_or(0)};
-        },
-        op);
+    one(*impl_, server_, op, write, [&](const Reply& r) {
+      if (r.code == Code::client_error || r.code == Code::server_error) unexpected(op, key_, r);
+      out = {r.code, r.cas.value_or(0)};
+    });
     return out;
   }
 
-  std::shared_ptr<MemcachedMetaBackend::Impl> impl_;
+  std::shared_ptr<Impl> impl_;
   std::size_t server_;
   std::string key_;  // the item that is the lease
   Kind kind_;
@@ -223,13 +190,15 @@ bool MetaLease::try_acquire() {
   if (std::exchange(granted_, false)) return true;
   if (kind_ != Kind::lock_item) return false;  // a lease given back is gone
   const auto item = new_lock_item(key_, info_.started_at, info_.expected, info_.clock_error);
-  std::string request;
-  meta::append_ms(request, key_, encode_lock_item(item),
-                  fmt::format("T{} F{} ME c", exptime(ttl_), kLockFlags));
-  const auto [code, cas] = ask(request, "lock");
+  const std::string bytes = encode_lock_item(item);
+  const std::string flags = fmt::format("T{} F{} ME c", exptime(ttl_), kLockFlags);
+  const auto [code, cas] = ask("lock", [&](std::string& out, std::uint32_t opaque) {
+    meta::append_ms(out, key_, bytes, flags, opaque);
+  });
   if (code != Code::hd) {
     if (code == Code::ns) return false;
-    throw BackendError(fmt::format("memcached lock of key {}: unexpected reply", key_));
+    throw BackendError(fmt::format("memcached lock of key {}: unexpected reply", key_), {},
+                       "PROTOCOL_ERROR");
   }
   cas_ = cas;
   spent_ = false;
@@ -238,33 +207,35 @@ bool MetaLease::try_acquire() {
 
 bool MetaLease::release_acquired() {
   if (std::exchange(spent_, false)) return true;
-  std::string request;
-  switch (kind_) {
-    case Kind::placeholder:
-    case Kind::lock_item:
-      meta::append_md(request, key_, fmt::format("C{}", cas_));
-      break;
-    case Kind::refresh:
-      meta::append_ms(request, key_, "", fmt::format("MA C{}", cas_));
-      break;
-    case Kind::marked:
-      meta::append_md(request, key_, fmt::format("I C{}", cas_));
-      break;
-  }
-  return ask(request, "release lease").first == Code::hd;
+  const std::string cas = fmt::format("C{}", cas_);
+  const auto [code, unused] = ask("release lease", [&](std::string& out, std::uint32_t opaque) {
+    switch (kind_) {
+      case Kind::placeholder:
+      case Kind::lock_item:
+        meta::append_md(out, key_, cas, opaque);
+        break;
+      case Kind::refresh:
+        meta::append_ms(out, key_, "", "MA " + cas, opaque);
+        break;
+      case Kind::marked:
+        meta::append_md(out, key_, "I " + cas, opaque);
+        break;
+    }
+  });
+  return code == Code::hd;
 }
 
 bool MetaLease::extend() {
   // One request: the CAS and the time left are read before the touch, which
   // keeps the CAS (so the fence stays valid).
-  std::string request;
-  meta::append_mg(request, key_, fmt::format("c t T{}", exptime(ttl_)));
+  const std::string flags = fmt::format("c t T{}", exptime(ttl_));
   Cas seen = 0;
   std::int64_t left = 0;
   bool there = false;
   std::optional<Unasked> unasked_lease;
-  impl_->client.exchange(
-      server(), request, 1,
+  one(
+      *impl_, server_, "extend lease",
+      [&](std::string& out, std::uint32_t opaque) { meta::append_mg(out, key_, flags, opaque); },
       [&](const Reply& r) {
         if (r.code == Code::en) return;
         if (r.code != Code::hd && r.code != Code::va) unexpected("extend lease", key_, r);
@@ -273,23 +244,23 @@ bool MetaLease::extend() {
         left = r.ttl.value_or(0);
         // Marked stale since (md I): this read won the refresh; not ours to keep.
         unasked_lease = unasked(key_, server_, r);
-      },
-      "extend lease");
+      });
   if (unasked_lease) give_back(impl_, *unasked_lease);
   if (!there) return false;
   // Not ours (replaced, or marked stale since), or ours with more time left
   // than the lease needs: its own time to live is put back.
   const bool ours = seen == cas_;
   if (!ours || left < 0 || left > ttl_.count()) {
-    std::string restore;
-    meta::append_mg(restore, key_,
-                    left < 0 ? std::string("T0") : fmt::format("T{}", exptime(Ttl(left))));
-    ask(restore, "extend lease");
+    const std::string restore =
+        left < 0 ? std::string("T0") : fmt::format("T{}", exptime(Ttl(left)));
+    ask("extend lease", [&](std::string& out, std::uint32_t opaque) {
+      meta::append_mg(out, key_, restore, opaque);
+    });
   }
   return ours;
 }
 
-void give_back(const std::shared_ptr<MemcachedMetaBackend::Impl>& impl, const Unasked& lease) {
+void give_back(const std::shared_ptr<Impl>& impl, const Unasked& lease) {
   MetaLease(impl, lease.server, lease.key, lease.kind, lease.cas, Ttl{}).unlock();
 }
 
@@ -309,7 +280,7 @@ namespace {
 // Gives back, when it goes, the leases that reads won without asking (even
 // if what follows the read throws).
 struct GiveBack {
-  const std::shared_ptr<MemcachedMetaBackend::Impl>& impl;
+  const std::shared_ptr<Impl>& impl;
   std::vector<Unasked> leases;
   ~GiveBack() {
     for (const auto& lease : leases) {
@@ -324,10 +295,19 @@ struct GiveBack {
   }
 };
 
+// A slot that got no reply (a quiet read's miss).
+void no_item(LeaseSlot& slot) noexcept {
+  slot.item.reset();
+  slot.cas = 0;
+  slot.lease = LeaseState::free;
+  slot.confirmed = false;
+  slot.marked_stale = false;
+}
+
 // How a read's, claim's or poll's reply from `server` leaves a slot.
 // `with_item`: copy the value into slot.item.
-void take_reply(const std::shared_ptr<MemcachedMetaBackend::Impl>& impl, std::size_t server,
-                LeaseSlot& slot, const Reply& reply, Ttl lease_ttl, bool with_item) {
+void take_reply(const std::shared_ptr<Impl>& impl, std::size_t server, LeaseSlot& slot,
+                const Reply& reply, Ttl lease_ttl, bool with_item) {
   slot.item.reset();
   slot.cas = 0;
   slot.confirmed = false;
@@ -380,103 +360,72 @@ const std::string& read_flags(const LeaseRequest& request) {
   return made.flags;
 }
 
-// One request with one reply to the server of `key`; `on_reply` sees it.
-template <class OnReply>
-void one(meta::Client& client, std::string_view op, std::string_view key, std::string_view request,
-         OnReply on_reply) {
-  client.exchange(client.server(client.server_for(key)), request, 1, on_reply, op);
-}
-
-// One ms; returns its code.
-Code store_one(meta::Client& client, std::string_view op, std::string_view key, const Item& item,
-               std::string_view flags) {
-  check_key(op, key);
-  std::string request;
-  meta::append_ms(request, key, item.data, flags);
+// One ms to the server of `key`; returns its code.
+Code store_one(Impl& impl, std::string_view op, std::string_view key, const Item& item,
+               const std::string& flags) {
+  check_backend_key(op, key);
   Code code = Code::error;
-  one(client, op, key, request, [&](const Reply& r) {
-    if (r.code == Code::client_error || r.code == Code::server_error) unexpected(op, key, r);
-    code = r.code;
-  });
+  one(
+      impl, impl.client.server_for(key), op,
+      [&](std::string& out, std::uint32_t opaque) {
+        meta::append_ms(out, key, item.data, flags, opaque);
+      },
+      [&](const Reply& r) {
+        if (r.code == Code::client_error || r.code == Code::server_error) unexpected(op, key, r);
+        code = r.code;
+      });
   return code;
 }
 
-// One pipeline per server of `mg` requests for `keys` (`flags` each, the key
-// and opaque echoed); `on_reply(i, server, reply)` for every reply. With
-// `quiet`, misses are not answered (`q`, ended by `mn`) and `on_miss(i)` is
-// called for the keys that got no reply. `server_of(i)`: where key i goes.
-template <class ServerOf, class OnReply, class OnMiss>
-void mg_batch(meta::Client& client, std::size_t n, ServerOf server_of,
-              const std::function<std::string_view(std::size_t)>& key_of, std::string_view flags,
+// One pipeline per server of `mg` requests for keys `key_of(i)` (checked
+// first: nothing is sent if one is not a memcached key), `flags` each;
+// `on_reply(i, server, reply)` for every reply, `on_miss(i)` (quiet) for the
+// keys that got none. `server_of(i)`: where key i goes.
+template <class ServerOf, class KeyOf, class OnReply, class OnMiss>
+void mg_batch(Impl& impl, std::size_t n, ServerOf server_of, KeyOf key_of, std::string_view flags,
               bool quiet, std::string_view op, OnReply on_reply, OnMiss on_miss) {
-  for (const auto& [server, group] : by_server(n, server_of)) {
-    std::string request;
-    std::vector<std::string_view> keys;
-    for (std::size_t j = 0; j < group.size(); ++j) {
-      const std::string_view key = key_of(group[j]);
-      check_key(op, key);
-      keys.push_back(key);
-      meta::append_mg(request, key, fmt::format("{}{} {}", flags, quiet ? " q" : "", marker(j)));
-    }
-    if (quiet) meta::append_mn(request);
-    std::vector<bool> answered(group.size(), false);
-    client.exchange(
-        client.server(server), request, quiet ? 0 : group.size(),
-        [&](const Reply& r) {
-          const std::size_t j = matched(r, keys, op);
-          if (answered[j]) {
-            throw BackendError(fmt::format("memcached {}: two replies for one key", op));
-          }
-          answered[j] = true;
-          on_reply(group[j], server, r);
+  for (std::size_t i = 0; i < n; ++i) check_backend_key(op, key_of(i));
+  const std::string with_q = quiet ? std::string(flags) + " q" : std::string(flags);
+  for (const auto& [server, group] : wire::by_server(n, server_of)) {
+    run(
+        impl, server, op, group.size(), quiet,
+        [&](std::size_t j, std::string& out, std::uint32_t opaque) {
+          meta::append_mg(out, key_of(group[j]), with_q, opaque);
         },
-        op);
-    for (std::size_t j = 0; j < group.size(); ++j) {
-      if (!answered[j]) on_miss(group[j]);
-    }
+        [&](std::size_t j, const Reply* r) {
+          if (r == nullptr) {
+            on_miss(group[j]);
+          } else {
+            on_reply(group[j], server, *r);
+          }
+        });
   }
 }
 
 // mg_batch over lease slots, each on its key's server.
 template <class OnReply, class OnMiss>
-void mg_slots(meta::Client& client, std::span<LeaseSlot> slots, std::string_view flags, bool quiet,
+void mg_slots(Impl& impl, std::span<LeaseSlot> slots, std::string_view flags, bool quiet,
               std::string_view op, OnReply on_reply, OnMiss on_miss) {
   mg_batch(
-      client, slots.size(), [&](std::size_t i) { return client.server_for(slots[i].key); },
+      impl, slots.size(), [&](std::size_t i) { return impl.client.server_for(slots[i].key); },
       [&](std::size_t i) { return slots[i].key; }, flags, quiet, op,
       [&](std::size_t i, std::size_t server, const Reply& r) { on_reply(slots[i], server, r); },
       [&](std::size_t i) { on_miss(slots[i]); });
 }
 
-}  // namespace
-
-MemcachedMetaBackend::MemcachedMetaBackend(std::string_view config)
-    : MemcachedMetaBackend(Options{std::string(config), false}) {}
-
-MemcachedMetaBackend::MemcachedMetaBackend(Options options)
-    : impl_(std::make_shared<Impl>(std::move(options))) {}
-
-MemcachedMetaBackend::~MemcachedMetaBackend() = default;
-
-// --- plain operations ---------------------------------------------------------
-
-namespace {
-
 // A plain read of one key (`mg k v f c`): `on_item(data, flags, cas)` if
 // there is a value (a lease placeholder is none). A lease the server hands
 // the read unasked is given back.
 template <class OnItem>
-bool plain_read(const std::shared_ptr<MemcachedMetaBackend::Impl>& impl, std::string_view op,
-                std::string_view key, OnItem on_item) {
-  check_key(op, key);
-  std::string request;
-  meta::append_mg(request, key, "v f c");
+bool plain_read(const std::shared_ptr<Impl>& impl, std::string_view op, std::string_view key,
+                OnItem on_item) {
+  check_backend_key(op, key);
   bool found = false;
   GiveBack unasked_leases{impl, {}};
-  auto& client = impl->client;
-  const std::size_t server = client.server_for(key);
-  client.exchange(
-      client.server(server), request, 1,
+  const std::size_t server = impl->client.server_for(key);
+  one(
+      *impl, server, op,
+      [&](std::string& out, std::uint32_t opaque) { meta::append_mg(out, key, "v f c", opaque); },
       [&](const Reply& r) {
         if (r.code == Code::en) return;
         if (r.code != Code::va) unexpected(op, key, r);
@@ -484,12 +433,21 @@ bool plain_read(const std::shared_ptr<MemcachedMetaBackend::Impl>& impl, std::st
         if (placeholder(r)) return;
         found = true;
         on_item(r.data, r.flags.value_or(0), r.cas.value_or(0));
-      },
-      op);
+      });
   return found;
 }
 
 }  // namespace
+
+MemcachedMetaBackend::MemcachedMetaBackend(std::string_view config)
+    : MemcachedMetaBackend(Options{std::string(config)}) {}
+
+MemcachedMetaBackend::MemcachedMetaBackend(Options options)
+    : impl_(std::make_shared<Impl>(options)) {}
+
+MemcachedMetaBackend::~MemcachedMetaBackend() = default;
+
+// --- plain operations ---------------------------------------------------------
 
 bool MemcachedMetaBackend::get_view(
     std::string_view key, detail::FunctionRef<void(std::string_view, std::uint32_t)> visit) {
@@ -517,41 +475,46 @@ std::optional<Item> MemcachedMetaBackend::gets(std::string_view key, Cas& cas) {
 
 void MemcachedMetaBackend::set(std::string_view key, const Item& item, Ttl ttl) {
   const Code code =
-      store_one(impl_->client, "set", key, item, fmt::format("T{} F{}", exptime(ttl), item.flags));
-  if (code != Code::hd) throw BackendError(fmt::format("memcached set of key {}: not stored", key));
+      store_one(*impl_, "set", key, item, fmt::format("T{} F{}", exptime(ttl), item.flags));
+  if (code != Code::hd) {
+    throw BackendError(fmt::format("memcached set of key {}: not stored", key), {}, "NOT_STORED");
+  }
 }
 
 bool MemcachedMetaBackend::add(std::string_view key, const Item& item, Ttl ttl) {
-  return store_one(impl_->client, "add", key, item,
+  return store_one(*impl_, "add", key, item,
                    fmt::format("T{} F{} ME", exptime(ttl), item.flags)) == Code::hd;
 }
 
 bool MemcachedMetaBackend::cas(std::string_view key, const Item& item, Ttl ttl, Cas version) {
-  return store_one(impl_->client, "cas", key, item,
+  return store_one(*impl_, "cas", key, item,
                    fmt::format("T{} F{} C{}", exptime(ttl), item.flags, version)) == Code::hd;
 }
 
 bool MemcachedMetaBackend::remove(std::string_view key) {
-  check_key("delete", key);
-  std::string request;
-  meta::append_md(request, key, "");
+  check_backend_key("delete", key);
   bool removed = false;
-  one(impl_->client, "delete", key, request, [&](const Reply& r) {
-    if (r.code != Code::hd && r.code != Code::nf) unexpected("delete", key, r);
-    removed = r.code == Code::hd;
-  });
+  one(
+      *impl_, impl_->client.server_for(key), "delete",
+      [&](std::string& out, std::uint32_t opaque) { meta::append_md(out, key, "", opaque); },
+      [&](const Reply& r) {
+        if (r.code != Code::hd && r.code != Code::nf) unexpected("delete", key, r);
+        removed = r.code == Code::hd;
+      });
   return removed;
 }
 
 bool MemcachedMetaBackend::mark_stale(std::string_view key, Ttl keep_for) {
-  check_key("mark stale", key);
-  std::string request;
-  meta::append_md(request, key, fmt::format("I T{}", exptime(keep_for)));
+  check_backend_key("mark stale", key);
+  const std::string flags = fmt::format("I T{}", exptime(keep_for));
   bool marked = false;
-  one(impl_->client, "mark stale", key, request, [&](const Reply& r) {
-    if (r.code != Code::hd && r.code != Code::nf) unexpected("mark stale", key, r);
-    marked = r.code == Code::hd;
-  });
+  one(
+      *impl_, impl_->client.server_for(key), "mark stale",
+      [&](std::string& out, std::uint32_t opaque) { meta::append_md(out, key, flags, opaque); },
+      [&](const Reply& r) {
+        if (r.code != Code::hd && r.code != Code::nf) unexpected("mark stale", key, r);
+        marked = r.code == Code::hd;
+      });
   return marked;
 }
 
@@ -561,7 +524,7 @@ std::vector<std::optional<Item>> MemcachedMetaBackend::get_multi(
   GiveBack unasked_leases{impl_, {}};
   auto& client = impl_->client;
   mg_batch(
-      client, keys.size(), [&](std::size_t i) { return client.server_for(keys[i]); },
+      *impl_, keys.size(), [&](std::size_t i) { return client.server_for(keys[i]); },
       [&](std::size_t i) { return keys[i]; }, "v f c", true, "get_multi",
       [&](std::size_t i, std::size_t server, const Reply& r) {
         if (r.code != Code::va) unexpected("get_multi", keys[i], r);
@@ -573,53 +536,51 @@ std::vector<std::optional<Item>> MemcachedMetaBackend::get_multi(
 }
 
 void MemcachedMetaBackend::set_multi(std::span<const KeyedItem> items, Ttl ttl) {
+  for (const KeyedItem& it : items) check_backend_key("set_multi", it.key);
   auto& client = impl_->client;
+  const std::int64_t expires = exptime(ttl);
+  std::string flags;
   for (const auto& [server, group] :
-       by_server(items.size(), [&](std::size_t i) { return client.server_for(items[i].key); })) {
-    std::string request;
-    std::vector<std::string_view> group_keys;
-    for (std::size_t j = 0; j < group.size(); ++j) {
-      const KeyedItem& it = items[group[j]];
-      check_key("set_multi", it.key);
-      group_keys.push_back(it.key);
-      meta::append_ms(request, it.key, it.item->data,
-                      fmt::format("T{} F{} q {}", exptime(ttl), it.item->flags, marker(j)));
-    }
-    meta::append_mn(request);
+       wire::by_server(items.size(), [&](std::size_t i) { return client.server_for(items[i].key); })) {
     // Stored items are not answered (q): any reply is a failure.
-    client.exchange(
-        client.server(server), request, 0,
-        [&](const Reply& r) { unexpected("set_multi", group_keys.front(), r); }, "set_multi");
+    run(
+        *impl_, server, "set_multi", group.size(), true,
+        [&](std::size_t j, std::string& out, std::uint32_t opaque) {
+          const KeyedItem& it = items[group[j]];
+          flags.clear();
+          fmt::format_to(std::back_inserter(flags), "T{} F{} q", expires, it.item->flags);
+          meta::append_ms(out, it.key, it.item->data, flags, opaque);
+        },
+        [&](std::size_t j, const Reply* r) {
+          if (r != nullptr) unexpected("set_multi", items[group[j]].key, *r);
+        });
   }
 }
 
 void MemcachedMetaBackend::remove_multi(std::span<const std::string_view> keys) {
+  for (const std::string_view key : keys) check_backend_key("delete_multi", key);
   auto& client = impl_->client;
   for (const auto& [server, group] :
-       by_server(keys.size(), [&](std::size_t i) { return client.server_for(keys[i]); })) {
-    std::string request;
-    std::vector<std::string_view> group_keys;
-    for (std::size_t j = 0; j < group.size(); ++j) {
-      check_key("delete_multi", keys[group[j]]);
-      group_keys.push_back(keys[group[j]]);
-      meta::append_md(request, keys[group[j]], fmt::format("q {}", marker(j)));
-    }
-    meta::append_mn(request);
-    client.exchange(
-        client.server(server), request, 0,
-        [&](const Reply& r) {
-          const std::size_t j = matched(r, group_keys, "delete_multi");
-          if (r.code != Code::nf) unexpected("delete_multi", group_keys[j], r);
+       wire::by_server(keys.size(), [&](std::size_t i) { return client.server_for(keys[i]); })) {
+    run(
+        *impl_, server, "delete_multi", group.size(), true,
+        [&](std::size_t j, std::string& out, std::uint32_t opaque) {
+          meta::append_md(out, keys[group[j]], "q", opaque);
         },
-        "delete_multi");
+        [&](std::size_t j, const Reply* r) {
+          if (r != nullptr && r->code != Code::nf) unexpected("delete_multi", keys[group[j]], *r);
+        });
   }
 }
 
 std::unique_ptr<DistributedLock> MemcachedMetaBackend::make_lock(std::string_view key, Ttl ttl) {
+  check_backend_key("lock", key);
+  check_backend_key("lock", detail::lock_key_for(key));
   return std::make_unique<MetaLease>(impl_, std::string(key), ttl, LockInfo{});
 }
 
 std::optional<ServerTime> MemcachedMetaBackend::server_time(std::string_view key) {
+  check_backend_key("stats", key);
   auto& client = impl_->client;
   const std::int64_t seconds = client.stats_time(client.server(client.server_for(key)));
   return ServerTime{TimePoint(std::chrono::seconds(seconds)), std::chrono::seconds(1)};
@@ -630,48 +591,41 @@ std::optional<ServerTime> MemcachedMetaBackend::server_time(std::string_view key
 bool MemcachedMetaBackend::read_view(
     LeaseSlot& slot, const LeaseRequest& request,
     detail::FunctionRef<void(std::string_view, std::uint32_t)> visit) {
-  check_key("get", slot.key);
-  thread_local std::string line;  // the hot path allocates nothing for its request
-  line.clear();
-  meta::append_mg(line, slot.key, read_flags(request));
+  check_backend_key("get", slot.key);
+  const std::string& flags = read_flags(request);
   bool found = false;
-  auto& client = impl_->client;
-  const std::size_t server = client.server_for(slot.key);
-  client.exchange(
-      client.server(server), line, 1,
+  const std::size_t server = impl_->client.server_for(slot.key);
+  one(
+      *impl_, server, "get",
+      [&](std::string& out, std::uint32_t opaque) {
+        meta::append_mg(out, slot.key, flags, opaque);
+      },
       [&](const Reply& r) {
         take_reply(impl_, server, slot, r, request.ttl, false);
         if (r.code == Code::va && !placeholder(r)) {
           found = true;
           visit(r.data, r.flags.value_or(0));
         }
-      },
-      "get");
+      });
   return found;
 }
 
 void MemcachedMetaBackend::read(std::span<LeaseSlot> slots, const LeaseRequest& request) {
   mg_slots(
-      impl_->client, slots, read_flags(request), true, "get_multi",
+      *impl_, slots, read_flags(request), true, "get_multi",
       [&](LeaseSlot& slot, std::size_t server, const Reply& r) {
         take_reply(impl_, server, slot, r, request.ttl, true);
       },
-      [&](LeaseSlot& slot) {
-        slot.item.reset();
-        slot.cas = 0;
-        slot.lease = LeaseState::free;
-        slot.confirmed = false;
-        slot.marked_stale = false;
-      });
+      no_item);
 }
 
 void MemcachedMetaBackend::claim(std::span<LeaseSlot> slots, const LeaseRequest& request) {
+  for (const LeaseSlot& slot : slots) check_backend_key("lock", detail::lock_key_for(slot.key));
   // R with 30 days wins any value that expires within them (and has no lease
   // out); N any missing key.
   std::vector<std::size_t> without_lease;
   mg_slots(
-      impl_->client, slots, fmt::format("N{} R2592000 v f c t", exptime(request.ttl)), false,
-      "lock",
+      *impl_, slots, fmt::format("N{} R2592000 v f c t", exptime(request.ttl)), false, "lock",
       [&](LeaseSlot& slot, std::size_t server, const Reply& r) {
         take_reply(impl_, server, slot, r, request.ttl, true);
         const std::int64_t left = r.ttl.value_or(-1);
@@ -700,7 +654,7 @@ void MemcachedMetaBackend::claim(std::span<LeaseSlot> slots, const LeaseRequest&
 void MemcachedMetaBackend::confirm(std::span<LeaseSlot> slots) {
   GiveBack unasked_leases{impl_, {}};
   mg_slots(
-      impl_->client, slots, "v f c t", true, "confirm",
+      *impl_, slots, "v f c t", true, "confirm",
       [&](LeaseSlot& slot, std::size_t server, const Reply& r) {
         if (r.code != Code::va) unexpected("confirm", slot.key, r);
         unasked_leases.add(unasked(slot.key, server, r));
@@ -721,7 +675,7 @@ void MemcachedMetaBackend::poll(std::span<LeaseSlot> slots, const LeaseRequest& 
   vivify.claim_if_missing = true;
   vivify.ttl = request.ttl;
   mg_slots(
-      impl_->client, slots, read_flags(vivify), false, "poll",
+      *impl_, slots, read_flags(vivify), false, "poll",
       [&](LeaseSlot& slot, std::size_t server, const Reply& r) {
         take_reply(impl_, server, slot, r, request.ttl, true);
       },
@@ -731,7 +685,9 @@ void MemcachedMetaBackend::poll(std::span<LeaseSlot> slots, const LeaseRequest& 
 void MemcachedMetaBackend::store(std::span<LeaseSlot> slots) {
   std::vector<std::size_t> with_value;
   for (std::size_t i = 0; i < slots.size(); ++i) {
-    if (slots[i].value != nullptr) with_value.push_back(i);
+    if (slots[i].value == nullptr) continue;
+    check_backend_key("set", slots[i].key);
+    with_value.push_back(i);
   }
   auto& client = impl_->client;
   // A value goes to the server that granted its lease (its CAS means nothing
@@ -743,48 +699,43 @@ void MemcachedMetaBackend::store(std::span<LeaseSlot> slots) {
     }
     return client.server_for(slot.key);
   };
-  for (const auto& [server, group] : by_server(with_value.size(), server_of)) {
-    std::string request;
-    std::vector<std::string_view> keys;
-    for (std::size_t j = 0; j < group.size(); ++j) {
-      LeaseSlot& slot = slots[with_value[group[j]]];
-      check_key("set", slot.key);
-      keys.push_back(slot.key);
-      std::string flags = fmt::format("T{} F{}", exptime(slot.ttl), slot.value->flags);
-      switch (slot.fence.kind) {
-        case Fence::Kind::version:
-          flags += fmt::format(" C{}", slot.fence.version);
-          break;
-        case Fence::Kind::absent:
-          flags += " ME";
-          break;
-        case Fence::Kind::none:
-          break;
-      }
-      meta::append_ms(request, slot.key, slot.value->data, fmt::format("{} {}", flags, marker(j)));
-    }
-    std::size_t next = 0;  // every ms is answered, in order
-    client.exchange(
-        client.server(server), request, group.size(),
-        [&](const Reply& r) {
-          const bool error = r.code == Code::client_error || r.code == Code::server_error;
-          const std::size_t j = error ? next : matched(r, keys, "set");
-          ++next;
+  std::string flags;
+  for (const auto& [server, group] : wire::by_server(with_value.size(), server_of)) {
+    run(
+        *impl_, server, "set", group.size(), false,
+        [&](std::size_t j, std::string& out, std::uint32_t opaque) {
+          const LeaseSlot& slot = slots[with_value[group[j]]];
+          flags.clear();
+          fmt::format_to(std::back_inserter(flags), "T{} F{}", exptime(slot.ttl),
+                         slot.value->flags);
+          switch (slot.fence.kind) {
+            case Fence::Kind::version:
+              fmt::format_to(std::back_inserter(flags), " C{}", slot.fence.version);
+              break;
+            case Fence::Kind::absent:
+              flags += " ME";
+              break;
+            case Fence::Kind::none:
+              break;
+          }
+          meta::append_ms(out, slot.key, slot.value->data, flags, opaque);
+        },
+        [&](std::size_t j, const Reply* r) {
           LeaseSlot& slot = slots[with_value[group[j]]];
+          const bool error = r->code == Code::client_error || r->code == Code::server_error;
           // Stored, or the lease's item replaced or gone (a store refused as
           // too large deletes the key too): there is nothing to give back.
-          const bool gone = !error || (r.code == Code::server_error &&
-                                       r.message.find("too large") != std::string_view::npos);
+          const bool gone = !error || (r->code == Code::server_error &&
+                                       r->message.find("too large") != std::string_view::npos);
           if (auto* lease = dynamic_cast<MetaLease*>(slot.lock.get()); lease && gone) {
             lease->spent();
           }
-          if (r.code != Code::hd && r.code != Code::ex && r.code != Code::nf &&
-              r.code != Code::ns) {
-            unexpected("set", slot.key, r);
+          if (r->code != Code::hd && r->code != Code::ex && r->code != Code::nf &&
+              r->code != Code::ns) {
+            unexpected("set", slot.key, *r);
           }
-          slot.stored = r.code == Code::hd;
-        },
-        "set");
+          slot.stored = r->code == Code::hd;
+        });
   }
 }
 

@@ -14,7 +14,9 @@
 #include "lock_token.hpp"
 
 namespace dogpile {
-namespace {
+// Named, not anonymous: MemoryBackend::State holds them (a unity build would
+// see an internal type inside a class of external linkage).
+namespace memory_detail {
 
 struct Entry {
   Item item;
@@ -36,7 +38,10 @@ struct Shard {
   std::size_t kept_by_last_sweep = 0;
 };
 
-}  // namespace
+}  // namespace memory_detail
+using memory_detail::Entry;
+using memory_detail::Shard;
+using memory_detail::StringHash;
 
 struct MemoryBackend::State : detail::ForkAware {
   explicit State(const Clock* c) : clock(c != nullptr ? c : &system_clock()), registration(*this) {}

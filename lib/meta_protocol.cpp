@@ -1,3 +1,4 @@
+#include "parse_number.hpp"
 #include "meta_protocol.hpp"
 
 #include <charconv>
@@ -5,13 +6,6 @@
 
 namespace dogpile::detail::meta {
 namespace {
-
-template <class T>
-bool number(std::string_view text, T& out) noexcept {
-  if (text.empty()) return false;
-  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), out);
-  return ec == std::errc() && end == text.data() + text.size();
-}
 
 // The next space-separated token of `line` from `at`; empty at the end.
 std::string_view token(std::string_view line, std::size_t& at) noexcept {
@@ -28,19 +22,19 @@ bool parse_flags(std::string_view line, std::size_t at, Reply& out) noexcept {
     switch (t[0]) {
       case 'c': {
         std::uint64_t v = 0;
-        if (!number(value, v)) return false;
+        if (!parse_number(value, v)) return false;
         out.cas = v;
         break;
       }
       case 'f': {
         std::uint32_t v = 0;
-        if (!number(value, v)) return false;
+        if (!parse_number(value, v)) return false;
         out.flags = v;
         break;
       }
       case 't': {
         std::int64_t v = 0;
-        if (!number(value, v)) return false;
+        if (!parse_number(value, v) || v < -1 || v > (std::int64_t{1} << 31)) return false;
         out.ttl = v;
         break;
       }
@@ -68,7 +62,8 @@ bool parse_flags(std::string_view line, std::size_t at, Reply& out) noexcept {
 
 }  // namespace
 
-Parse parse_reply(std::string_view buffer, Reply& out, std::size_t& consumed) noexcept {
+Parse parse_reply(std::string_view buffer, Reply& out, std::size_t& consumed,
+                  std::size_t max_value) noexcept {
   out = Reply{};
   const auto end = buffer.find("\r\n");
   if (end == std::string_view::npos) {
@@ -81,9 +76,7 @@ Parse parse_reply(std::string_view buffer, Reply& out, std::size_t& consumed) no
   std::size_t total = end + 2;
   if (code == "VA") {
     std::size_t length = 0;
-    if (!number(token(line, at), length) || length > std::numeric_limits<std::size_t>::max() / 2) {
-      return Parse::malformed;
-    }
+    if (!parse_number(token(line, at), length) || length > max_value) return Parse::malformed;
     if (!parse_flags(line, at, out)) return Parse::malformed;
     if (buffer.size() - total < length + 2) return Parse::more;
     if (buffer.substr(total + length, 2) != "\r\n") return Parse::malformed;
@@ -112,37 +105,46 @@ Parse parse_reply(std::string_view buffer, Reply& out, std::size_t& consumed) no
   return Parse::ok;
 }
 
-bool valid_key(std::string_view key) noexcept {
-  if (key.empty() || key.size() > kMaxKey) return false;
-  for (const char c : key) {
-    const auto b = static_cast<unsigned char>(c);
-    if (b <= 0x20 || b == 0x7f) return false;
-  }
-  return true;
+namespace {
+
+void append_number(std::string& out, std::uint64_t n) {
+  char digits[24];
+  const auto end = std::to_chars(digits, digits + sizeof digits, n).ptr;
+  out.append(digits, end);
 }
 
-namespace {
-void append_line(std::string& out, std::string_view command, std::string_view key,
-                 std::string_view flags) {
+void append_head(std::string& out, std::string_view command, std::string_view key) {
   out.append(command).append(" ").append(key);
+}
+
+void append_tail(std::string& out, std::string_view flags, std::uint32_t opaque) {
   if (!flags.empty()) out.append(" ").append(flags);
+  out.append(" O");
+  append_number(out, opaque);
   out.append("\r\n");
 }
+
 }  // namespace
 
-void append_mg(std::string& out, std::string_view key, std::string_view flags) {
-  append_line(out, "mg", key, flags);
+void append_mg(std::string& out, std::string_view key, std::string_view flags,
+               std::uint32_t opaque) {
+  append_head(out, "mg", key);
+  append_tail(out, flags, opaque);
 }
 
-void append_md(std::string& out, std::string_view key, std::string_view flags) {
-  append_line(out, "md", key, flags);
+void append_md(std::string& out, std::string_view key, std::string_view flags,
+               std::uint32_t opaque) {
+  append_head(out, "md", key);
+  append_tail(out, flags, opaque);
 }
 
 void append_ms(std::string& out, std::string_view key, std::string_view data,
-               std::string_view flags) {
-  out.append("ms ").append(key).append(" ").append(std::to_string(data.size()));
-  if (!flags.empty()) out.append(" ").append(flags);
-  out.append("\r\n").append(data).append("\r\n");
+               std::string_view flags, std::uint32_t opaque) {
+  append_head(out, "ms", key);
+  out.append(" ");
+  append_number(out, data.size());
+  append_tail(out, flags, opaque);
+  out.append(data).append("\r\n");
 }
 
 void append_mn(std::string& out) { out.append("mn\r\n"); }

@@ -53,27 +53,23 @@ enum class Parse : std::uint8_t {
 };
 
 /// Parses the reply at the front of `buffer` into `out` (whose views point
-/// into `buffer`). Never reads outside `buffer`; never throws.
-[[nodiscard]] Parse parse_reply(std::string_view buffer, Reply& out,
-                                std::size_t& consumed) noexcept;
+/// into `buffer`). A value longer than `max_value` is malformed as soon as
+/// its header is read (nothing is waited for, nothing allocated). Numbers
+/// are range-checked: flags 32 bits, CAS 64, a time to live from -1 to 2^31.
+/// Never reads outside `buffer`; never throws.
+[[nodiscard]] Parse parse_reply(std::string_view buffer, Reply& out, std::size_t& consumed,
+                                std::size_t max_value) noexcept;
 
-/// The longest key the protocol takes.
-inline constexpr std::size_t kMaxKey = 250;
-/// The longest opaque token (its value; the 'O' makes 32).
-inline constexpr std::size_t kMaxOpaque = 31;
-
-/// What a request builder checks before anything is sent (a bad ms line
-/// would leave its data block to be read as commands): a key of 1 to 250
-/// bytes without spaces or control characters.
-[[nodiscard]] bool valid_key(std::string_view key) noexcept;
-
-/// Appends a request line to `out`. `flags` is the flag tokens, space
-/// separated (e.g. "N30 v c f t"); the caller keeps them valid.
-void append_mg(std::string& out, std::string_view key, std::string_view flags);
-void append_md(std::string& out, std::string_view key, std::string_view flags);
+/// Appends a request line to `out`: the key (checked by the caller:
+/// is_backend_key), the flag tokens, space separated (e.g. "N30 v c f t"),
+/// and the opaque token O<opaque> that the reply must carry back.
+void append_mg(std::string& out, std::string_view key, std::string_view flags,
+               std::uint32_t opaque);
+void append_md(std::string& out, std::string_view key, std::string_view flags,
+               std::uint32_t opaque);
 /// ms with its data block.
 void append_ms(std::string& out, std::string_view key, std::string_view data,
-               std::string_view flags);
+               std::string_view flags, std::uint32_t opaque);
 void append_mn(std::string& out);
 
 }  // namespace dogpile::detail::meta

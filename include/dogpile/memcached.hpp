@@ -1,9 +1,9 @@
 // dogpile/memcached.hpp — memcached as a Backend, and a lock held in memcached.
 //
-// `MemcachedBackend` talks to one or more memcached servers through
-// libmemcached, with a pool of connections (a libmemcached connection is not
-// thread-safe; each operation borrows one). It is configured by a
-// libmemcached option string:
+// `MemcachedBackend` talks to one or more memcached servers (or any server or
+// proxy that speaks memcached's classic text protocol), with a pool of
+// connections per server (each operation borrows one). It is configured by a
+// libmemcached option string, which libmemcached itself reads:
 //
 //   auto backend = std::make_shared<dogpile::MemcachedBackend>(
 //       "--SERVER=10.0.0.1:11211 --SERVER=10.0.0.2:11211 --POOL-MAX=32");
@@ -16,7 +16,20 @@
 // and pylibmc's "ketama"), unless the string sets --DISTRIBUTION. Rejected,
 // because dogpile's locks and results depend on the ASCII protocol's replies:
 // `--BINARY-PROTOCOL`, `--USE-UDP`, `--NOREPLY`, `--BUFFER-REQUESTS`, and a
-// `--NAMESPACE` (use RegionOptions::key_prefix instead).
+// `--NAMESPACE` (use RegionOptions::key_prefix instead), and replicas. The
+// options that shape requests are honoured: servers (--SERVER, --SOCKET,
+// weights), --CONNECT-TIMEOUT, --POLL-TIMEOUT (the longest a request waits
+// for its next reply), --RETRY-TIMEOUT, --POOL-MAX, --TCP-KEEPALIVE, and the
+// distribution and hash (libmemcached computes where keys go when they are
+// not the default). Options about libmemcached's own socket handling are
+// accepted and have no effect.
+//
+// The bytes on the wire are read by dogpile's own client, the one the meta
+// transport uses: each request ends by the call's deadline (checked after
+// every read), a value longer than the server's item size limit closes the
+// connection before anything is allocated for it, batches of any size are
+// written while their replies are read, and a connection with anything
+// unread is closed, never pooled.
 //
 // `MemcachedLock` is the cross-host lock: `add` of a lock item (a unique
 // token, when its holder started, how long the last creation took) with a
@@ -32,6 +45,7 @@
 
 #include <array>
 #include <cstdint>
+#include <cstddef>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -48,18 +62,21 @@ class MemcachedBackend final : public Backend {
     /// A libmemcached option string: --SERVER=host:port (one per node), and
     /// --CONNECT-TIMEOUT, --POLL-TIMEOUT, --RETRY-TIMEOUT, --POOL-MAX, ...
     std::string config;
-    /// Failed attempts after which a connection marks a server dead
-    /// (libmemcached's SERVER_FAILURE_LIMIT). After any failure a server is
-    /// skipped (its keys fail at once) until --RETRY-TIMEOUT seconds have
-    /// passed, and only attempts count, so with auto_eject a limit of N
-    /// ejects after about N - 1 retry periods; 1 ejects at the first failure.
+    /// Failures in a row (a refused connection, a timeout, a closed or
+    /// garbled reply) after which a server is marked down: its keys fail at
+    /// once (or, with auto_eject, move) until --RETRY-TIMEOUT seconds have
+    /// passed, then one request probes it.
     std::uint32_t failure_limit = 1;
+    /// The largest value a server may send (bytes). 0: what the server says
+    /// at first contact (`stats settings` item_size_max, at most 1 GiB), or
+    /// memcached's default 1 MiB if it does not say. A reply declaring more
+    /// closes the connection, and the request fails.
+    std::size_t max_item_size = 0;
     /// Auto-eject (REMOVE_FAILED_SERVERS): a dead server leaves the
     /// consistent-hashing ring, so its keys move to the other servers (and
     /// their values are made again there) until it is retried: once
-    /// --RETRY-TIMEOUT has passed after a failure, the pool starts over with
-    /// handles whose ring has every server, so a restarted server takes its
-    /// keys back (libmemcached 1.1 alone never takes an ejected server back).
+    /// --RETRY-TIMEOUT has passed, a request probes it, and if it answers it
+    /// takes its keys back. Default distribution only.
     /// Off (the default): its keys fail fast and their callers fall back to
     /// in-process protection, while keys on the other servers are untouched.
     bool auto_eject = false;
@@ -76,21 +93,26 @@ class MemcachedBackend final : public Backend {
   MemcachedBackend(const MemcachedBackend&) = delete;
   MemcachedBackend& operator=(const MemcachedBackend&) = delete;
 
-  // Backend. Each call borrows a pooled connection (waiting at most the poll
-  // timeout for one) and blocks for at most the configured timeouts per
-  // server. Failures throw BackendError naming the operation, key and cause;
-  // so does a key that is not a valid memcached key (libmemcached checks
-  // each key: CacheRegion maps user keys to valid ones first).
+  // Backend. Each call borrows a pooled connection (or opens one) and ends
+  // by the calling region's deadline, or when a reply takes longer than the
+  // poll timeout. Failures throw BackendError naming the operation, key,
+  // server and cause; so does a key that is not a memcached key (code
+  // INVALID_KEY, nothing sent: CacheRegion maps user keys to valid ones).
   [[nodiscard]] std::optional<Item> get(std::string_view key) override;
-  /// One `get`; `visit` sees libmemcached's buffer, not a copy.
+  /// One `get`; `visit` sees the connection's buffer, not a copy.
   bool get_view(std::string_view key,
                 detail::FunctionRef<void(std::string_view, std::uint32_t)> visit) override;
   void set(std::string_view key, const Item& item, Ttl ttl) override;
   [[nodiscard]] bool add(std::string_view key, const Item& item, Ttl ttl) override;
   bool remove(std::string_view key) override;
-  /// One `get` with every key per server involved.
+  /// `get` lines of up to 100 keys per server, written while replies are
+  /// read: any number of keys.
   [[nodiscard]] std::vector<std::optional<Item>> get_multi(
       std::span<const std::string_view> keys) override;
+  /// One pipeline of `set` per server.
+  void set_multi(std::span<const KeyedItem> items, Ttl ttl) override;
+  /// One pipeline of `delete` per server.
+  void remove_multi(std::span<const std::string_view> keys) override;
   [[nodiscard]] std::unique_ptr<DistributedLock> make_lock(std::string_view key, Ttl ttl) override;
   [[nodiscard]] std::optional<Item> gets(std::string_view key, Cas& cas) override;
   [[nodiscard]] bool cas(std::string_view key, const Item& item, Ttl ttl, Cas version) override;
@@ -99,7 +121,7 @@ class MemcachedBackend final : public Backend {
   // `gets k`; read `gets k...` (one request per server); claim `add k#L` per
   // key on the value's server (the lock item carries its LockInfo); confirm
   // and poll `gets k k#L ...` (one request per server); store `add` or `cas`
-  // per key. The lock a claim wins is released by one `cas` with expiration
+  // per key (one pipeline per server). The lock a claim wins is released by one `cas` with expiration
   // -1 against the version confirm saw.
   bool read_view(LeaseSlot& slot, const LeaseRequest& request,
                  detail::FunctionRef<void(std::string_view, std::uint32_t)> visit) override;
@@ -108,8 +130,8 @@ class MemcachedBackend final : public Backend {
   void confirm(std::span<LeaseSlot> slots) override;
   void poll(std::span<LeaseSlot> slots, const LeaseRequest& request) override;
   void store(std::span<LeaseSlot> slots) override;
-  /// The `time` of the `stats` of the server that holds `key`, on a
-  /// connection of its own (resolution: one second).
+  /// The `time` of the `stats` of the server that holds `key` (resolution:
+  /// one second).
   [[nodiscard]] std::optional<ServerTime> server_time(std::string_view key) override;
 
   /// The option string in effect: dogpile's defaults, then the caller's.
@@ -158,6 +180,7 @@ class MemcachedLock final : public DistributedLock {
   struct Mapped {};  // `value_key` is already a memcached key
   MemcachedLock(Mapped, std::shared_ptr<MemcachedBackend::Impl> impl, std::string value_key,
                 Ttl ttl, LockInfo info);
+  void prepare();  // a new token, and the item that carries it
 
   std::shared_ptr<MemcachedBackend::Impl> impl_;
   std::string value_key_;  // places the lock on the value's server
@@ -168,6 +191,7 @@ class MemcachedLock final : public DistributedLock {
   std::string bytes_;     // the lock item, as stored
   Cas lock_version_ = 0;  // 0: unknown
   bool held_ = false;
+  bool granted_ = false;  // taken by a claim's add: try_acquire has nothing to ask
 };
 
 }  // namespace dogpile

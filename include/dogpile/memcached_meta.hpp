@@ -33,6 +33,7 @@
 // No transport internals appear in this header.
 #pragma once
 
+#include <cstddef>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -50,6 +51,11 @@ class MemcachedMetaBackend final : public Backend {
     /// move to the others (and are made again there). Off (the default): its
     /// keys fail fast and their callers fall back to in-process protection.
     bool auto_eject = false;
+    /// The largest value a server may send (bytes). 0: what the server says
+    /// at first contact (`stats settings` item_size_max, at most 1 GiB), or
+    /// memcached's default 1 MiB if it does not say. A reply declaring more
+    /// closes the connection, and the request fails.
+    std::size_t max_item_size = 0;
   };
 
   /// Parses `config`. Connects lazily: a server down now is not an error

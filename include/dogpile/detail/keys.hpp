@@ -35,6 +35,15 @@ inline constexpr std::size_t kMaxKeyPrefix = 100;
 /// most kMaxKeyPrefix bytes of printable ASCII other than '#'.
 void validate_key_prefix(std::string_view prefix);
 
+/// The one rule both memcached transports check at every entry point before
+/// a key reaches the wire: 1 to kMemcachedMaxKey bytes of printable ASCII
+/// (0x21-0x7e). Every key map_key() makes, and its lock key, passes it.
+[[nodiscard]] bool is_backend_key(std::string_view key) noexcept;
+
+/// Throws BackendError (code INVALID_KEY, naming `op` and the key) unless
+/// is_backend_key(key). Nothing is sent for such a key.
+void check_backend_key(std::string_view op, std::string_view key);
+
 /// The stored key for `key` under a validated `prefix`. Pure; thread-safe.
 [[nodiscard]] std::string map_key(std::string_view prefix, std::string_view key);
 
