@@ -1,5 +1,6 @@
 #include "memcached_server.hpp"
 
+#include <fstream>
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -42,6 +43,17 @@ std::shared_ptr<Backend> memcached(std::string_view options, bool auto_eject) {
   o.auto_eject = auto_eject;
   return std::make_shared<MemcachedBackend>(std::move(o));
 }
+
+long peak_rss_kb() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::stol(line.substr(6));
+  }
+  return -1;
+}
+
+void reset_peak_rss() { std::ofstream("/proc/self/clear_refs") << "5"; }
 
 std::shared_ptr<Backend> backend_for(const MemcachedServer& server) {
   return memcached(server.options());

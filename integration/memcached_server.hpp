@@ -90,6 +90,12 @@ inline double now_ms() {
   return duration<double, std::milli>(steady_clock::now().time_since_epoch()).count();
 }
 
+/// The process's peak resident memory (kB, VmHWM) since the last
+/// reset_peak_rss() (or its start).
+[[nodiscard]] long peak_rss_kb();
+/// Starts the peak anew from what is resident now.
+void reset_peak_rss();
+
 /// p-th percentile (0-100) of `values` (copied and sorted); 0 if empty.
 double percentile(std::vector<double> values, double p);
 

@@ -701,8 +701,9 @@ void CacheRegion::Engine::take_leases(Context& ctx, std::span<Slot* const> leade
       to_claim.push_back(s);
     }
   }
+  claim(to_claim);
   for (Slot* s : to_claim) {
-    if (!claim(*s)) continue;
+    if (s->degraded) continue;
     if (s->lease.lease == LeaseState::won) {
       held_.forget(s->key);
       won.push_back(s);
@@ -712,25 +713,36 @@ void CacheRegion::Engine::take_leases(Context& ctx, std::span<Slot* const> leade
   }
 }
 
-// Claims one slot's lease (classic: one `add` of the lock item, which tells
-// waiters when this creation started, how long the last one took, and how far
-// this host's clock may be off). False if the backend failed: the slot is
-// then degraded.
-bool CacheRegion::Engine::claim(Slot& s) {
-  LeaseRequest request;
-  request.ttl = options_.lock_timeout;
-  request.info = LockInfo{fleet_.now(), s.history, fleet_.error()};
-  Slot* one = &s;
-  try {
-    with_leases(BackendOp::lease, std::span<Slot* const>(&one, 1),
-                [&](std::span<LeaseSlot> leases) { backend_->claim(leases, request); });
-    return true;
-  } catch (const std::bad_alloc&) {
-    throw;
-  } catch (const std::exception& e) {
-    reporter_.report(ErrorKind::backend, "lock", s.user_key, e);
-    s.degraded = true;
-    return false;
+// Claims the slots' leases (classic: one `add` of the lock item per key, a
+// pipeline per server; the item tells waiters when this creation started,
+// how long the last one took, and how far this host's clock may be off):
+// the slots whose last creation took as long in one request. A slot whose
+// lease the backend could not give is degraded.
+void CacheRegion::Engine::claim(std::span<Slot* const> slots) {
+  std::vector<Slot*> sorted(slots.begin(), slots.end());
+  std::stable_sort(sorted.begin(), sorted.end(),
+                   [](const Slot* a, const Slot* b) { return a->history < b->history; });
+  const TimePoint started = fleet_.now();
+  for (std::size_t first = 0; first < sorted.size();) {
+    std::size_t end = first + 1;
+    while (end < sorted.size() && sorted[end]->history == sorted[first]->history) ++end;
+    const std::span<Slot* const> group(sorted.data() + first, end - first);
+    LeaseRequest request;
+    request.ttl = options_.lock_timeout;
+    request.info = LockInfo{started, group.front()->history, fleet_.error()};
+    try {
+      with_leases(BackendOp::lease, group,
+                  [&](std::span<LeaseSlot> leases) { backend_->claim(leases, request); });
+    } catch (const std::bad_alloc&) {
+      throw;
+    } catch (const std::exception& e) {
+      reporter_.report(ErrorKind::backend, "lock", group.front()->user_key, e);
+      // What was won before the failure is kept; the rest goes without.
+      for (Slot* s : group) {
+        if (s->lease.lease != LeaseState::won || !s->lease.lock) s->degraded = true;
+      }
+    }
+    first = end;
   }
 }
 
@@ -1178,7 +1190,7 @@ void CacheRegion::Engine::poll(Context& ctx, std::span<Slot* const> due) {
     create_for_call(ctx, due);
     return;
   }
-  std::vector<Slot*> takeover;
+  std::vector<Slot*> takeover, to_claim;
   for (Slot* s : due) {
     if (s->lease.item) {
       Item item = std::move(*s->lease.item);
@@ -1200,10 +1212,15 @@ void CacheRegion::Engine::poll(Context& ctx, std::span<Slot* const> due) {
       case LeaseState::held:
         break;
       default:  // free: its holder finished without storing, or died
-        // won: take over; failed: create here, degraded; held: wait on
-        if (!claim(*s) || s->lease.lease == LeaseState::won) takeover.push_back(s);
+        to_claim.push_back(s);
         break;
     }
+  }
+  // Free: the holder finished without storing, or died. Won: take over;
+  // failed: create here, degraded; held: wait on.
+  claim(to_claim);
+  for (Slot* s : to_claim) {
+    if (s->degraded || s->lease.lease == LeaseState::won) takeover.push_back(s);
   }
   if (takeover.empty()) return;
   std::vector<Slot*> won;
@@ -1493,14 +1510,13 @@ void CacheRegion::Engine::get_multi(std::span<const std::string_view> user_keys,
   Context ctx;
   ctx.expiration = options_.expiration;
   ctx.allow_early = false;
-  std::vector<Slot> slots(user_keys.size());
+  // The mapped keys and what the backend answers for them; each is judged
+  // in one slot, reused (a million keys need no million slots).
+  std::vector<std::string> keys(user_keys.size());
   std::vector<LeaseSlot> leases(user_keys.size());
   for (std::size_t i = 0; i < user_keys.size(); ++i) {
-    slots[i].user_key = user_keys[i];
-    slots[i].key = detail::map_key(options_.key_prefix, user_keys[i]);
-    slots[i].check = detail::key_check(slots[i].key);
-    slots[i].index = i;
-    leases[i].key = slots[i].key;
+    keys[i] = detail::map_key(options_.key_prefix, user_keys[i]);
+    leases[i].key = keys[i];
   }
   try {
     metrics_.backend(BackendOp::get, user_keys.front(), leases.size(),
@@ -1509,15 +1525,21 @@ void CacheRegion::Engine::get_multi(std::span<const std::string_view> user_keys,
     reporter_.report(ErrorKind::backend, "get_multi", user_keys.front(), e);
     return;
   }
-  for (std::size_t i = 0; i < slots.size(); ++i) {
-    bool fresh = false;
-    if (leases[i].item) {
-      const Found found = examine(ctx, slots[i], leases[i].item->data, leases[i].item->flags, false,
-                                  [&](std::string_view payload) { return decode(i, payload); });
-      fresh = found == Found::fresh;
-    }
-    detail::Counters::add(fresh ? counters_.hits : counters_.misses);
+  std::uint64_t hits = 0;
+  for (std::size_t i = 0; i < leases.size(); ++i) {
+    if (!leases[i].item) continue;
+    Slot slot;
+    slot.user_key = user_keys[i];
+    slot.check = detail::key_check(keys[i]);
+    slot.index = i;
+    slot.lease.marked_stale = leases[i].marked_stale;
+    const Found found = examine(ctx, slot, leases[i].item->data, leases[i].item->flags, false,
+                                [&](std::string_view payload) { return decode(i, payload); });
+    hits += found == Found::fresh;
+    leases[i].item.reset();  // decoded: its bytes are not needed any more
   }
+  detail::Counters::add(counters_.hits, hits);
+  detail::Counters::add(counters_.misses, leases.size() - hits);
 }
 
 bool CacheRegion::Engine::set_multi(std::span<const std::string_view> user_keys, EncodeAt encode) {

@@ -150,7 +150,7 @@ class CacheRegion::Engine : detail::ForkAware {
   detail::Found examine(const Context& ctx, detail::Slot& slot, std::string_view data,
                         std::uint32_t flags, bool quiet, DecodeFn&& decode);
   detail::Found examine_item(Context& ctx, detail::Slot& slot, const Item& item, bool quiet);
-  bool claim(detail::Slot& slot);
+  void claim(std::span<detail::Slot* const> slots);
   void serve_at_hand(Context& ctx, detail::Slot& slot);
   void redecode_at_hand(Context& ctx, detail::Slot& slot);
   void finish(std::string& envelope, TimePoint created_at, std::chrono::microseconds took,

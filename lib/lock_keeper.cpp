@@ -30,10 +30,13 @@ void LockKeeper::Ticket::reset() noexcept {
   keeper_ = nullptr;
 }
 
-void LockKeeper::start_locked() {
+void LockKeeper::start_locked(SteadyTime due) {
   if (!thread_.joinable()) thread_ = std::jthread([this](std::stop_token stop) { run(stop); });
-  changed_ = true;
-  wake_.notify_all();
+  if (due < next_wake_) {
+    changed_ = true;
+    next_wake_ = SteadyTime::min();  // until the thread has looked again
+    wake_.notify_all();
+  }
 }
 
 LockKeeper::Ticket LockKeeper::keep(DistributedLock& lock, std::string key, Duration interval,
@@ -44,20 +47,19 @@ LockKeeper::Ticket LockKeeper::keep(DistributedLock& lock, std::string key, Dura
   const SteadyTime hung_at =
       max_creation ? now + std::chrono::duration_cast<SteadyTime::duration>(*max_creation)
                    : SteadyTime::max();
-  entries_.push_back(Entry{&lock, std::move(key), interval,
-                           now + std::chrono::duration_cast<SteadyTime::duration>(interval),
-                           hung_at, std::move(on_hung)});
+  const SteadyTime due = now + std::chrono::duration_cast<SteadyTime::duration>(interval);
+  entries_.push_back(Entry{&lock, std::move(key), interval, due, hung_at, std::move(on_hung)});
   auto it = std::prev(entries_.end());
-  start_locked();
+  start_locked(std::min(due, hung_at));
   return Ticket(this, it);
 }
 
 void LockKeeper::schedule(Duration delay, std::function<std::optional<Duration>()> chore) {
   std::lock_guard guard(mutex_);
-  chores_.push_back(
-      Chore{clock_.steady_now() + std::chrono::duration_cast<SteadyTime::duration>(delay),
-            std::move(chore)});
-  start_locked();
+  const SteadyTime due =
+      clock_.steady_now() + std::chrono::duration_cast<SteadyTime::duration>(delay);
+  chores_.push_back(Chore{due, std::move(chore)});
+  start_locked(due);
 }
 
 Duration LockKeeper::interval_for(Ttl ttl) noexcept {
@@ -76,6 +78,7 @@ void LockKeeper::after_fork_in_child() noexcept {
   new (&wake_) std::condition_variable_any;
   new (&extended_) std::condition_variable;
   changed_ = false;
+  next_wake_ = SteadyTime::min();
 }
 
 void LockKeeper::run(std::stop_token stop) {
@@ -168,7 +171,9 @@ void LockKeeper::run(std::stop_token stop) {
     }
     for (const Chore& c : chores_) next = std::min(next, c.due);
     changed_ = false;
+    next_wake_ = next;
     clock_.wait_until(wake_, lock, next, stop, [&] { return changed_; });
+    next_wake_ = SteadyTime::min();
   }
 }
 

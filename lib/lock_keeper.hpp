@@ -112,7 +112,7 @@ class LockKeeper : ForkAware {
     std::function<std::optional<Duration>()> run;
   };
   void run(std::stop_token stop);
-  void start_locked();
+  void start_locked(SteadyTime due);  // the thread runs, and wakes by `due`
 
   const Clock& clock_;
   Report report_;
@@ -121,6 +121,9 @@ class LockKeeper : ForkAware {
   std::condition_variable_any wake_;
   std::condition_variable extended_;  // an extension finished
   bool changed_ = false;              // entries or chores changed: recompute the next wake
+  // When the thread wakes next (max: when told). A lock or chore due later
+  // does not wake it: registering many locks costs no rescan each.
+  SteadyTime next_wake_ = SteadyTime::min();
   std::list<Entry> entries_;
   std::list<Chore> chores_;
   std::jthread thread_;

@@ -618,6 +618,74 @@ void MemcachedBackend::store(std::span<LeaseSlot> slots) {
   }
 }
 
+void MemcachedBackend::release(std::span<LeaseSlot> slots) {
+  // This backend's locks still held are released in batches; any other lock
+  // on its own.
+  std::vector<MemcachedLock*> ours;
+  for (auto& slot : slots) {
+    auto* lock = dynamic_cast<MemcachedLock*>(slot.lock.get());
+    if (lock != nullptr && lock->impl_ == impl_ && lock->held_) ours.push_back(lock);
+  }
+  auto& client = impl_->client;
+  auto server_of = [&](std::size_t i) { return client.server_for(ours[i]->value_key_); };
+  auto settle = [&] {
+    for (auto& slot : slots) {
+      if (!slot.lock) continue;
+      auto* lock = dynamic_cast<MemcachedLock*>(slot.lock.get());
+      if (lock != nullptr && lock->impl_ == impl_ && !lock->settled_) continue;  // not asked
+      slot.lost = !slot.lock->release();
+    }
+  };
+  try {
+    // The versions confirm did not see (a lock not taken through a claim).
+    std::vector<MemcachedLock*> unknown;
+    for (MemcachedLock* lock : ours) {
+      if (lock->lock_version_ == 0) unknown.push_back(lock);
+    }
+    for (const auto& [server, group] : wire::by_server(unknown.size(), [&](std::size_t i) {
+           return client.server_for(unknown[i]->value_key_);
+         })) {
+      for (std::size_t i : group) unknown[i]->settled_ = false;  // not ours, unless seen
+      retrieve(
+          *impl_, server, "release lock", "gets", group.size(),
+          [&](std::size_t j) { return std::string_view(unknown[group[j]]->lock_key_); },
+          [&](std::size_t j, const text::Reply& r) {
+            MemcachedLock& lock = *unknown[group[j]];
+            const auto item = detail::decode_lock_item(r.data, r.flags,
+                                                       detail::key_check(lock.lock_key_));
+            if (item && item->token == lock.token_) {
+              lock.lock_version_ = r.cas;
+              lock.settled_.reset();
+            }
+          });
+    }
+    for (const auto& [server, group] : wire::by_server(ours.size(), server_of)) {
+      std::vector<MemcachedLock*> asked;
+      for (std::size_t i : group) {
+        if (!ours[i]->settled_) asked.push_back(ours[i]);
+      }
+      command(
+          *impl_, server, "release lock", asked.size(),
+          [&](std::size_t j, std::string& out) {
+            const MemcachedLock& lock = *asked[j];
+            text::append_store(out, "cas", lock.lock_key_, detail::kLockFlags, -1, lock.bytes_,
+                               lock.lock_version_);
+          },
+          [&](std::size_t j, const text::Reply& r) {
+            if (r.kind != TextKind::stored && r.kind != TextKind::exists &&
+                r.kind != TextKind::not_found) {
+              text::refused(fmt::format("memcached release lock {}", asked[j]->lock_key_), r);
+            }
+            asked[j]->settled_ = r.kind == TextKind::stored;
+          });
+    }
+  } catch (...) {
+    settle();  // what was answered is released; the rest stays held
+    throw;
+  }
+  settle();
+}
+
 std::optional<ServerTime> MemcachedBackend::server_time(std::string_view key) {
   check_backend_key("stats", key);
   auto& client = impl_->client;
@@ -663,6 +731,12 @@ bool MemcachedLock::try_acquire() {
 }
 
 bool MemcachedLock::release_acquired() {
+  if (settled_) {  // a batch asked already
+    const bool released = *std::exchange(settled_, std::nullopt);
+    held_ = false;
+    lock_version_ = 0;
+    return released;
+  }
   if (!held_) return false;
   // A request that throws leaves the lock held here: it may be tried again.
   // One `cas` when the lock's version is known (extensions touch, which

@@ -482,9 +482,10 @@ void Server::first_contact(Connection& connection, const Limits& limits) {
   if (config_.max_item_size == 0) {
     // Its item size limit, if it says (a proxy may not: then the default).
     std::size_t limit = 0;
-    StatsPipeline stats("stats settings\r\n", [&](std::string_view name, std::string_view value) {
+    auto on_stat = [&](std::string_view name, std::string_view value) {
       if (name == "item_size_max" && !parse_number(value, limit)) limit = 0;
-    });
+    };
+    StatsPipeline stats("stats settings\r\n", on_stat);
     try {
       connection.run(stats, first, name_);
     } catch (const Malformed&) {
@@ -644,7 +645,7 @@ void Client::exchange(Server& server, Pipeline& pipeline, std::string_view what)
 std::int64_t Client::stats_time(Server& server) {
   std::optional<std::int64_t> seconds;
   bool readable = true;
-  StatsPipeline stats("stats\r\n", [&](std::string_view name, std::string_view value) {
+  auto on_stat = [&](std::string_view name, std::string_view value) {
     if (name != "time") return;
     std::int64_t t = 0;
     // A Unix time this side of the year 10,000.
@@ -653,7 +654,8 @@ std::int64_t Client::stats_time(Server& server) {
     } else {
       readable = false;
     }
-  });
+  };
+  StatsPipeline stats("stats\r\n", on_stat);
   exchange(server, stats, "stats");
   if (!readable) fail(server.name(), "stats: a time out of range", "PROTOCOL_ERROR");
   if (!seconds) fail(server.name(), "stats: no time in the reply", "PROTOCOL_ERROR");

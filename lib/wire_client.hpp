@@ -313,6 +313,7 @@ std::vector<std::pair<std::size_t, std::vector<std::size_t>>> by_server(std::siz
 /// (bounded: lines of at most 4 KB, 64 KB in all); `on_stat` sees each.
 class StatsPipeline final : public Pipeline {
  public:
+  /// `on_stat` is referred to, not copied: it must outlive the pipeline.
   StatsPipeline(std::string_view request,
                 FunctionRef<void(std::string_view name, std::string_view value)> on_stat) noexcept
       : request_(request), on_stat_(on_stat) {}

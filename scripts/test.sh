@@ -6,8 +6,9 @@
 #   build-tsan/  the tests whose code runs threads, under ThreadSanitizer;
 #   build/       the library, examples and benchmarks as shipped
 #                (RelWithDebInfo), with what needs a build without sanitizers:
-#                the fork() tests, the demo, the package and consumer builds,
-#                the compile-error and README checks;
+#                the fork() tests, a million keys through the multi calls,
+#                the demo, the package and consumer builds, the compile-error
+#                and README checks;
 #   build-fuzz/  the libFuzzer targets: their corpora replayed, then
 #                DOGPILE_FUZZ_SECONDS (default 10) of fuzzing each.
 #
@@ -41,7 +42,7 @@ if $quick; then
     -DDOGPILE_INSTALL=OFF
   cmake --build build-quick -j "$jobs"
   phase "quick: unit, integration and fork() tests but the slow ones"
-  ctest --test-dir build-quick -L "unit|integration|fork" -LE slow --output-on-failure \
+  ctest --test-dir build-quick -L "unit|integration|plain" -LE slow --output-on-failure \
     -j "$test_jobs"
   phase "done"
   exit 0
@@ -84,8 +85,8 @@ phase "tests with threads under ThreadSanitizer, but the slow ones"
 TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 die_after_fork=0" \
   ctest --test-dir build-tsan -L "unit|integration" -LE slow --output-on-failure -j "$test_jobs"
 
-phase "fork() tests, demo, package, consumer and documentation checks (build/)"
-ctest --test-dir build -L "fork|demo|build" --output-on-failure -j "$test_jobs"
+phase "fork() tests, a million keys, demo, package, consumer and documentation checks (build/)"
+ctest --test-dir build -L "plain|demo|build" --output-on-failure -j "$test_jobs"
 
 phase "fuzzing (build-fuzz/)"
 scripts/fuzz.sh "${DOGPILE_FUZZ_SECONDS:-10}"

@@ -47,6 +47,7 @@
 #include <cstdint>
 #include <cstddef>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -130,6 +131,9 @@ class MemcachedBackend final : public Backend {
   void confirm(std::span<LeaseSlot> slots) override;
   void poll(std::span<LeaseSlot> slots, const LeaseRequest& request) override;
   void store(std::span<LeaseSlot> slots) override;
+  /// One pipeline of `cas k#L` (expiration -1) per server, after one `gets`
+  /// pipeline for the locks whose version confirm did not see.
+  void release(std::span<LeaseSlot> slots) override;
   /// The `time` of the `stats` of the server that holds `key` (resolution:
   /// one second).
   [[nodiscard]] std::optional<ServerTime> server_time(std::string_view key) override;
@@ -192,6 +196,7 @@ class MemcachedLock final : public DistributedLock {
   Cas lock_version_ = 0;  // 0: unknown
   bool held_ = false;
   bool granted_ = false;  // taken by a claim's add: try_acquire has nothing to ask
+  std::optional<bool> settled_;  // released by a batch: release_acquired's answer
 };
 
 }  // namespace dogpile

@@ -1,0 +1,120 @@
+// A server that answers garbage, streams, drips, stalls, truncates, resets,
+// or answers another request (SPEC I7), against both transports: every
+// request ends by its deadline (+50 ms), memory stays bounded by the largest
+// item a server can hold, and no caller gets a wrong value. The server is
+// integration/hostile_server.cpp, a deliberately broken memcached.
+#include <doctest/doctest.h>
+
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <string>
+
+#include "dogpile/memcached.hpp"
+#include "dogpile/memcached_meta.hpp"
+#include "dogpile/region.hpp"
+#include "hostile_server.hpp"
+#include "memcached_server.hpp"
+#include "quiet.hpp"
+
+using namespace std::chrono_literals;
+using dogpile::test::HostileServer;
+using dogpile::test::now_ms;
+using Reply = HostileServer::Reply;
+
+namespace {
+
+
+std::shared_ptr<dogpile::Backend> backend(bool meta, const std::string& options) {
+  if (meta) return std::make_shared<dogpile::MemcachedMetaBackend>(options);
+  return std::make_shared<dogpile::MemcachedBackend>(options);
+}
+
+constexpr Reply kHostile[] = {Reply::stream,    Reply::stream_endless, Reply::drip,
+                              Reply::stall_mid_value, Reply::truncated, Reply::reset,
+                              Reply::out_of_order, Reply::extra_replies, Reply::garbage};
+
+}  // namespace
+
+TEST_SUITE("hostile server") {
+  TEST_CASE("a backend's request ends by the poll timeout (+50 ms), memory bounded, nothing wrong") {
+    for (const bool meta : {false, true}) {
+      for (const Reply how : kHostile) {
+        CAPTURE(meta);
+        CAPTURE(HostileServer::name(how));
+        HostileServer server(how);
+        auto b = backend(meta, server.options() + " --POLL-TIMEOUT=500");
+        dogpile::test::reset_peak_rss();
+        const long before = dogpile::test::peak_rss_kb();
+        const double start = now_ms();
+        bool failed = false;
+        std::string code;
+        try {
+          const auto item = b->get("k");
+          CHECK_FALSE(item.has_value());  // never the server's bytes as a value
+        } catch (const dogpile::BackendError& e) {
+          failed = true;
+          code = e.code();
+        }
+        const double took = now_ms() - start;
+        const long grew = dogpile::test::peak_rss_kb() - before;
+        std::printf("hostile server, %s transport, server %-28s %7.1f ms, %s, peak +%ld kB, "
+                    "%zu bytes sent to it\n",
+                    meta ? "meta" : "classic", HostileServer::name(how), took,
+                    failed ? code.c_str() : "no error", grew, server.bytes_sent());
+        CHECK(failed);
+        CHECK(took <= 550);
+        CHECK(grew < 16 * 1024);  // the largest item is 1 MiB
+        CHECK(server.reads() >= 1);
+      }
+    }
+  }
+
+  TEST_CASE("a region call ends by its deadline (+50 ms) with the creator's value") {
+    for (const bool meta : {false, true}) {
+      for (const Reply how : kHostile) {
+        CAPTURE(meta);
+        CAPTURE(HostileServer::name(how));
+        HostileServer server(how);
+        // Requests that wait out the poll timeout (2 s) would outlast the
+        // deadline: the deadline must end them.
+        dogpile::CacheRegion region(backend(meta, server.options() + " --POLL-TIMEOUT=2000"),
+                                    dogpile::test::quiet({.expiration = 60s,
+                                                          .deadline = 300ms,
+                                                          .clock_sync = std::nullopt,
+                                                          .invalidation_check = std::nullopt}));
+        dogpile::test::reset_peak_rss();
+        const long before = dogpile::test::peak_rss_kb();
+        double slowest = 0;
+        int wrong = 0;
+        for (int i = 0; i < 3; ++i) {
+          const double start = now_ms();
+          const std::string v =
+              region.get_or_create("k", [] { return std::string("the creator's"); });
+          slowest = std::max(slowest, now_ms() - start);
+          if (v != "the creator's") ++wrong;
+        }
+        const long grew = dogpile::test::peak_rss_kb() - before;
+        std::printf("hostile server, %s transport, region, server %-28s slowest of 3 calls "
+                    "%6.1f ms (deadline 300 ms), %d wrong, peak +%ld kB\n",
+                    meta ? "meta" : "classic", HostileServer::name(how), slowest, wrong, grew);
+        CHECK(wrong == 0);
+        CHECK(slowest <= 350);
+        CHECK(grew < 16 * 1024);
+        CHECK(region.stats().backend_errors >= 1);
+      }
+    }
+  }
+
+  TEST_CASE("an honest reply through the same server is read (the setup is sound)") {
+    for (const bool meta : {false, true}) {
+      CAPTURE(meta);
+      HostileServer server(Reply::honest);
+      auto b = backend(meta, server.options());
+      CHECK_FALSE(b->get("k").has_value());
+      CHECK(server.reads() == 1);
+      b->set("k", dogpile::Item{"v", 0}, 10s);
+      CHECK_FALSE(b->get("k").has_value());  // it stores nothing
+    }
+  }
+}
