@@ -1,6 +1,7 @@
 // libFuzzer target: key mapping. For any prefix the region would accept and
 // any key: the memcached key is valid (1-250 bytes, no space or control
-// byte), its lock key too, plain keys are kept as they are, and a key that
+// byte, nothing above 0x7e; the transports' is_backend_key agrees), its lock
+// key too, plain keys are kept as they are, and a key that
 // differs in one byte maps to a different memcached key.
 #include <cstdint>
 #include <cstdlib>
@@ -13,13 +14,14 @@
 using namespace dogpile::detail;
 
 namespace {
+// Valid by a rule of its own, and by the one the transports check.
 bool valid(std::string_view k) {
   if (k.empty() || k.size() > kMemcachedMaxKey) return false;
   for (char c : k) {
     const auto b = static_cast<unsigned char>(c);
-    if (b <= 0x20 || b == 0x7f) return false;
+    if (b <= 0x20 || b >= 0x7f) return false;
   }
-  return true;
+  return is_backend_key(k);
 }
 }  // namespace
 

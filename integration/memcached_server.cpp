@@ -81,7 +81,7 @@ namespace {
 bool reply_complete(const std::string& reply) {
   static const char* const endings[] = {"END\r\n",    "STORED\r\n",    "NOT_STORED\r\n",
                                         "EXISTS\r\n", "NOT_FOUND\r\n", "DELETED\r\n",
-                                        "ERROR\r\n",  "OK\r\n",        "TOUCHED\r\n"};
+                                        "ERROR\r\n",  "OK\r\n",        "TOUCHED\r\n", "MN\r\n"};
   for (const char* e : endings) {
     const std::size_t n = std::strlen(e);
     if (reply.size() >= n && reply.compare(reply.size() - n, n, e) == 0) return true;

@@ -10,6 +10,7 @@
 #include <latch>
 #include <string>
 #include <thread>
+#include <ctime>
 #include <vector>
 
 #include "../tests/processes.hpp"
@@ -404,6 +405,100 @@ TEST_SUITE("region on memcached") {
     }
     CHECK(hit);
     std::printf("memcached restarted: hits again after %.0f ms\n", now_ms() - restarted);
+  }
+
+  // Degraded mode's copies (SPEC I8): a copy is never older than what this
+  // process has read or written of its key since, or than an invalidation it
+  // knows of. Process A keeps v1 through a first outage; the server comes
+  // back empty; another process writes (or removes, or invalidates); A
+  // reads; in a second outage A must not serve v1.
+  TEST_CASE("two outages: a degraded copy never outlives what this process saw in between") {
+    for (int write = 0; write < 4; ++write) {  // set, remove, invalidate (A), invalidate (B)
+      CAPTURE(write);
+      MemcachedServer server;
+      const std::string options = server.options() + " --RETRY-TIMEOUT=1 --CONNECT-TIMEOUT=200";
+      RegionOptions o = quiet({.expiration = 60s, .invalidation_check = 100ms});
+      CacheRegion a(dogpile::test::memcached(options), o);
+      CacheRegion b(dogpile::test::memcached(options), o);
+      int made = 0;
+      auto creator = [&] { return "v" + std::to_string(++made); };
+      server.kill();
+      CHECK(a.get_or_create("k", creator) == "v1");  // made in the outage, kept
+      CHECK(a.get_or_create("k", creator) == "v1");
+      server.restart();
+      // Until A's transport tries the server again, it serves its copy.
+      const double restarted = now_ms();
+      bool up = false;
+      while (!up && now_ms() - restarted < 5000) {
+        up = b.set("probe", std::string("x")) && a.get<std::string>("probe").has_value();
+        if (!up) std::this_thread::sleep_for(50ms);
+      }
+      REQUIRE(up);
+      if (write == 0) REQUIRE(b.set("k", std::string("v4")));
+      if (write == 1) {
+        REQUIRE(b.set("k", std::string("v3")));
+        REQUIRE(b.remove("k"));
+      }
+      if (write == 2) a.invalidate(dogpile::Invalidation::hard);
+      if (write == 3) b.invalidate(dogpile::Invalidation::hard);
+      std::this_thread::sleep_for(150ms);  // A's invalidation check is due
+      // A reads the key after a write; after an invalidation, another key
+      // (its call reads the invalidation record): the copy of "k" is left,
+      // and must be judged older than the invalidation.
+      const auto seen = a.get<std::string>(write >= 2 ? "probe" : "k");
+      if (write == 0) CHECK(seen == "v4");
+      if (write == 1) CHECK_FALSE(seen.has_value());
+      server.kill();
+      std::vector<std::string> served;
+      for (int i = 0; i < 5; ++i) served.push_back(a.get_or_create("k", creator));
+      for (const auto& v : served) {
+        CAPTURE(v);
+        CHECK(v != "v1");
+        if (write == 0) CHECK(v == "v4");  // the copy became what A read
+      }
+    }
+  }
+
+  // memcached reads an exptime over 30 days as a Unix time, and one past
+  // 2038 (a signed 32-bit number) wraps or is gone at once: such values are
+  // sent as the server's time plus the time to live, or as "never".
+  TEST_CASE("any expiration caches: 29 days, 31 days, 68 years, 100 years, one creation each") {
+    MemcachedServer server;
+    using days = std::chrono::days;
+    const std::pair<const char*, dogpile::Duration> cases[] = {
+        {"29 days", days(29)},
+        {"31 days", days(31)},
+        {"68 years", days(68 * 365)},
+        {"100 years", days(100 * 365)}};
+    for (const auto& [name, expiration] : cases) {
+      CAPTURE(name);
+      CacheRegion region(backend_for(server),
+                         quiet({.expiration = expiration, .stale_grace = 60s, .key_prefix = "x"}));
+      int created = 0;
+      for (int i = 0; i < 20; ++i) {
+        region.get_or_create(name, [&] {
+          ++created;
+          return std::string("v");
+        });
+      }
+      CHECK(created == 1);
+      // What the server was told: the time left it reports.
+      const std::string reply = server.raw("mg " + region.backend_key(name) + " t\r\nmn\r\n");
+      CAPTURE(reply);
+      const auto t = reply.find(" t");
+      REQUIRE(t != std::string::npos);
+      const long long left = std::stoll(reply.substr(t + 2));
+      const long long wanted =
+          std::chrono::duration_cast<std::chrono::seconds>(expiration).count() + 60;
+      if (wanted + std::time(nullptr) > 2147483647LL) {
+        CHECK(left == -1);  // past 2038: never expires in memcached
+      } else {
+        CHECK(left > wanted - 5);
+        CHECK(left <= wanted);
+      }
+      std::printf("expiration %s: %d creation in 20 calls, memcached keeps it %s\n", name,
+                  created, left == -1 ? "without expiry" : (std::to_string(left) + " s").c_str());
+    }
   }
 
   TEST_CASE("a value over the server's item limit: returned to the caller, reported, not stored") {

@@ -456,10 +456,20 @@ void CacheRegion::Engine::read_one(Context& ctx, Slot& slot) {
                 } else if (slot.found == Found::fresh && local_.enabled()) {
                   fill_local(slot, std::make_shared<const Item>(Item{std::string(data), flags}));
                 }
+                if (!kept_.empty()) {
+                  note_read(ctx, slot.key,
+                            !detail::usable(slot.found) ? nullptr
+                            : slot.at_hand
+                                ? slot.at_hand
+                                : std::make_shared<const Item>(Item{std::string(data), flags}));
+                }
               });
         },
         &decoding);
-    if (!there) slot.found = Found::missing;
+    if (!there) {
+      slot.found = Found::missing;
+      if (!kept_.empty()) note_read(ctx, slot.key, nullptr);
+    }
     if (slot.lease.lease == LeaseState::won) slot.confirmed = true;  // granted in the read
   } catch (const std::bad_alloc&) {
     throw;
@@ -467,6 +477,19 @@ void CacheRegion::Engine::read_one(Context& ctx, Slot& slot) {
     reporter_.report(ErrorKind::backend, "get", slot.user_key, e);
     read_failed(ctx, slot);
   }
+}
+
+void CacheRegion::Engine::note_read(const Context& ctx, std::string_view key,
+                                    std::shared_ptr<const Item> item) {
+  if (kept_.empty()) return;
+  kept_.update(key, std::move(item), kept_until(ctx));
+}
+
+SteadyTime CacheRegion::Engine::kept_until(const Context& ctx) const noexcept {
+  return clock_.steady_now() +
+         std::chrono::duration_cast<SteadyTime::duration>(
+             ctx.expiration ? *ctx.expiration + options_.stale_grace
+                            : Duration(std::chrono::hours(24)));
 }
 
 // The backend could not be read for `slot`: what this process kept for it
@@ -586,6 +609,7 @@ void CacheRegion::Engine::read(Context& ctx, std::span<Slot* const> slots) {
       }
       s->lease.item.reset();
     }
+    if (!kept_.empty()) note_read(ctx, s->key, detail::usable(s->found) ? s->at_hand : nullptr);
     if (s->lease.lease == LeaseState::won) s->confirmed = true;
   }
 }
@@ -1004,12 +1028,15 @@ void CacheRegion::Engine::create(Context& ctx, std::span<Slot* const> slots, Cre
   }
   // Degraded mode: what was made without the backend is kept in process, so
   // that this process's next callers of the key find it.
-  const SteadyTime kept_until =
-      clock_.steady_now() + std::chrono::duration_cast<SteadyTime::duration>(
-                                ctx.expiration ? *ctx.expiration + options_.stale_grace
-                                               : Duration(std::chrono::hours(24)));
+  // A value stored replaces a copy kept of its key; one fenced out (the key
+  // was written meanwhile, with what this process does not know) drops it.
+  const SteadyTime until = kept_until(ctx);
   for (Slot* s : to_store) {
-    if (s->degraded || store_failed) kept_.put_written(s->key, s->made, kept_until);
+    if (s->degraded || store_failed) {
+      kept_.put_written(s->key, s->made, until);
+    } else if (!kept_.empty()) {
+      kept_.update(s->key, s->lease.stored ? s->made : nullptr, until);
+    }
   }
   release(slots);
   for (Slot* s : slots) {
@@ -1200,6 +1227,7 @@ void CacheRegion::Engine::poll(Context& ctx, std::span<Slot* const> due) {
         s->found = found;
         s->at_hand = std::make_shared<const Item>(std::move(item));
         s->value_is_at_hand = true;
+        note_read(ctx, s->key, s->at_hand);
         s->lead->publish(s->at_hand);
         s->served = found == Found::stale ? Served::stale : Served::waited;
         continue;
@@ -1387,10 +1415,19 @@ bool CacheRegion::Engine::get(std::string_view user_key, Decode decode, TimePoin
                 if (slot.found == Found::fresh && local_.enabled()) {
                   fill_local(slot, std::make_shared<const Item>(Item{std::string(data), flags}));
                 }
+                if (!kept_.empty()) {
+                  note_read(ctx, slot.key,
+                            detail::usable(slot.found)
+                                ? std::make_shared<const Item>(Item{std::string(data), flags})
+                                : nullptr);
+                }
               });
         },
         &decoding);
-    if (!there) slot.found = Found::missing;
+    if (!there) {
+      slot.found = Found::missing;
+      note_read(ctx, slot.key, nullptr);
+    }
   } catch (const std::exception& e) {
     reporter_.report(ErrorKind::backend, "get", user_key, e);
     slot.found = Found::error;
@@ -1527,7 +1564,10 @@ void CacheRegion::Engine::get_multi(std::span<const std::string_view> user_keys,
   }
   std::uint64_t hits = 0;
   for (std::size_t i = 0; i < leases.size(); ++i) {
-    if (!leases[i].item) continue;
+    if (!leases[i].item) {
+      note_read(ctx, keys[i], nullptr);
+      continue;
+    }
     Slot slot;
     slot.user_key = user_keys[i];
     slot.check = detail::key_check(keys[i]);
@@ -1536,8 +1576,14 @@ void CacheRegion::Engine::get_multi(std::span<const std::string_view> user_keys,
     const Found found = examine(ctx, slot, leases[i].item->data, leases[i].item->flags, false,
                                 [&](std::string_view payload) { return decode(i, payload); });
     hits += found == Found::fresh;
+    if (!kept_.empty()) {
+      note_read(ctx, keys[i],
+                detail::usable(found) ? std::make_shared<const Item>(std::move(*leases[i].item))
+                                      : nullptr);
+    }
     leases[i].item.reset();  // decoded: its bytes are not needed any more
   }
+
   detail::Counters::add(counters_.hits, hits);
   detail::Counters::add(counters_.misses, leases.size() - hits);
 }

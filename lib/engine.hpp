@@ -137,6 +137,11 @@ class CacheRegion::Engine : detail::ForkAware {
               std::vector<detail::Slot*>& restart);
   Outcome account(const detail::Slot& slot) noexcept;
   void read_failed(Context& ctx, detail::Slot& slot, bool count = true);
+  // The backend answered a read of `key`: a copy degraded mode kept of it
+  // becomes what was read (`item`, a usable envelope), or goes (null). One
+  // relaxed load when nothing is kept.
+  void note_read(const Context& ctx, std::string_view key, std::shared_ptr<const Item> item);
+  [[nodiscard]] SteadyTime kept_until(const Context& ctx) const noexcept;
 
   // The local tier.
   bool serve_local(Context& ctx, detail::Slot& slot);

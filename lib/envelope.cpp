@@ -231,6 +231,48 @@ DecodeResult decode_envelope(std::string_view bytes, std::uint32_t flags,
   return result;
 }
 
+// The most content a zstd frame's blocks can produce, read from their
+// headers (RFC 8878 3.1.1): a raw or RLE block says its size, a compressed
+// one makes at most 128 KiB. Nothing is decompressed; 0 if the frame does not
+// walk to its end.
+std::uint64_t frame_content_bound(std::string_view frame) noexcept {
+  if (frame.size() < 5) return 0;
+  const auto descriptor = static_cast<unsigned char>(frame[4]);
+  const unsigned content_size_flag = descriptor >> 6;
+  const bool single_segment = (descriptor & 0x20) != 0;
+  static constexpr std::size_t kDictionaryIdBytes[] = {0, 1, 2, 4};
+  static constexpr std::size_t kContentSizeBytes[] = {0, 2, 4, 8};
+  std::size_t at = 5 + (single_segment ? 0 : 1) + kDictionaryIdBytes[descriptor & 3] +
+                   (content_size_flag == 0 && single_segment ? 1
+                                                             : kContentSizeBytes[content_size_flag]);
+  constexpr std::uint64_t kMaxBlockContent = std::uint64_t{1} << 17;
+  std::uint64_t bound = 0;
+  for (;;) {
+    if (frame.size() - std::min(at, frame.size()) < 3) return 0;
+    const auto header = static_cast<std::uint32_t>(get_le(frame.data() + at, 3));
+    at += 3;
+    const std::uint32_t size = header >> 3;
+    switch ((header >> 1) & 3) {
+      case 0:  // raw
+        bound += size;
+        at += size;
+        break;
+      case 1:  // RLE: one byte, repeated
+        bound += size;
+        at += 1;
+        break;
+      case 2:  // compressed
+        bound += kMaxBlockContent;
+        at += size;
+        break;
+      default:
+        return 0;
+    }
+    if (at > frame.size()) return 0;
+    if ((header & 1) != 0) return bound;  // the last block
+  }
+}
+
 std::optional<std::string_view> payload_bytes(const EnvelopeView& envelope, std::string& scratch,
                                               std::size_t max_size, EnvelopeError& error) {
   if (envelope.encoding == PayloadEncoding::plain) return envelope.payload;
@@ -251,6 +293,13 @@ std::optional<std::string_view> payload_bytes(const EnvelopeView& envelope, std:
   }
   if (declared > max_size) {
     error = EnvelopeError::too_large;
+    return std::nullopt;
+  }
+  // A small frame that declares much more than its blocks can make is refused
+  // before anything is allocated for it (26 bytes declaring 63 MiB would
+  // otherwise cost 63 MiB, zero-filled, on every read).
+  if (declared > frame_content_bound(packed)) {
+    error = EnvelopeError::bad_compression;
     return std::nullopt;
   }
   auto& ctx = zstd_contexts().decompress;

@@ -50,6 +50,7 @@ void LocalStore::link_newest(Shard& shard, Node& node) noexcept {
 }
 
 void LocalStore::drop(Shard& shard, Map::iterator it) {
+  held_.fetch_sub(1, std::memory_order_relaxed);
   shard.bytes -= it->second.size;
   unlink(shard, *it);
   shard.entries.erase(it);
@@ -69,6 +70,7 @@ void LocalStore::insert(Shard& shard, std::string_view key, std::shared_ptr<cons
   it->second.until = until;
   it->second.size = size;
   link_newest(shard, *it);
+  held_.fetch_add(1, std::memory_order_relaxed);
   shard.bytes += size;
 }
 
@@ -81,6 +83,20 @@ void LocalStore::put_written(std::string_view key, std::shared_ptr<const Item> i
   if (item) {
     insert(shard, key, std::move(item), until);
   } else if (auto it = shard.entries.find(key); it != shard.entries.end()) {
+    drop(shard, it);
+  }
+}
+
+void LocalStore::update(std::string_view key, std::shared_ptr<const Item> item, SteadyTime until) {
+  if (max_entries_ == 0) return;
+  Shard& shard = shard_of(key);
+  std::lock_guard lock(shard.mutex);
+  auto it = shard.entries.find(key);
+  if (it == shard.entries.end()) return;
+  shard.writes.fetch_add(1, std::memory_order_relaxed);
+  if (item) {
+    insert(shard, key, std::move(item), until);
+  } else {
     drop(shard, it);
   }
 }
@@ -137,6 +153,7 @@ void LocalStore::clear() {
   for (auto& shard : shards_) {
     std::lock_guard lock(shard.mutex);
     shard.writes.fetch_add(1, std::memory_order_relaxed);
+    held_.fetch_sub(shard.entries.size(), std::memory_order_relaxed);
     shard.entries.clear();
     shard.newest = shard.oldest = nullptr;
     shard.bytes = 0;

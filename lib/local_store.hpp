@@ -48,6 +48,11 @@ class LocalStore {
   /// This process wrote `item` under `key`: kept until `until`, replacing
   /// what was there; fills that read before it are dropped.
   void put_written(std::string_view key, std::shared_ptr<const Item> item, SteadyTime until);
+  /// If `key` is held: replaced by `item` (kept until `until`), or dropped
+  /// if `item` is null. A key not held stays so.
+  void update(std::string_view key, std::shared_ptr<const Item> item, SteadyTime until);
+  /// Nothing held: one relaxed load, for the paths that ask on every call.
+  [[nodiscard]] bool empty() const noexcept { return held_.load(std::memory_order_relaxed) == 0; }
   /// The writes to `key`'s shard so far; a fill passes it to put_read.
   [[nodiscard]] std::uint64_t writes(std::string_view key) const noexcept;
   /// Keeps `item`, read from the backend (or made) after writes(key) said
@@ -104,8 +109,9 @@ class LocalStore {
               SteadyTime until);
   static void unlink(Shard& shard, Node& node) noexcept;
   static void link_newest(Shard& shard, Node& node) noexcept;
-  static void drop(Shard& shard, Map::iterator it);
+  void drop(Shard& shard, Map::iterator it);
 
+  std::atomic<std::size_t> held_{0};  // entries in all shards
   const std::size_t max_entries_;  // per shard
   const std::size_t max_bytes_;    // per shard
   std::array<Shard, kShards> shards_;

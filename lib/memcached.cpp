@@ -34,7 +34,7 @@ namespace {
 namespace text = detail::text;
 namespace wire = detail::wire;
 using detail::check_backend_key;
-using detail::exptime;
+using detail::lock_exptime;
 using TextKind = text::Kind;
 
 constexpr std::string_view kDefaultOptions =
@@ -323,18 +323,24 @@ std::optional<Item> MemcachedBackend::get(std::string_view key) {
 }
 
 void MemcachedBackend::set(std::string_view key, const Item& item, Ttl ttl) {
-  if (!store_one(*impl_, "set", "set", key, key, item.data, item.flags, exptime(ttl))) {
+  check_backend_key("set", key);
+  const std::int64_t expires = impl_->client.exptime(impl_->client.server_for(key), ttl);
+  if (!store_one(*impl_, "set", "set", key, key, item.data, item.flags, expires)) {
     throw BackendError(fmt::format("memcached set {}: not stored", key),
                        impl_->client.server(impl_->client.server_for(key)).name(), "NOT_STORED");
   }
 }
 
 bool MemcachedBackend::add(std::string_view key, const Item& item, Ttl ttl) {
-  return store_one(*impl_, "add", "add", key, key, item.data, item.flags, exptime(ttl));
+  check_backend_key("add", key);
+  return store_one(*impl_, "add", "add", key, key, item.data, item.flags,
+                   impl_->client.exptime(impl_->client.server_for(key), ttl));
 }
 
 bool MemcachedBackend::cas(std::string_view key, const Item& item, Ttl ttl, Cas version) {
-  return store_one(*impl_, "cas", "cas", key, key, item.data, item.flags, exptime(ttl), version);
+  check_backend_key("cas", key);
+  return store_one(*impl_, "cas", "cas", key, key, item.data, item.flags,
+                   impl_->client.exptime(impl_->client.server_for(key), ttl), version);
 }
 
 bool MemcachedBackend::remove(std::string_view key) {
@@ -370,9 +376,9 @@ std::vector<std::optional<Item>> MemcachedBackend::get_multi(
 void MemcachedBackend::set_multi(std::span<const KeyedItem> items, Ttl ttl) {
   for (const KeyedItem& it : items) check_backend_key("set_multi", it.key);
   auto& client = impl_->client;
-  const std::int64_t expires = exptime(ttl);
   for (const auto& [server, group] :
        wire::by_server(items.size(), [&](std::size_t i) { return client.server_for(items[i].key); })) {
+    const std::int64_t expires = client.exptime(server, ttl);
     command(
         *impl_, server, "set_multi", group.size(),
         [&](std::size_t j, std::string& out) {
@@ -476,7 +482,7 @@ void MemcachedBackend::claim(std::span<LeaseSlot> slots, const LeaseRequest& req
     locks.emplace_back(new MemcachedLock(MemcachedLock::Mapped{}, impl_, std::string(slot.key),
                                          request.ttl, request.info));
   }
-  const std::int64_t expires = exptime(request.ttl);
+  const std::int64_t expires = lock_exptime(request.ttl);
   auto& client = impl_->client;
   for (const auto& [server, group] :
        wire::by_server(slots.size(), [&](std::size_t i) { return client.server_for(slots[i].key); })) {
@@ -585,12 +591,16 @@ void MemcachedBackend::store(std::span<LeaseSlot> slots) {
   for (const auto& [server, group] : wire::by_server(with_value.size(), [&](std::size_t i) {
          return client.server_for(slots[with_value[i]].key);
        })) {
+    std::vector<std::int64_t> expiry(group.size());
+    for (std::size_t j = 0; j < group.size(); ++j) {
+      expiry[j] = client.exptime(server, slots[with_value[group[j]]].ttl);
+    }
     command(
         *impl_, server, "set", group.size(),
         [&](std::size_t j, std::string& out) {
           const LeaseSlot& slot = slots[with_value[group[j]]];
           const Item& item = *slot.value;
-          const std::int64_t expires = exptime(slot.ttl);
+          const std::int64_t expires = expiry[j];
           switch (slot.fence.kind) {
             case Fence::Kind::absent:
               text::append_store(out, "add", slot.key, item.flags, expires, item.data);
@@ -723,7 +733,7 @@ bool MemcachedLock::try_acquire() {
   }
   prepare();
   if (!store_one(*impl_, "lock", "add", value_key_, lock_key_, bytes_, detail::kLockFlags,
-                 exptime(ttl_))) {
+                 lock_exptime(ttl_))) {
     return false;
   }
   held_ = true;
@@ -764,7 +774,7 @@ bool MemcachedLock::extend() {
   bool touched = false;
   command(
       *impl_, impl_->client.server_for(value_key_), "extend lock", 1,
-      [&](std::size_t, std::string& out) { text::append_touch(out, lock_key_, exptime(ttl_)); },
+      [&](std::size_t, std::string& out) { text::append_touch(out, lock_key_, lock_exptime(ttl_)); },
       [&](std::size_t, const text::Reply& r) {
         if (r.kind != TextKind::touched && r.kind != TextKind::not_found) {
           text::refused(fmt::format("memcached extend lock {}", lock_key_), r);

@@ -22,7 +22,7 @@ namespace dogpile {
 namespace meta = detail::meta;
 namespace wire = detail::wire;
 using detail::check_backend_key;
-using detail::exptime;
+using detail::lock_exptime;
 using detail::kMaxRelativeExpiration;
 using meta::Code;
 using meta::Reply;
@@ -191,7 +191,7 @@ bool MetaLease::try_acquire() {
   if (kind_ != Kind::lock_item) return false;  // a lease given back is gone
   const auto item = new_lock_item(key_, info_.started_at, info_.expected, info_.clock_error);
   const std::string bytes = encode_lock_item(item);
-  const std::string flags = fmt::format("T{} F{} ME c", exptime(ttl_), kLockFlags);
+  const std::string flags = fmt::format("T{} F{} ME c", lock_exptime(ttl_), kLockFlags);
   const auto [code, cas] = ask("lock", [&](std::string& out, std::uint32_t opaque) {
     meta::append_ms(out, key_, bytes, flags, opaque);
   });
@@ -228,7 +228,7 @@ bool MetaLease::release_acquired() {
 bool MetaLease::extend() {
   // One request: the CAS and the time left are read before the touch, which
   // keeps the CAS (so the fence stays valid).
-  const std::string flags = fmt::format("c t T{}", exptime(ttl_));
+  const std::string flags = fmt::format("c t T{}", lock_exptime(ttl_));
   Cas seen = 0;
   std::int64_t left = 0;
   bool there = false;
@@ -252,7 +252,7 @@ bool MetaLease::extend() {
   const bool ours = seen == cas_;
   if (!ours || left < 0 || left > ttl_.count()) {
     const std::string restore =
-        left < 0 ? std::string("T0") : fmt::format("T{}", exptime(Ttl(left)));
+        left < 0 ? std::string("T0") : fmt::format("T{}", lock_exptime(Ttl(left)));
     ask("extend lease", [&](std::string& out, std::uint32_t opaque) {
       meta::append_mg(out, key_, restore, opaque);
     });
@@ -349,7 +349,7 @@ const std::string& read_flags(const LeaseRequest& request) {
     return made.flags;
   }
   std::string flags;
-  if (request.claim_if_missing) flags += fmt::format("N{} ", exptime(request.ttl));
+  if (request.claim_if_missing) flags += fmt::format("N{} ", lock_exptime(request.ttl));
   // R0 would never win; a grace under a second cannot be told apart on the
   // server's one-second clock.
   if (request.claim_if_ttl_below && request.claim_if_ttl_below->count() > 0) {
@@ -358,6 +358,12 @@ const std::string& read_flags(const LeaseRequest& request) {
   flags += "v f c t";
   made = Made{request.claim_if_missing, request.claim_if_ttl_below, request.ttl, std::move(flags)};
   return made.flags;
+}
+
+// The exptime of a value stored under `key` for `ttl`, on its server's clock.
+std::int64_t expires_for(Impl& impl, std::string_view key, Ttl ttl) {
+  check_backend_key("set", key);
+  return impl.client.exptime(impl.client.server_for(key), ttl);
 }
 
 // One ms to the server of `key`; returns its code.
@@ -474,8 +480,8 @@ std::optional<Item> MemcachedMetaBackend::gets(std::string_view key, Cas& cas) {
 }
 
 void MemcachedMetaBackend::set(std::string_view key, const Item& item, Ttl ttl) {
-  const Code code =
-      store_one(*impl_, "set", key, item, fmt::format("T{} F{}", exptime(ttl), item.flags));
+  const Code code = store_one(*impl_, "set", key, item,
+                              fmt::format("T{} F{}", expires_for(*impl_, key, ttl), item.flags));
   if (code != Code::hd) {
     throw BackendError(fmt::format("memcached set of key {}: not stored", key), {}, "NOT_STORED");
   }
@@ -483,12 +489,14 @@ void MemcachedMetaBackend::set(std::string_view key, const Item& item, Ttl ttl) 
 
 bool MemcachedMetaBackend::add(std::string_view key, const Item& item, Ttl ttl) {
   return store_one(*impl_, "add", key, item,
-                   fmt::format("T{} F{} ME", exptime(ttl), item.flags)) == Code::hd;
+                   fmt::format("T{} F{} ME", expires_for(*impl_, key, ttl), item.flags)) ==
+         Code::hd;
 }
 
 bool MemcachedMetaBackend::cas(std::string_view key, const Item& item, Ttl ttl, Cas version) {
   return store_one(*impl_, "cas", key, item,
-                   fmt::format("T{} F{} C{}", exptime(ttl), item.flags, version)) == Code::hd;
+                   fmt::format("T{} F{} C{}", expires_for(*impl_, key, ttl), item.flags,
+                               version)) == Code::hd;
 }
 
 bool MemcachedMetaBackend::remove(std::string_view key) {
@@ -506,7 +514,7 @@ bool MemcachedMetaBackend::remove(std::string_view key) {
 
 bool MemcachedMetaBackend::mark_stale(std::string_view key, Ttl keep_for) {
   check_backend_key("mark stale", key);
-  const std::string flags = fmt::format("I T{}", exptime(keep_for));
+  const std::string flags = fmt::format("I T{}", expires_for(*impl_, key, keep_for));
   bool marked = false;
   one(
       *impl_, impl_->client.server_for(key), "mark stale",
@@ -538,10 +546,10 @@ std::vector<std::optional<Item>> MemcachedMetaBackend::get_multi(
 void MemcachedMetaBackend::set_multi(std::span<const KeyedItem> items, Ttl ttl) {
   for (const KeyedItem& it : items) check_backend_key("set_multi", it.key);
   auto& client = impl_->client;
-  const std::int64_t expires = exptime(ttl);
   std::string flags;
   for (const auto& [server, group] :
        wire::by_server(items.size(), [&](std::size_t i) { return client.server_for(items[i].key); })) {
+    const std::int64_t expires = client.exptime(server, ttl);
     // Stored items are not answered (q): any reply is a failure.
     run(
         *impl_, server, "set_multi", group.size(), true,
@@ -625,7 +633,7 @@ void MemcachedMetaBackend::claim(std::span<LeaseSlot> slots, const LeaseRequest&
   // out); N any missing key.
   std::vector<std::size_t> without_lease;
   mg_slots(
-      *impl_, slots, fmt::format("N{} R2592000 v f c t", exptime(request.ttl)), false, "lock",
+      *impl_, slots, fmt::format("N{} R2592000 v f c t", lock_exptime(request.ttl)), false, "lock",
       [&](LeaseSlot& slot, std::size_t server, const Reply& r) {
         take_reply(impl_, server, slot, r, request.ttl, true);
         const std::int64_t left = r.ttl.value_or(-1);
@@ -701,13 +709,16 @@ void MemcachedMetaBackend::store(std::span<LeaseSlot> slots) {
   };
   std::string flags;
   for (const auto& [server, group] : wire::by_server(with_value.size(), server_of)) {
+    std::vector<std::int64_t> expiry(group.size());
+    for (std::size_t j = 0; j < group.size(); ++j) {
+      expiry[j] = client.exptime(server, slots[with_value[group[j]]].ttl);
+    }
     run(
         *impl_, server, "set", group.size(), false,
         [&](std::size_t j, std::string& out, std::uint32_t opaque) {
           const LeaseSlot& slot = slots[with_value[group[j]]];
           flags.clear();
-          fmt::format_to(std::back_inserter(flags), "T{} F{}", exptime(slot.ttl),
-                         slot.value->flags);
+          fmt::format_to(std::back_inserter(flags), "T{} F{}", expiry[j], slot.value->flags);
           switch (slot.fence.kind) {
             case Fence::Kind::version:
               fmt::format_to(std::back_inserter(flags), " C{}", slot.fence.version);

@@ -15,9 +15,11 @@
 #include <cerrno>
 #include <charconv>
 #include <cstring>
+#include <ctime>
 #include <stdexcept>
 
 #include "deadline.hpp"
+#include "exptime.hpp"
 
 namespace dogpile::detail::wire {
 namespace {
@@ -660,6 +662,24 @@ std::int64_t Client::stats_time(Server& server) {
   if (!readable) fail(server.name(), "stats: a time out of range", "PROTOCOL_ERROR");
   if (!seconds) fail(server.name(), "stats: no time in the reply", "PROTOCOL_ERROR");
   return *seconds;
+}
+
+std::int64_t Client::exptime(std::size_t index, Ttl ttl) {
+  if (!absolute_expiration(ttl)) return detail::exptime(ttl, 0);
+  Server& s = server(index);
+  const auto now = Steady::now();
+  const auto read_at = s.clock_read_at.load(std::memory_order_acquire);
+  if (read_at == 0 || now - Steady::time_point(Steady::duration(read_at)) > std::chrono::hours(1)) {
+    try {
+      const std::int64_t server_time = stats_time(s);
+      s.clock_offset.store(server_time - std::time(nullptr), std::memory_order_relaxed);
+      s.clock_read_at.store(std::max<Steady::rep>(now.time_since_epoch().count(), 1),
+                            std::memory_order_release);
+    } catch (const BackendError&) {
+      // The request that follows will tell; until then, this host's clock.
+    }
+  }
+  return detail::exptime(ttl, std::time(nullptr) + s.clock_offset.load(std::memory_order_relaxed));
 }
 
 void Client::after_fork_in_child() noexcept {

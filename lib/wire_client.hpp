@@ -213,6 +213,11 @@ class Server {
     return max_value_.load(std::memory_order_relaxed);
   }
 
+  /// Its clock: (server - this host) in seconds, and when it was read
+  /// (steady ticks; 0: never).
+  std::atomic<std::int64_t> clock_offset{0};
+  std::atomic<Steady::rep> clock_read_at{0};
+
   /// A connection (idle, unless `fresh`; or opened now, by `deadline`: at
   /// the server's first contact, checked to speak the dialect, and asked
   /// its item size limit). Throws BackendError.
@@ -271,6 +276,11 @@ class Client : ForkAware {
 
   /// The `time` of `server`'s `stats`, in seconds since the epoch.
   [[nodiscard]] std::int64_t stats_time(Server& server);
+
+  /// The exptime to send server `index` for a value's `ttl` (exptime.hpp):
+  /// beyond 30 days, on that server's clock, read by `stats` when first
+  /// needed and again each hour (if it cannot be read, this host's clock).
+  [[nodiscard]] std::int64_t exptime(std::size_t index, Ttl ttl);
 
   void after_fork_in_child() noexcept override;
 

@@ -16,9 +16,12 @@ seconds=${1:-${DOGPILE_FUZZ_SECONDS:-60}}
 scripts/setup.sh clang libclang-rt-14-dev
 out=build-fuzz
 mkdir -p "$out"
-for target in envelope keys meta; do
+wire=(lib/wire_client.cpp lib/fork.cpp lib/ketama.cpp lib/md5.cpp lib/backend.cpp)
+for target in envelope keys meta text; do
   case "$target" in
-    meta) sources=(lib/meta_protocol.cpp) libs=() ;;
+    meta) sources=(lib/meta_protocol.cpp lib/meta_batch.cpp "${wire[@]}") libs=(-lfmt) ;;
+    text) sources=(lib/text_protocol.cpp lib/text_batch.cpp lib/keys.cpp lib/sha256.cpp "${wire[@]}")
+          libs=(-lfmt) ;;
     *) sources=(lib/envelope.cpp lib/keys.cpp lib/sha256.cpp lib/lock_item.cpp
                 lib/lock_token.cpp lib/invalidation_times.cpp) libs=(-lzstd) ;;
   esac

@@ -198,6 +198,44 @@ TEST_SUITE("compression") {
     CHECK(codes == std::vector<std::string>{"too_large"});
   }
 
+  TEST_CASE("a small frame declaring more than its blocks can make is refused, nothing allocated") {
+    // 18 bytes: magic; descriptor (4-byte content size, single segment,
+    // checksum); 63 MiB declared; one RLE last block of 100 bytes; a checksum.
+    std::string frame("\x28\xb5\x2f\xfd\xa4", 5);
+    const std::uint32_t declared = 63u << 20;
+    for (int i = 0; i < 4; ++i) frame += static_cast<char>((declared >> (8 * i)) & 0xff);
+    const std::uint32_t block = 1u | (1u << 1) | (100u << 3);  // last, RLE, 100 bytes
+    for (int i = 0; i < 3; ++i) frame += static_cast<char>((block >> (8 * i)) & 0xff);
+    frame += 'a';
+    frame += std::string(4, '\0');
+    CHECK(dogpile::detail::frame_content_bound(frame) == 100u);
+    std::string envelope;
+    dogpile::detail::begin_envelope(envelope);
+    envelope += frame;
+    dogpile::detail::finish_envelope(envelope, dogpile::ManualClock().now(), 0us, 7);
+    envelope[7] = 1;  // zstd
+    const auto decoded =
+        dogpile::detail::decode_envelope(envelope, dogpile::detail::kEnvelopeFlags, 7);
+    REQUIRE(decoded.envelope);
+    std::string scratch;
+    dogpile::detail::EnvelopeError error{};
+    CHECK_FALSE(dogpile::detail::payload_bytes(*decoded.envelope, scratch, 64u << 20, error));
+    CHECK(error == dogpile::detail::EnvelopeError::bad_compression);
+    CHECK(scratch.capacity() < 4096);  // nothing was allocated for the 63 MiB
+    // Real frames are within their bound: 100 KB of records, compressed.
+    RegionFixture f;
+    dogpile::CacheRegion region(f.backend, compressing(f));
+    region.set("users", records());
+    const auto stored = f.backend->get(region.backend_key("users"));
+    REQUIRE(stored);
+    const auto real = dogpile::detail::decode_envelope(stored->data, stored->flags,
+                                                       dogpile::detail::key_check(
+                                                           region.backend_key("users")));
+    REQUIRE(real.envelope);
+    CHECK(dogpile::detail::frame_content_bound(real.envelope->payload) >= records().size());
+    CHECK((region.get<std::string>("users") == records()));
+  }
+
   TEST_CASE("compressed values on every read path: local tier, stale, metadata, duplicates") {
     RegionFixture f;
     auto options = compressing(f);

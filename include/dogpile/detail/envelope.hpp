@@ -119,10 +119,16 @@ struct DecodeResult {
 [[nodiscard]] DecodeResult decode_envelope(std::string_view bytes, std::uint32_t flags,
                                            std::uint64_t expected_key_check) noexcept;
 
+/// The most bytes a zstd frame's blocks can make (RFC 8878: a raw or RLE
+/// block says its size, a compressed one makes at most 128 KiB), read from
+/// their headers; 0 if the frame does not walk to its last block.
+[[nodiscard]] std::uint64_t frame_content_bound(std::string_view frame) noexcept;
+
 /// The codec's bytes of a decoded envelope: its payload, or for a zstd one
 /// the payload decompressed into `scratch` (replaced). nullopt, with the
 /// reason in `error`, if it does not decompress to the size its frame
-/// declares, or that size is above `max_size`. Never throws but std::bad_alloc.
+/// declares, or that size is above `max_size` or above what its blocks can
+/// make (both refused before anything is allocated). Never throws but std::bad_alloc.
 [[nodiscard]] std::optional<std::string_view> payload_bytes(const EnvelopeView& envelope,
                                                             std::string& scratch,
                                                             std::size_t max_size,
