@@ -397,7 +397,7 @@ Found CacheRegion::Engine::examine(const Context& ctx, Slot& slot, std::string_v
     slot.history = envelope.creation_duration;
   }
   if (envelope.kind == detail::EnvelopeKind::tombstone) return Found::missing;
-  Found found = judge_.judge(envelope, fleet_.now(), ctx.expiration, invalidations_.current(),
+  Found found = judge_.judge(envelope, fleet_.latest(), ctx.expiration, invalidations_.current(),
                              ctx.allow_early);
   if (found == Found::missing) return found;
   // Marked stale (a per-key soft invalidation), whatever its age: in the
@@ -983,7 +983,7 @@ void CacheRegion::Engine::create(Context& ctx, std::span<Slot* const> slots, Cre
                     true, background);
   const auto took = std::max(std::chrono::microseconds::zero(),
                              std::chrono::duration_cast<std::chrono::microseconds>(ran));
-  const TimePoint created_at = fleet_.now();
+  const TimePoint created_at = fleet_.earliest();
   std::vector<Slot*> to_store;
   for (std::size_t j = 0; j < slots.size(); ++j) {
     Slot& s = *slots[j];
@@ -1348,7 +1348,7 @@ std::shared_ptr<Item> CacheRegion::Engine::envelope(std::string_view user_key, s
   detail::begin_envelope(item->data);
   encode(item->data);
   try {
-    finish(item->data, fleet_.now(), took, check, kind);
+    finish(item->data, fleet_.earliest(), took, check, kind);
   } catch (const std::length_error& e) {
     reporter_.report(ErrorKind::backend, "set", user_key, e);
     return nullptr;
@@ -1653,7 +1653,7 @@ bool CacheRegion::Engine::remove_multi(std::span<const std::string_view> user_ke
 
 void CacheRegion::Engine::invalidate(Invalidation kind) {
   prepare();
-  invalidations_.invalidate(kind, fleet_.now());
+  invalidations_.invalidate(kind, fleet_.latest());
 }
 
 }  // namespace dogpile

@@ -77,6 +77,7 @@ bool FleetClock::sample(std::string* error) {
   const Duration low = server->time - t1;
   const Duration high = server->time + server->resolution - t0;
   std::lock_guard lock(mutex_);
+  resolution_ = server->resolution;
   if (measured_.load(std::memory_order_relaxed)) {
     // The old bounds, widened by how far the clocks may have drifted since.
     const auto since = std::max(Duration::zero(), t1 - bounds_at_);
@@ -99,10 +100,16 @@ bool FleetClock::sample(std::string* error) {
     high_ = high;
   }
   bounds_at_ = t1;
-  resolution_ = server->resolution;
   ++samples_in_burst_;
   failures_ = 0;
-  offset_.store((low_ + (high_ - low_) / 2).count(), std::memory_order_release);
+  // memcached's clock lags real time by the phase of its one-second tick (0
+  // to 1 s): a host whose clock agrees with it that far is in step, and
+  // keeps its own time. Another takes the server's, moved on by half a tick.
+  const Duration tolerance = std::chrono::milliseconds(1);
+  const bool in_step = low_ <= tolerance && high_ >= -(resolution_ + tolerance);
+  offset_.store(in_step ? 0 : (low_ + (high_ - low_) / 2 + resolution_ / 2).count(),
+                std::memory_order_release);
+  doubt_.store(in_step ? 0 : ((high_ - low_) / 2).count(), std::memory_order_release);
   measured_.store(true, std::memory_order_release);
   return true;
 }
@@ -122,6 +129,8 @@ std::optional<Duration> FleetClock::next_delay() const {
   const Duration gap = samples_in_burst_ < kBurst + kBisections ? Duration(kMinGap) : *resync_;
   if (resolution_ <= Duration::zero()) return gap;  // an exact clock: no ticks to aim for
   const TimePoint now = local_.now();
+  // Aimed by the interval's middle (the estimate may be this host's clock):
+  // a sample there halves the interval, whichever side of the tick it lands.
   const Duration middle = low_ + (high_ - low_) / 2;
   const Duration server_soon = (now + gap + middle).time_since_epoch();
   const Duration next_tick = (server_soon / resolution_ + 1) * resolution_;

@@ -9,7 +9,20 @@
 // a second; then samples timed for the instant the estimate says the server
 // will tick halve it each (bisection), to about a millisecond. Intervals
 // widen with time by a drift allowance, and a sample that falls outside them
-// (a clock was stepped) starts afresh. The estimate is the middle.
+// (a clock was stepped) starts afresh.
+//
+// The fleet's time is real time as hosts keep it; the server's clock is how
+// a host finds out that its own is wrong. memcached's clock lags real time
+// by the phase of its one-second tick (0 to 1 s, as its process started), so
+// a host whose clock agrees with the server's to within that is in step and
+// keeps its own time, from its first call on (hosts are kept far closer to
+// each other than a one-second clock can tell; the server's first reading
+// alone would put each up to half a second off, differently). A host whose
+// clock disagrees takes the server's, moved on by half a tick (within half a
+// second of the others), in doubt by half the interval's width until
+// bisection narrows it: meanwhile it judges values as old as they may be
+// (latest()) and stamps them as early as they may have been made
+// (earliest()), so that it judges no value fresh past its expiration.
 #pragma once
 
 #include <atomic>
@@ -34,6 +47,15 @@ class FleetClock {
   /// The fleet's time now. Never blocks.
   [[nodiscard]] TimePoint now() const noexcept {
     return local_.now() + Duration(offset_.load(std::memory_order_acquire));
+  }
+  /// The fleet's time at its latest and earliest, given the doubt(): for
+  /// judging ages, and for stamping creations and invalidations.
+  [[nodiscard]] TimePoint latest() const noexcept { return now() + doubt(); }
+  [[nodiscard]] TimePoint earliest() const noexcept { return now() - doubt(); }
+  /// How far now() may be from the fleet's time as judged: zero while this
+  /// host's clock is trusted, else half the interval's width.
+  [[nodiscard]] Duration doubt() const noexcept {
+    return Duration(doubt_.load(std::memory_order_acquire));
   }
   /// The current estimate of (fleet - local).
   [[nodiscard]] Duration offset() const noexcept {
@@ -91,6 +113,7 @@ class FleetClock {
   std::atomic<bool> measured_{false};
   std::atomic<bool> unavailable_{false};  // the backend has no server clock
   std::atomic<Duration::rep> offset_{0};
+  std::atomic<Duration::rep> doubt_{0};
 };
 
 }  // namespace dogpile::detail
