@@ -83,7 +83,8 @@ const char* HostileServer::name(Reply reply) noexcept {
   return "?";
 }
 
-HostileServer::HostileServer(Reply reply) : reply_(reply) {
+HostileServer::HostileServer(Reply reply, std::string stats_time)
+    : reply_(reply), stats_time_(std::move(stats_time)) {
   listener_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   const int one = 1;
   ::setsockopt(listener_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
@@ -145,7 +146,9 @@ void HostileServer::serve(int fd) {
     } else if (line == "stats settings") {
       reply = "STAT item_size_max 1048576\r\nEND\r\n";
     } else if (command == "stats") {
-      reply = "STAT time " + std::to_string(std::time(nullptr)) + "\r\nEND\r\n";
+      reply = "STAT time " +
+              (stats_time_.empty() ? std::to_string(std::time(nullptr)) : stats_time_) +
+              "\r\nEND\r\n";
     } else if (command == "ms" || command == "set" || command == "add" || command == "cas") {
       // A write: its data block is skipped, and it is stored (on paper).
       // Its length: ms <key> <length> ...; set <key> <flags> <exptime> <length>.

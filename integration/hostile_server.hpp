@@ -30,7 +30,8 @@ class HostileServer {
     garbage,         ///< bytes that are no protocol at all
   };
 
-  explicit HostileServer(Reply reply);
+  /// `stats_time`: what it says its `stats` `time` is (empty: the truth).
+  explicit HostileServer(Reply reply, std::string stats_time = {});
   ~HostileServer();
   HostileServer(const HostileServer&) = delete;
   HostileServer& operator=(const HostileServer&) = delete;
@@ -49,6 +50,7 @@ class HostileServer {
   void serve(int fd);
 
   const Reply reply_;
+  const std::string stats_time_;
   int listener_ = -1;
   int port_ = 0;
   std::atomic<bool> stop_{false};

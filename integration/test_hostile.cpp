@@ -106,6 +106,76 @@ TEST_SUITE("hostile server") {
     }
   }
 
+  TEST_CASE("a clock out of range is refused, not taken") {
+    for (const bool meta : {false, true}) {
+      CAPTURE(meta);
+      for (const char* said : {"9223372036854775", "-5", "12abc", "99999999999999999999999"}) {
+        CAPTURE(said);
+        HostileServer server(Reply::honest, said);
+        auto b = backend(meta, server.options());
+        try {
+          (void)b->server_time("k");
+          FAIL("a clock of " << said << " was taken");
+        } catch (const dogpile::BackendError& e) {
+          CHECK(e.code() == "PROTOCOL_ERROR");
+        }
+      }
+      HostileServer honest(Reply::honest);
+      const auto t = backend(meta, honest.options())->server_time("k");
+      REQUIRE(t);
+      CHECK(std::chrono::abs(t->time - dogpile::system_clock().now()) < 3s);
+    }
+  }
+
+  TEST_CASE("a host that is not a name or an address is refused, naming the option") {
+    for (const bool meta : {false, true}) {
+      CAPTURE(meta);
+      for (const char* options : {"--SERVER=127.0.0.1;27668", "--SERVER=127.0.0.1:", "--SERVER=a,b:1",
+                                  "--SERVER=exa$mple.com:11211"}) {
+        CAPTURE(options);
+        try {
+          (void)backend(meta, options);
+          FAIL("accepted");
+        } catch (const std::invalid_argument& e) {
+          CAPTURE(e.what());
+          const std::string what = e.what();
+          // libmemcached may refuse it first, in its own words; either way
+          // the option is named.
+          const std::string option = std::string(options).substr(0, std::string(options).find(':'));
+          CHECK((what.find(options) != std::string::npos ||
+                 what.find(option.substr(0, option.find(';'))) != std::string::npos));
+        }
+      }
+    }
+  }
+
+  TEST_CASE("an unreachable server: the first error names the server and the cause") {
+    for (const bool meta : {false, true}) {
+      CAPTURE(meta);
+      const int port = dogpile::test::free_port();  // nothing listens there
+      auto b = backend(meta, "--SERVER=127.0.0.1:" + std::to_string(port));
+      const std::string where = "127.0.0.1:" + std::to_string(port);
+      try {
+        (void)b->get("k");
+        FAIL("no error");
+      } catch (const dogpile::BackendError& e) {
+        CAPTURE(e.what());
+        CHECK(std::string(e.what()).find("cannot connect to " + where + ": connection refused") !=
+              std::string::npos);
+        CHECK(e.server() == where);
+        CHECK(e.code() == "CONNECTION_FAILURE");
+      }
+      try {  // then marked down, saying why
+        (void)b->get("k");
+        FAIL("no error");
+      } catch (const dogpile::BackendError& e) {
+        CAPTURE(e.what());
+        CHECK(e.code() == "SERVER_MARKED_DOWN");
+        CHECK(std::string(e.what()).find("connection refused") != std::string::npos);
+      }
+    }
+  }
+
   TEST_CASE("an honest reply through the same server is read (the setup is sound)") {
     for (const bool meta : {false, true}) {
       CAPTURE(meta);

@@ -450,5 +450,11 @@ TEST_SUITE("memcached meta backend") {
     server.restart();
     backend.set("k", Item{"again", 1}, 0s);  // not "marked down" for 30 s
     CHECK(backend.get("k") == Item{"again", 1});
+    // The clock's `stats` too: its first request after a restart is served,
+    // and the server is not marked down by it.
+    server.stop();
+    server.restart();
+    CHECK(backend.server_time("k").has_value());
+    CHECK(backend.remove("k") == false);
   }
 }

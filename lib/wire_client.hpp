@@ -330,6 +330,10 @@ class StatsPipeline final : public Pipeline {
   std::size_t produce(std::string& out, Connection&) override;
   std::size_t consume(std::string_view unread, std::size_t max_value,
                       std::size_t& finished) override;
+  void restart() noexcept override {
+    sent_ = false;
+    seen_ = 0;
+  }
 
  private:
   std::string_view request_;
