@@ -54,8 +54,7 @@ void envelope(std::string_view bytes, std::uint32_t flags) {
   if (bytes_out->size() > kMaxSize) std::abort();
   // What decompresses never exceeds what the frame's blocks could make, and
   // nothing larger was allocated for it.
-  if (e.encoding != PayloadEncoding::plain &&
-      bytes_out->size() > frame_content_bound(e.payload)) {
+  if (e.encoding != PayloadEncoding::plain && bytes_out->size() > frame_content_bound(e.payload)) {
     std::abort();
   }
   // Round trip, plain and compressed: the same fields and codec bytes.

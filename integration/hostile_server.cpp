@@ -6,11 +6,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <ctime>
 #include <mutex>
 #include <stdexcept>
-#include <algorithm>
 #include <string_view>
 #include <vector>
 
@@ -69,16 +69,26 @@ std::string_view opaque_of(std::string_view line) {
 
 const char* HostileServer::name(Reply reply) noexcept {
   switch (reply) {
-    case Reply::honest: return "honest";
-    case Reply::stream: return "streams a 1 TiB value";
-    case Reply::stream_endless: return "streams a line without end";
-    case Reply::drip: return "drips a byte every 20 ms";
-    case Reply::stall_mid_value: return "stalls mid-value";
-    case Reply::truncated: return "truncates and closes";
-    case Reply::reset: return "resets the connection";
-    case Reply::out_of_order: return "answers another request";
-    case Reply::extra_replies: return "sends an extra reply";
-    case Reply::garbage: return "sends garbage";
+    case Reply::honest:
+      return "honest";
+    case Reply::stream:
+      return "streams a 1 TiB value";
+    case Reply::stream_endless:
+      return "streams a line without end";
+    case Reply::drip:
+      return "drips a byte every 20 ms";
+    case Reply::stall_mid_value:
+      return "stalls mid-value";
+    case Reply::truncated:
+      return "truncates and closes";
+    case Reply::reset:
+      return "resets the connection";
+    case Reply::out_of_order:
+      return "answers another request";
+    case Reply::extra_replies:
+      return "sends an extra reply";
+    case Reply::garbage:
+      return "sends garbage";
   }
   return "?";
 }
@@ -118,9 +128,7 @@ HostileServer::~HostileServer() {
   ::close(listener_);
 }
 
-std::string HostileServer::options() const {
-  return "--SERVER=127.0.0.1:" + std::to_string(port_);
-}
+std::string HostileServer::options() const { return "--SERVER=127.0.0.1:" + std::to_string(port_); }
 
 void HostileServer::serve(int fd) {
   std::string in;
@@ -140,6 +148,7 @@ void HostileServer::serve(int fd) {
     in.erase(0, end + 2);
     const std::string_view command = std::string_view(line).substr(0, line.find(' '));
     const bool meta = command.size() == 2 && command[0] == 'm';
+    if (command != "mn" && line != "stats settings") ++requests_;
     std::string reply;
     if (command == "mn") {
       reply = "MN\r\n";
@@ -175,9 +184,8 @@ void HostileServer::serve(int fd) {
       const std::string key(key_of(line));
       const std::string opaque(opaque_of(line));
       const std::string value(1024, 'v');
-      const std::string good =
-          meta ? "VA 1024 f0 c1 " + opaque + "\r\n" + value + "\r\n"
-               : "VALUE " + key + " 0 1024 1\r\n" + value + "\r\nEND\r\n";
+      const std::string good = meta ? "VA 1024 f0 c1 " + opaque + "\r\n" + value + "\r\n"
+                                    : "VALUE " + key + " 0 1024 1\r\n" + value + "\r\nEND\r\n";
       switch (reply_) {
         case Reply::honest:
           reply = meta ? "EN " + opaque + "\r\n" : std::string("END\r\n");

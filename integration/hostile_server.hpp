@@ -17,17 +17,17 @@ namespace dogpile::test {
 class HostileServer {
  public:
   enum class Reply {
-    honest,          ///< a miss: EN / END (to check the setup)
-    stream,          ///< a value declared 1 TiB long, then bytes as fast as they go
-    stream_endless,  ///< a status line that never ends, streamed
-    drip,            ///< a well-formed 1 KB value, one byte every 20 ms
-    stall_mid_value, ///< a value's header and half its bytes, then silence
-    truncated,       ///< half a reply, then the connection closed
-    reset,           ///< the connection reset (RST) instead of a reply
-    out_of_order,    ///< a reply for another request (meta: another opaque;
-                     ///< classic: another key)
-    extra_replies,   ///< the right reply, and a second one after it
-    garbage,         ///< bytes that are no protocol at all
+    honest,           ///< a miss: EN / END (to check the setup)
+    stream,           ///< a value declared 1 TiB long, then bytes as fast as they go
+    stream_endless,   ///< a status line that never ends, streamed
+    drip,             ///< a well-formed 1 KB value, one byte every 20 ms
+    stall_mid_value,  ///< a value's header and half its bytes, then silence
+    truncated,        ///< half a reply, then the connection closed
+    reset,            ///< the connection reset (RST) instead of a reply
+    out_of_order,     ///< a reply for another request (meta: another opaque;
+                      ///< classic: another key)
+    extra_replies,    ///< the right reply, and a second one after it
+    garbage,          ///< bytes that are no protocol at all
   };
 
   /// `stats_time`: what it says its `stats` `time` is (empty: the truth).
@@ -43,6 +43,8 @@ class HostileServer {
   [[nodiscard]] std::size_t bytes_sent() const noexcept { return sent_.load(); }
   /// Reads it was asked (mg, get, gets).
   [[nodiscard]] int reads() const noexcept { return reads_.load(); }
+  /// Requests of any kind but the first contact's (`mn`, `stats settings`).
+  [[nodiscard]] int requests() const noexcept { return requests_.load(); }
 
   [[nodiscard]] static const char* name(Reply reply) noexcept;
 
@@ -56,6 +58,7 @@ class HostileServer {
   std::atomic<bool> stop_{false};
   std::atomic<std::size_t> sent_{0};
   std::atomic<int> reads_{0};
+  std::atomic<int> requests_{0};
   std::thread acceptor_;
   std::vector<std::thread> connections_;  // joined by the destructor
 };

@@ -1,6 +1,5 @@
 #include "memcached_server.hpp"
 
-#include <fstream>
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -11,6 +10,7 @@
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <fstream>
 
 #include <algorithm>
 #include <cerrno>
@@ -79,9 +79,9 @@ int free_port() {
 namespace {
 
 bool reply_complete(const std::string& reply) {
-  static const char* const endings[] = {"END\r\n",    "STORED\r\n",    "NOT_STORED\r\n",
-                                        "EXISTS\r\n", "NOT_FOUND\r\n", "DELETED\r\n",
-                                        "ERROR\r\n",  "OK\r\n",        "TOUCHED\r\n", "MN\r\n"};
+  static const char* const endings[] = {
+      "END\r\n",     "STORED\r\n", "NOT_STORED\r\n", "EXISTS\r\n",  "NOT_FOUND\r\n",
+      "DELETED\r\n", "ERROR\r\n",  "OK\r\n",         "TOUCHED\r\n", "MN\r\n"};
   for (const char* e : endings) {
     const std::size_t n = std::strlen(e);
     if (reply.size() >= n && reply.compare(reply.size() - n, n, e) == 0) return true;

@@ -24,20 +24,20 @@ using Reply = HostileServer::Reply;
 
 namespace {
 
-
 std::shared_ptr<dogpile::Backend> backend(bool meta, const std::string& options) {
   if (meta) return std::make_shared<dogpile::MemcachedMetaBackend>(options);
   return std::make_shared<dogpile::MemcachedBackend>(options);
 }
 
-constexpr Reply kHostile[] = {Reply::stream,    Reply::stream_endless, Reply::drip,
-                              Reply::stall_mid_value, Reply::truncated, Reply::reset,
-                              Reply::out_of_order, Reply::extra_replies, Reply::garbage};
+constexpr Reply kHostile[] = {Reply::stream,          Reply::stream_endless, Reply::drip,
+                              Reply::stall_mid_value, Reply::truncated,      Reply::reset,
+                              Reply::out_of_order,    Reply::extra_replies,  Reply::garbage};
 
 }  // namespace
 
 TEST_SUITE("hostile server") {
-  TEST_CASE("a backend's request ends by the poll timeout (+50 ms), memory bounded, nothing wrong") {
+  TEST_CASE(
+      "a backend's request ends by the poll timeout (+50 ms), memory bounded, nothing wrong") {
     for (const bool meta : {false, true}) {
       for (const Reply how : kHostile) {
         CAPTURE(meta);
@@ -58,10 +58,11 @@ TEST_SUITE("hostile server") {
         }
         const double took = now_ms() - start;
         const long grew = dogpile::test::peak_rss_kb() - before;
-        std::printf("hostile server, %s transport, server %-28s %7.1f ms, %s, peak +%ld kB, "
-                    "%zu bytes sent to it\n",
-                    meta ? "meta" : "classic", HostileServer::name(how), took,
-                    failed ? code.c_str() : "no error", grew, server.bytes_sent());
+        std::printf(
+            "hostile server, %s transport, server %-28s %7.1f ms, %s, peak +%ld kB, "
+            "%zu bytes sent to it\n",
+            meta ? "meta" : "classic", HostileServer::name(how), took,
+            failed ? code.c_str() : "no error", grew, server.bytes_sent());
         CHECK(failed);
         CHECK(took <= 550);
         CHECK(grew < 16 * 1024);  // the largest item is 1 MiB
@@ -95,9 +96,10 @@ TEST_SUITE("hostile server") {
           if (v != "the creator's") ++wrong;
         }
         const long grew = dogpile::test::peak_rss_kb() - before;
-        std::printf("hostile server, %s transport, region, server %-28s slowest of 3 calls "
-                    "%6.1f ms (deadline 300 ms), %d wrong, peak +%ld kB\n",
-                    meta ? "meta" : "classic", HostileServer::name(how), slowest, wrong, grew);
+        std::printf(
+            "hostile server, %s transport, region, server %-28s slowest of 3 calls "
+            "%6.1f ms (deadline 300 ms), %d wrong, peak +%ld kB\n",
+            meta ? "meta" : "classic", HostileServer::name(how), slowest, wrong, grew);
         CHECK(wrong == 0);
         CHECK(slowest <= 350);
         CHECK(grew < 16 * 1024);
@@ -130,8 +132,8 @@ TEST_SUITE("hostile server") {
   TEST_CASE("a host that is not a name or an address is refused, naming the option") {
     for (const bool meta : {false, true}) {
       CAPTURE(meta);
-      for (const char* options : {"--SERVER=127.0.0.1;27668", "--SERVER=127.0.0.1:", "--SERVER=a,b:1",
-                                  "--SERVER=exa$mple.com:11211"}) {
+      for (const char* options : {"--SERVER=127.0.0.1;27668", "--SERVER=127.0.0.1:",
+                                  "--SERVER=a,b:1", "--SERVER=exa$mple.com:11211"}) {
         CAPTURE(options);
         try {
           (void)backend(meta, options);
@@ -172,6 +174,82 @@ TEST_SUITE("hostile server") {
         CAPTURE(e.what());
         CHECK(e.code() == "SERVER_MARKED_DOWN");
         CHECK(std::string(e.what()).find("connection refused") != std::string::npos);
+      }
+    }
+  }
+
+  TEST_CASE("a key that is no memcached key reaches no server, from any member") {
+    const std::string injecting = "x 2 T0\r\nAB\r\nmd victim\r\nms y";
+    for (const bool meta : {false, true}) {
+      for (const std::string& key :
+           {injecting, std::string("a b"), std::string("a\0b", 3), std::string(251, 'k'),
+            std::string(""), std::string("caf\xc3\xa9")}) {
+        CAPTURE(meta);
+        CAPTURE(key);
+        HostileServer server(Reply::honest);
+        auto b = backend(meta, server.options());
+        const dogpile::Item item{"v", 0};
+        const std::string_view keys[] = {"fine", key};
+        const dogpile::KeyedItem items[] = {{"fine", &item}, {key, &item}};
+        auto slots = [&] {
+          std::vector<dogpile::LeaseSlot> s(2);
+          s[0].key = "fine";
+          s[1].key = key;
+          for (auto& slot : s) slot.value = &item;
+          return s;
+        };
+        dogpile::Cas cas = 0;
+        int refused = 0;
+        auto expect = [&](const char* what, auto call) {
+          CAPTURE(what);
+          try {
+            call();
+            FAIL("accepted");
+          } catch (const dogpile::BackendError& e) {
+            CHECK(e.code() == "INVALID_KEY");
+            ++refused;
+          }
+        };
+        expect("get", [&] { (void)b->get(key); });
+        expect("get_view", [&] { b->get_view(key, [](std::string_view, std::uint32_t) {}); });
+        expect("set", [&] { b->set(key, item, 10s); });
+        expect("add", [&] { (void)b->add(key, item, 10s); });
+        expect("remove", [&] { b->remove(key); });
+        expect("gets", [&] { (void)b->gets(key, cas); });
+        expect("cas", [&] { (void)b->cas(key, item, 10s, 1); });
+        expect("get_multi", [&] { (void)b->get_multi(keys); });
+        expect("set_multi", [&] { b->set_multi(items, 10s); });
+        expect("remove_multi", [&] { b->remove_multi(keys); });
+        expect("make_lock", [&] { (void)b->make_lock(key, 10s); });
+        expect("server_time", [&] { (void)b->server_time(key); });
+        dogpile::LeaseSlot one;
+        one.key = key;
+        expect("read_view", [&] {
+          b->read_view(one, dogpile::LeaseRequest{}, [](std::string_view, std::uint32_t) {});
+        });
+        expect("read", [&] {
+          auto s = slots();
+          b->read(s, dogpile::LeaseRequest{});
+        });
+        expect("claim", [&] {
+          auto s = slots();
+          b->claim(s, dogpile::LeaseRequest{});
+        });
+        expect("confirm", [&] {
+          auto s = slots();
+          b->confirm(s);
+        });
+        expect("poll", [&] {
+          auto s = slots();
+          b->poll(s, dogpile::LeaseRequest{});
+        });
+        expect("store", [&] {
+          auto s = slots();
+          b->store(s);
+        });
+        if (b->can_mark_stale()) expect("mark_stale", [&] { b->mark_stale(key, 10s); });
+        CHECK(refused >= 18);
+        CHECK(server.requests() == 0);  // nothing reached the server, not even "fine"
       }
     }
   }

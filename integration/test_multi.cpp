@@ -26,7 +26,6 @@ using dogpile::test::now_ms;
 
 namespace {
 
-
 std::string value_of(std::string_view key) {
   std::string v(100, '.');
   v.replace(0, key.size(), key);
@@ -40,18 +39,18 @@ TEST_SUITE("multi of any size") {
     const char* configured = std::getenv("DOGPILE_TEST_MULTI_KEYS");
     const std::size_t kKeys = configured != nullptr ? std::stoul(configured) : 20'000;
     MemcachedServer server({.memory_mb = 1024});
-    dogpile::CacheRegion region(backend_for(server),
-                                dogpile::test::quiet({.expiration = 1h,
-                                                      .clock_sync = std::nullopt,
-                                                      .invalidation_check = std::nullopt}));
+    dogpile::CacheRegion region(
+        backend_for(server),
+        dogpile::test::quiet(
+            {.expiration = 1h, .clock_sync = std::nullopt, .invalidation_check = std::nullopt}));
     std::vector<std::string> keys;
     keys.reserve(kKeys);
     for (std::size_t i = 0; i < kKeys; ++i) keys.push_back("k" + std::to_string(i));
     const char* transport =
         dogpile::test::transport() == dogpile::test::Transport::meta ? "meta" : "classic";
     auto report = [&](const char* what, double started, long before) {
-      std::printf("%s transport, %zu keys of 100 B: %-22s %7.0f ms, peak RSS +%ld MB\n",
-                  transport, kKeys, what, now_ms() - started, (dogpile::test::peak_rss_kb() - before) / 1024);
+      std::printf("%s transport, %zu keys of 100 B: %-22s %7.0f ms, peak RSS +%ld MB\n", transport,
+                  kKeys, what, now_ms() - started, (dogpile::test::peak_rss_kb() - before) / 1024);
     };
 
     // set_multi of the first half.
@@ -87,14 +86,15 @@ TEST_SUITE("multi of any size") {
     before = dogpile::test::peak_rss_kb();
     started = now_ms();
     std::size_t creator_calls = 0, created = 0;
-    const auto values = region.get_or_create_multi(keys, [&](std::span<const std::string_view> missing) {
-      ++creator_calls;
-      created += missing.size();
-      std::vector<std::string> out;
-      out.reserve(missing.size());
-      for (const auto k : missing) out.push_back(value_of(k));
-      return out;
-    });
+    const auto values =
+        region.get_or_create_multi(keys, [&](std::span<const std::string_view> missing) {
+          ++creator_calls;
+          created += missing.size();
+          std::vector<std::string> out;
+          out.reserve(missing.size());
+          for (const auto k : missing) out.push_back(value_of(k));
+          return out;
+        });
     report("get_or_create_multi", started, before);
     // Where its time went: backend requests by operation.
     const auto metrics = region.metrics();
@@ -116,10 +116,11 @@ TEST_SUITE("multi of any size") {
 
     // Everything is stored now: a second get_or_create_multi creates nothing.
     started = now_ms();
-    const auto again = region.get_or_create_multi(keys, [&](std::span<const std::string_view> missing) {
-      ++creator_calls;
-      return std::vector<std::string>(missing.size());
-    });
+    const auto again =
+        region.get_or_create_multi(keys, [&](std::span<const std::string_view> missing) {
+          ++creator_calls;
+          return std::vector<std::string>(missing.size());
+        });
     CHECK(creator_calls == 1);
     CHECK(again.size() == kKeys);
 
@@ -128,8 +129,8 @@ TEST_SUITE("multi of any size") {
     started = now_ms();
     CHECK(region.remove_multi(keys));
     report("remove_multi", started, before);
-    const auto after = region.get_multi<std::string>(
-        std::vector<std::string>(keys.begin(), keys.begin() + 1000));
+    const auto after =
+        region.get_multi<std::string>(std::vector<std::string>(keys.begin(), keys.begin() + 1000));
     std::size_t left = 0;
     for (const auto& v : after) left += v.has_value();
     CHECK(left == 0);

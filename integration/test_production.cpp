@@ -20,8 +20,8 @@ using namespace std::chrono_literals;
 using dogpile::CacheRegion;
 using dogpile::CallOptions;
 using dogpile::Invalidation;
-using dogpile::test::Gate;
 using dogpile::test::backend_for;
+using dogpile::test::Gate;
 using dogpile::test::MemcachedServer;
 using dogpile::test::now_ms;
 using dogpile::test::quiet;
@@ -155,9 +155,10 @@ TEST_SUITE("production conditions") {
       });
       std::this_thread::sleep_for(50ms);
     }
-    std::printf("clock skew: %d creations in the first 1.5 s, then %d in 6 s of calls from both "
-                "hosts, expiration 1 s\n",
-                first, creations.load());
+    std::printf(
+        "clock skew: %d creations in the first 1.5 s, then %d in 6 s of calls from both "
+        "hosts, expiration 1 s\n",
+        first, creations.load());
     CHECK(creations.load() <= 8);
 
     // Invalidations from either side, 1.5 s after the writes they must cover.
@@ -194,8 +195,7 @@ TEST_SUITE("production conditions") {
     for (int p = 0; p < 6; ++p) {
       processes.emplace_back([&, p] {
         std::this_thread::sleep_for(p * 170ms);  // first seconds at different phases
-        CacheRegion region(backend_for(server),
-                           quiet({.expiration = 300ms, .stale_grace = 10s}));
+        CacheRegion region(backend_for(server), quiet({.expiration = 300ms, .stale_grace = 10s}));
         const double until = now_ms() + 1000;
         while (now_ms() < until) {
           dogpile::Outcome outcome{};
@@ -218,9 +218,10 @@ TEST_SUITE("production conditions") {
       });
     }
     processes.clear();
-    std::printf("first second of 6 processes, 300 ms expiration: %d calls judged a value fresh, "
-                "the oldest %.1f ms after it was made\n",
-                fresh.load(), worst.load() / 1000.0);
+    std::printf(
+        "first second of 6 processes, 300 ms expiration: %d calls judged a value fresh, "
+        "the oldest %.1f ms after it was made\n",
+        fresh.load(), worst.load() / 1000.0);
     CHECK(fresh.load() > 100);
     CHECK(worst.load() <= 310'000);
   }

@@ -7,10 +7,10 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
+#include <ctime>
 #include <latch>
 #include <string>
 #include <thread>
-#include <ctime>
 #include <vector>
 
 #include "../tests/processes.hpp"
@@ -465,11 +465,10 @@ TEST_SUITE("region on memcached") {
   TEST_CASE("any expiration caches: 29 days, 31 days, 68 years, 100 years, one creation each") {
     MemcachedServer server;
     using days = std::chrono::days;
-    const std::pair<const char*, dogpile::Duration> cases[] = {
-        {"29 days", days(29)},
-        {"31 days", days(31)},
-        {"68 years", days(68 * 365)},
-        {"100 years", days(100 * 365)}};
+    const std::pair<const char*, dogpile::Duration> cases[] = {{"29 days", days(29)},
+                                                               {"31 days", days(31)},
+                                                               {"68 years", days(68 * 365)},
+                                                               {"100 years", days(100 * 365)}};
     for (const auto& [name, expiration] : cases) {
       CAPTURE(name);
       CacheRegion region(backend_for(server),
@@ -496,8 +495,8 @@ TEST_SUITE("region on memcached") {
         CHECK(left > wanted - 5);
         CHECK(left <= wanted);
       }
-      std::printf("expiration %s: %d creation in 20 calls, memcached keeps it %s\n", name,
-                  created, left == -1 ? "without expiry" : (std::to_string(left) + " s").c_str());
+      std::printf("expiration %s: %d creation in 20 calls, memcached keeps it %s\n", name, created,
+                  left == -1 ? "without expiry" : (std::to_string(left) + " s").c_str());
     }
   }
 

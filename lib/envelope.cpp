@@ -242,9 +242,9 @@ std::uint64_t frame_content_bound(std::string_view frame) noexcept {
   const bool single_segment = (descriptor & 0x20) != 0;
   static constexpr std::size_t kDictionaryIdBytes[] = {0, 1, 2, 4};
   static constexpr std::size_t kContentSizeBytes[] = {0, 2, 4, 8};
-  std::size_t at = 5 + (single_segment ? 0 : 1) + kDictionaryIdBytes[descriptor & 3] +
-                   (content_size_flag == 0 && single_segment ? 1
-                                                             : kContentSizeBytes[content_size_flag]);
+  std::size_t at =
+      5 + (single_segment ? 0 : 1) + kDictionaryIdBytes[descriptor & 3] +
+      (content_size_flag == 0 && single_segment ? 1 : kContentSizeBytes[content_size_flag]);
   constexpr std::uint64_t kMaxBlockContent = std::uint64_t{1} << 17;
   std::uint64_t bound = 0;
   for (;;) {

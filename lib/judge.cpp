@@ -45,7 +45,8 @@ Found Judge::judge(const EnvelopeView& envelope, TimePoint now, const Expiration
                    const InvalidationTimes& inv, bool allow_early) noexcept {
   // Invalidations compare with when the creation started: a value whose
   // creator began before an invalidation may hold what it invalidated.
-  const std::int64_t started = micros_since_epoch(envelope.created_at) - envelope.creation_duration.count();
+  const std::int64_t started =
+      micros_since_epoch(envelope.created_at) - envelope.creation_duration.count();
   if (started < inv.hard) return Found::missing;
   const bool soft_invalidated = started < inv.soft;
   if (!expiration) return soft_invalidated ? Found::stale : Found::fresh;

@@ -51,11 +51,15 @@ void check_backend_key(std::string_view op, std::string_view key) {
     }
   }
   if (key.size() > 64) shown += "...";
-  throw BackendError(std::string("memcached ").append(op).append(" of key \"").append(shown).append(
-                         "\": not a memcached key (1 to 250 bytes of printable ASCII: no spaces, "
-                         "control bytes or bytes above 0x7e); a CacheRegion maps any key to one, "
-                         "a Backend takes only mapped keys"),
-                     {}, "INVALID_KEY");
+  throw BackendError(
+      std::string("memcached ")
+          .append(op)
+          .append(" of key \"")
+          .append(shown)
+          .append("\": not a memcached key (1 to 250 bytes of printable ASCII: no spaces, "
+                  "control bytes or bytes above 0x7e); a CacheRegion maps any key to one, "
+                  "a Backend takes only mapped keys"),
+      {}, "INVALID_KEY");
 }
 
 std::string map_key(std::string_view prefix, std::string_view key) {

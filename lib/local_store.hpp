@@ -112,8 +112,8 @@ class LocalStore {
   void drop(Shard& shard, Map::iterator it);
 
   std::atomic<std::size_t> held_{0};  // entries in all shards
-  const std::size_t max_entries_;  // per shard
-  const std::size_t max_bytes_;    // per shard
+  const std::size_t max_entries_;     // per shard
+  const std::size_t max_bytes_;       // per shard
   std::array<Shard, kShards> shards_;
 };
 

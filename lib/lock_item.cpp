@@ -47,7 +47,8 @@ std::string encode_lock_item(const LockItem& lock) {
   std::memcpy(p, kMagic, 4);
   p[4] = 1;
   p[5] = static_cast<char>(kLockItemSize);
-  put_le(p + 8, static_cast<std::uint64_t>(std::max<std::int64_t>(0, micros_since_epoch(lock.started_at))));
+  put_le(p + 8, static_cast<std::uint64_t>(
+                    std::max<std::int64_t>(0, micros_since_epoch(lock.started_at))));
   put_le(p + 16, static_cast<std::uint64_t>(std::max<std::int64_t>(0, lock.expected.count())));
   put_le(p + 24, static_cast<std::uint64_t>(std::max<std::int64_t>(0, lock.clock_error.count())));
   std::memcpy(p + 32, lock.token.data(), lock.token.size());

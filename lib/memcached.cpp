@@ -148,8 +148,8 @@ struct MemcachedBackend::Impl {
     if (extra.failure_limit == 0) invalid("failure_limit must be at least 1");
     wire::Config c;
     for (const auto& [name, value] : tokens(options)) {
-      const std::string option = value.empty() ? std::string(name)
-                                               : fmt::format("{}={}", name, value);
+      const std::string option =
+          value.empty() ? std::string(name) : fmt::format("{}={}", name, value);
       try {
         if (name == "--SERVER") {
           c.servers.push_back(wire::parse_server(option, value, value.starts_with('/')));
@@ -165,15 +165,16 @@ struct MemcachedBackend::Impl {
       }
     }
     if (c.servers.size() != memcached_server_count(master.get())) {
-      invalid(fmt::format("options \"{}\" name {} servers as libmemcached reads them, {} as "
-                          "dogpile does: write one --SERVER=host[:port][/?weight] for each",
-                          options, memcached_server_count(master.get()), c.servers.size()));
+      invalid(
+          fmt::format("options \"{}\" name {} servers as libmemcached reads them, {} as "
+                      "dogpile does: write one --SERVER=host[:port][/?weight] for each",
+                      options, memcached_server_count(master.get()), c.servers.size()));
     }
     auto behavior = [&](memcached_behavior_t b) { return memcached_behavior_get(master.get(), b); };
     c.connect_timeout = std::chrono::milliseconds(behavior(MEMCACHED_BEHAVIOR_CONNECT_TIMEOUT));
     c.poll_timeout = std::chrono::milliseconds(behavior(MEMCACHED_BEHAVIOR_POLL_TIMEOUT));
-    c.retry_timeout = std::chrono::seconds(std::max<std::uint64_t>(
-        1, behavior(MEMCACHED_BEHAVIOR_RETRY_TIMEOUT)));
+    c.retry_timeout = std::chrono::seconds(
+        std::max<std::uint64_t>(1, behavior(MEMCACHED_BEHAVIOR_RETRY_TIMEOUT)));
     c.keepalive = behavior(MEMCACHED_BEHAVIOR_TCP_KEEPALIVE) != 0;
     c.failure_limit = extra.failure_limit;
     c.max_item_size = extra.max_item_size;
@@ -185,26 +186,29 @@ struct MemcachedBackend::Impl {
   // compute, on the parsed (never connected) configuration.
   std::function<std::size_t(std::string_view)> placement(const MemcachedBackend::Options& extra) {
     if (options.find("--DISTRIBUTION") == std::string::npos &&
-        options.find("--HASH") == std::string::npos && options.find("--KETAMA") == std::string::npos) {
+        options.find("--HASH") == std::string::npos &&
+        options.find("--KETAMA") == std::string::npos) {
       return nullptr;
     }
     if (extra.auto_eject) {
-      invalid("auto_eject moves keys on the default (weighted ketama) distribution only; "
-              "leave out --DISTRIBUTION and --HASH");
+      invalid(
+          "auto_eject moves keys on the default (weighted ketama) distribution only; "
+          "leave out --DISTRIBUTION and --HASH");
     }
     const std::uint32_t n = memcached_server_count(master.get());
     std::unordered_map<std::string, std::size_t> index;
     std::size_t i = 0;
     for (const auto& [name, value] : tokens(options)) {
       if (name != "--SERVER" && name != "--SOCKET") continue;
-      const detail::RingServer s = wire::parse_server(name, value, name == "--SOCKET" || value.starts_with('/'));
+      const detail::RingServer s =
+          wire::parse_server(name, value, name == "--SOCKET" || value.starts_with('/'));
       index.emplace(fmt::format("{}:{}", s.host, s.port), i++);
     }
     positions.resize(n);
     for (std::uint32_t p = 0; p < n; ++p) {
       const auto* instance = memcached_server_instance_by_position(master.get(), p);
-      const auto it = index.find(fmt::format("{}:{}", memcached_server_name(instance),
-                                             memcached_server_port(instance)));
+      const auto it = index.find(
+          fmt::format("{}:{}", memcached_server_name(instance), memcached_server_port(instance)));
       if (it == index.end()) invalid("a server libmemcached lists is not one of the options'");
       positions[p] = it->second;
     }
@@ -253,9 +257,9 @@ void command(Classic& impl, std::size_t server, std::string_view op, std::size_t
 
 // One storage command (`set`, `add`, `cas`) of `key`, placed by `placed_by`:
 // true if stored, false if not (NOT_STORED, EXISTS, NOT_FOUND).
-bool store_one(Classic& impl, std::string_view op, std::string_view verb, std::string_view placed_by,
-               std::string_view key, std::string_view data, std::uint32_t flags,
-               std::int64_t expires, Cas version = 0) {
+bool store_one(Classic& impl, std::string_view op, std::string_view verb,
+               std::string_view placed_by, std::string_view key, std::string_view data,
+               std::uint32_t flags, std::int64_t expires, Cas version = 0) {
   check_backend_key(op, key);
   bool stored = false;
   command(
@@ -264,8 +268,8 @@ bool store_one(Classic& impl, std::string_view op, std::string_view verb, std::s
         text::append_store(out, verb, key, flags, expires, data, version);
       },
       [&](std::size_t, const text::Reply& r) {
-        if (r.kind != TextKind::stored && r.kind != TextKind::not_stored && r.kind != TextKind::exists &&
-            r.kind != TextKind::not_found) {
+        if (r.kind != TextKind::stored && r.kind != TextKind::not_stored &&
+            r.kind != TextKind::exists && r.kind != TextKind::not_found) {
           text::refused(fmt::format("memcached {} {}", op, key), r);
         }
         stored = r.kind == TextKind::stored;
@@ -281,8 +285,7 @@ std::optional<Cas> MemcachedBackend::Impl::owned_version(MemcachedLock& lock, st
   std::optional<Cas> version;
   const std::string_view key = lock.lock_key_;
   retrieve(
-      *this, client.server_for(lock.value_key_), op, "gets", 1,
-      [&](std::size_t) { return key; },
+      *this, client.server_for(lock.value_key_), op, "gets", 1, [&](std::size_t) { return key; },
       [&](std::size_t, const text::Reply& r) {
         const auto item =
             detail::decode_lock_item(r.data, r.flags, detail::key_check(lock.lock_key_));
@@ -376,8 +379,8 @@ std::vector<std::optional<Item>> MemcachedBackend::get_multi(
 void MemcachedBackend::set_multi(std::span<const KeyedItem> items, Ttl ttl) {
   for (const KeyedItem& it : items) check_backend_key("set_multi", it.key);
   auto& client = impl_->client;
-  for (const auto& [server, group] :
-       wire::by_server(items.size(), [&](std::size_t i) { return client.server_for(items[i].key); })) {
+  for (const auto& [server, group] : wire::by_server(
+           items.size(), [&](std::size_t i) { return client.server_for(items[i].key); })) {
     const std::int64_t expires = client.exptime(server, ttl);
     command(
         *impl_, server, "set_multi", group.size(),
@@ -461,8 +464,8 @@ void MemcachedBackend::read(std::span<LeaseSlot> slots, const LeaseRequest&) {
     slot.lease = LeaseState::unknown;
   }
   auto& client = impl_->client;
-  for (const auto& [server, group] :
-       wire::by_server(slots.size(), [&](std::size_t i) { return client.server_for(slots[i].key); })) {
+  for (const auto& [server, group] : wire::by_server(
+           slots.size(), [&](std::size_t i) { return client.server_for(slots[i].key); })) {
     retrieve(
         *impl_, server, "get_multi", "gets", group.size(),
         [&](std::size_t j) { return slots[group[j]].key; },
@@ -484,8 +487,8 @@ void MemcachedBackend::claim(std::span<LeaseSlot> slots, const LeaseRequest& req
   }
   const std::int64_t expires = lock_exptime(request.ttl);
   auto& client = impl_->client;
-  for (const auto& [server, group] :
-       wire::by_server(slots.size(), [&](std::size_t i) { return client.server_for(slots[i].key); })) {
+  for (const auto& [server, group] : wire::by_server(
+           slots.size(), [&](std::size_t i) { return client.server_for(slots[i].key); })) {
     command(
         *impl_, server, "lock", group.size(),
         [&](std::size_t j, std::string& out) {
@@ -529,8 +532,8 @@ static void read_with_locks(MemcachedBackend::Impl& impl, std::span<LeaseSlot> s
   std::vector<std::optional<Item>> locks(slots.size());
   std::vector<Cas> lock_versions(slots.size(), 0);
   auto& client = impl.client;
-  for (const auto& [server, group] :
-       wire::by_server(slots.size(), [&](std::size_t i) { return client.server_for(slots[i].key); })) {
+  for (const auto& [server, group] : wire::by_server(
+           slots.size(), [&](std::size_t i) { return client.server_for(slots[i].key); })) {
     retrieve(
         impl, server, op, "gets", group.size() * 2,
         [&](std::size_t k) -> std::string_view {
@@ -661,8 +664,8 @@ void MemcachedBackend::release(std::span<LeaseSlot> slots) {
           [&](std::size_t j) { return std::string_view(unknown[group[j]]->lock_key_); },
           [&](std::size_t j, const text::Reply& r) {
             MemcachedLock& lock = *unknown[group[j]];
-            const auto item = detail::decode_lock_item(r.data, r.flags,
-                                                       detail::key_check(lock.lock_key_));
+            const auto item =
+                detail::decode_lock_item(r.data, r.flags, detail::key_check(lock.lock_key_));
             if (item && item->token == lock.token_) {
               lock.lock_version_ = r.cas;
               lock.settled_.reset();
@@ -774,7 +777,9 @@ bool MemcachedLock::extend() {
   bool touched = false;
   command(
       *impl_, impl_->client.server_for(value_key_), "extend lock", 1,
-      [&](std::size_t, std::string& out) { text::append_touch(out, lock_key_, lock_exptime(ttl_)); },
+      [&](std::size_t, std::string& out) {
+        text::append_touch(out, lock_key_, lock_exptime(ttl_));
+      },
       [&](std::size_t, const text::Reply& r) {
         if (r.kind != TextKind::touched && r.kind != TextKind::not_found) {
           text::refused(fmt::format("memcached extend lock {}", lock_key_), r);

@@ -22,14 +22,13 @@ namespace dogpile {
 namespace meta = detail::meta;
 namespace wire = detail::wire;
 using detail::check_backend_key;
-using detail::lock_exptime;
 using detail::kMaxRelativeExpiration;
+using detail::lock_exptime;
 using meta::Code;
 using meta::Reply;
 
 struct MemcachedMetaBackend::Impl {
-  explicit Impl(const Options& options)
-      : client(config_of(options), options.auto_eject) {}
+  explicit Impl(const Options& options) : client(config_of(options), options.auto_eject) {}
   static detail::wire::Config config_of(const Options& options) {
     auto config = meta::parse_options(options.config);
     config.max_item_size = options.max_item_size;
@@ -547,8 +546,8 @@ void MemcachedMetaBackend::set_multi(std::span<const KeyedItem> items, Ttl ttl) 
   for (const KeyedItem& it : items) check_backend_key("set_multi", it.key);
   auto& client = impl_->client;
   std::string flags;
-  for (const auto& [server, group] :
-       wire::by_server(items.size(), [&](std::size_t i) { return client.server_for(items[i].key); })) {
+  for (const auto& [server, group] : wire::by_server(
+           items.size(), [&](std::size_t i) { return client.server_for(items[i].key); })) {
     const std::int64_t expires = client.exptime(server, ttl);
     // Stored items are not answered (q): any reply is a failure.
     run(

@@ -37,8 +37,7 @@ std::size_t Batch::produce(std::string& out, wire::Connection& connection) {
   return produced_ - first;
 }
 
-std::size_t Batch::consume(std::string_view unread, std::size_t max_value,
-                           std::size_t& finished) {
+std::size_t Batch::consume(std::string_view unread, std::size_t max_value, std::size_t& finished) {
   std::size_t used = 0;
   while (used < unread.size()) {
     Reply reply;
@@ -65,13 +64,12 @@ std::size_t Batch::consume(std::string_view unread, std::size_t max_value,
     if (error) {
       if (next_ >= produced_) out_of_step(op_, "an error reply to no request");
       if (quiet_) {
-        throw BackendError(
-            fmt::format("{}: {} {} in a batch (it names no request)", op_,
-                        reply.code == Code::client_error   ? "CLIENT_ERROR"
-                        : reply.code == Code::server_error ? "SERVER_ERROR"
-                                                           : "ERROR",
-                        reply.message),
-            {}, reply.code == Code::client_error ? "CLIENT_ERROR" : "SERVER_ERROR");
+        throw BackendError(fmt::format("{}: {} {} in a batch (it names no request)", op_,
+                                       reply.code == Code::client_error   ? "CLIENT_ERROR"
+                                       : reply.code == Code::server_error ? "SERVER_ERROR"
+                                                                          : "ERROR",
+                                       reply.message),
+                           {}, reply.code == Code::client_error ? "CLIENT_ERROR" : "SERVER_ERROR");
       }
       on_reply_(next_, &reply);
       ++next_;

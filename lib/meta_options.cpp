@@ -1,7 +1,7 @@
 // The meta transport's option string (internal): libmemcached's syntax, the
 // options this transport honours.
-#include "parse_number.hpp"
 #include "meta_options.hpp"
+#include "parse_number.hpp"
 
 #include <fmt/format.h>
 
@@ -65,7 +65,8 @@ wire::Config parse_options(std::string_view options) {
     } else if (name == "--RETRY-TIMEOUT") {
       needs_value();
       std::int64_t seconds = 0;
-      if (!parse_number(value, seconds) || seconds <= 0) refuse(option, "expected seconds, at least 1");
+      if (!parse_number(value, seconds) || seconds <= 0)
+        refuse(option, "expected seconds, at least 1");
       config.retry_timeout = std::chrono::seconds(seconds);
     } else if (name == "--POOL-MAX") {
       needs_value();

@@ -1,5 +1,5 @@
-#include "parse_number.hpp"
 #include "meta_protocol.hpp"
+#include "parse_number.hpp"
 
 #include <charconv>
 #include <limits>

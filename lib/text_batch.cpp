@@ -103,8 +103,8 @@ std::size_t Retrieval::consume(std::string_view unread, std::size_t max_value,
     // for each time it was asked.
     while (cursor_ < end && key_of_(cursor_) != reply.key) ++cursor_;
     if (cursor_ == end) {
-      out_of_step(op_, fmt::format("an item for key \"{}\", not asked for here",
-                                   reply.key.substr(0, 64)));
+      out_of_step(
+          op_, fmt::format("an item for key \"{}\", not asked for here", reply.key.substr(0, 64)));
     }
     on_value_(cursor_, reply);
     ++cursor_;

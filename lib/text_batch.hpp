@@ -41,9 +41,9 @@ class Retrieval final : public wire::Pipeline {
   std::size_t count_;
   KeyOf key_of_;
   OnValue on_value_;
-  std::size_t produced_ = 0;            // keys written
-  std::size_t cursor_ = 0;              // the next key an item may answer
-  std::deque<std::size_t> line_ends_;   // where each line written ends
+  std::size_t produced_ = 0;           // keys written
+  std::size_t cursor_ = 0;             // the next key an item may answer
+  std::deque<std::size_t> line_ends_;  // where each line written ends
 };
 
 /// `count` commands answered by one status line each (storage, delete,

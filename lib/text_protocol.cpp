@@ -1,5 +1,5 @@
-#include "parse_number.hpp"
 #include "text_protocol.hpp"
+#include "parse_number.hpp"
 
 #include <charconv>
 

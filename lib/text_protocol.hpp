@@ -31,10 +31,10 @@ enum class Kind : std::uint8_t {
 
 struct Reply {
   Kind kind = Kind::error;
-  std::string_view key;   // value
-  std::uint32_t flags = 0;  // value
-  std::string_view data;  // value
-  std::uint64_t cas = 0;  // value, when the server gave one (gets)
+  std::string_view key;      // value
+  std::uint32_t flags = 0;   // value
+  std::string_view data;     // value
+  std::uint64_t cas = 0;     // value, when the server gave one (gets)
   std::string_view message;  // client_error / server_error
 };
 

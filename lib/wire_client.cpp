@@ -1,5 +1,5 @@
-#include "parse_number.hpp"
 #include "wire_client.hpp"
+#include "parse_number.hpp"
 
 #include <fcntl.h>
 #include <fmt/format.h>
@@ -61,7 +61,8 @@ class LinesPipeline final : public Pipeline {
   std::size_t consume(std::string_view unread, std::size_t, std::size_t& finished) override {
     const auto end = unread.find("\r\n");
     if (end == std::string_view::npos) {
-      if (unread.size() > kMaxLine) throw Malformed("a reply line without end", {}, "PROTOCOL_ERROR");
+      if (unread.size() > kMaxLine)
+        throw Malformed("a reply line without end", {}, "PROTOCOL_ERROR");
       return 0;
     }
     got.emplace_back(unread.substr(0, end));
@@ -98,7 +99,8 @@ void check_host(std::string_view option, std::string_view host, bool socket_path
     const bool ok = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
                     c == '.' || (v6 ? c == ':' : (c == '-' || c == '_'));
     if (!ok) {
-      refuse(option, fmt::format("'{}' cannot be part of a host name or address (a list of servers takes "
+      refuse(option,
+             fmt::format("'{}' cannot be part of a host name or address (a list of servers takes "
                          "one --SERVER each)",
                          c == ' ' ? std::string("space") : std::string(1, c)));
     }
@@ -189,8 +191,8 @@ void Connection::run(Pipeline& pipeline, const Limits& limits, std::string_view 
       // Written at once where the socket takes it (a request is usually
       // answered after one send, one poll and one recv).
       if (sent < out_.size()) {
-        const ssize_t n = ::send(fd_, out_.data() + sent, out_.size() - sent,
-                                 MSG_NOSIGNAL | MSG_DONTWAIT);
+        const ssize_t n =
+            ::send(fd_, out_.data() + sent, out_.size() - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (n > 0) {
           sent += static_cast<std::size_t>(n);
         } else if (n < 0 && errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK) {
@@ -596,11 +598,11 @@ void Client::exchange(Server& server, Pipeline& pipeline, std::string_view what)
         server.name(), true);
   }
   if (!server.admit(Steady::now())) {
-    throw BackendError(fmt::format("{}: memcached {}: marked down after a failure ({}); retried "
-                                   "every {} ms",
-                                   what, server.name(), server.down_because(),
-                                   config_.retry_timeout.count()),
-                       server.name(), "SERVER_MARKED_DOWN");
+    throw BackendError(
+        fmt::format("{}: memcached {}: marked down after a failure ({}); retried "
+                    "every {} ms",
+                    what, server.name(), server.down_because(), config_.retry_timeout.count()),
+        server.name(), "SERVER_MARKED_DOWN");
   }
   for (int attempt = 0;; ++attempt) {
     std::unique_ptr<Connection> connection;

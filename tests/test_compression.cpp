@@ -228,9 +228,8 @@ TEST_SUITE("compression") {
     region.set("users", records());
     const auto stored = f.backend->get(region.backend_key("users"));
     REQUIRE(stored);
-    const auto real = dogpile::detail::decode_envelope(stored->data, stored->flags,
-                                                       dogpile::detail::key_check(
-                                                           region.backend_key("users")));
+    const auto real = dogpile::detail::decode_envelope(
+        stored->data, stored->flags, dogpile::detail::key_check(region.backend_key("users")));
     REQUIRE(real.envelope);
     CHECK(dogpile::detail::frame_content_bound(real.envelope->payload) >= records().size());
     CHECK((region.get<std::string>("users") == records()));

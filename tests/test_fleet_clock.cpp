@@ -73,7 +73,8 @@ TEST_SUITE("fleet clock") {
   // no host can see; a host ten minutes off takes the server's clock moved on
   // by half a tick. This model server ticks on whole seconds (phase 0), so
   // the estimate ends half a second ahead of it, to within a millisecond.
-  TEST_CASE("a one-second server clock: within its tick at first, its tick's middle after bisection") {
+  TEST_CASE(
+      "a one-second server clock: within its tick at first, its tick's middle after bisection") {
     ManualClock server(ManualClock::default_start() + 370ms);  // some phase within its second
     ManualClock local(server.now() - 600s);                    // this host is 10 minutes behind
     ClockServer backend(server, 1s);
@@ -109,7 +110,8 @@ TEST_SUITE("fleet clock") {
     CHECK(*fleet.next_delay() >= 7s);   // then renewed about every clock_sync (10 s)
   }
 
-  TEST_CASE("a host in step with a one-second server clock keeps its own time from the first call") {
+  TEST_CASE(
+      "a host in step with a one-second server clock keeps its own time from the first call") {
     for (Duration phase : {Duration(0ms), Duration(370ms), Duration(999ms)}) {
       CAPTURE(seconds(phase));
       ManualClock local(ManualClock::default_start() + phase);

@@ -12,6 +12,7 @@
 #include "../lib/meta_protocol.hpp"
 #include "dogpile/detail/keys.hpp"
 
+using dogpile::detail::is_backend_key;
 using dogpile::detail::meta::append_md;
 using dogpile::detail::meta::append_mg;
 using dogpile::detail::meta::append_mn;
@@ -20,7 +21,6 @@ using dogpile::detail::meta::Code;
 using dogpile::detail::meta::Parse;
 using dogpile::detail::meta::parse_reply;
 using dogpile::detail::meta::Reply;
-using dogpile::detail::is_backend_key;
 
 // The largest value the parser is told a server may send (memcached's 1 MiB).
 constexpr std::size_t kLimit = std::size_t{1} << 20;
@@ -478,7 +478,8 @@ TEST_SUITE("meta protocol") {
   TEST_CASE("a reply parsed into a used Reply starts from a clean one") {
     Reply reply;
     std::size_t consumed = 0;
-    REQUIRE(parse_reply("VA 1 c1 f2 t3 kk O4 W Z X\r\nv\r\n", reply, consumed, kLimit) == Parse::ok);
+    REQUIRE(parse_reply("VA 1 c1 f2 t3 kk O4 W Z X\r\nv\r\n", reply, consumed, kLimit) ==
+            Parse::ok);
     REQUIRE(parse_reply("HD\r\n", reply, consumed, kLimit) == Parse::ok);
     CHECK(consumed == 4u);
     CHECK(reply.code == Code::hd);

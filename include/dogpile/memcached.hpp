@@ -44,8 +44,8 @@
 #pragma once
 
 #include <array>
-#include <cstdint>
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
@@ -122,8 +122,8 @@ class MemcachedBackend final : public Backend {
   // `gets k`; read `gets k...` (one request per server); claim `add k#L` per
   // key on the value's server (the lock item carries its LockInfo); confirm
   // and poll `gets k k#L ...` (one request per server); store `add` or `cas`
-  // per key (one pipeline per server). The lock a claim wins is released by one `cas` with expiration
-  // -1 against the version confirm saw.
+  // per key (one pipeline per server). The lock a claim wins is released by one `cas` with
+  // expiration -1 against the version confirm saw.
   bool read_view(LeaseSlot& slot, const LeaseRequest& request,
                  detail::FunctionRef<void(std::string_view, std::uint32_t)> visit) override;
   void read(std::span<LeaseSlot> slots, const LeaseRequest& request) override;
@@ -195,7 +195,7 @@ class MemcachedLock final : public DistributedLock {
   std::string bytes_;     // the lock item, as stored
   Cas lock_version_ = 0;  // 0: unknown
   bool held_ = false;
-  bool granted_ = false;  // taken by a claim's add: try_acquire has nothing to ask
+  bool granted_ = false;         // taken by a claim's add: try_acquire has nothing to ask
   std::optional<bool> settled_;  // released by a batch: release_acquired's answer
 };
 
