@@ -10,9 +10,9 @@
 #include <string>
 #include <string_view>
 
-#include "../lib/invalidation_times.hpp"
-#include "dogpile/detail/envelope.hpp"
-#include "dogpile/detail/lock_item.hpp"
+#include "format/invalidation_times.hpp"
+#include "format/envelope.hpp"
+#include "format/lock_item.hpp"
 
 using namespace dogpile::detail;
 

@@ -9,7 +9,7 @@
 #include <string>
 #include <string_view>
 
-#include "dogpile/detail/keys.hpp"
+#include "format/keys.hpp"
 
 using namespace dogpile::detail;
 

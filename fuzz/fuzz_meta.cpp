@@ -16,8 +16,8 @@
 #include <exception>
 #include <string>
 
-#include "../lib/meta_batch.hpp"
-#include "../lib/meta_protocol.hpp"
+#include "transport/meta/meta_batch.hpp"
+#include "transport/meta/meta_protocol.hpp"
 
 using namespace dogpile::detail::meta;
 

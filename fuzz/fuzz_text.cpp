@@ -13,9 +13,9 @@
 #include <string>
 #include <string_view>
 
-#include "../lib/text_batch.hpp"
-#include "../lib/text_protocol.hpp"
-#include "dogpile/detail/keys.hpp"
+#include "transport/classic/text_batch.hpp"
+#include "transport/classic/text_protocol.hpp"
+#include "format/keys.hpp"
 
 using namespace dogpile::detail::text;
 

@@ -8,7 +8,7 @@
 #include <atomic>
 #include <thread>
 
-#include "../lib/deadline.hpp"
+#include "transport/deadline.hpp"
 #include "../tests/backend_conformance.hpp"
 #include "dogpile/memcached_meta.hpp"
 #include "memcached_server.hpp"

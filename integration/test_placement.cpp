@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "../lib/ketama.hpp"
+#include "transport/ketama.hpp"
 #include "dogpile/memcached.hpp"
 #include "dogpile/memcached_meta.hpp"
 #include "memcached_server.hpp"

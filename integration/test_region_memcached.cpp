@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "../tests/processes.hpp"
-#include "dogpile/detail/envelope.hpp"
+#include "format/envelope.hpp"
 #include "dogpile/memcached.hpp"
 #include "dogpile/region.hpp"
 #include "memcached_server.hpp"

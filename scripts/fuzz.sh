@@ -16,27 +16,27 @@ seconds=${1:-${DOGPILE_FUZZ_SECONDS:-60}}
 scripts/setup.sh clang libclang-rt-14-dev
 out=build-fuzz
 mkdir -p "$out"
-wire=(lib/wire_client.cpp lib/fork.cpp lib/ketama.cpp lib/md5.cpp lib/backend.cpp)
+wire=(lib/transport/wire_client.cpp lib/base/fork.cpp lib/transport/ketama.cpp lib/transport/md5.cpp lib/transport/backend.cpp)
 for target in envelope keys meta text; do
   case "$target" in
-    meta) sources=(lib/meta_protocol.cpp lib/meta_batch.cpp "${wire[@]}") libs=(-lfmt) ;;
-    text) sources=(lib/text_protocol.cpp lib/text_batch.cpp lib/keys.cpp lib/sha256.cpp "${wire[@]}")
+    meta) sources=(lib/transport/meta/meta_protocol.cpp lib/transport/meta/meta_batch.cpp "${wire[@]}") libs=(-lfmt) ;;
+    text) sources=(lib/transport/classic/text_protocol.cpp lib/transport/classic/text_batch.cpp lib/format/keys.cpp lib/format/sha256.cpp "${wire[@]}")
           libs=(-lfmt) ;;
-    *) sources=(lib/envelope.cpp lib/keys.cpp lib/sha256.cpp lib/lock_item.cpp
-                lib/lock_token.cpp lib/invalidation_times.cpp) libs=(-lzstd) ;;
+    *) sources=(lib/format/envelope.cpp lib/format/keys.cpp lib/format/sha256.cpp lib/format/lock_item.cpp
+                lib/format/lock_token.cpp lib/format/invalidation_times.cpp) libs=(-lzstd) ;;
   esac
   binary="$out/fuzz_$target"
   stale=true
   if [ -e "$binary" ]; then
     stale=false
-    for f in "fuzz/fuzz_$target.cpp" "${sources[@]}" lib/*.hpp include/dogpile/*.hpp \
+    for f in "fuzz/fuzz_$target.cpp" "${sources[@]}" lib/*/*.hpp lib/transport/*/*.hpp include/dogpile/*.hpp \
         include/dogpile/detail/*.hpp; do
       [ "$f" -nt "$binary" ] && stale=true
     done
   fi
   if $stale; then
     clang++ -std=c++20 -O1 -g1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
-      -Iinclude "fuzz/fuzz_$target.cpp" "${sources[@]}" -o "$binary" "${libs[@]}"
+      -Iinclude -Ilib "fuzz/fuzz_$target.cpp" "${sources[@]}" -o "$binary" "${libs[@]}"
   fi
   $build_only && continue
   corpus="$out/corpus_$target"

@@ -19,7 +19,7 @@
 #include <vector>
 
 #include "dogpile/backend.hpp"
-#include "dogpile/detail/lock_item.hpp"
+#include "format/lock_item.hpp"
 
 namespace dogpile::test {
 

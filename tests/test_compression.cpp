@@ -8,8 +8,8 @@
 #include <string>
 #include <vector>
 
-#include "dogpile/detail/envelope.hpp"
-#include "dogpile/detail/keys.hpp"
+#include "format/envelope.hpp"
+#include "format/keys.hpp"
 #include "dogpile/region.hpp"
 #include "region_fixture.hpp"
 

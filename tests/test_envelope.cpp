@@ -4,7 +4,7 @@
 #include <random>
 #include <string>
 
-#include "dogpile/detail/envelope.hpp"
+#include "format/envelope.hpp"
 
 using namespace std::chrono_literals;
 using dogpile::TimePoint;

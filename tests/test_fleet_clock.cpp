@@ -6,7 +6,7 @@
 #include <atomic>
 #include <cmath>
 
-#include "../lib/fleet_clock.hpp"
+#include "engine/fleet_clock.hpp"
 #include "dogpile/memory.hpp"
 
 using namespace std::chrono_literals;

@@ -7,7 +7,7 @@
 #include <stdexcept>
 #include <thread>
 
-#include "../lib/flight.hpp"
+#include "engine/flight.hpp"
 #include "processes.hpp"
 #include "support.hpp"
 

@@ -10,8 +10,8 @@
 #include <atomic>
 #include <thread>
 
-#include "../lib/lock_keeper.hpp"
-#include "../lib/lock_token.hpp"
+#include "engine/lock_keeper.hpp"
+#include "format/lock_token.hpp"
 #include "processes.hpp"
 #include "region_fixture.hpp"
 

@@ -4,7 +4,7 @@
 
 #include <string>
 
-#include "../lib/held_elsewhere.hpp"
+#include "engine/held_elsewhere.hpp"
 
 using namespace std::chrono_literals;
 using dogpile::SteadyTime;

@@ -1,9 +1,9 @@
 // Judging a stored value, and the invalidation record (internal).
 #include <doctest/doctest.h>
 
-#include "../lib/invalidation.hpp"
-#include "../lib/judge.hpp"
-#include "dogpile/detail/keys.hpp"
+#include "engine/invalidation.hpp"
+#include "engine/judge.hpp"
+#include "format/keys.hpp"
 
 using namespace std::chrono_literals;
 using dogpile::RegionOptions;

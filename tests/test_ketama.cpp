@@ -6,8 +6,8 @@
 #include <string>
 #include <vector>
 
-#include "../lib/ketama.hpp"
-#include "../lib/md5.hpp"
+#include "transport/ketama.hpp"
+#include "transport/md5.hpp"
 
 using dogpile::detail::KetamaRing;
 using dogpile::detail::md5;

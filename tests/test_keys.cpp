@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "dogpile/detail/keys.hpp"
+#include "format/keys.hpp"
 
 using namespace dogpile::detail;
 

@@ -11,7 +11,7 @@
 #include <string_view>
 #include <vector>
 
-#include "../lib/local_store.hpp"
+#include "engine/local_store.hpp"
 
 using namespace std::chrono_literals;
 using dogpile::Item;

@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "../lib/lock_keeper.hpp"
+#include "engine/lock_keeper.hpp"
 #include "support.hpp"
 
 using namespace std::chrono_literals;

@@ -9,8 +9,8 @@
 #include <utility>
 #include <vector>
 
-#include "../lib/meta_protocol.hpp"
-#include "dogpile/detail/keys.hpp"
+#include "transport/meta/meta_protocol.hpp"
+#include "format/keys.hpp"
 
 using dogpile::detail::is_backend_key;
 using dogpile::detail::meta::append_md;

@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "dogpile/cached.hpp"
-#include "dogpile/detail/envelope.hpp"
+#include "format/envelope.hpp"
 #include "manual_executor.hpp"
 #include "region_fixture.hpp"
 

@@ -3,7 +3,7 @@
 // off with the time waited — so the polls of one creation are bounded.
 #include <doctest/doctest.h>
 
-#include "../lib/poll_schedule.hpp"
+#include "engine/poll_schedule.hpp"
 
 using namespace std::chrono_literals;
 using dogpile::Duration;

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "backends.hpp"
-#include "dogpile/detail/envelope.hpp"
+#include "format/envelope.hpp"
 #include "dogpile/region.hpp"
 #include "region_fixture.hpp"
 

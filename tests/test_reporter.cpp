@@ -7,8 +7,8 @@
 #include <string>
 #include <vector>
 
-#include "../lib/counters.hpp"
-#include "../lib/reporter.hpp"
+#include "engine/counters.hpp"
+#include "engine/reporter.hpp"
 
 using dogpile::ErrorEvent;
 using dogpile::ErrorKind;

@@ -2,7 +2,7 @@
 
 #include <string>
 
-#include "dogpile/detail/sha256.hpp"
+#include "format/sha256.hpp"
 
 using dogpile::detail::sha256_hex;
 

@@ -720,7 +720,7 @@ class CacheRegion {
   [[nodiscard]] const RegionOptions& options() const noexcept;
   [[nodiscard]] Backend& backend() const noexcept;
 
-  /// The backend key that `key` is stored under (see dogpile/detail/keys.hpp).
+  /// The backend key that `key` is stored under (README, "Keys").
   [[nodiscard]] std::string backend_key(std::string_view key) const;
 
  private:

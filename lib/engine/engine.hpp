@@ -1,0 +1,204 @@
+// The dogpile engine (internal): the one algorithm behind every CacheRegion
+// path. See docs/engine.md for the design; lib/engine.cpp reads in the same
+// order.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "engine/counters.hpp"
+#include "format/envelope.hpp"
+#include "dogpile/region.hpp"
+#include "engine/fleet_clock.hpp"
+#include "engine/flight.hpp"
+#include "base/fork.hpp"
+#include "engine/held_elsewhere.hpp"
+#include "engine/invalidation.hpp"
+#include "engine/judge.hpp"
+#include "engine/local_store.hpp"
+#include "engine/lock_keeper.hpp"
+#include "engine/metrics.hpp"
+#include "engine/reporter.hpp"
+
+namespace dogpile {
+namespace detail {
+
+/// How a key's part of a call ended.
+enum class Served : std::uint8_t { none, fresh, local, stale, waited, created };
+
+/// One distinct key of a call, on its way through the step.
+struct Slot {
+  // --- the key ---
+  std::string_view user_key;
+  std::string key;                  // the backend key
+  std::uint64_t check = 0;          // key_check(key)
+  std::size_t index = 0;            // where its value goes in the call
+  std::vector<std::size_t> copies;  // further indices with the same key (multi)
+
+  // --- what was found ---
+  Found found = Found::missing;
+  std::shared_ptr<const Item> at_hand;   // the usable envelope this caller holds
+  TimePoint created_at{};                // of at_hand
+  std::chrono::microseconds took{0};     // its creation duration
+  std::chrono::microseconds history{0};  // the last creation duration seen for the key, from
+                                         // any envelope (even a miss): told to waiters
+  bool value_is_at_hand = false;         // the call's value slot holds at_hand's value
+  bool counted_miss = false;
+  std::uint64_t local_writes = 0;  // the local tier's writes before this slot's read
+
+  // --- this process ---
+  std::optional<FlightTable::Lead> lead;
+  std::shared_ptr<Flight> follow;
+
+  // --- other processes ---
+  LeaseSlot lease;           // the lease, its lock and fence; lease.key views `key`
+  bool confirmed = false;    // the item at hand was read with the lease held
+  bool degraded = false;     // no distributed lock: the backend is failing
+  bool read_failed = false;  // the backend could not be read: create without asking it
+
+  // --- creation ---
+  std::shared_ptr<Item> made;
+  bool keep = true;
+
+  // --- the end ---
+  Served served = Served::none;
+
+  void bind() noexcept { lease.key = key; }  // after the slot is moved
+  [[nodiscard]] bool has_value() const noexcept { return usable(found) && at_hand != nullptr; }
+};
+
+}  // namespace detail
+
+class CacheRegion::Engine : detail::ForkAware {
+ public:
+  Engine(std::shared_ptr<Backend> backend, RegionOptions options);
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  Outcome run(const Call& call);
+  Outcome run_keys(const Call& call);
+
+  // The region's other operations.
+  bool get(std::string_view key, Decode decode, TimePoint* created_at, bool* fresh,
+           const Expiration* expiration);
+  bool set(std::string_view key, Encode encode, const Expiration* expiration);
+  bool remove(std::string_view key);
+  void get_multi(std::span<const std::string_view> keys, DecodeAt decode);
+  bool set_multi(std::span<const std::string_view> keys, EncodeAt encode);
+  bool remove_multi(std::span<const std::string_view> keys);
+  void invalidate(Invalidation kind);
+  bool invalidate(std::string_view key, Invalidation kind);
+
+  [[nodiscard]] RegionStats stats() const noexcept;
+  [[nodiscard]] RegionMetrics metrics() const noexcept { return metrics_.snapshot(); }
+  [[nodiscard]] std::size_t in_flight() const { return flights_.size(); }
+  [[nodiscard]] Duration clock_offset() const noexcept { return fleet_.offset(); }
+  void set_error_handler(ErrorHandler handler) { reporter_.set_handler(std::move(handler)); }
+  [[nodiscard]] const RegionOptions& options() const noexcept { return options_; }
+  [[nodiscard]] Backend& backend() const noexcept { return *backend_; }
+
+  void after_fork_in_child() noexcept override;
+
+  struct Job;
+
+ private:
+  class LocalForget;
+  struct Context;
+  using Creator =
+      detail::FunctionRef<void(std::span<detail::Slot* const>, std::span<detail::CreateOut>)>;
+
+  // The step, in order (docs/engine.md).
+  void prepare();
+  void read_one(Context& ctx, detail::Slot& slot);
+  void read(Context& ctx, std::span<detail::Slot* const> slots);
+  void step(Context& ctx, std::vector<detail::Slot*> pending);
+  void join_flights(Context& ctx, std::span<detail::Slot* const> slots,
+                    std::vector<detail::Slot*>& leaders, std::vector<detail::Slot*>& followers);
+  void take_leases(Context& ctx, std::span<detail::Slot* const> leaders,
+                   std::vector<detail::Slot*>& won, std::vector<detail::Slot*>& remote);
+  void confirm(Context& ctx, std::vector<detail::Slot*>& won);
+  void hand_to_background(Context& ctx, std::vector<detail::Slot*>& won);
+  void create(Context& ctx, std::span<detail::Slot* const> slots, Creator creator, bool background);
+  void create_for_call(Context& ctx, std::span<detail::Slot* const> slots);
+  void wait_for_others(Context& ctx, std::span<detail::Slot* const> remote);
+  void poll(Context& ctx, std::span<detail::Slot* const> due);
+  void give_up(Context& ctx, std::span<detail::Slot* const> late, WaitTimeout::Reason reason);
+  void follow(Context& ctx, std::span<detail::Slot* const> followers,
+              std::vector<detail::Slot*>& restart);
+  Outcome account(const detail::Slot& slot) noexcept;
+  void read_failed(Context& ctx, detail::Slot& slot, bool count = true);
+  // The backend answered a read of `key`: a copy degraded mode kept of it
+  // becomes what was read (`item`, a usable envelope), or goes (null). One
+  // relaxed load when nothing is kept.
+  void note_read(const Context& ctx, std::string_view key, std::shared_ptr<const Item> item);
+  [[nodiscard]] SteadyTime kept_until(const Context& ctx) const noexcept;
+
+  // The local tier.
+  bool serve_local(Context& ctx, detail::Slot& slot);
+  void fill_local(const detail::Slot& slot, std::shared_ptr<const Item> item);
+  [[nodiscard]] Duration local_ttl() const noexcept {
+    return options_.local ? options_.local->ttl : Duration::zero();
+  }
+
+  // Parts of the steps.
+  template <class DecodeFn>
+  detail::Found examine(const Context& ctx, detail::Slot& slot, std::string_view data,
+                        std::uint32_t flags, bool quiet, DecodeFn&& decode);
+  detail::Found examine_item(Context& ctx, detail::Slot& slot, const Item& item, bool quiet);
+  void claim(std::span<detail::Slot* const> slots);
+  void serve_at_hand(Context& ctx, detail::Slot& slot);
+  void redecode_at_hand(Context& ctx, detail::Slot& slot);
+  void finish(std::string& envelope, TimePoint created_at, std::chrono::microseconds took,
+              std::uint64_t check, detail::EnvelopeKind kind);
+  [[nodiscard]] std::optional<std::string_view> payload_of(const detail::EnvelopeView& envelope,
+                                                           std::string& scratch) const;
+  void release(std::span<detail::Slot* const> slots);
+  void release_later(std::vector<std::unique_ptr<DistributedLock>> locks);
+  void run_job(Job& job) noexcept;
+  void abandon_job(Job& job) noexcept;
+  template <class Op>
+  void with_leases(BackendOp what, std::span<detail::Slot* const> slots, Op op);
+  std::shared_ptr<Item> envelope(std::string_view user_key, std::uint64_t check,
+                                 detail::FunctionRef<void(std::string&)> encode,
+                                 std::chrono::microseconds took,
+                                 detail::EnvelopeKind kind = detail::EnvelopeKind::value);
+  [[nodiscard]] Ttl tombstone_ttl() const noexcept;
+  void schedule_chores();
+
+  const std::shared_ptr<Backend> backend_;
+  const RegionOptions options_;
+  const Clock& clock_;
+  mutable detail::Counters counters_;
+  detail::Reporter reporter_;
+  detail::Metrics metrics_;
+  detail::Judge judge_;
+  detail::Invalidations invalidations_;
+  detail::FleetClock fleet_;
+  detail::FlightTable flights_;
+  detail::HeldElsewhere held_;
+  detail::LocalStore kept_;             // values made while the backend failed (degraded mode)
+  detail::LocalStore local_;            // the local tier (RegionOptions::local); off: keeps nothing
+  std::shared_ptr<Executor> executor_;  // set when background_refresh is on
+
+  // Background jobs queued or running, for the destructor to abandon or wait
+  // for. The executor owns them; a job it drops gives its locks back.
+  std::mutex jobs_mutex_;
+  std::condition_variable jobs_done_;
+  std::vector<std::pair<Job*, std::weak_ptr<Job>>> jobs_;
+
+  std::atomic<bool> chores_scheduled_{false};
+  detail::LockKeeper keeper_;  // after what its thread uses: destroyed first
+  detail::ForkRegistration registration_;
+};
+
+}  // namespace dogpile

@@ -1,0 +1,185 @@
+#include "engine/local_store.hpp"
+
+#include <algorithm>
+
+namespace dogpile::detail {
+
+namespace {
+// The heap blocks behind one entry, as glibc's allocator rounds them: the
+// map's node, the item with its shared count, and the key and the item's
+// bytes where they do not fit in their strings; plus the map's bucket.
+constexpr std::size_t block(std::size_t bytes) noexcept { return (bytes + 8 + 15) / 16 * 16; }
+constexpr std::size_t kSmallString = 15;  // libstdc++ keeps up to 15 chars inline
+}  // namespace
+
+std::size_t LocalStore::cost(std::string_view key, const Item& item) noexcept {
+  const std::size_t node = block(sizeof(void*) + sizeof(Node) + sizeof(std::size_t));
+  const std::size_t shared = block(sizeof(Item) + 16);
+  const std::size_t key_bytes = key.size() > kSmallString ? block(key.size() + 1) : 0;
+  const std::size_t data = item.data.size() > kSmallString ? block(item.data.capacity() + 1) : 0;
+  return node + shared + key_bytes + data + sizeof(void*);
+}
+
+LocalStore::LocalStore(std::size_t max_entries, std::size_t max_bytes)
+    : max_entries_(max_entries == 0 ? 0 : std::max<std::size_t>(1, max_entries / kShards)),
+      max_bytes_(std::max<std::size_t>(1, max_bytes / kShards)) {}
+
+LocalStore::~LocalStore() = default;
+
+LocalStore::Shard& LocalStore::shard_of(std::string_view key) noexcept {
+  return shards_[Hash{}(key) % kShards];
+}
+
+const LocalStore::Shard& LocalStore::shard_of(std::string_view key) const noexcept {
+  return shards_[Hash{}(key) % kShards];
+}
+
+void LocalStore::unlink(Shard& shard, Node& node) noexcept {
+  Entry& e = node.second;
+  (e.newer != nullptr ? e.newer->second.older : shard.newest) = e.older;
+  (e.older != nullptr ? e.older->second.newer : shard.oldest) = e.newer;
+  e.newer = e.older = nullptr;
+}
+
+void LocalStore::link_newest(Shard& shard, Node& node) noexcept {
+  Entry& e = node.second;
+  e.newer = nullptr;
+  e.older = shard.newest;
+  (shard.newest != nullptr ? shard.newest->second.newer : shard.oldest) = &node;
+  shard.newest = &node;
+}
+
+void LocalStore::drop(Shard& shard, Map::iterator it) {
+  held_.fetch_sub(1, std::memory_order_relaxed);
+  shard.bytes -= it->second.size;
+  unlink(shard, *it);
+  shard.entries.erase(it);
+}
+
+void LocalStore::insert(Shard& shard, std::string_view key, std::shared_ptr<const Item> item,
+                        SteadyTime until) {
+  if (auto it = shard.entries.find(key); it != shard.entries.end()) drop(shard, it);
+  const std::size_t size = cost(key, *item);
+  if (size > max_bytes_) return;  // larger than the shard's whole share
+  while (shard.oldest != nullptr &&
+         (shard.entries.size() >= max_entries_ || shard.bytes + size > max_bytes_)) {
+    drop(shard, shard.entries.find(shard.oldest->first));
+  }
+  auto [it, inserted] = shard.entries.try_emplace(std::string(key));
+  it->second.item = std::move(item);
+  it->second.until = until;
+  it->second.size = size;
+  link_newest(shard, *it);
+  held_.fetch_add(1, std::memory_order_relaxed);
+  shard.bytes += size;
+}
+
+void LocalStore::put_written(std::string_view key, std::shared_ptr<const Item> item,
+                             SteadyTime until) {
+  if (max_entries_ == 0) return;
+  Shard& shard = shard_of(key);
+  std::lock_guard lock(shard.mutex);
+  shard.writes.fetch_add(1, std::memory_order_relaxed);
+  if (item) {
+    insert(shard, key, std::move(item), until);
+  } else if (auto it = shard.entries.find(key); it != shard.entries.end()) {
+    drop(shard, it);
+  }
+}
+
+void LocalStore::update(std::string_view key, std::shared_ptr<const Item> item, SteadyTime until) {
+  if (max_entries_ == 0) return;
+  Shard& shard = shard_of(key);
+  std::lock_guard lock(shard.mutex);
+  auto it = shard.entries.find(key);
+  if (it == shard.entries.end()) return;
+  shard.writes.fetch_add(1, std::memory_order_relaxed);
+  if (item) {
+    insert(shard, key, std::move(item), until);
+  } else {
+    drop(shard, it);
+  }
+}
+
+std::uint64_t LocalStore::writes(std::string_view key) const noexcept {
+  return shard_of(key).writes.load(std::memory_order_acquire);
+}
+
+void LocalStore::put_read(std::string_view key, std::shared_ptr<const Item> item, SteadyTime now,
+                          SteadyTime until, std::uint64_t seen) {
+  if (!item || max_entries_ == 0) return;
+  Shard& shard = shard_of(key);
+  std::lock_guard lock(shard.mutex);
+  if (shard.writes.load(std::memory_order_relaxed) != seen) return;  // a write came between
+  if (auto it = shard.entries.find(key); it != shard.entries.end() && now < it->second.until) {
+    return;  // another fill was first
+  }
+  insert(shard, key, std::move(item), until);
+}
+
+void LocalStore::discard(std::string_view key, const Item* item) {
+  if (max_entries_ == 0) return;
+  Shard& shard = shard_of(key);
+  std::lock_guard lock(shard.mutex);
+  if (auto it = shard.entries.find(key);
+      it != shard.entries.end() && it->second.item.get() == item) {
+    drop(shard, it);
+  }
+}
+
+std::shared_ptr<const Item> LocalStore::get(std::string_view key, SteadyTime now) {
+  if (max_entries_ == 0) return nullptr;
+  Shard& shard = shard_of(key);
+  std::lock_guard lock(shard.mutex);
+  auto it = shard.entries.find(key);
+  if (it == shard.entries.end()) return nullptr;
+  if (now >= it->second.until) {
+    drop(shard, it);
+    return nullptr;
+  }
+  if (shard.newest != &*it) {
+    unlink(shard, *it);
+    link_newest(shard, *it);
+  }
+  return it->second.item;
+}
+
+void LocalStore::erase(std::string_view key) {
+  if (max_entries_ == 0) return;
+  put_written(key, nullptr, SteadyTime{});
+}
+
+void LocalStore::clear() {
+  for (auto& shard : shards_) {
+    std::lock_guard lock(shard.mutex);
+    shard.writes.fetch_add(1, std::memory_order_relaxed);
+    held_.fetch_sub(shard.entries.size(), std::memory_order_relaxed);
+    shard.entries.clear();
+    shard.newest = shard.oldest = nullptr;
+    shard.bytes = 0;
+  }
+}
+
+std::size_t LocalStore::entries() const {
+  std::size_t n = 0;
+  for (const auto& shard : shards_) {
+    std::lock_guard lock(shard.mutex);
+    n += shard.entries.size();
+  }
+  return n;
+}
+
+std::size_t LocalStore::bytes() const {
+  std::size_t n = 0;
+  for (const auto& shard : shards_) {
+    std::lock_guard lock(shard.mutex);
+    n += shard.bytes;
+  }
+  return n;
+}
+
+void LocalStore::after_fork_in_child() noexcept {
+  for (auto& shard : shards_) new (&shard.mutex) std::mutex;
+}
+
+}  // namespace dogpile::detail

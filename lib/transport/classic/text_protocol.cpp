@@ -1,0 +1,111 @@
+#include "transport/classic/text_protocol.hpp"
+#include "base/parse_number.hpp"
+
+#include <charconv>
+
+#include "format/keys.hpp"
+
+namespace dogpile::detail::text {
+namespace {
+
+// The next space-separated token of `line` from `at`; empty at the end.
+std::string_view token(std::string_view line, std::size_t& at) noexcept {
+  while (at < line.size() && line[at] == ' ') ++at;
+  const std::size_t start = at;
+  while (at < line.size() && line[at] != ' ') ++at;
+  return line.substr(start, at - start);
+}
+
+template <class T>
+void append_number(std::string& out, T n) {
+  char digits[24];
+  const auto end = std::to_chars(digits, digits + sizeof digits, n).ptr;
+  out.append(digits, end);
+}
+
+}  // namespace
+
+Parse parse_reply(std::string_view buffer, Reply& out, std::size_t& consumed,
+                  std::size_t max_value) noexcept {
+  out = Reply{};
+  const auto end = buffer.find("\r\n");
+  if (end == std::string_view::npos) {
+    // A reply line is short: one that runs on without end is garbage.
+    return buffer.size() > 4096 ? Parse::malformed : Parse::more;
+  }
+  const std::string_view line = buffer.substr(0, end);
+  std::size_t at = 0;
+  const std::string_view word = token(line, at);
+  std::size_t total = end + 2;
+  if (word == "VALUE") {
+    out.kind = Kind::value;
+    out.key = token(line, at);
+    std::size_t length = 0;
+    if (!is_backend_key(out.key) || !parse_number(token(line, at), out.flags) ||
+        !parse_number(token(line, at), length) || length > max_value) {
+      return Parse::malformed;
+    }
+    if (const std::string_view cas = token(line, at); !cas.empty()) {
+      if (!parse_number(cas, out.cas) || !token(line, at).empty()) return Parse::malformed;
+    }
+    if (buffer.size() - total < length + 2) return Parse::more;
+    if (buffer.substr(total + length, 2) != "\r\n") return Parse::malformed;
+    out.data = buffer.substr(total, length);
+    total += length + 2;
+  } else if (word == "CLIENT_ERROR" || word == "SERVER_ERROR") {
+    out.kind = word == "CLIENT_ERROR" ? Kind::client_error : Kind::server_error;
+    while (at < line.size() && line[at] == ' ') ++at;
+    out.message = line.substr(at);
+  } else {
+    if (at != line.size()) return Parse::malformed;  // these words stand alone
+    if (word == "END") {
+      out.kind = Kind::end;
+    } else if (word == "STORED") {
+      out.kind = Kind::stored;
+    } else if (word == "NOT_STORED") {
+      out.kind = Kind::not_stored;
+    } else if (word == "EXISTS") {
+      out.kind = Kind::exists;
+    } else if (word == "NOT_FOUND") {
+      out.kind = Kind::not_found;
+    } else if (word == "DELETED") {
+      out.kind = Kind::deleted;
+    } else if (word == "TOUCHED") {
+      out.kind = Kind::touched;
+    } else if (word == "ERROR") {
+      out.kind = Kind::error;
+    } else {
+      return Parse::malformed;
+    }
+  }
+  consumed = total;
+  return Parse::ok;
+}
+
+void append_store(std::string& out, std::string_view command, std::string_view key,
+                  std::uint32_t flags, std::int64_t exptime, std::string_view data,
+                  std::uint64_t cas) {
+  out.append(command).append(" ").append(key).append(" ");
+  append_number(out, flags);
+  out.append(" ");
+  append_number(out, exptime);
+  out.append(" ");
+  append_number(out, data.size());
+  if (command == "cas") {
+    out.append(" ");
+    append_number(out, cas);
+  }
+  out.append("\r\n").append(data).append("\r\n");
+}
+
+void append_delete(std::string& out, std::string_view key) {
+  out.append("delete ").append(key).append("\r\n");
+}
+
+void append_touch(std::string& out, std::string_view key, std::int64_t exptime) {
+  out.append("touch ").append(key).append(" ");
+  append_number(out, exptime);
+  out.append("\r\n");
+}
+
+}  // namespace dogpile::detail::text

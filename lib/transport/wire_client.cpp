@@ -1,0 +1,692 @@
+#include "transport/wire_client.hpp"
+#include "base/parse_number.hpp"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <cstring>
+#include <ctime>
+#include <stdexcept>
+
+#include "transport/deadline.hpp"
+#include "transport/exptime.hpp"
+
+namespace dogpile::detail::wire {
+namespace {
+
+// Requests unanswered at once: enough to keep a server busy, few enough that
+// neither side's buffers fill while the other waits.
+constexpr std::size_t kMaxOutstanding = 1024;
+// A reply's header line (status, key, flags) is never longer than this.
+constexpr std::size_t kMaxLine = 4096;
+// What one read takes from the socket at most.
+constexpr std::size_t kReadChunk = 64 * 1024;
+
+[[noreturn]] void fail(std::string_view server, std::string_view why,
+                       const char* code = "CONNECTION_FAILURE") {
+  throw BackendError(fmt::format("memcached {}: {}", server, why), std::string(server), code);
+}
+
+std::string where(const RingServer& s) {
+  if (s.port == 0) return s.host;  // a unix socket
+  return s.host.find(':') != std::string::npos ? fmt::format("[{}]:{}", s.host, s.port)
+                                               : fmt::format("{}:{}", s.host, s.port);
+}
+
+int millis_until(Steady::time_point deadline, Steady::time_point now) noexcept {
+  const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - now).count();
+  return static_cast<int>(std::clamp<std::int64_t>(left, 0, 1 << 30));
+}
+
+// Reads lines of a first contact: `mn` (meta), then `stats settings`.
+class LinesPipeline final : public Pipeline {
+ public:
+  LinesPipeline(std::string_view request, std::size_t lines) : request_(request), lines_(lines) {}
+  std::size_t produce(std::string& out, Connection&) override {
+    if (sent_) return 0;
+    sent_ = true;
+    out.append(request_);
+    return 1;
+  }
+  std::size_t consume(std::string_view unread, std::size_t, std::size_t& finished) override {
+    const auto end = unread.find("\r\n");
+    if (end == std::string_view::npos) {
+      if (unread.size() > kMaxLine)
+        throw Malformed("a reply line without end", {}, "PROTOCOL_ERROR");
+      return 0;
+    }
+    got.emplace_back(unread.substr(0, end));
+    if (got.size() == lines_) finished = 1;
+    return end + 2;
+  }
+  std::vector<std::string> got;
+
+ private:
+  std::string_view request_;
+  std::size_t lines_;
+  bool sent_ = false;
+};
+
+}  // namespace
+
+[[noreturn]] void refuse(std::string_view option, std::string_view why) {
+  throw std::invalid_argument(fmt::format("option {}: {}", option, why));
+}
+
+void check_host(std::string_view option, std::string_view host, bool socket_path) {
+  if (host.empty()) refuse(option, "no host");
+  if (host.size() > 255) refuse(option, "the host name is longer than 255 characters");
+  if (socket_path) {
+    for (const char c : host) {
+      if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f) {
+        refuse(option, "the socket path holds a space or a control character");
+      }
+    }
+    return;
+  }
+  const bool v6 = host.find(':') != std::string_view::npos;
+  for (const char c : host) {
+    const bool ok = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                    c == '.' || (v6 ? c == ':' : (c == '-' || c == '_'));
+    if (!ok) {
+      refuse(option,
+             fmt::format("'{}' cannot be part of a host name or address (a list of servers takes "
+                         "one --SERVER each)",
+                         c == ' ' ? std::string("space") : std::string(1, c)));
+    }
+  }
+}
+
+RingServer parse_server(std::string_view option, std::string_view value, bool socket) {
+  RingServer server;
+  if (socket) {  // path[/?weight]
+    if (const auto slash = value.find("/?"); slash != std::string_view::npos) {
+      if (!parse_number(value.substr(slash + 2), server.weight) || server.weight == 0) {
+        refuse(option, "the weight is not a positive number");
+      }
+      value = value.substr(0, slash);
+    }
+    check_host(option, value, true);
+    server.host = std::string(value);
+    server.port = 0;
+    return server;
+  }
+  // host[:port][/?weight] (libmemcached) or host:port:weight
+  if (const auto slash = value.find("/?"); slash != std::string_view::npos) {
+    if (!parse_number(value.substr(slash + 2), server.weight) || server.weight == 0) {
+      refuse(option, "the weight is not a positive number");
+    }
+    value = value.substr(0, slash);
+  }
+  std::string_view host = value;
+  std::string_view rest;
+  bool colon_seen = false;
+  if (!value.empty() && value.front() == '[') {  // [v6 address]:port
+    const auto close = value.find(']');
+    if (close == std::string_view::npos) refuse(option, "unclosed '['");
+    host = value.substr(1, close - 1);
+    rest = value.substr(close + 1);
+    if (!rest.empty() && rest.front() != ':') refuse(option, "expected ':' after ']'");
+    colon_seen = !rest.empty();
+    if (!rest.empty()) rest.remove_prefix(1);
+  } else if (const auto colon = value.find(':'); colon != std::string_view::npos) {
+    host = value.substr(0, colon);
+    rest = value.substr(colon + 1);
+    colon_seen = true;
+  }
+  check_host(option, host, false);
+  if (colon_seen && rest.empty()) refuse(option, "the port is empty");
+  if (!rest.empty()) {
+    const auto colon = rest.find(':');
+    if (!parse_number(rest.substr(0, colon), server.port) || server.port == 0) {
+      refuse(option, "the port is not a number from 1 to 65535");
+    }
+    if (colon != std::string_view::npos) {
+      if (!parse_number(rest.substr(colon + 1), server.weight) || server.weight == 0) {
+        refuse(option, "the weight is not a positive number");
+      }
+    }
+  }
+  server.host = std::string(host);
+  return server;
+}
+
+// ---------------------------------------------------------------------------
+// Connection
+
+Connection::Connection(int fd) noexcept : fd_(fd), generation_(fork_generation()) {}
+
+Connection::~Connection() { ::close(fd_); }
+
+void Connection::run(Pipeline& pipeline, const Limits& limits, std::string_view server) {
+  answered_ = false;
+  out_.clear();
+  std::size_t sent = 0;         // bytes of out_ written
+  std::size_t outstanding = 0;  // requests written (or in out_) and not finished
+  bool producing = true;
+  auto stall_at = Steady::now() + limits.stall;
+  // The most a reply may hold in the buffer before it is complete.
+  const std::size_t max_unread = limits.max_value + kMaxLine + 2;
+  try {
+    for (;;) {
+      if (sent == out_.size()) {
+        out_.clear();
+        sent = 0;
+        if (producing && outstanding < kMaxOutstanding) {
+          const std::size_t n = pipeline.produce(out_, *this);
+          if (n == 0) producing = false;
+          outstanding += n;
+        }
+      }
+      // Written at once where the socket takes it (a request is usually
+      // answered after one send, one poll and one recv).
+      if (sent < out_.size()) {
+        const ssize_t n =
+            ::send(fd_, out_.data() + sent, out_.size() - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n > 0) {
+          sent += static_cast<std::size_t>(n);
+        } else if (n < 0 && errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK) {
+          if (errno == EPIPE || errno == ECONNRESET) {
+            throw Closed(fmt::format("memcached {}: the server closed the connection", server),
+                         std::string(server), "CONNECTION_FAILURE");
+          }
+          fail(server, fmt::format("send failed: {}", std::strerror(errno)));
+        }
+      }
+      // The replies complete in what has arrived.
+      for (;;) {
+        const std::string_view unread = std::string_view(in_).substr(start_);
+        if (unread.empty()) break;
+        std::size_t finished = 0;
+        const std::size_t used = pipeline.consume(unread, limits.max_value, finished);
+        if (finished > outstanding) {
+          throw Malformed(fmt::format("memcached {}: more replies than requests", server),
+                          std::string(server), "PROTOCOL_ERROR");
+        }
+        outstanding -= finished;
+        start_ += used;
+        if (finished > 0) stall_at = Steady::now() + limits.stall;
+        if (used == 0) {
+          if (unread.size() > max_unread) {
+            throw Malformed(fmt::format("memcached {}: a reply longer than the largest item "
+                                        "({} bytes) can make",
+                                        server, limits.max_value),
+                            std::string(server), "PROTOCOL_ERROR");
+          }
+          break;
+        }
+      }
+      if (start_ == in_.size()) {
+        in_.clear();
+        start_ = 0;
+      } else if (start_ > 0 && start_ * 2 >= in_.size()) {
+        in_.erase(0, start_);
+        start_ = 0;
+      }
+      if (!producing && outstanding == 0 && sent == out_.size()) {
+        if (start_ < in_.size()) {
+          throw Malformed(fmt::format("memcached {}: more replies than requests", server),
+                          std::string(server), "PROTOCOL_ERROR");
+        }
+        break;
+      }
+      if (sent == out_.size() && producing && outstanding < kMaxOutstanding) continue;
+
+      // Wait for the socket, by the nearer of the call's deadline and the
+      // stall limit. The clock is read on every turn, so a server that
+      // streams or drips is cut off by the deadline as one that stalls is.
+      const auto now = Steady::now();
+      const bool call_first = limits.call && *limits.call <= stall_at;
+      const auto deadline = call_first ? *limits.call : stall_at;
+      if (now >= deadline) {
+        throw Timeout(
+            fmt::format("memcached {}: {}", server,
+                        call_first ? "the call's deadline passed before the reply was read"
+                        : sent < out_.size() ? "timed out sending the request"
+                                             : "timed out waiting for the reply"),
+            std::string(server), call_first);
+      }
+      pollfd pfd{fd_, static_cast<short>(POLLIN | (sent < out_.size() ? POLLOUT : 0)), 0};
+      const int rc = ::poll(&pfd, 1, millis_until(deadline, now));
+      if (rc < 0) {
+        if (errno == EINTR) continue;
+        fail(server, fmt::format("poll failed: {}", std::strerror(errno)));
+      }
+      if (rc == 0 || (pfd.revents & (POLLIN | POLLHUP | POLLERR)) == 0) continue;
+      const std::size_t size = in_.size();
+      in_.resize(size + kReadChunk);
+      const ssize_t n = ::recv(fd_, in_.data() + size, kReadChunk, MSG_DONTWAIT);
+      in_.resize(size + (n > 0 ? static_cast<std::size_t>(n) : 0));
+      if (n > 0) {
+        answered_ = true;
+      } else if (n == 0 || errno == ECONNRESET) {
+        throw Closed(fmt::format("memcached {}: the server closed the connection", server),
+                     std::string(server), "CONNECTION_FAILURE");
+      } else if (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK) {
+        fail(server, fmt::format("recv failed: {}", std::strerror(errno)));
+      }
+    }
+  } catch (...) {
+    broken_ = true;
+    in_.clear();
+    start_ = 0;
+    throw;
+  }
+  // A big reply's buffer is not kept by an idle connection.
+  if (in_.capacity() > 4 * kReadChunk) std::string().swap(in_);
+  if (out_.capacity() > 4 * kReadChunk) std::string().swap(out_);
+}
+
+// ---------------------------------------------------------------------------
+// StatsPipeline
+
+std::size_t StatsPipeline::produce(std::string& out, Connection&) {
+  if (sent_) return 0;
+  sent_ = true;
+  out.append(request_);
+  return 1;
+}
+
+std::size_t StatsPipeline::consume(std::string_view unread, std::size_t, std::size_t& finished) {
+  std::size_t used = 0;
+  for (;;) {
+    const std::string_view rest = unread.substr(used);
+    const auto end = rest.find("\r\n");
+    if (end == std::string_view::npos) {
+      if (rest.size() > kMaxLine) throw Malformed("a stats line without end", {}, "PROTOCOL_ERROR");
+      return used;
+    }
+    const std::string_view line = rest.substr(0, end);
+    used += end + 2;
+    seen_ += end + 2;
+    if (seen_ > 64 * 1024) throw Malformed("a stats reply without end", {}, "PROTOCOL_ERROR");
+    if (line == "END") {
+      finished = 1;
+      return used;
+    }
+    if (!line.starts_with("STAT ")) {
+      throw Malformed(fmt::format("unexpected reply to stats: \"{}\"", line.substr(0, 60)), {},
+                      line.starts_with("ERROR") ? "NOT_SUPPORTED" : "PROTOCOL_ERROR");
+    }
+    const std::string_view stat = line.substr(5);
+    const auto space = stat.find(' ');
+    on_stat_(stat.substr(0, space),
+             space == std::string_view::npos ? std::string_view() : stat.substr(space + 1));
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Server
+
+Server::Server(RingServer address, const Config& config)
+    : address_(std::move(address)),
+      config_(config),
+      name_(where(address_)),
+      max_value_(config.max_item_size != 0 ? config.max_item_size : kDefaultItemSize) {}
+
+Server::~Server() = default;
+
+bool Server::down(Steady::time_point now) const noexcept {
+  const auto until = down_until_.load(std::memory_order_acquire);
+  return until != 0 && now.time_since_epoch().count() < until;
+}
+
+bool Server::admit(Steady::time_point now) noexcept {
+  auto until = down_until_.load(std::memory_order_acquire);
+  if (until == 0) return true;
+  if (now.time_since_epoch().count() < until) return false;
+  // Due for a retry: one caller probes; the others skip it for another period.
+  const auto next = (now + config_.retry_timeout).time_since_epoch().count();
+  return down_until_.compare_exchange_strong(until, next, std::memory_order_acq_rel);
+}
+
+void Server::failed(const std::string& why) noexcept {
+  if (failures_.fetch_add(1, std::memory_order_acq_rel) + 1 < config_.failure_limit) return;
+  try {
+    std::lock_guard lock(mutex_);
+    down_because_ = why;
+  } catch (...) {  // the reason is lost, the state is not
+  }
+  const auto until = (Steady::now() + config_.retry_timeout).time_since_epoch().count();
+  down_until_.store(std::max<Steady::rep>(until, 1), std::memory_order_release);
+}
+
+void Server::succeeded() noexcept {
+  if (failures_.load(std::memory_order_relaxed) != 0) failures_.store(0, std::memory_order_relaxed);
+  if (down_until_.load(std::memory_order_relaxed) != 0) {
+    down_until_.store(0, std::memory_order_release);
+  }
+}
+
+std::string Server::down_because() const {
+  std::lock_guard lock(mutex_);
+  return down_because_;
+}
+
+std::vector<std::vector<char>> Server::resolve() {
+  if (address_.port == 0) {  // a unix socket
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    if (address_.host.size() >= sizeof addr.sun_path) fail(name_, "the socket path is too long");
+    std::memcpy(addr.sun_path, address_.host.data(), address_.host.size());
+    const auto* bytes = reinterpret_cast<const char*>(&addr);
+    return {std::vector<char>(bytes, bytes + sizeof addr)};
+  }
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV;
+  addrinfo* found = nullptr;
+  const std::string service = std::to_string(address_.port);
+  if (const int rc = ::getaddrinfo(address_.host.c_str(), service.c_str(), &hints, &found);
+      rc != 0 || found == nullptr) {
+    fail(name_, fmt::format("cannot resolve the host: {}", ::gai_strerror(rc)));
+  }
+  std::vector<std::vector<char>> out;
+  for (addrinfo* a = found; a != nullptr; a = a->ai_next) {
+    const auto* bytes = reinterpret_cast<const char*>(a->ai_addr);
+    out.emplace_back(bytes, bytes + a->ai_addrlen);
+  }
+  ::freeaddrinfo(found);
+  return out;
+}
+
+int Server::connect(Steady::time_point deadline) {
+  deadline = std::min(deadline, Steady::now() + config_.connect_timeout);
+  std::vector<std::vector<char>> addresses;
+  {
+    std::lock_guard lock(mutex_);
+    addresses = addresses_;
+  }
+  // Host names are resolved once (an address needs no lookup); the lookup
+  // itself is the system resolver's, not bounded by the deadline.
+  const bool cached = !addresses.empty();
+  if (!cached) addresses = resolve();
+  std::string why = "no address";
+  bool timed_out = false;
+  int fd = -1;
+  for (const auto& address : addresses) {
+    const auto* sa = reinterpret_cast<const sockaddr*>(address.data());
+    fd = ::socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) {
+      why = std::strerror(errno);
+      continue;
+    }
+    int rc = ::connect(fd, sa, static_cast<socklen_t>(address.size()));
+    if (rc != 0 && (errno == EINPROGRESS || errno == EAGAIN)) {
+      pollfd pfd{fd, POLLOUT, 0};
+      int ready = 0;
+      for (;;) {
+        const auto now = Steady::now();
+        if (now >= deadline) break;
+        ready = ::poll(&pfd, 1, millis_until(deadline, now));
+        if (ready >= 0 || errno != EINTR) break;
+      }
+      if (ready > 0) {
+        int error = 0;
+        socklen_t length = sizeof error;
+        ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length);
+        rc = error == 0 ? 0 : -1;
+        errno = error;
+      } else {
+        errno = ETIMEDOUT;
+      }
+    }
+    if (rc == 0) break;
+    timed_out = errno == ETIMEDOUT;
+    why = timed_out ? std::string("timed out") : std::string(std::strerror(errno));
+    ::close(fd);
+    fd = -1;
+  }
+  if (fd < 0) {
+    if (cached) {  // the host may have moved: look it up again next time
+      std::lock_guard lock(mutex_);
+      addresses_.clear();
+    }
+    for (char& c : why) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    const std::string message = fmt::format("cannot connect to {}: {}", name_, why);
+    if (timed_out) throw Timeout(message, name_);
+    throw BackendError(message, name_, "CONNECTION_FAILURE");
+  }
+  if (!cached) {
+    std::lock_guard lock(mutex_);
+    addresses_ = std::move(addresses);
+  }
+  if (address_.port != 0) {
+    const int one = 1;
+    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (config_.keepalive) ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+  }
+  return fd;
+}
+
+void Server::first_contact(Connection& connection, const Limits& limits) {
+  Limits first = limits;
+  first.max_value = kDefaultItemSize;
+  if (config_.meta) {
+    LinesPipeline mn("mn\r\n", 1);
+    connection.run(mn, first, name_);
+    if (mn.got.front() != "MN") {
+      connection.set_broken();
+      throw NotMeta(fmt::format(
+          "memcached {}: the server does not speak the meta protocol (memcached 1.6 or later): it "
+          "answered \"{}\" to \"mn\"; use dogpile::MemcachedBackend for it",
+          name_, mn.got.front().substr(0, 60)));
+    }
+  }
+  if (config_.max_item_size == 0) {
+    // Its item size limit, if it says (a proxy may not: then the default).
+    std::size_t limit = 0;
+    auto on_stat = [&](std::string_view name, std::string_view value) {
+      if (name == "item_size_max" && !parse_number(value, limit)) limit = 0;
+    };
+    StatsPipeline stats("stats settings\r\n", on_stat);
+    try {
+      connection.run(stats, first, name_);
+    } catch (const Malformed&) {
+      // Not a memcached that says (a proxy, say): what follows is unknown,
+      // so this connection goes; the default limit stands.
+    } catch (const Closed&) {
+    }
+    if (limit != 0) max_value_.store(std::clamp(limit, std::size_t{1024}, kMaxItemSize));
+  }
+}
+
+std::unique_ptr<Connection> Server::borrow(const Limits& limits, bool fresh) {
+  if (!fresh) {
+    std::lock_guard lock(mutex_);
+    if (!idle_.empty()) {
+      auto connection = std::move(idle_.back());
+      idle_.pop_back();
+      connection->set_reused(true);
+      return connection;
+    }
+  }
+  const auto deadline = std::min(limits.call.value_or(Steady::time_point::max()),
+                                 Steady::now() + config_.connect_timeout);
+  auto connection = std::make_unique<Connection>(connect(deadline));
+  if (!contacted_.load(std::memory_order_acquire)) {
+    first_contact(*connection, limits);
+    contacted_.store(true, std::memory_order_release);
+    if (connection->broken()) connection = std::make_unique<Connection>(connect(deadline));
+  }
+  return connection;
+}
+
+void Server::give_back(std::unique_ptr<Connection> connection) noexcept {
+  if (!connection || connection->broken() || connection->generation() != fork_generation()) {
+    return;  // closed
+  }
+  std::lock_guard lock(mutex_);
+  if (idle_.size() < config_.pool_max) idle_.push_back(std::move(connection));
+}
+
+void Server::after_fork_in_child() noexcept {
+  // The idle sockets are shared with the parent; closing this process's copy
+  // leaves the parent's connection intact.
+  new (&idle_) std::vector<std::unique_ptr<Connection>>();
+  new (&mutex_) std::mutex;
+}
+
+// ---------------------------------------------------------------------------
+// Client
+
+Client::Client(Config config, bool auto_eject, std::function<std::size_t(std::string_view)> place)
+    : config_(std::move(config)),
+      auto_eject_(auto_eject),
+      place_(std::move(place)),
+      all_(config_.servers),
+      live_(config_.servers.size(), true),
+      registration_(*this) {
+  servers_.reserve(config_.servers.size());
+  for (const auto& s : config_.servers) servers_.push_back(std::make_unique<Server>(s, config_));
+  live_ring_ = std::make_shared<const KetamaRing>(config_.servers);
+}
+
+Client::~Client() { registration_.reset(); }
+
+std::size_t Client::server_for(std::string_view key) {
+  if (servers_.size() == 1) return 0;
+  if (place_) return place_(key);
+  if (!auto_eject_) return all_.server_for(key);
+  const auto now = Steady::now();
+  std::vector<bool> live(servers_.size());
+  bool any = false;
+  for (std::size_t i = 0; i < servers_.size(); ++i) {
+    live[i] = !servers_[i]->down(now);
+    any = any || live[i];
+  }
+  if (!any) return all_.server_for(key);  // all down: fail on the key's own server
+  std::shared_ptr<const KetamaRing> ring;
+  {
+    std::lock_guard lock(ring_mutex_);
+    if (live != live_) {
+      live_ = live;
+      std::unique_ptr<bool[]> as_bool(new bool[live.size()]);
+      for (std::size_t i = 0; i < live.size(); ++i) as_bool[i] = live[i];
+      live_ring_ = std::make_shared<const KetamaRing>(
+          config_.servers, std::span<const bool>(as_bool.get(), live.size()));
+    }
+    ring = live_ring_;
+  }
+  return ring->server_for(key);
+}
+
+Limits Client::limits(const Server& server) const noexcept {
+  Limits limits;
+  limits.call = request_deadline();
+  limits.stall = config_.poll_timeout;
+  limits.max_value = server.max_value();
+  return limits;
+}
+
+void Client::exchange(Server& server, Pipeline& pipeline, std::string_view what) {
+  const Limits limits = this->limits(server);
+  const bool has_call_deadline = limits.call.has_value();
+  if (has_call_deadline && *limits.call <= Steady::now()) {
+    throw Timeout(
+        fmt::format("{}: memcached {}: the call's deadline has passed", what, server.name()),
+        server.name(), true);
+  }
+  if (!server.admit(Steady::now())) {
+    throw BackendError(
+        fmt::format("{}: memcached {}: marked down after a failure ({}); retried "
+                    "every {} ms",
+                    what, server.name(), server.down_because(), config_.retry_timeout.count()),
+        server.name(), "SERVER_MARKED_DOWN");
+  }
+  for (int attempt = 0;; ++attempt) {
+    std::unique_ptr<Connection> connection;
+    struct Return {
+      Server& server;
+      std::unique_ptr<Connection>& connection;
+      ~Return() { server.give_back(std::move(connection)); }
+    } give_back{server, connection};
+    try {
+      connection = server.borrow(limits, attempt > 0);
+      connection->run(pipeline, limits, server.name());
+      server.succeeded();
+      return;
+    } catch (const NotMeta& e) {
+      throw NotMeta(fmt::format("{}: {}", what, e.what()), server.name(), "NOT_META");
+    } catch (const BackendError& e) {
+      const bool timeout = dynamic_cast<const Timeout*>(&e) != nullptr;
+      const bool refused = !timeout && dynamic_cast<const Closed*>(&e) == nullptr &&
+                           dynamic_cast<const Malformed*>(&e) == nullptr &&
+                           e.code() != "CONNECTION_FAILURE";
+      // An idle connection the server closed meanwhile (a restart), before
+      // any reply: the request never reached the server. Once more, on a
+      // new connection.
+      if (attempt == 0 && connection && connection->reused() && !connection->answered() &&
+          dynamic_cast<const Closed*>(&e) != nullptr) {
+        pipeline.restart();
+        continue;
+      }
+      const bool the_call_s = timeout && static_cast<const Timeout&>(e).the_call_s();
+      // A reply the caller refused (CLIENT_ERROR, SERVER_ERROR, a value it
+      // cannot take) is the answer of a server that works.
+      if (!refused && !the_call_s) server.failed(e.what());
+      if (refused) server.succeeded();
+      // Errors of the pipeline's (a reply refused or out of step) name the server here.
+      const std::string message =
+          e.server().empty() ? fmt::format("{}: memcached {}: {}", what, server.name(), e.what())
+                             : fmt::format("{}: {}", what, e.what());
+      if (timeout) throw Timeout(message, server.name(), the_call_s);
+      throw BackendError(message, server.name(), e.code());
+    }
+  }
+}
+
+std::int64_t Client::stats_time(Server& server) {
+  std::optional<std::int64_t> seconds;
+  bool readable = true;
+  auto on_stat = [&](std::string_view name, std::string_view value) {
+    if (name != "time") return;
+    std::int64_t t = 0;
+    // A Unix time this side of the year 10,000.
+    if (parse_number(value, t) && t > 0 && t < 253402300800) {
+      seconds = t;
+    } else {
+      readable = false;
+    }
+  };
+  StatsPipeline stats("stats\r\n", on_stat);
+  exchange(server, stats, "stats");
+  if (!readable) fail(server.name(), "stats: a time out of range", "PROTOCOL_ERROR");
+  if (!seconds) fail(server.name(), "stats: no time in the reply", "PROTOCOL_ERROR");
+  return *seconds;
+}
+
+std::int64_t Client::exptime(std::size_t index, Ttl ttl) {
+  if (!absolute_expiration(ttl)) return detail::exptime(ttl, 0);
+  Server& s = server(index);
+  const auto now = Steady::now();
+  const auto read_at = s.clock_read_at.load(std::memory_order_acquire);
+  if (read_at == 0 || now - Steady::time_point(Steady::duration(read_at)) > std::chrono::hours(1)) {
+    try {
+      const std::int64_t server_time = stats_time(s);
+      s.clock_offset.store(server_time - std::time(nullptr), std::memory_order_relaxed);
+      s.clock_read_at.store(std::max<Steady::rep>(now.time_since_epoch().count(), 1),
+                            std::memory_order_release);
+    } catch (const BackendError&) {
+      // The request that follows will tell; until then, this host's clock.
+    }
+  }
+  return detail::exptime(ttl, std::time(nullptr) + s.clock_offset.load(std::memory_order_relaxed));
+}
+
+void Client::after_fork_in_child() noexcept {
+  for (auto& s : servers_) s->after_fork_in_child();
+  new (&ring_mutex_) std::mutex;
+}
+
+}  // namespace dogpile::detail::wire
