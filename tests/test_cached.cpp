@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "backends.hpp"
+#include "dogpile/executor.hpp"
 #include "dogpile/cached.hpp"
 #include "manual_executor.hpp"
 #include "region_fixture.hpp"

@@ -10,6 +10,7 @@
 #include <thread>
 #include <vector>
 
+#include "dogpile/executor.hpp"
 #include "backends.hpp"
 #include "manual_executor.hpp"
 #include "region_fixture.hpp"

@@ -9,6 +9,7 @@
 #include <thread>
 #include <vector>
 
+#include "dogpile/executor.hpp"
 #include "dogpile/cached.hpp"
 #include "manual_executor.hpp"
 #include "region_fixture.hpp"

@@ -10,6 +10,7 @@
 #include <atomic>
 #include <thread>
 
+#include "dogpile/executor.hpp"
 #include "engine/lock_keeper.hpp"
 #include "format/lock_token.hpp"
 #include "processes.hpp"

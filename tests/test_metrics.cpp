@@ -12,6 +12,7 @@
 
 #include "backends.hpp"
 #include "dogpile/cached.hpp"
+#include "dogpile/executor.hpp"
 #include "dogpile/metrics.hpp"
 #include "dogpile/region.hpp"
 #include "manual_executor.hpp"
@@ -19,7 +20,7 @@
 
 using namespace std::chrono_literals;
 using dogpile::BackendOp;
-using dogpile::CallResult;
+using dogpile::Outcome;
 using dogpile::test::RegionFixture;
 
 namespace {
@@ -28,7 +29,8 @@ namespace {
 struct Counting : dogpile::Observer {
   std::array<std::atomic<int>, dogpile::kBackendOps> requests{};
   std::array<std::atomic<int>, dogpile::kBackendOps> failed{};
-  std::array<std::atomic<int>, dogpile::kCallResults> calls{};
+  std::array<std::atomic<int>, dogpile::kOutcomes> calls{};
+  std::atomic<int> failed_calls{0};
   std::atomic<int> creations{0};
   std::atomic<int> failed_creations{0};
   std::atomic<int> background_creations{0};
@@ -41,7 +43,11 @@ struct Counting : dogpile::Observer {
     keys.emplace_back(e.key);
   }
   void on_call(const dogpile::CallEvent& e) noexcept override {
-    calls[static_cast<std::size_t>(e.result)]++;
+    if (e.outcome) {
+      calls[static_cast<std::size_t>(*e.outcome)]++;
+    } else {
+      failed_calls++;
+    }
   }
   void on_creation(const dogpile::CreationEvent& e) noexcept override {
     creations++;
@@ -54,7 +60,7 @@ std::uint64_t requests(const dogpile::RegionMetrics& m, BackendOp op) {
   return m.backend[static_cast<std::size_t>(op)].requests;
 }
 
-const dogpile::Histogram& calls(const dogpile::RegionMetrics& m, CallResult r) {
+const dogpile::Histogram& calls(const dogpile::RegionMetrics& m, Outcome r) {
   return m.calls[static_cast<std::size_t>(r)];
 }
 
@@ -86,15 +92,15 @@ TEST_SUITE("metrics") {
         region.get_or_create("bad", []() -> std::string { throw std::runtime_error("x"); }));
 
     const auto m = region.metrics();
-    const auto& created = calls(m, CallResult::created);
+    const auto& created = calls(m, Outcome::created);
     CHECK(created.count == 2);
     CHECK(created.counts[bucket_of(0.030)] == 1);
     CHECK(created.counts[bucket_of(0.700)] == 1);
     CHECK(created.sum_seconds == doctest::Approx(0.730));
-    CHECK(calls(m, CallResult::fresh).count == 1);
-    CHECK(calls(m, CallResult::fresh).sum_seconds == 0);  // the clock did not move
-    CHECK(calls(m, CallResult::failed).count == 1);
-    CHECK(calls(m, CallResult::stale).count == 0);
+    CHECK(calls(m, Outcome::fresh).count == 1);
+    CHECK(calls(m, Outcome::fresh).sum_seconds == 0);  // the clock did not move
+    CHECK(m.failed_calls.count == 1);
+    CHECK(calls(m, Outcome::stale).count == 0);
     CHECK(m.creations.count == 3);  // the one that threw too
     CHECK(m.creations.counts[bucket_of(0.030)] == 1);
     CHECK(m.creations.counts[bucket_of(0.700)] == 1);
@@ -119,9 +125,9 @@ TEST_SUITE("metrics") {
     });
     CHECK(made == std::vector<std::string>{"b", "made"});
     const auto m = region.metrics();
-    CHECK(calls(m, CallResult::stale).count == 1);
-    CHECK(calls(m, CallResult::created).count == 1);  // the multi call: its costliest key
-    CHECK(calls(m, CallResult::fresh).count == 0);
+    CHECK(calls(m, Outcome::stale).count == 1);
+    CHECK(calls(m, Outcome::created).count == 1);  // the multi call: its costliest key
+    CHECK(calls(m, Outcome::fresh).count == 0);
   }
 
   TEST_CASE("backend requests by operation: the lease and its release are seen") {
@@ -155,8 +161,8 @@ TEST_SUITE("metrics") {
     CHECK(observer->requests[static_cast<std::size_t>(BackendOp::get)] == 2);
     CHECK(observer->requests[static_cast<std::size_t>(BackendOp::lease)] == 1);
     CHECK(observer->requests[static_cast<std::size_t>(BackendOp::release)] == 1);
-    CHECK(observer->calls[static_cast<std::size_t>(CallResult::created)] == 1);
-    CHECK(observer->calls[static_cast<std::size_t>(CallResult::fresh)] == 1);
+    CHECK(observer->calls[static_cast<std::size_t>(Outcome::created)] == 1);
+    CHECK(observer->calls[static_cast<std::size_t>(Outcome::fresh)] == 1);
     CHECK(observer->creations == 1);
     std::lock_guard lock(observer->mutex);
     for (const auto& key : observer->keys) CHECK(key == "k");
@@ -330,7 +336,7 @@ TEST_SUITE("metrics") {
       previous_bound = b;
       previous_count = count;
     }
-    CHECK(buckets == (dogpile::kCallResults + 1 + dogpile::kBackendOps) *
+    CHECK(buckets == (dogpile::kOutcomes + 2 + dogpile::kBackendOps) *
                          (dogpile::Histogram::bounds.size() + 1));
     for (const auto& [series, count] : infinite) {
       // dogpile_call_seconds_bucket{region="r",result="created" -> ..._count{...}

@@ -11,6 +11,7 @@
 #include <thread>
 #include <vector>
 
+#include "dogpile/executor.hpp"
 #include "dogpile/cached.hpp"
 #include "format/envelope.hpp"
 #include "manual_executor.hpp"

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "backends.hpp"
+#include "dogpile/executor.hpp"
 #include "dogpile/cached.hpp"
 #include "dogpile/region.hpp"
 #include "manual_executor.hpp"

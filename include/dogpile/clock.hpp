@@ -15,7 +15,7 @@
 // `sleep_until` and `wait_until`; with a ManualClock a test decides when that
 // time has passed (`waiters()` tells how many threads wait on it).
 //
-// Types: TimePoint, Duration, SteadyTime, Clock (interface), SystemClock,
+// Types: TimePoint, Duration, Expiration, SteadyTime, Clock (interface), SystemClock,
 // ManualClock.
 #pragma once
 
@@ -24,6 +24,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
+#include <optional>
 #include <stop_token>
 
 #include "dogpile/detail/function_ref.hpp"
@@ -33,6 +34,12 @@ namespace dogpile {
 /// Wall-clock time point: created_at stamps travel between processes and hosts.
 using TimePoint = std::chrono::system_clock::time_point;
 using Duration = std::chrono::system_clock::duration;
+
+/// How long a value stays fresh; `no_expiration` (an empty Expiration) means forever.
+using Expiration = std::optional<Duration>;
+/// An Expiration of its own type (not std::nullopt), so that it also reads as
+/// "forever" where an optional Expiration is expected (CallOptions::expiration).
+inline constexpr Expiration no_expiration{};
 
 namespace detail {
 /// Microseconds since the Unix epoch: how times are stored beside values.

@@ -23,7 +23,7 @@
 //       [&] { return cache.put_with_created(key, make()); },  // ValueAndCreated<std::string>
 //       [&] { return cache.get_with_created(key); });         // std::optional of it
 //
-// Types: NeedRegeneration, Lockable, Expiration, Outcome, ValueAndCreated,
+// Types: NeedRegeneration, Lockable, ValueAndCreated,
 // DogpileOptions, Acquired, Dogpile.
 //
 // The algorithm (every form):
@@ -48,6 +48,7 @@
 #include <variant>
 
 #include "dogpile/clock.hpp"
+#include "dogpile/outcome.hpp"
 
 namespace dogpile {
 
@@ -67,34 +68,6 @@ concept Lockable = requires(M& m) {
   { m.try_lock() } -> std::convertible_to<bool>;
   m.unlock();
 };
-
-/// How long a value stays fresh; `no_expiration` (an empty Expiration) means forever.
-using Expiration = std::optional<Duration>;
-/// An Expiration of its own type (not std::nullopt), so that it also reads as
-/// "forever" where an optional Expiration is expected (CallOptions::expiration).
-inline constexpr Expiration no_expiration{};
-
-/// How one call was served.
-enum class Outcome {
-  fresh,    ///< a fresh value was returned; no lock was touched
-  stale,    ///< an expired value was returned while another caller regenerates
-  waited,   ///< no value existed; this caller blocked until another created it
-  created,  ///< this caller ran the creator
-};
-
-[[nodiscard]] constexpr const char* to_string(Outcome o) noexcept {
-  switch (o) {
-    case Outcome::fresh:
-      return "fresh";
-    case Outcome::stale:
-      return "stale";
-    case Outcome::waited:
-      return "waited";
-    case Outcome::created:
-      return "created";
-  }
-  return "unknown";
-}
 
 /// A value with the time it was created, for `acquire_with_created`.
 /// `std::pair<T, TimePoint>` and `std::tuple<T, TimePoint>` are accepted as well.

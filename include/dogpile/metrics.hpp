@@ -28,11 +28,13 @@
 #include <cstddef>
 #include <cstdint>
 #include <initializer_list>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
 
 #include "dogpile/clock.hpp"
+#include "dogpile/outcome.hpp"
 
 namespace dogpile {
 
@@ -56,12 +58,6 @@ struct Histogram {
   /// there are none.
   [[nodiscard]] double quantile_bound(double q) const noexcept;
 };
-
-/// How a call to get_or_create (or a wrapper) ended. A call over many keys
-/// counts as its costliest key (created over waited over stale over fresh).
-enum class CallResult : std::uint8_t { fresh, stale, waited, created, failed };
-inline constexpr std::size_t kCallResults = 5;
-[[nodiscard]] const char* to_string(CallResult r) noexcept;
 
 /// What a backend request did. One event per request to the backend's API,
 /// which may be one network round trip for many keys.
@@ -88,7 +84,11 @@ struct BackendOpMetrics {
 
 /// A region's measurements (CacheRegion::metrics()).
 struct RegionMetrics {
-  std::array<Histogram, kCallResults> calls;          ///< indexed by CallResult
+  /// Calls to get_or_create (or a wrapper) that returned, indexed by their
+  /// Outcome; a call over many keys counts as its costliest key (created
+  /// over waited over stale over fresh).
+  std::array<Histogram, kOutcomes> calls;
+  Histogram failed_calls;                             ///< calls that threw
   Histogram creations;                                ///< creator durations, failed ones too
   std::array<BackendOpMetrics, kBackendOps> backend;  ///< indexed by BackendOp
 };
@@ -104,7 +104,8 @@ struct BackendEvent {
 
 /// A call to get_or_create (or get_or_create_multi, a wrapper), as it ended.
 struct CallEvent {
-  CallResult result;
+  /// How it was served (the costliest of its keys); nullopt: it threw.
+  std::optional<Outcome> outcome;
   std::string_view key;  ///< the first key
   std::size_t keys = 1;
   Duration took{};

@@ -4,7 +4,7 @@
 #include <atomic>
 #include <cstdint>
 
-#include "dogpile/region.hpp"
+#include "dogpile/stats.hpp"
 
 namespace dogpile::detail {
 

@@ -18,20 +18,16 @@
 #include <stdexcept>
 #include <utility>
 
-#include "transport/deadline.hpp"
-#include "format/keys.hpp"
+#include "dogpile/executor.hpp"
 #include "engine/poll_schedule.hpp"
+#include "format/keys.hpp"
+#include "transport/deadline.hpp"
 
 namespace dogpile {
 
 using detail::Found;
 using detail::Served;
 using detail::Slot;
-
-static_assert(static_cast<int>(CallResult::fresh) == static_cast<int>(Outcome::fresh) &&
-              static_cast<int>(CallResult::stale) == static_cast<int>(Outcome::stale) &&
-              static_cast<int>(CallResult::waited) == static_cast<int>(Outcome::waited) &&
-              static_cast<int>(CallResult::created) == static_cast<int>(Outcome::created));
 
 namespace {
 
@@ -235,14 +231,14 @@ Outcome CacheRegion::Engine::run(const Call& call) {
     detail::Metrics& metrics;
     const Call& call;
     SteadyTime started;
-    CallResult result = CallResult::failed;
+    std::optional<Outcome> outcome;  // none: it threw
     ~Timed() {
-      metrics.call(result, call.keys.empty() ? std::string_view() : call.keys.front(),
+      metrics.call(outcome, call.keys.empty() ? std::string_view() : call.keys.front(),
                    call.keys.size(), metrics.now() - started);
     }
   } timed{metrics_, call, metrics_.now()};
   const Outcome outcome = run_keys(call);
-  timed.result = static_cast<CallResult>(outcome);
+  timed.outcome = outcome;
   return outcome;
 }
 

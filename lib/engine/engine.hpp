@@ -15,12 +15,11 @@
 #include <string_view>
 #include <vector>
 
-#include "engine/counters.hpp"
-#include "format/envelope.hpp"
+#include "base/fork.hpp"
 #include "dogpile/region.hpp"
+#include "engine/counters.hpp"
 #include "engine/fleet_clock.hpp"
 #include "engine/flight.hpp"
-#include "base/fork.hpp"
 #include "engine/held_elsewhere.hpp"
 #include "engine/invalidation.hpp"
 #include "engine/judge.hpp"
@@ -28,6 +27,7 @@
 #include "engine/lock_keeper.hpp"
 #include "engine/metrics.hpp"
 #include "engine/reporter.hpp"
+#include "format/envelope.hpp"
 
 namespace dogpile {
 namespace detail {

@@ -13,12 +13,12 @@
 #include <optional>
 #include <string>
 
-#include "engine/counters.hpp"
 #include "dogpile/backend.hpp"
-#include "dogpile/region.hpp"
-#include "format/invalidation_times.hpp"
+#include "dogpile/options.hpp"
+#include "engine/counters.hpp"
 #include "engine/metrics.hpp"
 #include "engine/reporter.hpp"
+#include "format/invalidation_times.hpp"
 
 namespace dogpile::detail {
 

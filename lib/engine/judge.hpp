@@ -7,9 +7,9 @@
 #include <chrono>
 #include <cstdint>
 
-#include "format/envelope.hpp"
-#include "dogpile/region.hpp"
+#include "dogpile/options.hpp"
 #include "engine/invalidation.hpp"
+#include "format/envelope.hpp"
 
 namespace dogpile::detail {
 

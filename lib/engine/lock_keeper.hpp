@@ -22,9 +22,9 @@
 #include <thread>
 #include <utility>
 
+#include "base/fork.hpp"
 #include "dogpile/backend.hpp"
 #include "dogpile/clock.hpp"
-#include "base/fork.hpp"
 #include "engine/metrics.hpp"
 
 namespace dogpile::detail {

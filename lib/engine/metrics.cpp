@@ -12,22 +12,6 @@
 
 namespace dogpile {
 
-const char* to_string(CallResult r) noexcept {
-  switch (r) {
-    case CallResult::fresh:
-      return "fresh";
-    case CallResult::stale:
-      return "stale";
-    case CallResult::waited:
-      return "waited";
-    case CallResult::created:
-      return "created";
-    case CallResult::failed:
-      return "failed";
-  }
-  return "unknown";
-}
-
 const char* to_string(BackendOp op) noexcept {
   switch (op) {
     case BackendOp::get:
@@ -96,10 +80,10 @@ void Metrics::record(BackendOp op, std::string_view key, std::size_t keys, Durat
   if (observer_) observer_->on_backend(BackendEvent{op, key, keys, took, ok});
 }
 
-void Metrics::call(CallResult result, std::string_view key, std::size_t keys,
+void Metrics::call(std::optional<Outcome> outcome, std::string_view key, std::size_t keys,
                    Duration took) noexcept {
-  calls_[static_cast<std::size_t>(result)].add(took);
-  if (observer_) observer_->on_call(CallEvent{result, key, keys, took});
+  (outcome ? calls_[static_cast<std::size_t>(*outcome)] : failed_calls_).add(took);
+  if (observer_) observer_->on_call(CallEvent{outcome, key, keys, took});
 }
 
 void Metrics::creation(std::string_view key, std::size_t keys, Duration took, bool ok,
@@ -110,7 +94,8 @@ void Metrics::creation(std::string_view key, std::size_t keys, Duration took, bo
 
 RegionMetrics Metrics::snapshot() const noexcept {
   RegionMetrics m;
-  for (std::size_t i = 0; i < kCallResults; ++i) m.calls[i] = calls_[i].snapshot();
+  for (std::size_t i = 0; i < kOutcomes; ++i) m.calls[i] = calls_[i].snapshot();
+  m.failed_calls = failed_calls_.snapshot();
   m.creations = creations_.snapshot();
   for (std::size_t i = 0; i < kBackendOps; ++i) {
     m.backend[i].requests = ops_[i].requests.load(std::memory_order_relaxed);
@@ -225,12 +210,14 @@ std::string render(std::span<const Named> regions) {
   family(out, "dogpile_call_seconds", "histogram",
          "Latency of get_or_create calls, by how they ended.");
   for (const Named& r : regions) {
-    for (std::size_t i = 0; i < kCallResults; ++i) {
+    for (std::size_t i = 0; i < kOutcomes; ++i) {
       histogram(
           out, "dogpile_call_seconds",
-          fmt::format("{},result=\"{}\"", region_label(r), to_string(static_cast<CallResult>(i))),
+          fmt::format("{},result=\"{}\"", region_label(r), to_string(static_cast<Outcome>(i))),
           r.metrics.calls[i]);
     }
+    histogram(out, "dogpile_call_seconds", fmt::format("{},result=\"failed\"", region_label(r)),
+              r.metrics.failed_calls);
   }
   family(out, "dogpile_creation_seconds", "histogram", "Creator run times.");
   for (const Named& r : regions) {

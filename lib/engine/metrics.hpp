@@ -51,7 +51,8 @@ class Metrics {
     }
   }
 
-  void call(CallResult result, std::string_view key, std::size_t keys, Duration took) noexcept;
+  void call(std::optional<Outcome> outcome, std::string_view key, std::size_t keys,
+            Duration took) noexcept;
   void creation(std::string_view key, std::size_t keys, Duration took, bool ok,
                 bool background) noexcept;
 
@@ -81,7 +82,8 @@ class Metrics {
 
   const Clock& clock_;
   std::shared_ptr<Observer> observer_;
-  std::array<AtomicHistogram, kCallResults> calls_;
+  std::array<AtomicHistogram, kOutcomes> calls_;
+  AtomicHistogram failed_calls_;
   AtomicHistogram creations_;
   std::array<Op, kBackendOps> ops_;
 };

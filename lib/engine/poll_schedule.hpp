@@ -13,7 +13,7 @@
 #include <cstdint>
 
 #include "dogpile/backend.hpp"
-#include "dogpile/region.hpp"
+#include "dogpile/options.hpp"
 
 namespace dogpile::detail {
 

@@ -5,8 +5,8 @@
 
 #include <stdexcept>
 
-#include "format/keys.hpp"
 #include "engine/engine.hpp"
+#include "format/keys.hpp"
 
 namespace dogpile {
 namespace {

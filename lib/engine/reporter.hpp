@@ -9,8 +9,8 @@
 #include <mutex>
 #include <string_view>
 
+#include "dogpile/errors.hpp"
 #include "engine/counters.hpp"
-#include "dogpile/region.hpp"
 
 namespace dogpile::detail {
 
