@@ -236,7 +236,7 @@ Outcome CacheRegion::Engine::run(const Call& call) {
       metrics.call(outcome, call.keys.empty() ? std::string_view() : call.keys.front(),
                    call.keys.size(), metrics.now() - started);
     }
-  } timed{metrics_, call, metrics_.now()};
+  } timed{metrics_, call, metrics_.now(), std::nullopt};
   const Outcome outcome = run_keys(call);
   timed.outcome = outcome;
   return outcome;
