@@ -137,6 +137,27 @@ std::vector<std::string_view> key_views(const R& keys) {
   for (auto&& k : keys) views.emplace_back(k);
   return views;
 }
+
+class Engine;  // lib/engine/engine.hpp
+
+// How a region's templates hand a call to its engine: the bytes of a value
+// decoded into (or encoded from) the caller's slot i.
+using DecodeAt = FunctionRef<bool(std::size_t, std::string_view)>;
+using CreateAt = FunctionRef<void(std::span<const std::size_t>, std::span<CreateOut>)>;
+using Decode = FunctionRef<bool(std::string_view)>;
+using Encode = FunctionRef<void(std::string&)>;
+using EncodeAt = FunctionRef<void(std::size_t, std::string&)>;
+
+/// One call of the engine: user keys (they may repeat), how to decode a
+/// value into slot i, how to create the values of some slots, and the
+/// options. The engine returns the Outcome of the costliest key.
+struct Call {
+  std::span<const std::string_view> keys;
+  DecodeAt decode;
+  CreateAt create;
+  const CallOptions& options;
+  FunctionRef<BackgroundCreate()>* make_job;  // nullptr: no background
+};
 }  // namespace detail
 
 template <class Fn, class Predicate>
@@ -464,23 +485,12 @@ class CacheRegion {
   template <class Fn>
   friend class CachedMulti;
 
-  using DecodeAt = detail::FunctionRef<bool(std::size_t, std::string_view)>;
-  using CreateAt =
-      detail::FunctionRef<void(std::span<const std::size_t>, std::span<detail::CreateOut>)>;
-  using Decode = detail::FunctionRef<bool(std::string_view)>;
-  using Encode = detail::FunctionRef<void(std::string&)>;
-  using EncodeAt = detail::FunctionRef<void(std::size_t, std::string&)>;
-
-  /// One call of the engine: user keys (they may repeat), how to decode a
-  /// value into slot i, how to create the values of some slots, and the
-  /// options. Returns the Outcome of the first key.
-  struct Call {
-    std::span<const std::string_view> keys;
-    DecodeAt decode;
-    CreateAt create;
-    const CallOptions& options;
-    detail::FunctionRef<detail::BackgroundCreate()>* make_job;  // nullptr: no background
-  };
+  using DecodeAt = detail::DecodeAt;
+  using CreateAt = detail::CreateAt;
+  using Decode = detail::Decode;
+  using Encode = detail::Encode;
+  using EncodeAt = detail::EncodeAt;
+  using Call = detail::Call;
   Outcome run(const Call& call);
 
   // get_or_create's body. `make_job`, if not null, makes an owning copy of the
@@ -518,8 +528,7 @@ class CacheRegion {
   bool remove_multi_bytes(std::span<const std::string_view> keys);
   static void check_created_count(std::size_t got, std::size_t wanted);
 
-  class Engine;
-  std::unique_ptr<Engine> engine_;
+  std::unique_ptr<detail::Engine> engine_;
 };
 
 }  // namespace dogpile

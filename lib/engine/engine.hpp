@@ -76,9 +76,11 @@ struct Slot {
   [[nodiscard]] bool has_value() const noexcept { return usable(found) && at_hand != nullptr; }
 };
 
-}  // namespace detail
-
-class CacheRegion::Engine : detail::ForkAware {
+/// The engine behind a CacheRegion: its parts, and the step over them.
+/// Its sources, by job: engine.cpp (the parts put together, fork, chores),
+/// step.cpp, reads.cpp, create.cpp, wait.cpp, releases.cpp, background.cpp,
+/// plain.cpp (docs/engine.md).
+class Engine : ForkAware {
  public:
   Engine(std::shared_ptr<Backend> backend, RegionOptions options);
   ~Engine();
@@ -112,7 +114,15 @@ class CacheRegion::Engine : detail::ForkAware {
   struct Job;
 
  private:
-  class LocalForget;
+  class Written;
+  // A user key as the backend knows it, and the check its envelopes carry.
+  struct MappedKey {
+    std::string key;
+    std::uint64_t check = 0;
+  };
+  [[nodiscard]] MappedKey map(std::string_view user_key) const;
+  // Points a new slot at `user_key`.
+  void aim(detail::Slot& slot, std::string_view user_key) const;
   struct Context;
   using Creator =
       detail::FunctionRef<void(std::span<detail::Slot* const>, std::span<detail::CreateOut>)>;
@@ -151,9 +161,8 @@ class CacheRegion::Engine : detail::ForkAware {
   }
 
   // Parts of the steps.
-  template <class DecodeFn>
   detail::Found examine(const Context& ctx, detail::Slot& slot, std::string_view data,
-                        std::uint32_t flags, bool quiet, DecodeFn&& decode);
+                        std::uint32_t flags, bool quiet, Decode decode);
   detail::Found examine_item(Context& ctx, detail::Slot& slot, const Item& item, bool quiet);
   void claim(std::span<detail::Slot* const> slots);
   void serve_at_hand(Context& ctx, detail::Slot& slot);
@@ -166,8 +175,15 @@ class CacheRegion::Engine : detail::ForkAware {
   void release_later(std::vector<std::unique_ptr<DistributedLock>> locks);
   void run_job(Job& job) noexcept;
   void abandon_job(Job& job) noexcept;
+  // Runs `op`, a request of the backend's for `key` (the first of many):
+  // true if it returned. A failure is reported (operation `name`, then
+  // `note`) and false returned; running out of memory goes on up.
   template <class Op>
-  void with_leases(BackendOp what, std::span<detail::Slot* const> slots, Op op);
+  bool attempt(std::string_view name, std::string_view key, Op&& op, std::string_view note = {});
+  // attempt() of a lease-aware operation on the slots' LeaseSlots, timed
+  // as `what`.
+  bool with_leases(BackendOp what, std::string_view name, std::span<detail::Slot* const> slots,
+                   detail::FunctionRef<void(std::span<LeaseSlot>)> op, std::string_view note = {});
   std::shared_ptr<Item> envelope(std::string_view user_key, std::uint64_t check,
                                  detail::FunctionRef<void(std::string&)> encode,
                                  std::chrono::microseconds took,
@@ -198,7 +214,8 @@ class CacheRegion::Engine : detail::ForkAware {
 
   std::atomic<bool> chores_scheduled_{false};
   detail::LockKeeper keeper_;  // after what its thread uses: destroyed first
-  detail::ForkRegistration registration_;
+  ForkRegistration registration_;
 };
 
+}  // namespace detail
 }  // namespace dogpile

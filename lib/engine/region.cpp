@@ -106,7 +106,7 @@ SteadyTime Deadline::on(const Clock& clock) const noexcept {
 CacheRegion::CacheRegion(std::shared_ptr<Backend> backend, RegionOptions options) {
   if (!backend) throw std::invalid_argument("dogpile::CacheRegion: the backend must not be null");
   validate(options);
-  engine_ = std::make_unique<Engine>(std::move(backend), std::move(options));
+  engine_ = std::make_unique<detail::Engine>(std::move(backend), std::move(options));
 }
 
 CacheRegion::~CacheRegion() = default;

@@ -1,0 +1,190 @@
+// Create, store (fenced), publish; the envelopes every write makes.
+#include "engine/engine.hpp"
+
+#include <algorithm>
+#include <stdexcept>
+#include <utility>
+
+#include "engine/parts.hpp"
+
+namespace dogpile::detail {
+
+// ---------------------------------------------------------------------------
+// create, store (fenced), release, publish
+
+void Engine::create(Context& ctx, std::span<Slot* const> slots, Creator creator, bool background) {
+  std::vector<detail::CreateOut> out(slots.size());
+  for (std::size_t j = 0; j < slots.size(); ++j) {
+    Slot& s = *slots[j];
+    s.made = std::make_shared<Item>();
+    s.made->flags = detail::kEnvelopeFlags;
+    detail::begin_envelope(s.made->data);
+    out[j].bytes = &s.made->data;
+  }
+  // The keeper extends each lock while the creator runs; a creator that runs
+  // past max_creation loses that, and its followers start over.
+  std::vector<detail::LockKeeper::Ticket> tickets;
+  for (Slot* s : slots) {
+    if (!s->lease.lock) continue;
+    std::function<void()> on_hung;
+    if (s->lead) {
+      on_hung = [this, key = s->key, flight = s->lead->flight()] { flights_.detach(key, flight); };
+    }
+    tickets.push_back(keeper_.keep(*s->lease.lock, std::string(s->user_key),
+                                   detail::LockKeeper::interval_for(s->lease.lock->ttl()),
+                                   options_.max_creation, std::move(on_hung)));
+  }
+  const TimePoint started = clock_.now();
+  const SteadyTime started_steady = clock_.steady_now();  // for the metric: no clock steps
+  try {
+    creator(slots, out);
+  } catch (...) {
+    metrics_.creation(slots.front()->user_key, slots.size(), clock_.steady_now() - started_steady,
+                      false, background);
+    tickets.clear();
+    release(slots);
+    detail::Counters::add(counters_.creation_errors);
+    const auto error = std::current_exception();
+    bool all_served = true;
+    for (Slot* s : slots) {
+      s->made.reset();
+      if ((background || options_.serve_stale_on_error) && s->has_value()) {
+        if (!background) serve_at_hand(ctx, *s);
+        if (background) s->lead->publish(s->at_hand);
+        continue;
+      }
+      all_served = false;
+      if (s->lead) s->lead->fail(error);
+    }
+    if (background || all_served) {
+      reporter_.report(
+          ErrorKind::creator, background ? "background create" : "create", slots.front()->user_key,
+          what_of(error) + (background ? "; the stale value stays" : "; serving the stale value"));
+      if (background || all_served) return;
+    }
+    throw;
+  }
+  tickets.clear();
+  const Duration ran = clock_.now() - started;
+  metrics_.creation(slots.front()->user_key, slots.size(), clock_.steady_now() - started_steady,
+                    true, background);
+  const auto took = std::max(std::chrono::microseconds::zero(),
+                             std::chrono::duration_cast<std::chrono::microseconds>(ran));
+  const TimePoint created_at = fleet_.earliest();
+  std::vector<Slot*> to_store;
+  for (std::size_t j = 0; j < slots.size(); ++j) {
+    Slot& s = *slots[j];
+    s.keep = out[j].keep;
+    try {
+      finish(s.made->data, created_at, took, s.check, detail::EnvelopeKind::value);
+    } catch (const std::length_error& e) {
+      reporter_.report(ErrorKind::backend, "set", s.user_key, e);
+      s.made.reset();
+      continue;
+    }
+    if (!s.keep) continue;
+    // Without a lock (the backend failing) store only into an empty key.
+    if (!s.lease.lock && !s.confirmed) s.lease.fence = Fence{Fence::Kind::absent, 0};
+    s.lease.value = s.made.get();
+    s.lease.ttl = ctx.ttl;
+    s.lease.stored = false;
+    to_store.push_back(&s);
+  }
+  bool store_failed = false;
+  if (!to_store.empty()) {
+    store_failed = !with_leases(BackendOp::store, "set", to_store,
+                                [&](std::span<LeaseSlot> leases) { backend_->store(leases); });
+    for (Slot* s : store_failed ? std::span<Slot* const>() : std::span<Slot* const>(to_store)) {
+      if (s->lease.stored) {
+        fill_local(*s, s->made);
+        continue;
+      }
+      detail::Counters::add(counters_.fenced_out);
+      reporter_.report(ErrorKind::fenced, "set", s->user_key,
+                       "the key was written (set, removed, or created elsewhere) while this "
+                       "value was made; it was returned, not stored");
+    }
+    for (Slot* s : to_store) s->lease.value = nullptr;
+  }
+  // Degraded mode: what was made without the backend is kept in process, so
+  // that this process's next callers of the key find it.
+  // A value stored replaces a copy kept of its key; one fenced out (the key
+  // was written meanwhile, with what this process does not know) drops it.
+  const SteadyTime until = kept_until(ctx);
+  for (Slot* s : to_store) {
+    if (s->degraded || store_failed) {
+      kept_.put_written(s->key, s->made, until);
+    } else if (!kept_.empty()) {
+      kept_.update(s->key, s->lease.stored ? s->made : nullptr, until);
+    }
+  }
+  release(slots);
+  for (Slot* s : slots) {
+    held_.forget(s->key);
+    detail::Counters::add(counters_.created);
+    if (s->degraded) detail::Counters::add(counters_.degraded);
+    if (s->lead) {
+      if (s->made) {
+        s->lead->publish(s->made);
+      } else {
+        s->lead->abandon();  // nothing to hand over: followers start over
+      }
+    }
+    s->served = Served::created;
+  }
+}
+
+// create() with the call's own creator, given the slots' value indices.
+void Engine::create_for_call(Context& ctx, std::span<Slot* const> slots) {
+  create(
+      ctx, slots,
+      [&](std::span<Slot* const> made, std::span<detail::CreateOut> out) {
+        std::vector<std::size_t> indices;
+        indices.reserve(made.size());
+        for (const Slot* s : made) indices.push_back(s->index);
+        ctx.call->create(indices, out);
+      },
+      false);
+}
+
+std::shared_ptr<Item> Engine::envelope(std::string_view user_key, std::uint64_t check,
+                                       detail::FunctionRef<void(std::string&)> encode,
+                                       std::chrono::microseconds took, detail::EnvelopeKind kind) {
+  auto item = std::make_shared<Item>();
+  item->flags = detail::kEnvelopeFlags;
+  detail::begin_envelope(item->data);
+  encode(item->data);
+  try {
+    finish(item->data, fleet_.earliest(), took, check, kind);
+  } catch (const std::length_error& e) {
+    reporter_.report(ErrorKind::backend, "set", user_key, e);
+    return nullptr;
+  }
+  return item;
+}
+
+void Engine::finish(std::string& envelope, TimePoint created_at, std::chrono::microseconds took,
+                    std::uint64_t check, detail::EnvelopeKind kind) {
+  const auto encoding =
+      detail::finish_envelope(envelope, created_at, took, check, kind,
+                              {options_.compression.threshold, options_.compression.level});
+  if (encoding != detail::PayloadEncoding::plain) detail::Counters::add(counters_.compressed);
+}
+
+// The codec's bytes of an envelope already examined (its payload, or that
+// decompressed into `scratch`); nullopt if it does not decompress.
+std::optional<std::string_view> Engine::payload_of(const detail::EnvelopeView& envelope,
+                                                   std::string& scratch) const {
+  detail::EnvelopeError error{};
+  return detail::payload_bytes(envelope, scratch, options_.compression.max_size, error);
+}
+
+// A tombstone outlives any creation that began before it: a lock lives
+// lock_timeout past its last extension, and extensions stop at max_creation.
+Ttl Engine::tombstone_ttl() const noexcept {
+  const Duration longest = options_.max_creation.value_or(std::chrono::hours(24));
+  return std::min<Ttl>(std::chrono::ceil<Ttl>(options_.lock_timeout + longest),
+                       std::chrono::hours(24 * 30));
+}
+
+}  // namespace dogpile::detail

@@ -1,0 +1,216 @@
+// Reads and what they mean: decode, judge, the local tier, degraded copies.
+// Every operation of the engine reads through these.
+#include "engine/engine.hpp"
+
+#include <utility>
+
+#include "engine/parts.hpp"
+
+namespace dogpile::detail {
+
+// ---------------------------------------------------------------------------
+// read and judge
+
+Found Engine::examine(const Context& ctx, Slot& slot, std::string_view data, std::uint32_t flags,
+                      bool quiet, Decode decode) {
+  const auto result = detail::decode_envelope(data, flags, slot.check);
+  if (!result.envelope) {
+    // An empty item with no flags is a meta-protocol lease placeholder
+    // (another client's creation in progress): a miss, not an error.
+    const bool placeholder = data.empty() && flags == 0;
+    if (!quiet && !placeholder) {
+      reporter_.report(ErrorKind::decode, "decode", slot.user_key, detail::to_string(result.error),
+                       {}, detail::code_of(result.error));
+    }
+    return Found::missing;
+  }
+  const auto& envelope = *result.envelope;
+  if (envelope.creation_duration > std::chrono::microseconds::zero()) {
+    slot.history = envelope.creation_duration;
+  }
+  if (envelope.kind == detail::EnvelopeKind::tombstone) return Found::missing;
+  Found found = judge_.judge(envelope, fleet_.latest(), ctx.expiration, invalidations_.current(),
+                             ctx.allow_early);
+  if (found == Found::missing) return found;
+  // Marked stale (a per-key soft invalidation), whatever its age: in the
+  // envelope, or by the backend (memcached meta: the item's stale bit).
+  const bool marked = envelope.kind == detail::EnvelopeKind::stale || slot.lease.marked_stale;
+  if (marked && found != Found::stale) found = Found::stale;
+  Scratch scratch;
+  detail::EnvelopeError error{};
+  const auto payload =
+      detail::payload_bytes(envelope, scratch.get(), options_.compression.max_size, error);
+  if (!payload) {
+    if (!quiet)
+      reporter_.report(ErrorKind::decode, "decode", slot.user_key, detail::to_string(error), {},
+                       detail::code_of(error));
+    return Found::missing;
+  }
+  if (!decode(*payload)) {
+    if (!quiet) {
+      reporter_.report(ErrorKind::decode, "decode", slot.user_key,
+                       "the stored value does not decode as the requested type", {}, "codec");
+    }
+    return Found::missing;
+  }
+  slot.created_at = envelope.created_at;
+  slot.took = envelope.creation_duration;
+  return found;
+}
+
+Found Engine::examine_item(Context& ctx, Slot& slot, const Item& item, bool quiet) {
+  const Found found =
+      examine(ctx, slot, item.data, item.flags, quiet,
+              [&](std::string_view payload) { return ctx.decode(slot.index, payload); });
+  slot.value_is_at_hand = false;  // the value slot now holds this item's value, or nothing
+  return found;
+}
+
+// The hot path's read: one request; the bytes are kept only if the value is
+// not fresh (a stale value may be served, or handed to followers).
+void Engine::read_one(Context& ctx, Slot& slot) {
+  slot.at_hand.reset();
+  slot.read_failed = false;
+  try {
+    Duration decoding{};  // in the visitor: not the request's time
+    const bool there = metrics_.backend(
+        BackendOp::get, slot.user_key, 1,
+        [&] {
+          return backend_->read_view(
+              slot.lease, ctx.read_request, [&](std::string_view data, std::uint32_t flags) {
+                const detail::Stopwatch watch(metrics_, decoding);
+                slot.found = examine(ctx, slot, data, flags, false, [&](std::string_view payload) {
+                  return ctx.decode(slot.index, payload);
+                });
+                if (detail::usable(slot.found) && slot.found != Found::fresh) {
+                  slot.at_hand = std::make_shared<const Item>(Item{std::string(data), flags});
+                  slot.value_is_at_hand = true;
+                } else if (slot.found == Found::fresh && local_.enabled()) {
+                  fill_local(slot, std::make_shared<const Item>(Item{std::string(data), flags}));
+                }
+                if (!kept_.empty()) {
+                  note_read(ctx, slot.key,
+                            !detail::usable(slot.found) ? nullptr
+                            : slot.at_hand
+                                ? slot.at_hand
+                                : std::make_shared<const Item>(Item{std::string(data), flags}));
+                }
+              });
+        },
+        &decoding);
+    if (!there) {
+      slot.found = Found::missing;
+      if (!kept_.empty()) note_read(ctx, slot.key, nullptr);
+    }
+    if (slot.lease.lease == LeaseState::won) slot.confirmed = true;  // granted in the read
+  } catch (const std::bad_alloc&) {
+    throw;
+  } catch (const std::exception& e) {
+    reporter_.report(ErrorKind::backend, "get", slot.user_key, e);
+    read_failed(ctx, slot);
+  }
+}
+
+void Engine::note_read(const Context& ctx, std::string_view key, std::shared_ptr<const Item> item) {
+  if (kept_.empty()) return;
+  kept_.update(key, std::move(item), kept_until(ctx));
+}
+
+SteadyTime Engine::kept_until(const Context& ctx) const noexcept {
+  return clock_.steady_now() + std::chrono::duration_cast<SteadyTime::duration>(
+                                   ctx.expiration ? *ctx.expiration + options_.stale_grace
+                                                  : Duration(std::chrono::hours(24)));
+}
+
+// The backend could not be read for `slot`: what this process kept for it
+// while the backend failed (degraded mode) is judged as a stored value
+// would be; without one, the slot is a miss. Either way it is created, if it
+// must be, without asking the backend for a lock.
+void Engine::read_failed(Context& ctx, Slot& slot, bool count) {
+  slot.read_failed = true;
+  slot.found = Found::error;
+  slot.at_hand.reset();
+  slot.value_is_at_hand = false;
+  if (!ctx.serve_kept) return;
+  const auto kept = kept_.get(slot.key, clock_.steady_now());
+  if (!kept) return;
+  const Found found = examine_item(ctx, slot, *kept, true);
+  if (!detail::usable(found)) return;
+  slot.found = found;
+  slot.at_hand = kept;
+  slot.value_is_at_hand = true;
+  if (count) detail::Counters::add(counters_.kept_served);
+}
+
+// The local tier: a value this process read, made or wrote lately is served
+// with no request while it is fresh by its envelope and younger than the
+// tier's time to live. The writes counted before the slot's read fence its
+// fill (a set or remove that landed meanwhile wins).
+bool Engine::serve_local(Context& ctx, Slot& slot) {
+  slot.local_writes = local_.writes(slot.key);
+  auto item = local_.get(slot.key, clock_.steady_now());
+  if (!item) return false;
+  if (examine_item(ctx, slot, *item, true) != Found::fresh) {
+    local_.discard(slot.key, item.get());  // the read that follows may fill a newer one
+    return false;
+  }
+  slot.found = Found::fresh;
+  slot.served = Served::local;
+  slot.at_hand = std::move(item);
+  slot.value_is_at_hand = true;
+  return true;
+}
+
+void Engine::fill_local(const Slot& slot, std::shared_ptr<const Item> item) {
+  if (!local_.enabled()) return;
+  const SteadyTime now = clock_.steady_now();
+  local_.put_read(slot.key, std::move(item), now, now + local_ttl(), slot.local_writes);
+}
+
+bool Engine::with_leases(BackendOp what, std::string_view name, std::span<Slot* const> slots,
+                         FunctionRef<void(std::span<LeaseSlot>)> op, std::string_view note) {
+  std::vector<LeaseSlot> leases;
+  leases.reserve(slots.size());
+  for (Slot* s : slots) leases.push_back(std::move(s->lease));
+  struct Restore {
+    std::span<Slot* const> slots;
+    std::vector<LeaseSlot>& leases;
+    ~Restore() {
+      for (std::size_t i = 0; i < slots.size(); ++i) {
+        slots[i]->lease = std::move(leases[i]);
+        slots[i]->bind();
+      }
+    }
+  } restore{slots, leases};
+  return attempt(
+      name, slots.front()->user_key,
+      [&] { metrics_.backend(what, slots.front()->user_key, slots.size(), [&] { op(leases); }); },
+      note);
+}
+
+void Engine::read(Context& ctx, std::span<Slot* const> slots) {
+  for (Slot* s : slots) s->read_failed = false;
+  if (!with_leases(BackendOp::get, "get_multi", slots, [&](std::span<LeaseSlot> leases) {
+        backend_->read(leases, ctx.read_request);
+      })) {
+    for (Slot* s : slots) read_failed(ctx, *s);
+    return;
+  }
+  for (Slot* s : slots) {
+    s->at_hand.reset();
+    s->found = Found::missing;
+    if (s->lease.item) {
+      s->found = examine_item(ctx, *s, *s->lease.item, false);
+      if (detail::usable(s->found)) {
+        s->at_hand = std::make_shared<const Item>(std::move(*s->lease.item));
+        s->value_is_at_hand = true;
+        if (s->found == Found::fresh) fill_local(*s, s->at_hand);
+      }
+      s->lease.item.reset();
+    }
+    if (!kept_.empty()) note_read(ctx, s->key, detail::usable(s->found) ? s->at_hand : nullptr);
+    if (s->lease.lease == LeaseState::won) s->confirmed = true;
+  }
+}
+
+}  // namespace dogpile::detail

@@ -1,0 +1,179 @@
+// Waits: polling a lease held in another process, following this
+// process's leader.
+#include "engine/engine.hpp"
+
+#include <algorithm>
+#include <utility>
+
+#include "engine/parts.hpp"
+#include "engine/poll_schedule.hpp"
+
+namespace dogpile::detail {
+
+// ---------------------------------------------------------------------------
+// wait: for a lease held in another process, and for this process's leader
+
+// Polls the slots whose lease another process holds, one request a poll
+// for all that are due, on the schedule their locks allow, until each has a
+// value, is created here (its lease freed), or the wait runs out.
+void Engine::wait_for_others(Context& ctx, std::span<Slot* const> remote) {
+  if (remote.empty()) return;
+  for (std::size_t i = 0; i < remote.size(); ++i) detail::Counters::add(counters_.lock_waits);
+  const SteadyTime started = clock_.steady_now();
+  const SteadyTime give_up_at =
+      options_.wait.max_wait
+          ? started + std::chrono::duration_cast<SteadyTime::duration>(*options_.wait.max_wait)
+          : SteadyTime::max();
+  const SteadyTime limit = std::min(ctx.deadline, give_up_at);
+  struct Waiting {
+    Slot* slot;
+    SteadyTime next;
+  };
+  std::vector<Waiting> waiting;
+  auto schedule = [&](Waiting& w, SteadyTime now) {
+    const auto pause =
+        detail::next_poll_in(options_.wait, now - started, fleet_.now(), w.slot->lease.holder,
+                             fleet_.error(), detail::poll_jitter());
+    w.next = now + std::chrono::duration_cast<SteadyTime::duration>(pause);
+  };
+  for (Slot* s : remote) schedule(waiting.emplace_back(Waiting{s, started}), started);
+  while (!waiting.empty()) {
+    SteadyTime next = SteadyTime::max();
+    for (const auto& w : waiting) next = std::min(next, w.next);
+    if (next > limit || !clock_.sleep_until(next, ctx.stop)) {
+      if (next > limit) clock_.sleep_until(limit, ctx.stop);
+      const auto reason = ctx.stop.stop_requested() ? WaitTimeout::Reason::cancelled
+                          : limit == give_up_at     ? WaitTimeout::Reason::max_wait
+                                                    : WaitTimeout::Reason::deadline;
+      std::vector<Slot*> late;
+      for (const auto& w : waiting) late.push_back(w.slot);
+      give_up(ctx, late, reason);
+      return;
+    }
+    const SteadyTime now = clock_.steady_now();
+    std::vector<Slot*> due;
+    for (const auto& w : waiting) {
+      if (w.next <= now) due.push_back(w.slot);
+    }
+    poll(ctx, due);
+    std::erase_if(waiting, [](const Waiting& w) { return w.slot->served != Served::none; });
+    const SteadyTime after = clock_.steady_now();
+    for (auto& w : waiting) {
+      if (w.next <= now) schedule(w, after);
+    }
+  }
+}
+
+// One poll of `due` (value and lease together): a value ends the wait; a
+// lease that was freed is claimed, and the value made here.
+void Engine::poll(Context& ctx, std::span<Slot* const> due) {
+  if (!with_leases(BackendOp::poll, "poll", due, [&](std::span<LeaseSlot> leases) {
+        backend_->poll(leases, ctx.read_request);
+      })) {
+    if (ctx.stop.stop_requested() || clock_.steady_now() >= ctx.deadline) {
+      // The call's own deadline (or stop) cut the poll short: the wait ends
+      // as it would have without the request, never in a second creator.
+      give_up(ctx, due,
+              ctx.stop.stop_requested() ? WaitTimeout::Reason::cancelled
+                                        : WaitTimeout::Reason::deadline);
+      return;
+    }
+    // The server went away while we waited: create here, without the lock.
+    for (Slot* s : due) s->degraded = true;
+    create_for_call(ctx, due);
+    return;
+  }
+  std::vector<Slot*> takeover, to_claim;
+  for (Slot* s : due) {
+    if (s->lease.item) {
+      Item item = std::move(*s->lease.item);
+      s->lease.item.reset();
+      const Found found = examine_item(ctx, *s, item, true);
+      if (detail::usable(found)) {
+        s->found = found;
+        s->at_hand = std::make_shared<const Item>(std::move(item));
+        s->value_is_at_hand = true;
+        note_read(ctx, s->key, s->at_hand);
+        s->lead->publish(s->at_hand);
+        s->served = found == Found::stale ? Served::stale : Served::waited;
+        continue;
+      }
+    }
+    switch (s->lease.lease) {
+      case LeaseState::won:  // a backend that can only tell by trying took it
+        takeover.push_back(s);
+        break;
+      case LeaseState::held:
+        break;
+      default:  // free: its holder finished without storing, or died
+        to_claim.push_back(s);
+        break;
+    }
+  }
+  // Free: the holder finished without storing, or died. Won: take over;
+  // failed: create here, degraded; held: wait on.
+  claim(to_claim);
+  for (Slot* s : to_claim) {
+    if (s->degraded || s->lease.lease == LeaseState::won) takeover.push_back(s);
+  }
+  if (takeover.empty()) return;
+  std::vector<Slot*> won;
+  for (Slot* s : takeover) {
+    s->confirmed = false;
+    if (!s->degraded) won.push_back(s);
+  }
+  confirm(ctx, won);
+  std::erase_if(takeover, [](const Slot* s) { return s->served != Served::none; });
+  if (!takeover.empty()) create_for_call(ctx, takeover);
+}
+
+// Out of time: never a second creator, unless the policy asks for one after
+// max_wait. This process's callers waiting on these slots start over.
+void Engine::give_up(Context& ctx, std::span<Slot* const> late, WaitTimeout::Reason reason) {
+  detail::Counters::add(counters_.wait_timeouts, late.size());
+  if (reason == WaitTimeout::Reason::max_wait && options_.wait.create_after_max_wait) {
+    reporter_.report(ErrorKind::lock, "wait", late.front()->user_key,
+                     fmt::format("gave up waiting for the lock holder after {}; creating here",
+                                 format_duration(*options_.wait.max_wait)));
+    for (Slot* s : late) s->degraded = true;
+    create_for_call(ctx, late);
+    return;
+  }
+  for (Slot* s : late) s->lead->abandon();
+  throw WaitTimeout(reason, late.front()->user_key);
+}
+
+void Engine::follow(Context& ctx, std::span<Slot* const> followers, std::vector<Slot*>& restart) {
+  const SteadyTime limit =
+      options_.wait.max_wait
+          ? std::min(ctx.deadline,
+                     clock_.steady_now() +
+                         std::chrono::duration_cast<SteadyTime::duration>(*options_.wait.max_wait))
+          : ctx.deadline;
+  for (Slot* s : followers) {
+    const auto result = s->follow->wait(clock_, limit, ctx.stop);
+    s->follow.reset();
+    if (!result) {
+      detail::Counters::add(counters_.wait_timeouts);
+      throw WaitTimeout(ctx.stop.stop_requested()
+                            ? WaitTimeout::Reason::cancelled
+                            : (limit == ctx.deadline ? WaitTimeout::Reason::deadline
+                                                     : WaitTimeout::Reason::max_wait),
+                        s->user_key);
+    }
+    if (result->error) std::rethrow_exception(result->error);
+    if (result->item) {
+      const Found found = examine_item(ctx, *s, *result->item, false);
+      if (detail::usable(found)) {
+        s->found = found;
+        s->at_hand = result->item;
+        s->value_is_at_hand = true;
+        s->served = found == Found::stale ? Served::stale : Served::waited;
+        continue;
+      }
+    }
+    restart.push_back(s);  // the leader gave up: start over
+  }
+}
+
+}  // namespace dogpile::detail
