@@ -40,8 +40,6 @@ TEST_SUITE("judge") {
     CHECK(judge.judge(created(kNow - 71s), kNow, ten, none, true) == Found::missing);
     CHECK(judge.judge(created(kNow - 1000h), kNow, dogpile::no_expiration, none, true) ==
           Found::fresh);
-    CHECK(judge.ttl_for(ten) == 70s);
-    CHECK(judge.ttl_for(dogpile::no_expiration) == 0s);
   }
 
   TEST_CASE("a value from more than 2 s in the future is not trusted to be fresh") {

@@ -179,12 +179,4 @@ std::optional<std::string_view> Engine::payload_of(const detail::EnvelopeView& e
   return detail::payload_bytes(envelope, scratch, options_.compression.max_size, error);
 }
 
-// A tombstone outlives any creation that began before it: a lock lives
-// lock_timeout past its last extension, and extensions stop at max_creation.
-Ttl Engine::tombstone_ttl() const noexcept {
-  const Duration longest = options_.max_creation.value_or(std::chrono::hours(24));
-  return std::min<Ttl>(std::chrono::ceil<Ttl>(options_.lock_timeout + longest),
-                       std::chrono::hours(24 * 30));
-}
-
 }  // namespace dogpile::detail

@@ -16,6 +16,7 @@ Engine::Engine(std::shared_ptr<Backend> backend, RegionOptions options)
       reporter_(options_.on_error, counters_),
       metrics_(clock_, options_.observer),
       judge_(options_),
+      lifetimes_(options_),
       invalidations_(*backend_, options_.key_prefix + "#inv", options_.invalidation_check, clock_,
                      reporter_, counters_, &metrics_),
       fleet_(clock_, *backend_, invalidations_.key(), options_.clock_sync, &metrics_),

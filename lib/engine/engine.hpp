@@ -23,6 +23,7 @@
 #include "engine/held_elsewhere.hpp"
 #include "engine/invalidation.hpp"
 #include "engine/judge.hpp"
+#include "engine/lifetimes.hpp"
 #include "engine/local_store.hpp"
 #include "engine/lock_keeper.hpp"
 #include "engine/metrics.hpp"
@@ -188,7 +189,6 @@ class Engine : ForkAware {
                                  detail::FunctionRef<void(std::string&)> encode,
                                  std::chrono::microseconds took,
                                  detail::EnvelopeKind kind = detail::EnvelopeKind::value);
-  [[nodiscard]] Ttl tombstone_ttl() const noexcept;
   void schedule_chores();
 
   const std::shared_ptr<Backend> backend_;
@@ -198,6 +198,7 @@ class Engine : ForkAware {
   detail::Reporter reporter_;
   detail::Metrics metrics_;
   detail::Judge judge_;
+  detail::Lifetimes lifetimes_;
   detail::Invalidations invalidations_;
   detail::FleetClock fleet_;
   detail::FlightTable flights_;

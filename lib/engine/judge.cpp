@@ -36,11 +36,6 @@ void Judge::reseed_after_fork() noexcept {
   if (!seeded_) random_state_.store(fresh_seed(), std::memory_order_relaxed);
 }
 
-Ttl Judge::ttl_for(const Expiration& expiration) const noexcept {
-  if (!expiration) return Ttl::zero();
-  return std::max(Ttl(1), std::chrono::ceil<Ttl>(*expiration + stale_grace_));
-}
-
 Found Judge::judge(const EnvelopeView& envelope, TimePoint now, const Expiration& expiration,
                    const InvalidationTimes& inv, bool allow_early) noexcept {
   // Invalidations compare with when the creation started: a value whose

@@ -40,9 +40,6 @@ class Judge {
                             const Expiration& expiration, const InvalidationTimes& invalidations,
                             bool allow_early) noexcept;
 
-  /// The backend time to live of an item judged by `expiration`.
-  [[nodiscard]] Ttl ttl_for(const Expiration& expiration) const noexcept;
-
   /// In a forked child: draws differ from the parent's (unless seeded).
   void reseed_after_fork() noexcept;
 

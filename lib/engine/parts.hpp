@@ -16,10 +16,6 @@
 
 namespace dogpile::detail {
 
-// How long a caller remembers that a key's lock is held elsewhere: about as
-// long as the last creation took, within these bounds.
-inline constexpr Duration kMinHold = std::chrono::milliseconds(100);
-
 inline std::string what_of(const std::exception_ptr& error) {
   try {
     std::rethrow_exception(error);

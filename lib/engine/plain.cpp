@@ -40,7 +40,7 @@ bool Engine::set(std::string_view user_key, Encode encode, const Expiration* exp
   const auto [key, check] = written.add(user_key);
   auto item = envelope(user_key, check, encode, std::chrono::microseconds(0));
   if (!item) return false;
-  const Ttl ttl = judge_.ttl_for(expiration ? *expiration : options_.expiration);
+  const Ttl ttl = lifetimes_.item(expiration ? *expiration : options_.expiration);
   return attempt("set", user_key, [&] {
     metrics_.backend(BackendOp::store, user_key, 1, [&] { backend_->set(key, *item, ttl); });
   });
@@ -65,7 +65,7 @@ bool Engine::remove(std::string_view user_key) {
     auto tombstone = envelope(
         user_key, check, [](std::string&) {}, took, detail::EnvelopeKind::tombstone);
     metrics_.backend(BackendOp::store, user_key, 1,
-                     [&] { backend_->set(key, *tombstone, tombstone_ttl()); });
+                     [&] { backend_->set(key, *tombstone, lifetimes_.tombstone()); });
     detail::Counters::add(counters_.removals);
   });
   return ok && existed;
@@ -76,11 +76,7 @@ bool Engine::invalidate(std::string_view user_key, Invalidation kind) {
   prepare();
   Written written(*this);
   const auto [key, check] = written.add(user_key);
-  // The stale value lives on as a stale value does (stale_grace), and at
-  // least as long as a lease: a refresher that died holds the refresh no
-  // longer than that.
-  const Ttl keep_for = std::max(std::chrono::ceil<Ttl>(options_.stale_grace),
-                                std::chrono::ceil<Ttl>(options_.lock_timeout));
+  const Ttl keep_for = lifetimes_.marked_stale();
   bool marked = false;
   const bool ok = attempt("invalidate", user_key, [&] {
     // One request where the backend marks items stale itself.
@@ -179,7 +175,7 @@ bool Engine::set_multi(std::span<const std::string_view> user_keys, EncodeAt enc
   if (keys.empty()) return ok;
   std::vector<KeyedItem> batch;
   for (std::size_t i = 0; i < keys.size(); ++i) batch.push_back(KeyedItem{keys[i], items[i].get()});
-  const Ttl ttl = judge_.ttl_for(options_.expiration);
+  const Ttl ttl = lifetimes_.item(options_.expiration);
   return attempt("set_multi", user_keys.front(),
                  [&] {
                    metrics_.backend(BackendOp::store, user_keys.front(), batch.size(),
@@ -207,7 +203,7 @@ bool Engine::remove_multi(std::span<const std::string_view> user_keys) {
   }
   return attempt("remove_multi", user_keys.front(), [&] {
     metrics_.backend(BackendOp::store, user_keys.front(), batch.size(),
-                     [&] { backend_->set_multi(batch, tombstone_ttl()); });
+                     [&] { backend_->set_multi(batch, lifetimes_.tombstone()); });
     detail::Counters::add(counters_.removals, batch.size());
   });
 }

@@ -117,9 +117,8 @@ void Engine::note_read(const Context& ctx, std::string_view key, std::shared_ptr
 }
 
 SteadyTime Engine::kept_until(const Context& ctx) const noexcept {
-  return clock_.steady_now() + std::chrono::duration_cast<SteadyTime::duration>(
-                                   ctx.expiration ? *ctx.expiration + options_.stale_grace
-                                                  : Duration(std::chrono::hours(24)));
+  return clock_.steady_now() +
+         std::chrono::duration_cast<SteadyTime::duration>(lifetimes_.kept(ctx.expiration));
 }
 
 // The backend could not be read for `slot`: what this process kept for it

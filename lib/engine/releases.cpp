@@ -56,7 +56,7 @@ struct Unreleased {
 void Engine::release_later(std::vector<std::unique_ptr<DistributedLock>> locks) {
   auto pending = std::make_shared<Unreleased>();
   pending->locks = std::move(locks);
-  const SteadyTime give_up = clock_.steady_now() + options_.lock_timeout;
+  const SteadyTime give_up = clock_.steady_now() + lifetimes_.release_retries();
   constexpr auto kFirst = std::chrono::milliseconds(100);
   auto next = std::make_shared<Duration>(kFirst);
   auto tries = std::make_shared<int>(0);

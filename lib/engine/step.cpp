@@ -45,7 +45,7 @@ Outcome Engine::run_keys(const Call& call) {
   ctx.call = &call;
   ctx.decoder = &call.decode;
   ctx.expiration = call.options.expiration ? *call.options.expiration : options_.expiration;
-  ctx.ttl = judge_.ttl_for(ctx.expiration);
+  ctx.ttl = lifetimes_.item(ctx.expiration);
   const auto deadline =
       call.options.deadline
           ? std::optional<Deadline>(*call.options.deadline)
@@ -54,9 +54,9 @@ Outcome Engine::run_keys(const Call& call) {
   ctx.stop = call.options.stop;
   ctx.read_request.claim_if_missing = true;
   if (ctx.expiration) {
-    ctx.read_request.claim_if_ttl_below = std::chrono::ceil<Ttl>(options_.stale_grace);
+    ctx.read_request.claim_if_ttl_below = lifetimes_.refresh_below();
   }
-  ctx.read_request.ttl = options_.lock_timeout;
+  ctx.read_request.ttl = lifetimes_.lease();
   // Backends bound each request by the deadline, on the real steady clock.
   std::optional<detail::Steady::time_point> request_deadline;
   if (deadline) request_deadline = detail::Steady::now() + (ctx.deadline - clock_.steady_now());
@@ -237,7 +237,7 @@ void Engine::take_leases(Context& ctx, std::span<Slot* const> leaders, std::vect
     if (s.has_value()) {
       // Served stale; the process's next stale callers will not ask again
       // until the holder's creation is likely done.
-      const auto hold = std::clamp<Duration>(s.took, kMinHold, options_.lock_timeout);
+      const Duration hold = lifetimes_.held_elsewhere(s.took);
       held_.remember(s.key, now + std::chrono::duration_cast<SteadyTime::duration>(hold));
       serve_at_hand(ctx, s);
     } else {
@@ -305,7 +305,7 @@ void Engine::claim(std::span<Slot* const> slots) {
     while (end < sorted.size() && sorted[end]->history == sorted[first]->history) ++end;
     const std::span<Slot* const> group(sorted.data() + first, end - first);
     LeaseRequest request;
-    request.ttl = options_.lock_timeout;
+    request.ttl = lifetimes_.lease();
     request.info = LockInfo{started, group.front()->history, fleet_.error()};
     if (!with_leases(BackendOp::lease, "lock", group,
                      [&](std::span<LeaseSlot> leases) { backend_->claim(leases, request); })) {
