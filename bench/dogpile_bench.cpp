@@ -532,10 +532,12 @@ int bench_multi(const Args& args) {
 // stays behind is the region's own.
 class NullBackend final : public dogpile::Backend {
  public:
-  std::optional<dogpile::Item> get(std::string_view) override { return std::nullopt; }
-  void set(std::string_view, const dogpile::Item&, dogpile::Ttl) override {}
-  bool add(std::string_view, const dogpile::Item&, dogpile::Ttl) override { return true; }
-  bool remove(std::string_view) override { return false; }
+  void read(std::span<dogpile::KeyRead>, const dogpile::LeaseRequest&, const dogpile::Request&,
+            const Visit*) override {}
+  void write(std::span<dogpile::KeyWrite> items, const dogpile::Request&) override {
+    for (auto& w : items) w.stored = true;
+  }
+  void erase(std::span<dogpile::KeyErase>, const dogpile::Request&) override {}
   std::unique_ptr<dogpile::DistributedLock> make_lock(std::string_view, dogpile::Ttl) override {
     return std::make_unique<Lock>();
   }
@@ -544,12 +546,12 @@ class NullBackend final : public dogpile::Backend {
   class Lock final : public dogpile::DistributedLock {
    public:
     ~Lock() override { release_if_held(); }
-    bool extend() override { return true; }
+    bool extend(const dogpile::Request&) override { return true; }
     dogpile::Ttl ttl() const noexcept override { return std::chrono::seconds(30); }
 
    protected:
-    bool try_acquire() override { return true; }
-    bool release_acquired() override { return true; }
+    bool try_acquire(const dogpile::Request&) override { return true; }
+    bool release_acquired(const dogpile::Request&) override { return true; }
   };
 };
 

@@ -8,7 +8,6 @@
 #include <atomic>
 #include <thread>
 
-#include "transport/deadline.hpp"
 #include "../tests/backend_conformance.hpp"
 #include "dogpile/memcached_meta.hpp"
 #include "memcached_server.hpp"
@@ -17,9 +16,9 @@
 using namespace std::chrono_literals;
 using dogpile::Item;
 using dogpile::LeaseRequest;
-using dogpile::LeaseSlot;
 using dogpile::LeaseState;
 using dogpile::MemcachedMetaBackend;
+using dogpile::test::LeaseKey;
 using dogpile::test::MemcachedServer;
 
 namespace {
@@ -47,12 +46,8 @@ LeaseRequest engine_read(std::chrono::seconds grace = 10s) {
 }
 
 // Reads one key as the engine does; returns the item (if any).
-std::optional<Item> read(dogpile::Backend& b, LeaseSlot& slot, const LeaseRequest& request) {
-  std::optional<Item> item;
-  b.read_view(slot, request, [&](std::string_view data, std::uint32_t flags) {
-    item = Item{std::string(data), flags};
-  });
-  return item;
+std::optional<Item> read(dogpile::Backend& b, LeaseKey& slot, const LeaseRequest& request) {
+  return slot.read_view(b, request);
 }
 
 // A server that answers every line with `answer` (an old memcached's ERROR
@@ -134,131 +129,108 @@ TEST_SUITE("memcached meta backend") {
   TEST_CASE("lease in the read: a miss is won by one caller, the others are told it is held") {
     MetaFixture f;
     auto other = f.other();
-    LeaseSlot mine, theirs;
-    mine.key = theirs.key = "lease-miss";
+    LeaseKey mine("lease-miss"), theirs("lease-miss");
     CHECK_FALSE(read(*f.backend, mine, engine_read()).has_value());
-    REQUIRE(mine.lease == LeaseState::won);
-    CHECK(mine.lock != nullptr);
-    CHECK(mine.fence.kind == dogpile::Fence::Kind::version);
+    REQUIRE(mine.lease.state == LeaseState::won);
+    CHECK(mine.lease.lock != nullptr);
+    CHECK(mine.lease.fence.kind == dogpile::Fence::Kind::version);
     CHECK_FALSE(read(*other, theirs, engine_read()).has_value());
-    CHECK(theirs.lease == LeaseState::held);
-    CHECK(theirs.lock == nullptr);
+    CHECK(theirs.lease.state == LeaseState::held);
+    CHECK(theirs.lease.lock == nullptr);
     // The winner stores over its placeholder, fenced by its CAS.
     const Item made{"made", 7};
-    mine.value = &made;
-    mine.ttl = 60s;
-    f.backend->store(std::span<LeaseSlot>(&mine, 1));
-    CHECK(mine.stored);
-    f.backend->release(std::span<LeaseSlot>(&mine, 1));
-    CHECK_FALSE(mine.lost);
-    LeaseSlot third;
-    third.key = "lease-miss";
+    CHECK(mine.store(*f.backend, made, 60s));
+    CHECK_FALSE(mine.release(*f.backend));
+    LeaseKey third("lease-miss");
     CHECK(read(*other, third, engine_read()) == made);
-    CHECK(third.lease == LeaseState::free);
+    CHECK(third.lease.state == LeaseState::free);
   }
 
   TEST_CASE("a winner that gives up gives its lease back at once") {
     MetaFixture f;
     auto other = f.other();
-    LeaseSlot mine, theirs;
-    mine.key = theirs.key = "lease-given-back";
+    LeaseKey mine("lease-given-back"), theirs("lease-given-back");
     (void)read(*f.backend, mine, engine_read());
-    REQUIRE(mine.lease == LeaseState::won);
-    f.backend->release(std::span<LeaseSlot>(&mine, 1));  // the creator threw
-    CHECK_FALSE(mine.lost);
+    REQUIRE(mine.lease.state == LeaseState::won);
+    CHECK_FALSE(mine.release(*f.backend));  // the creator threw
     (void)read(*other, theirs, engine_read());
-    CHECK(theirs.lease == LeaseState::won);  // no wait for the lease's time to live
+    CHECK(theirs.lease.state == LeaseState::won);  // no wait for the lease's time to live
   }
 
   TEST_CASE("a value whose time runs low: one refresher, the others keep reading it") {
     MetaFixture f;
     auto other = f.other();
     f.backend->set("lease-low", Item{"old", 1}, 5s);  // 5 s left: below the 10 s grace
-    LeaseSlot mine, theirs;
-    mine.key = theirs.key = "lease-low";
+    LeaseKey mine("lease-low"), theirs("lease-low");
     CHECK(read(*f.backend, mine, engine_read()) == Item{"old", 1});
-    REQUIRE(mine.lease == LeaseState::won);
+    REQUIRE(mine.lease.state == LeaseState::won);
     CHECK(read(*other, theirs, engine_read()) == Item{"old", 1});
-    CHECK(theirs.lease == LeaseState::held);
+    CHECK(theirs.lease.state == LeaseState::held);
     // Given back unused (an empty append): the next reader may refresh, and
     // the value is untouched.
-    f.backend->release(std::span<LeaseSlot>(&mine, 1));
-    LeaseSlot again;
-    again.key = "lease-low";
+    mine.release(*f.backend);
+    LeaseKey again("lease-low");
     CHECK(read(*other, again, engine_read()) == Item{"old", 1});
-    CHECK(again.lease == LeaseState::won);
-    CHECK_FALSE(again.marked_stale);
+    CHECK(again.lease.state == LeaseState::won);
+    CHECK_FALSE(again.read.marked_stale);
   }
 
   TEST_CASE("per-key soft invalidation: md I, then one refresher and the value marked stale") {
     MetaFixture f;
     auto other = f.other();
     f.backend->set("marked", Item{"v1", 1}, 600s);
-    REQUIRE(f.backend->can_mark_stale());
-    CHECK(f.backend->mark_stale("marked", 60s));
-    CHECK_FALSE(f.backend->mark_stale("never-there", 60s));
-    LeaseSlot mine, theirs;
-    mine.key = theirs.key = "marked";
+    CHECK(f.backend->mark_stale("marked", 60s, {}) == true);
+    CHECK(f.backend->mark_stale("never-there", 60s, {}) == false);
+    LeaseKey mine("marked"), theirs("marked");
     CHECK(read(*f.backend, mine, engine_read()) == Item{"v1", 1});
-    CHECK(mine.marked_stale);
-    REQUIRE(mine.lease == LeaseState::won);
+    CHECK(mine.read.marked_stale);
+    REQUIRE(mine.lease.state == LeaseState::won);
     CHECK(read(*other, theirs, engine_read()) == Item{"v1", 1});
-    CHECK(theirs.marked_stale);
-    CHECK(theirs.lease == LeaseState::held);
+    CHECK(theirs.read.marked_stale);
+    CHECK(theirs.lease.state == LeaseState::held);
     const Item made{"v2", 1};
-    mine.value = &made;
-    mine.ttl = 600s;
-    f.backend->store(std::span<LeaseSlot>(&mine, 1));
-    CHECK(mine.stored);
-    f.backend->release(std::span<LeaseSlot>(&mine, 1));
-    LeaseSlot after;
-    after.key = "marked";
+    CHECK(mine.store(*f.backend, made, 600s));
+    mine.release(*f.backend);
+    LeaseKey after("marked");
     CHECK(read(*other, after, engine_read()) == made);
-    CHECK_FALSE(after.marked_stale);
-    CHECK(after.lease == LeaseState::free);
+    CHECK_FALSE(after.read.marked_stale);
+    CHECK(after.lease.state == LeaseState::free);
   }
 
   TEST_CASE("a plain get of a value marked stale does not keep the refresh to itself") {
     MetaFixture f;
     f.backend->set("marked-get", Item{"v", 1}, 600s);
-    REQUIRE(f.backend->mark_stale("marked-get", 60s));
+    REQUIRE(f.backend->mark_stale("marked-get", 60s, {}) == true);
     CHECK(f.backend->get("marked-get") == Item{"v", 1});  // memcached hands it the lease...
-    LeaseSlot reader;
-    reader.key = "marked-get";
+    LeaseKey reader("marked-get");
     CHECK(read(*f.other(), reader, engine_read()) == Item{"v", 1});
-    CHECK(reader.lease == LeaseState::won);  // ...which it gave back
-    CHECK(reader.marked_stale);
+    CHECK(reader.lease.state == LeaseState::won);  // ...which it gave back
+    CHECK(reader.read.marked_stale);
   }
 
   TEST_CASE("extending a lease keeps its CAS: the fence still holds after a slow creation") {
     MetaFixture f;
     auto other = f.other();
-    LeaseSlot mine;
-    mine.key = "slow";
+    LeaseKey mine("slow");
     LeaseRequest request = engine_read();
     request.ttl = 2s;
     (void)read(*f.backend, mine, request);
-    REQUIRE(mine.lease == LeaseState::won);
+    REQUIRE(mine.lease.state == LeaseState::won);
     for (int i = 0; i < 3; ++i) {  // 3 s in all: past the first 2 s time to live
       std::this_thread::sleep_for(1s);
-      CHECK(mine.lock->extend());
+      CHECK(mine.lease.lock->extend());
     }
-    LeaseSlot theirs;
-    theirs.key = "slow";
+    LeaseKey theirs("slow");
     (void)read(*other, theirs, request);
-    CHECK(theirs.lease == LeaseState::held);  // still the one placeholder
+    CHECK(theirs.lease.state == LeaseState::held);  // still the one placeholder
     const Item made{"made", 1};
-    mine.value = &made;
-    mine.ttl = 60s;
-    f.backend->store(std::span<LeaseSlot>(&mine, 1));
-    CHECK(mine.stored);
+    CHECK(mine.store(*f.backend, made, 60s));
     // Once someone else wrote, the lease cannot be extended.
-    LeaseSlot next;
-    next.key = "slow-2";
+    LeaseKey next("slow-2");
     (void)read(*f.backend, next, request);
-    REQUIRE(next.lease == LeaseState::won);
+    REQUIRE(next.lease.state == LeaseState::won);
     other->set("slow-2", Item{"theirs", 1}, 60s);
-    CHECK_FALSE(next.lock->extend());
+    CHECK_FALSE(next.lease.lock->extend());
   }
 
   TEST_CASE("claim: a value that never expires is guarded by the lock item") {
@@ -266,15 +238,13 @@ TEST_SUITE("memcached meta backend") {
     auto other = f.other();
     f.backend->set("forever", Item{"v", 1}, 0s);
     LeaseRequest request = engine_read();
-    LeaseSlot mine[1], theirs[1];
-    mine[0].key = theirs[0].key = "forever";
-    f.backend->claim(mine, request);
-    REQUIRE(mine[0].lease == LeaseState::won);
-    CHECK_FALSE(mine[0].confirmed);  // the lock item says nothing of the value
-    other->claim(theirs, request);
-    CHECK(theirs[0].lease == LeaseState::held);
-    f.backend->release(mine);
-    CHECK_FALSE(mine[0].lost);
+    LeaseKey mine("forever"), theirs("forever");
+    mine.claim(*f.backend, request);
+    REQUIRE(mine.lease.state == LeaseState::won);
+    CHECK_FALSE(mine.lease.read_with);  // the lock item says nothing of the value
+    theirs.claim(*other, request);
+    CHECK(theirs.lease.state == LeaseState::held);
+    CHECK_FALSE(mine.release(*f.backend));
   }
 
   TEST_CASE("many keys: one pipeline per server, misses unanswered") {
@@ -377,7 +347,7 @@ TEST_SUITE("memcached meta backend") {
   TEST_CASE("a value marked stale lives on only as long as asked (a refresher may die)") {
     MetaFixture f;
     f.backend->set("marked-ttl", Item{"v", 1}, 600s);
-    REQUIRE(f.backend->mark_stale("marked-ttl", 5s));
+    REQUIRE(f.backend->mark_stale("marked-ttl", 5s, {}) == true);
     const std::string reply = f.server.raw("mg marked-ttl t\r\n");
     CAPTURE(reply);
     std::int64_t left = 0;
@@ -398,35 +368,31 @@ TEST_SUITE("memcached meta backend") {
     // A value marked stale with 20 minutes left: its refresher's lease (30 s)
     // does not cut that short.
     f.backend->set("long-marked", Item{"v", 1}, 1200s);
-    REQUIRE(f.backend->mark_stale("long-marked", 1200s));
-    LeaseSlot mine;
-    mine.key = "long-marked";
+    REQUIRE(f.backend->mark_stale("long-marked", 1200s, {}) == true);
+    LeaseKey mine("long-marked");
     (void)read(*f.backend, mine, engine_read());
-    REQUIRE(mine.lease == LeaseState::won);
-    CHECK(mine.lock->extend());
+    REQUIRE(mine.lease.state == LeaseState::won);
+    CHECK(mine.lease.lock->extend());
     CHECK(left("long-marked") > 1100);
     // A placeholder replaced by another client's value: not extended, and the
     // value keeps its own time to live.
-    LeaseSlot lease;
-    lease.key = "replaced";
+    LeaseKey lease("replaced");
     (void)read(*f.backend, lease, engine_read());
-    REQUIRE(lease.lease == LeaseState::won);
+    REQUIRE(lease.lease.state == LeaseState::won);
     other->set("replaced", Item{"theirs", 1}, 900s);
-    CHECK_FALSE(lease.lock->extend());
+    CHECK_FALSE(lease.lease.lock->extend());
     CHECK(left("replaced") > 800);
   }
 
   TEST_CASE("claim: a value expiring in more than 30 days is guarded by the lock item") {
     MetaFixture f;
     f.backend->set("far", Item{"v", 1}, std::chrono::hours(24 * 60));
-    LeaseSlot slot[1], theirs[1];
-    slot[0].key = theirs[0].key = "far";
-    f.backend->claim(slot, engine_read());
-    REQUIRE(slot[0].lease == LeaseState::won);
-    f.other()->claim(theirs, engine_read());
-    CHECK(theirs[0].lease == LeaseState::held);
-    f.backend->release(slot);
-    CHECK_FALSE(slot[0].lost);
+    LeaseKey slot("far"), theirs("far");
+    slot.claim(*f.backend, engine_read());
+    REQUIRE(slot.lease.state == LeaseState::won);
+    theirs.claim(*f.other(), engine_read());
+    CHECK(theirs.lease.state == LeaseState::held);
+    CHECK_FALSE(slot.release(*f.backend));
   }
 
   TEST_CASE("running out of the call's deadline does not mark the server down") {
@@ -434,10 +400,8 @@ TEST_SUITE("memcached meta backend") {
     MemcachedMetaBackend backend(server.options() + " --POLL-TIMEOUT=2000");
     backend.set("k", Item{"v", 1}, 0s);
     server.pause();
-    {
-      dogpile::detail::DeadlineScope deadline(std::chrono::steady_clock::now() + 100ms);
-      CHECK_THROWS_AS((void)backend.get("k"), dogpile::BackendError);
-    }
+    const dogpile::Request soon{.deadline = std::chrono::steady_clock::now() + 100ms};
+    CHECK_THROWS_AS((void)backend.get("k", soon), dogpile::BackendError);
     server.resume();
     CHECK(backend.get("k") == Item{"v", 1});  // at once: not skipped as down
   }
@@ -454,7 +418,7 @@ TEST_SUITE("memcached meta backend") {
     // and the server is not marked down by it.
     server.stop();
     server.restart();
-    CHECK(backend.server_time("k").has_value());
+    CHECK(backend.server_time("k", {}).has_value());
     CHECK(backend.remove("k") == false);
   }
 }

@@ -103,12 +103,12 @@ std::vector<PathCost> measure_paths(Transport transport) {
   // Stale while another process holds the lease.
   auto elsewhere = backend_of(transport, server.options());
   const std::string held_key = short_lived->backend_key("held");
-  LeaseSlot held[1];
-  held[0].key = held_key;
+  Lease held;
+  KeyRead held_key_read{.key = held_key, .lease = &held};
   LeaseRequest request;
   request.ttl = 30s;
-  elsewhere->claim(held, request);
-  if (held[0].lease != LeaseState::won) throw std::runtime_error("the lease was not won");
+  elsewhere->claim({&held_key_read, 1}, request, {});
+  if (held.state != LeaseState::won) throw std::runtime_error("the lease was not won");
   auto reader = through(options_for(1s, 30s));
   measure("stale, another process regenerating: first call",
           meta ? "mg (held): the stale value" : "gets, add lock (held): the stale value",
@@ -116,15 +116,16 @@ std::vector<PathCost> measure_paths(Transport transport) {
   measure("stale, another process regenerating: next calls",
           meta ? "mg (held)" : "gets (the holder is remembered)",
           [&] { reader->get_or_create("held", value("n")); });
-  elsewhere->release(held);
+  LeaseEnd held_end{.key = held_key, .lease = &held};
+  elsewhere->release({&held_end, 1}, {});
 
   // A cold key another process is creating: what each of the waiter's polls
   // costs.
   const std::string waited_key = region->backend_key("waited");
-  LeaseSlot creating[1];
-  creating[0].key = waited_key;
-  elsewhere->claim(creating, request);
-  if (creating[0].lease != LeaseState::won) throw std::runtime_error("the lease was not won");
+  Lease creating;
+  KeyRead creating_read{.key = waited_key, .lease = &creating};
+  elsewhere->claim({&creating_read, 1}, request, {});
+  if (creating.state != LeaseState::won) throw std::runtime_error("the lease was not won");
   auto counting = std::make_shared<CountingPolls>(backend_of(transport, proxy.options()));
   CacheRegion waiting(counting, options_for(10s));
   (void)waiting.get<std::string>("warm");  // its connection, before counting
@@ -133,7 +134,8 @@ std::vector<PathCost> measure_paths(Transport transport) {
   std::this_thread::sleep_for(300ms);
   CacheRegion(elsewhere, options_for(10s)).set("waited", std::string("made"));
   waiter.join();
-  elsewhere->release(creating);
+  LeaseEnd creating_end{.key = waited_key, .lease = &creating};
+  elsewhere->release({&creating_end, 1}, {});
   {
     const int first = meta ? 1 : 2;  // the read (and, classic, the lock attempt)
     const int polls = std::max(1, counting->polls.load());

@@ -20,42 +20,38 @@ class CountingPolls final : public Backend {
   explicit CountingPolls(std::shared_ptr<Backend> inner) : inner_(std::move(inner)) {}
   std::atomic<int> polls{0};
 
-  std::optional<Item> get(std::string_view key) override { return inner_->get(key); }
-  void set(std::string_view key, const Item& item, Ttl ttl) override {
-    inner_->set(key, item, ttl);
+  void read(std::span<KeyRead> keys, const LeaseRequest& lease, const Request& request,
+            const Visit* visit) override {
+    inner_->read(keys, lease, request, visit);
   }
-  bool add(std::string_view key, const Item& item, Ttl ttl) override {
-    return inner_->add(key, item, ttl);
+  void write(std::span<KeyWrite> items, const Request& request) override {
+    inner_->write(items, request);
   }
-  bool remove(std::string_view key) override { return inner_->remove(key); }
+  void erase(std::span<KeyErase> keys, const Request& request) override {
+    inner_->erase(keys, request);
+  }
   std::unique_ptr<DistributedLock> make_lock(std::string_view key, Ttl ttl) override {
     return inner_->make_lock(key, ttl);
   }
-  std::optional<Item> gets(std::string_view key, Cas& cas) override {
-    return inner_->gets(key, cas);
+  void claim(std::span<KeyRead> keys, const LeaseRequest& lease, const Request& request) override {
+    inner_->claim(keys, lease, request);
   }
-  bool cas(std::string_view key, const Item& item, Ttl ttl, Cas version) override {
-    return inner_->cas(key, item, ttl, version);
+  void confirm(std::span<KeyRead> keys, const Request& request) override {
+    inner_->confirm(keys, request);
   }
-  bool read_view(LeaseSlot& slot, const LeaseRequest& request,
-                 detail::FunctionRef<void(std::string_view, std::uint32_t)> visit) override {
-    return inner_->read_view(slot, request, visit);
-  }
-  void read(std::span<LeaseSlot> slots, const LeaseRequest& request) override {
-    inner_->read(slots, request);
-  }
-  void claim(std::span<LeaseSlot> slots, const LeaseRequest& request) override {
-    inner_->claim(slots, request);
-  }
-  void confirm(std::span<LeaseSlot> slots) override { inner_->confirm(slots); }
-  void poll(std::span<LeaseSlot> slots, const LeaseRequest& request) override {
+  void poll(std::span<KeyRead> keys, const LeaseRequest& lease, const Request& request) override {
     polls.fetch_add(1);
-    inner_->poll(slots, request);
+    inner_->poll(keys, lease, request);
   }
-  void store(std::span<LeaseSlot> slots) override { inner_->store(slots); }
-  void release(std::span<LeaseSlot> slots) override { inner_->release(slots); }
-  std::optional<ServerTime> server_time(std::string_view key) override {
-    return inner_->server_time(key);
+  void release(std::span<LeaseEnd> leases, const Request& request) override {
+    inner_->release(leases, request);
+  }
+  std::optional<bool> mark_stale(std::string_view key, Ttl keep_for,
+                                 const Request& request) override {
+    return inner_->mark_stale(key, keep_for, request);
+  }
+  std::optional<ServerTime> server_time(std::string_view key, const Request& request) override {
+    return inner_->server_time(key, request);
   }
 
  private:

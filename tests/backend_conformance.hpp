@@ -23,6 +23,41 @@
 
 namespace dogpile::test {
 
+/// One key's lease and the KeyRead that refers to it (not movable: the
+/// read points at the lease).
+struct LeaseKey {
+  dogpile::Lease lease;
+  dogpile::KeyRead read;
+  explicit LeaseKey(std::string_view key) : read{.key = key, .lease = &lease} {}
+  LeaseKey(const LeaseKey&) = delete;
+  LeaseKey& operator=(const LeaseKey&) = delete;
+  /// Reads as the engine's hot path does; the item, if any.
+  std::optional<Item> read_view(Backend& b, const LeaseRequest& r) {
+    std::optional<Item> item;
+    auto visit = [&](std::size_t, std::string_view data, std::uint32_t flags) {
+      item = Item{std::string(data), flags};
+    };
+    const Backend::Visit visitor(visit);
+    b.read({&read, 1}, r, {}, &visitor);
+    return item;
+  }
+  void claim(Backend& b, const LeaseRequest& r) { b.claim({&read, 1}, r, {}); }
+  void confirm(Backend& b) { b.confirm({&read, 1}, {}); }
+  void poll(Backend& b, const LeaseRequest& r) { b.poll({&read, 1}, r, {}); }
+  /// Stores `item` under the lease's fence; whether it was stored.
+  bool store(Backend& b, const Item& item, Ttl ttl) {
+    KeyWrite w{.key = read.key, .item = &item, .ttl = ttl, .fence = lease.fence, .lease = &lease};
+    b.write({&w, 1}, {});
+    return w.stored;
+  }
+  /// Ends the lease; whether it had been lost.
+  bool release(Backend& b) {
+    LeaseEnd end{.key = read.key, .lease = &lease};
+    b.release({&end, 1}, {});
+    return end.lost;
+  }
+};
+
 inline std::string all_byte_values() {
   std::string s;
   for (int i = 0; i < 256; ++i) s.push_back(static_cast<char>(i));
@@ -210,34 +245,34 @@ TEST_CASE_TEMPLATE_DEFINE("backend conformance", F, backend_conformance) {
   }
 
   SUBCASE("lease: one caller wins the claim, the lock says when it started and what to expect") {
+    using dogpile::test::LeaseKey;
     auto other = f.other();
     const dogpile::LockInfo info{dogpile::TimePoint(1'767'225'600s), 2500ms};
     dogpile::LeaseRequest request;
     request.ttl = 30s;
     request.info = info;
-    dogpile::LeaseSlot mine[1], theirs[1], polled[1];
-    mine[0].key = theirs[0].key = polled[0].key = "conf-lease";
-    b.claim(mine, request);
-    REQUIRE(mine[0].lease == dogpile::LeaseState::won);
-    REQUIRE(mine[0].lock != nullptr);
-    other->claim(theirs, request);
-    CHECK(theirs[0].lease == dogpile::LeaseState::held);
-    CHECK(theirs[0].lock == nullptr);
-    other->poll(polled, request);
-    CHECK(polled[0].lease == dogpile::LeaseState::held);
-    CHECK_FALSE(polled[0].item.has_value());
+    LeaseKey mine("conf-lease"), theirs("conf-lease"), polled("conf-lease");
+    mine.claim(b, request);
+    REQUIRE(mine.lease.state == dogpile::LeaseState::won);
+    REQUIRE(mine.lease.lock != nullptr);
+    theirs.claim(*other, request);
+    CHECK(theirs.lease.state == dogpile::LeaseState::held);
+    CHECK(theirs.lease.lock == nullptr);
+    polled.poll(*other, request);
+    CHECK(polled.lease.state == dogpile::LeaseState::held);
+    CHECK_FALSE(polled.read.item.has_value());
     if constexpr (F::kVersions && !F::kServerLeases) {  // the backends that read the lock item
-      CHECK(polled[0].holder.started_at == info.started_at);
-      CHECK(polled[0].holder.expected == info.expected);
+      CHECK(polled.lease.holder.started_at == info.started_at);
+      CHECK(polled.lease.holder.expected == info.expected);
     }
-    b.release(mine);
-    CHECK_FALSE(mine[0].lost);
-    other->claim(theirs, request);
-    CHECK(theirs[0].lease == dogpile::LeaseState::won);
-    other->release(theirs);
+    CHECK_FALSE(mine.release(b));
+    theirs.claim(*other, request);
+    CHECK(theirs.lease.state == dogpile::LeaseState::won);
+    theirs.release(*other);
   }
 
   SUBCASE("lease: confirm reads under the lease and fences the store; a write since wins") {
+    using dogpile::test::LeaseKey;
     auto other = f.other();
     dogpile::LeaseRequest request;
     for (bool written_meanwhile : {false, true}) {
@@ -247,66 +282,61 @@ TEST_CASE_TEMPLATE_DEFINE("backend conformance", F, backend_conformance) {
         const std::string key =
             std::string("conf-fence-") + (written_meanwhile ? "w" : "n") + (was_there ? "t" : "e");
         if (was_there) b.set(key, Item{"old", 0}, 0s);
-        dogpile::LeaseSlot slot[1];
-        slot[0].key = key;
-        b.claim(slot, request);
-        REQUIRE(slot[0].lease == dogpile::LeaseState::won);
-        b.confirm(slot);
-        CHECK(slot[0].item.has_value() == was_there);
+        LeaseKey slot(key);
+        slot.claim(b, request);
+        REQUIRE(slot.lease.state == dogpile::LeaseState::won);
+        slot.confirm(b);
+        CHECK(slot.read.item.has_value() == was_there);
         if (!was_there) {
           // A missing key is fenced by its absence, or by the version of the
           // placeholder that holds it.
-          CHECK(slot[0].fence.kind ==
+          CHECK(slot.lease.fence.kind ==
                 (F::kServerLeases ? dogpile::Fence::Kind::version : dogpile::Fence::Kind::absent));
         }
         if (written_meanwhile) other->set(key, Item{"written meanwhile", 0}, 0s);
         const Item made{"made", 0};
-        slot[0].value = &made;
-        slot[0].ttl = 0s;
-        b.store(slot);
-        b.release(slot);
+        const bool stored = slot.store(b, made, 0s);
+        slot.release(b);
         const bool fenced = written_meanwhile && (!was_there || F::kVersions);
-        CHECK(slot[0].stored == !fenced);
+        CHECK(stored == !fenced);
         CHECK(b.get(key) == (fenced ? Item{"written meanwhile", 0} : made));
       }
     }
   }
 
   SUBCASE("lease: a lease lost to expiry is reported lost at release, and removes nothing") {
+    using dogpile::test::LeaseKey;
     auto other = f.other();
     dogpile::LeaseRequest request;
     request.ttl = 1s;
-    dogpile::LeaseSlot mine[1], theirs[1];
-    mine[0].key = theirs[0].key = "conf-lost";
-    b.claim(mine, request);
-    REQUIRE(mine[0].lease == dogpile::LeaseState::won);
+    LeaseKey mine("conf-lost"), theirs("conf-lost");
+    mine.claim(b, request);
+    REQUIRE(mine.lease.state == dogpile::LeaseState::won);
     f.advance(2s);
     request.ttl = 30s;
-    other->claim(theirs, request);
-    REQUIRE(theirs[0].lease == dogpile::LeaseState::won);
-    b.release(mine);
-    CHECK(mine[0].lost);
-    dogpile::LeaseSlot polled[1];
-    polled[0].key = "conf-lost";
-    b.poll(polled, request);
-    CHECK(polled[0].lease == dogpile::LeaseState::held);  // theirs is still there
-    other->release(theirs);
+    theirs.claim(*other, request);
+    REQUIRE(theirs.lease.state == dogpile::LeaseState::won);
+    CHECK(mine.release(b));
+    LeaseKey polled("conf-lost");
+    polled.poll(b, request);
+    CHECK(polled.lease.state == dogpile::LeaseState::held);  // theirs is still there
+    theirs.release(*other);
   }
 
   SUBCASE("lease: read and poll return the items of many keys, in order") {
     b.set("conf-r1", Item{"1", 1}, 0s);
     b.set("conf-r3", Item{"3", 3}, 0s);
-    dogpile::LeaseSlot slots[3];
-    slots[0].key = "conf-r3";
-    slots[1].key = "conf-r2";
-    slots[2].key = "conf-r1";
-    b.read(slots, dogpile::LeaseRequest{});
+    dogpile::Lease leases[3];
+    dogpile::KeyRead slots[3] = {{.key = "conf-r3", .lease = &leases[0]},
+                                 {.key = "conf-r2", .lease = &leases[1]},
+                                 {.key = "conf-r1", .lease = &leases[2]}};
+    b.read(slots, dogpile::LeaseRequest{}, {});
     CHECK(slots[0].item == Item{"3", 3});
     CHECK_FALSE(slots[1].item.has_value());
     CHECK(slots[2].item == Item{"1", 1});
-    b.poll(slots, dogpile::LeaseRequest{});
+    b.poll(slots, dogpile::LeaseRequest{}, {});
     CHECK(slots[0].item == Item{"3", 3});
     CHECK_FALSE(slots[1].item.has_value());
-    CHECK(slots[1].lease != dogpile::LeaseState::held);  // nobody holds conf-r2's lease
+    CHECK(leases[1].state != dogpile::LeaseState::held);  // nobody holds conf-r2's lease
   }
 }

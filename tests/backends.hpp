@@ -25,20 +25,30 @@ struct MemoryFixture {
   void advance(Duration d) { clock.advance(d); }
 };
 
-/// A backend as small as a user may write one: the required core only (get,
-/// set, add, remove, make_lock), over a MemoryBackend. Everything else, the
-/// lease operations included, is the Backend's default composition.
+/// A backend as small as a user may write one: the required operations only
+/// (read, write, erase, make_lock), over a MemoryBackend, without versions.
+/// Everything else, the lease operations included, is the Backend's default
+/// composition.
 class MinimalBackend final : public Backend {
  public:
   explicit MinimalBackend(std::shared_ptr<MemoryBackend> inner) : inner_(std::move(inner)) {}
-  std::optional<Item> get(std::string_view key) override { return inner_->get(key); }
-  void set(std::string_view key, const Item& item, Ttl ttl) override {
-    inner_->set(key, item, ttl);
+  void read(std::span<KeyRead> keys, const LeaseRequest&, const Request& request,
+            const Visit* visit) override {
+    for (std::size_t i = 0; i < keys.size(); ++i) {
+      keys[i].item = inner_->get(keys[i].key, request);
+      keys[i].cas = 0;  // no versions
+      if (visit != nullptr && keys[i].item) {
+        (*visit)(i, keys[i].item->data, keys[i].item->flags);
+        keys[i].item.reset();
+      }
+    }
   }
-  bool add(std::string_view key, const Item& item, Ttl ttl) override {
-    return inner_->add(key, item, ttl);
+  void write(std::span<KeyWrite> items, const Request& request) override {
+    inner_->write(items, request);
   }
-  bool remove(std::string_view key) override { return inner_->remove(key); }
+  void erase(std::span<KeyErase> keys, const Request& request) override {
+    inner_->erase(keys, request);
+  }
   std::unique_ptr<DistributedLock> make_lock(std::string_view key, Ttl ttl) override {
     return inner_->make_lock(key, ttl);
   }
@@ -60,16 +70,16 @@ struct MinimalFixture {
 
 /// Forwards to a MemoryBackend, or throws BackendError for the operations
 /// switched to fail (a stand-in for a server that is down). It implements the
-/// required core and versions only, so the region reaches it through the
-/// Backend's default lease operations.
+/// required operations only, so the region reaches it through the Backend's
+/// default lease operations.
 class FaultyBackend final : public Backend {
  public:
   explicit FaultyBackend(std::shared_ptr<MemoryBackend> inner) : inner_(std::move(inner)) {}
 
-  std::atomic<bool> fail_get{false};      // get, gets, get_multi
-  std::atomic<bool> fail_store{false};    // set, add, cas, set_multi of values
+  std::atomic<bool> fail_get{false};      // read (get, gets, get_multi)
+  std::atomic<bool> fail_store{false};    // write (set, add, cas, set_multi)
   std::atomic<bool> fail_lock{false};     // taking a lock
-  std::atomic<bool> fail_remove{false};   // remove, remove_multi
+  std::atomic<bool> fail_remove{false};   // erase (remove, remove_multi)
   std::atomic<bool> fail_release{false};  // releasing a lock (the request is lost)
   void fail_everything(bool on) {
     fail_get = fail_store = fail_lock = fail_remove = fail_release = on;
@@ -79,37 +89,22 @@ class FaultyBackend final : public Backend {
   /// test act as another process between a caller's read and its lock.
   std::function<void()> before_lock;
 
-  std::optional<Item> get(std::string_view key) override {
-    check(fail_get, "get");
-    return inner_->get(key);
+  void read(std::span<KeyRead> keys, const LeaseRequest& lease, const Request& request,
+            const Visit* visit) override {
+    check(fail_get, keys.size() == 1 ? "get" : "get_multi");
+    inner_->read(keys, lease, request, visit);
   }
-  std::optional<Item> gets(std::string_view key, Cas& cas) override {
-    check(fail_get, "gets");
-    return inner_->gets(key, cas);
+  void write(std::span<KeyWrite> items, const Request& request) override {
+    const auto kind = items.size() == 1 ? items[0].fence.kind : Fence::Kind::none;
+    check(fail_store, items.size() > 1               ? "set_multi"
+                      : kind == Fence::Kind::absent  ? "add"
+                      : kind == Fence::Kind::version ? "cas"
+                                                     : "set");
+    inner_->write(items, request);
   }
-  void set(std::string_view key, const Item& item, Ttl ttl) override {
-    check(fail_store, "set");
-    inner_->set(key, item, ttl);
-  }
-  bool add(std::string_view key, const Item& item, Ttl ttl) override {
-    check(fail_store, "add");
-    return inner_->add(key, item, ttl);
-  }
-  bool cas(std::string_view key, const Item& item, Ttl ttl, Cas version) override {
-    check(fail_store, "cas");
-    return inner_->cas(key, item, ttl, version);
-  }
-  bool remove(std::string_view key) override {
+  void erase(std::span<KeyErase> keys, const Request& request) override {
     check(fail_remove, "remove");
-    return inner_->remove(key);
-  }
-  std::vector<std::optional<Item>> get_multi(std::span<const std::string_view> keys) override {
-    check(fail_get, "get_multi");
-    return inner_->get_multi(keys);
-  }
-  void set_multi(std::span<const KeyedItem> items, Ttl ttl) override {
-    check(fail_store, "set_multi");
-    inner_->set_multi(items, ttl);
+    inner_->erase(keys, request);
   }
   std::unique_ptr<DistributedLock> make_lock(std::string_view key, Ttl ttl) override {
     return std::make_unique<Lock>(*this, inner_->make_lock(key, ttl));
@@ -129,21 +124,21 @@ class FaultyBackend final : public Backend {
       }
       release_if_held();
     }
-    bool extend() override { return inner_->extend(); }
+    bool extend(const Request& request) override { return inner_->extend(request); }
     Ttl ttl() const noexcept override { return inner_->ttl(); }
 
    protected:
-    bool try_acquire() override {
+    bool try_acquire(const Request& request) override {
       if (auto hook = std::exchange(owner_.before_lock, nullptr)) hook();
       owner_.check(owner_.fail_lock, "lock");
-      return inner_->try_lock();
+      return inner_->try_lock(request);
     }
-    bool release_acquired() override {
+    bool release_acquired(const Request& request) override {
       if (owner_.fail_release || !inner_) {
         owner_.failures.fetch_add(1);
         throw BackendError("injected failure: release");
       }
-      return inner_->release();
+      return inner_->release(request);
     }
 
    private:

@@ -6,8 +6,8 @@
 #include <atomic>
 #include <cmath>
 
-#include "engine/fleet_clock.hpp"
 #include "dogpile/memory.hpp"
+#include "engine/fleet_clock.hpp"
 
 using namespace std::chrono_literals;
 using dogpile::Duration;
@@ -26,7 +26,8 @@ class ClockServer final : public dogpile::Backend {
   std::atomic<bool> fail{false};
   std::atomic<int> samples{0};
 
-  std::optional<dogpile::ServerTime> server_time(std::string_view) override {
+  std::optional<dogpile::ServerTime> server_time(std::string_view,
+                                                 const dogpile::Request&) override {
     samples.fetch_add(1);
     if (fail) throw dogpile::BackendError("server away");
     TimePoint t = clock_.now();
@@ -35,10 +36,10 @@ class ClockServer final : public dogpile::Backend {
     }
     return dogpile::ServerTime{t, resolution_};
   }
-  std::optional<dogpile::Item> get(std::string_view) override { return std::nullopt; }
-  void set(std::string_view, const dogpile::Item&, dogpile::Ttl) override {}
-  bool add(std::string_view, const dogpile::Item&, dogpile::Ttl) override { return true; }
-  bool remove(std::string_view) override { return false; }
+  void read(std::span<dogpile::KeyRead>, const dogpile::LeaseRequest&, const dogpile::Request&,
+            const Visit*) override {}
+  void write(std::span<dogpile::KeyWrite>, const dogpile::Request&) override {}
+  void erase(std::span<dogpile::KeyErase>, const dogpile::Request&) override {}
   std::unique_ptr<dogpile::DistributedLock> make_lock(std::string_view, dogpile::Ttl) override {
     return nullptr;
   }
@@ -152,10 +153,10 @@ TEST_SUITE("fleet clock") {
     ManualClock local;
     dogpile::MemoryBackend memory;  // has one; a plain Backend does not
     struct Plain final : dogpile::Backend {
-      std::optional<dogpile::Item> get(std::string_view) override { return std::nullopt; }
-      void set(std::string_view, const dogpile::Item&, dogpile::Ttl) override {}
-      bool add(std::string_view, const dogpile::Item&, dogpile::Ttl) override { return true; }
-      bool remove(std::string_view) override { return false; }
+      void read(std::span<dogpile::KeyRead>, const dogpile::LeaseRequest&, const dogpile::Request&,
+                const Visit*) override {}
+      void write(std::span<dogpile::KeyWrite>, const dogpile::Request&) override {}
+      void erase(std::span<dogpile::KeyErase>, const dogpile::Request&) override {}
       std::unique_ptr<dogpile::DistributedLock> make_lock(std::string_view, dogpile::Ttl) override {
         return nullptr;
       }

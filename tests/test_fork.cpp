@@ -26,15 +26,15 @@ namespace {
 class CountingLock final : public dogpile::DistributedLock {
  public:
   std::atomic<int> extends{0};
-  bool extend() override {
+  bool extend(const dogpile::Request&) override {
     extends.fetch_add(1);
     return true;
   }
   dogpile::Ttl ttl() const noexcept override { return 30s; }
 
  protected:
-  bool try_acquire() override { return true; }
-  bool release_acquired() override { return true; }
+  bool try_acquire(const dogpile::Request&) override { return true; }
+  bool release_acquired(const dogpile::Request&) override { return true; }
 };
 
 }  // namespace

@@ -25,20 +25,22 @@ class Misrouting final : public Backend {
   explicit Misrouting(std::shared_ptr<dogpile::MemoryBackend> inner) : inner_(std::move(inner)) {}
   std::map<std::string, std::string, std::less<>> answer_with;  // key read -> key answered
 
-  std::optional<Item> get(std::string_view key) override { return inner_->get(routed(key)); }
-  std::optional<Item> gets(std::string_view key, dogpile::Cas& cas) override {
-    return inner_->gets(routed(key), cas);
+  void read(std::span<dogpile::KeyRead> keys, const dogpile::LeaseRequest&,
+            const dogpile::Request& request, const Visit* visit) override {
+    for (std::size_t i = 0; i < keys.size(); ++i) {
+      keys[i].item = inner_->gets(routed(keys[i].key), keys[i].cas, request);
+      if (visit != nullptr && keys[i].item) {
+        (*visit)(i, keys[i].item->data, keys[i].item->flags);
+        keys[i].item.reset();
+      }
+    }
   }
-  bool cas(std::string_view key, const Item& item, dogpile::Ttl ttl, dogpile::Cas v) override {
-    return inner_->cas(key, item, ttl, v);
+  void write(std::span<dogpile::KeyWrite> items, const dogpile::Request& request) override {
+    inner_->write(items, request);
   }
-  void set(std::string_view key, const Item& item, dogpile::Ttl ttl) override {
-    inner_->set(key, item, ttl);
+  void erase(std::span<dogpile::KeyErase> keys, const dogpile::Request& request) override {
+    inner_->erase(keys, request);
   }
-  bool add(std::string_view key, const Item& item, dogpile::Ttl ttl) override {
-    return inner_->add(key, item, ttl);
-  }
-  bool remove(std::string_view key) override { return inner_->remove(key); }
   std::unique_ptr<dogpile::DistributedLock> make_lock(std::string_view key,
                                                       dogpile::Ttl ttl) override {
     return inner_->make_lock(key, ttl);

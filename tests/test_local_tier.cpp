@@ -223,7 +223,7 @@ TEST_SUITE("local tier") {
     CHECK(region.get_or_create_multi({"a", "b"}, [&](auto keys) {
       return std::vector<std::string>(keys.size(), "x");
     }) == std::vector<std::string>{"A", "B"});
-    CHECK(f.since(before).get_multis == 1);  // b alone; a came from the tier
+    CHECK(f.since(before).gets == 1);  // b alone (one key: a gets); a came from the tier
     CHECK(f.since(before).total() == 1);
     f.clock.advance(1s);  // the tier's copies are gone
     std::vector<std::string> asked;

@@ -25,7 +25,7 @@ class CountingLock final : public dogpile::DistributedLock {
   std::atomic<bool> released{false};  // set once the ticket is gone
   std::atomic<int> calls_after_release{0};
 
-  bool extend() override {
+  bool extend(const dogpile::Request&) override {
     if (released) calls_after_release.fetch_add(1);
     extends.fetch_add(1);
     return !lose;
@@ -33,8 +33,8 @@ class CountingLock final : public dogpile::DistributedLock {
   dogpile::Ttl ttl() const noexcept override { return 30s; }
 
  protected:
-  bool try_acquire() override { return true; }
-  bool release_acquired() override { return true; }
+  bool try_acquire(const dogpile::Request&) override { return true; }
+  bool release_acquired(const dogpile::Request&) override { return true; }
 };
 
 struct Reports {

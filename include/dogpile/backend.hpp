@@ -9,20 +9,18 @@
 //   backend->set("k", dogpile::Item{"bytes", 0}, std::chrono::seconds(60));
 //   std::optional<dogpile::Item> item = backend->get("k");
 //
-// To write one, implement get, set, add, remove and make_lock (and, for a
-// cluster, place a lock on its value's server). Everything else has a
-// default built from those five; override what your store does better:
-//   - versions: gets() and cas(), so that a creation never stores over a
-//     value written while it ran (without them only stores into empty keys
-//     are fenced);
-//   - the lease-aware batch operations the region's engine calls (read,
-//     claim, confirm, poll, store, release): one request each for a whole
-//     batch, or the lease granted in the read itself, as memcached's meta
-//     protocol does;
-//   - server_time(), so that every host judges ages on one clock.
+// Ten operations, each over a batch of keys and each taking a Request (the
+// call's deadline and cancellation): read, write, erase and make_lock are
+// required; claim, confirm, poll, release, mark_stale and server_time have
+// defaults built on those. get, set, add, cas, remove and their multi forms
+// are written once, on read, write and erase. Override what your store does
+// better: versions (Cas) so that a creation never stores over a value
+// written while it ran; leases granted in the read itself, as memcached's
+// meta protocol does; a server clock, so every host judges ages alike.
 //
-// Types: Item, KeyedItem, Ttl, Cas, BackendError, DistributedLock, LockInfo,
-// LeaseState, Fence, LeaseRequest, LeaseSlot, ServerTime, Backend.
+// Types: Item, KeyedItem, Ttl, Cas, BackendError, Request, DistributedLock,
+// LockInfo, LeaseState, Fence, Lease, LeaseRequest, KeyRead, KeyWrite,
+// KeyErase, LeaseEnd, ServerTime, Backend.
 //
 // Errors: a backend reports I/O failures (server down, timeout, item too
 // large, ...) by throwing BackendError; "not found" and "already exists" are
@@ -36,6 +34,7 @@
 #include <optional>
 #include <span>
 #include <stdexcept>
+#include <stop_token>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -94,6 +93,14 @@ class BackendError : public std::runtime_error {
   std::shared_ptr<const Origin> origin_;  // shared: copying an exception must not throw
 };
 
+/// What every request to a backend carries: when it must be done, and what
+/// may cancel it. A backend ends each request by `deadline` and once `stop`
+/// is requested, throwing BackendError (the server is not at fault).
+struct Request {
+  std::optional<std::chrono::steady_clock::time_point> deadline{};
+  std::stop_token stop{};
+};
+
 /// A lock shared by every process (and host) that uses the same backend.
 ///
 /// It is held for at most `ttl()` unless extended, so a holder that dies
@@ -116,7 +123,7 @@ class DistributedLock {
   /// One attempt to take the lock: false at once if another thread of this
   /// process holds this object, else one request to the backend. Throws
   /// BackendError if the backend cannot be asked.
-  [[nodiscard]] bool try_lock();
+  [[nodiscard]] bool try_lock(const Request& request = {});
 
   /// Blocks until the lock is taken: waits for the other threads of this
   /// process that share this object, then polls the backend every 1 ms,
@@ -129,7 +136,7 @@ class DistributedLock {
   /// someone else), in which case nothing is removed. Throws BackendError;
   /// the lock is then still held, and release() may be tried again (unlock()
   /// and the destructor give up: it expires in the backend).
-  bool release();
+  bool release(const Request& request = {});
 
   /// Whether this object holds the lock.
   [[nodiscard]] bool held() const noexcept { return held_; }
@@ -145,7 +152,7 @@ class DistributedLock {
   /// Resets the lock's time to live if this holder still has it; false if
   /// the lock was lost. May be called from another thread than the holder's
   /// (a keeper), but not at the same time as release(). Throws BackendError.
-  virtual bool extend() = 0;
+  virtual bool extend(const Request& request = {}) = 0;
 
   /// The lock's time to live.
   [[nodiscard]] virtual Ttl ttl() const noexcept = 0;
@@ -153,10 +160,10 @@ class DistributedLock {
  protected:
   DistributedLock() = default;
   /// One attempt at the backend lock; true if taken. Throws BackendError.
-  virtual bool try_acquire() = 0;
+  virtual bool try_acquire(const Request& request) = 0;
   /// Removes the backend lock if it still holds this holder's token; false if
   /// it did not. Throws BackendError.
-  virtual bool release_acquired() = 0;
+  virtual bool release_acquired(const Request& request) = 0;
   /// For destructors of implementations: releases the lock if it is held.
   void release_if_held() noexcept {
     if (held_) unlock();
@@ -182,7 +189,7 @@ struct LockInfo {
 /// The right to regenerate one key, as an operation found it.
 enum class LeaseState : std::uint8_t {
   unknown,  ///< not asked
-  won,      ///< this caller holds it now (LeaseSlot::lock is set)
+  won,      ///< this caller holds it now (Lease::lock is set)
   held,     ///< another caller holds it
   free,     ///< nobody holds it
 };
@@ -198,53 +205,78 @@ struct Fence {
   Cas version = 0;
 };
 
-/// What the engine asks of a lease-aware operation.
+/// The right to regenerate one key, as the operations that touched it left
+/// it. The caller owns it; operations fill it in place.
+struct Lease {
+  LeaseState state = LeaseState::unknown;
+  /// state == held: what the holder's lock says, as far as the backend knows.
+  LockInfo holder{};
+  /// state == won: the lock, extended while its creator runs and ended by
+  /// release().
+  std::unique_ptr<DistributedLock> lock{};
+  /// How a store under the lease is fenced: set by the operation that won it
+  /// with the item at hand (a read with a grant, or confirm).
+  Fence fence{};
+  /// The operation that won the lease read the item with it (item, cas and
+  /// fence are current): confirm() is not needed.
+  bool read_with = false;
+};
+
+/// What a read may ask for besides the item: the lease, granted in the read
+/// where the backend can (memcached's meta protocol), and what a lock made
+/// by claim() holds.
 struct LeaseRequest {
   /// Grant the lease in the read when there is no item (meta protocol `N`).
   bool claim_if_missing = false;
   /// Grant the lease in the read when the item's remaining time to live is
   /// below this (meta protocol `R`): the item is stale.
-  std::optional<Ttl> claim_if_ttl_below;
+  std::optional<Ttl> claim_if_ttl_below{};
   /// The lease's (lock's) time to live.
   Ttl ttl = std::chrono::seconds(30);
   /// Written into the lock that a claim creates.
-  LockInfo info;
+  LockInfo info{};
 };
 
-/// One key of a lease-aware operation: what the engine asks, and what the
-/// backend answers.
-struct LeaseSlot {
-  std::string_view key;
-  /// read, confirm, poll: the item under the key (not filled by read_view,
-  /// whose visitor sees the bytes), and its version if the backend knows it.
-  std::optional<Item> item;
+/// One key of read, claim, confirm or poll: the key and where its lease
+/// goes, then what the backend answered.
+struct KeyRead {
+  std::string_view key{};
+  /// Required by claim, confirm and poll; read: null when no lease is asked.
+  Lease* lease = nullptr;
+  /// The item (not filled when read() visits items instead), and its
+  /// version if the backend knows it (0: unknown).
+  std::optional<Item> item{};
   Cas cas = 0;
-  /// read, claim, poll: the lease as the operation left it.
-  LeaseState lease = LeaseState::unknown;
-  /// lease == held: what the holder's lock says, as far as the backend knows.
-  LockInfo holder;
-  /// lease == won: the lock, extended by the region while its creator runs
-  /// and ended by release().
-  std::unique_ptr<DistributedLock> lock;
-  /// How store() must fence this key's value: set by the operation that won
-  /// the lease with the item at hand (read with a claim, or confirm).
-  Fence fence;
-  /// store: the item to store, its time to live, and whether it was stored
-  /// (false: fenced out, something was written since).
-  const Item* value = nullptr;
-  Ttl ttl{};
-  bool stored = false;
-  /// release: the lease had been lost (expired, evicted, taken over) before
-  /// it was ended; nothing was removed.
-  bool lost = false;
-  /// claim, poll (read grants are confirmed by nature): the operation that
-  /// won the lease read the item with it (item, cas and fence are current),
-  /// so confirm() is not needed.
-  bool confirmed = false;
-  /// read, claim, poll: the backend marks the item stale whatever its age (a
-  /// per-key soft invalidation: mark_stale()). Set before read_view calls its
-  /// visitor.
+  /// The backend marks the item stale whatever its age (mark_stale(): a
+  /// per-key soft invalidation).
   bool marked_stale = false;
+};
+
+/// One key of write: the item, its time to live and its fence; whether it
+/// was stored (false: fenced out, the key was written meanwhile).
+struct KeyWrite {
+  std::string_view key{};
+  const Item* item = nullptr;
+  Ttl ttl{};
+  Fence fence{};  ///< none: replace; absent: only into an empty key; version: only over it
+  /// The lease the value was made under, if any: a store goes where it was
+  /// granted, and ends a lease it replaces.
+  Lease* lease = nullptr;
+  bool stored = false;
+};
+
+/// One key of erase: whether an item was there.
+struct KeyErase {
+  std::string_view key{};
+  bool existed = false;
+};
+
+/// One lease to end: whether it had been lost (expired, evicted, taken
+/// over) before it was ended; nothing is removed then.
+struct LeaseEnd {
+  std::string_view key{};
+  Lease* lease = nullptr;
+  bool lost = false;
 };
 
 /// A server's clock reading: the server's time is in
@@ -254,121 +286,98 @@ struct ServerTime {
   Duration resolution{};
 };
 
-/// The deadline of the region call that the calling thread is making, if it
-/// has one (CallOptions::deadline, RegionOptions::deadline). A backend should
-/// end each request by then, throwing BackendError if it cannot.
-[[nodiscard]] std::optional<std::chrono::steady_clock::time_point> request_deadline() noexcept;
-
 class Backend {
  public:
+  /// Sees one item of a read without a copy: the index of its key, its
+  /// bytes (valid only during the call) and flags.
+  using Visit =
+      detail::FunctionRef<void(std::size_t i, std::string_view data, std::uint32_t flags)>;
+
   virtual ~Backend() = default;
 
-  /// The item under `key`, or nullopt if there is none. Throws BackendError.
-  [[nodiscard]] virtual std::optional<Item> get(std::string_view key) = 0;
+  // --- The operations. ------------------------------------------------------
+  // Each answers in its batch; a failure throws BackendError for the whole
+  // batch (some keys may have been done).
 
-  /// Calls `visit(data, flags)` with the item under `key`, if there is one,
-  /// without copying it where the backend can (memcached: its own buffer);
-  /// returns whether there was one. The view is valid only during the call.
-  /// The default calls get(). Throws BackendError, and what `visit` throws.
-  virtual bool get_view(
-      std::string_view key,
-      detail::FunctionRef<void(std::string_view data, std::uint32_t flags)> visit);
+  /// Reads every key: its item and version and, where `lease` asks for one
+  /// and the backend grants leases in reads, its lease. With `visit`, each
+  /// item is handed to it instead of copied into the KeyRead (the hot path).
+  virtual void read(std::span<KeyRead> keys, const LeaseRequest& lease, const Request& request,
+                    const Visit* visit = nullptr) = 0;
 
-  /// Stores `item` under `key`, replacing any item there. Throws BackendError.
-  virtual void set(std::string_view key, const Item& item, Ttl ttl) = 0;
+  /// Stores every item, fenced by its fence; sets `stored`.
+  virtual void write(std::span<KeyWrite> items, const Request& request) = 0;
 
-  /// Stores `item` only if no item is under `key`; false if one was.
-  /// Throws BackendError.
-  [[nodiscard]] virtual bool add(std::string_view key, const Item& item, Ttl ttl) = 0;
-
-  /// Removes the item under `key`; false if there was none. Throws BackendError.
-  virtual bool remove(std::string_view key) = 0;
-
-  /// The items under `keys`, in the same order (nullopt where missing), in as
-  /// few round trips as the backend can. The default calls get() per key.
-  /// Throws BackendError.
-  [[nodiscard]] virtual std::vector<std::optional<Item>> get_multi(
-      std::span<const std::string_view> keys);
-
-  /// Stores every item. The default calls set() per item. Throws BackendError
-  /// (some items may have been stored).
-  virtual void set_multi(std::span<const KeyedItem> items, Ttl ttl);
-
-  /// Removes every key. The default calls remove() per key. Throws BackendError.
-  virtual void remove_multi(std::span<const std::string_view> keys);
+  /// Removes every key; sets `existed`.
+  virtual void erase(std::span<KeyErase> keys, const Request& request) = 0;
 
   /// A lock that belongs with the value under `key`: for a clustered backend,
   /// held on the server that stores that value. Not taken yet. Never blocks.
   [[nodiscard]] virtual std::unique_ptr<DistributedLock> make_lock(std::string_view key,
                                                                    Ttl ttl) = 0;
 
-  // --- Versions. -----------------------------------------------------------
+  /// Claims each key's lease: won (its lock set) or held. The default takes
+  /// make_lock()->try_lock() per key.
+  virtual void claim(std::span<KeyRead> keys, const LeaseRequest& lease, const Request& request);
 
-  /// The item under `key` and its version (`cas`, 0 if unknown). The default
-  /// calls get() and reports version 0. Throws BackendError.
-  [[nodiscard]] virtual std::optional<Item> gets(std::string_view key, Cas& cas);
+  /// For keys whose lease this caller won: reads the item again (someone may
+  /// have stored one before the lease was granted) and sets the fence that a
+  /// write under the lease will use. The default reads.
+  virtual void confirm(std::span<KeyRead> keys, const Request& request);
 
-  /// Stores `item` only if the item under `key` is still at `version`; false
-  /// if it changed or is gone. Backends whose gets() reports versions must
-  /// implement it; the default throws BackendError.
-  [[nodiscard]] virtual bool cas(std::string_view key, const Item& item, Ttl ttl, Cas version);
-
-  // --- The engine's lease-aware operations. --------------------------------
-  // Each takes a batch of slots and answers in them; a failure throws
-  // BackendError for the whole batch. The defaults are built from the members
-  // above, one request per key (and the lock's own requests).
-
-  /// The hot path: reads one key, calling `visit(data, flags)` with its item
-  /// (without a copy where it can), and fills the slot's cas, lease, holder,
-  /// lock and fence as far as the read tells them. Returns whether there was
-  /// an item. The default calls get_view(); the lease stays unknown.
-  virtual bool read_view(
-      LeaseSlot& slot, const LeaseRequest& request,
-      detail::FunctionRef<void(std::string_view data, std::uint32_t flags)> visit);
-
-  /// read_view for many keys, the items copied into the slots. The default
-  /// calls get_multi().
-  virtual void read(std::span<LeaseSlot> slots, const LeaseRequest& request);
-
-  /// Claims the lease of each slot: won (the slot's lock is set) or held.
-  /// The default takes make_lock()->try_lock() per slot.
-  virtual void claim(std::span<LeaseSlot> slots, const LeaseRequest& request);
-
-  /// For slots whose lease this caller won: reads the item again (someone may
-  /// have stored one before the lease was granted) and sets the fence that
-  /// store() will use. The default calls gets() per slot.
-  virtual void confirm(std::span<LeaseSlot> slots);
-
-  /// For a caller waiting on another's lease: the item, and whether the lease
-  /// is still held (with what its lock says). The default calls gets() and,
+  /// For a caller waiting on another's lease: the item, and whether the
+  /// lease is still held (with what its lock says). The default reads and,
   /// where there is no item, tries the lease (so it may report won).
-  virtual void poll(std::span<LeaseSlot> slots, const LeaseRequest& request);
+  virtual void poll(std::span<KeyRead> keys, const LeaseRequest& lease, const Request& request);
 
-  /// Stores each slot's value, fenced by its fence; sets `stored`. The
-  /// default calls add(), cas() or set().
-  virtual void store(std::span<LeaseSlot> slots);
-
-  /// Ends each slot's lease (its lock), if it is still held. Never throws for
-  /// a lease that was lost; throws BackendError if the backend cannot be asked
-  /// (the leases not ended are still held: the region tries them again, then
-  /// lets them expire). The default calls lock->release().
-  virtual void release(std::span<LeaseSlot> slots);
-
-  /// Whether mark_stale() is supported.
-  [[nodiscard]] virtual bool can_mark_stale() const noexcept { return false; }
+  /// Ends each lease (its lock), if it is still held. Never throws for a
+  /// lease that was lost; throws BackendError if the backend cannot be asked
+  /// (the leases not ended are still held). The default calls lock->release().
+  virtual void release(std::span<LeaseEnd> leases, const Request& request);
 
   /// Marks the item under `key` stale in place, where the store can (meta
-  /// protocol: `md k I`): readers are then told so (LeaseSlot::marked_stale),
-  /// and one of them may refresh it. The item then lives `keep_for` (so a
-  /// refresher that died holds the refresh no longer). False if there was no
-  /// item. The default throws std::logic_error (the region rewrites the value
-  /// instead). Throws BackendError.
-  virtual bool mark_stale(std::string_view key, Ttl keep_for);
+  /// protocol: `md k I`): readers are then told so (KeyRead::marked_stale),
+  /// and one of them may refresh it; the item then lives `keep_for`. Whether
+  /// there was an item; nullopt (the default, with no request): this backend
+  /// cannot, and the region rewrites the value instead.
+  virtual std::optional<bool> mark_stale(std::string_view key, Ttl keep_for,
+                                         const Request& request);
 
   /// The clock of the server that holds `key`, for reconciling hosts whose
   /// clocks disagree. nullopt (the default): there is no server clock; every
-  /// caller's own clock is trusted. Throws BackendError.
-  [[nodiscard]] virtual std::optional<ServerTime> server_time(std::string_view key);
+  /// caller's own clock is trusted.
+  [[nodiscard]] virtual std::optional<ServerTime> server_time(std::string_view key,
+                                                              const Request& request);
+
+  // --- Built on the operations, once. ---------------------------------------
+
+  /// The item under `key`, or nullopt.
+  [[nodiscard]] std::optional<Item> get(std::string_view key, const Request& request = {});
+  /// Calls `visit(data, flags)` with the item under `key` without copying it
+  /// where the backend can; whether there was one.
+  bool get_view(std::string_view key,
+                detail::FunctionRef<void(std::string_view data, std::uint32_t flags)> visit,
+                const Request& request = {});
+  /// The item under `key` and its version (`cas`, 0 if unknown).
+  [[nodiscard]] std::optional<Item> gets(std::string_view key, Cas& cas,
+                                         const Request& request = {});
+  /// Stores `item` under `key`, replacing any item there.
+  void set(std::string_view key, const Item& item, Ttl ttl, const Request& request = {});
+  /// Stores `item` only if no item is under `key`; false if one was.
+  [[nodiscard]] bool add(std::string_view key, const Item& item, Ttl ttl,
+                         const Request& request = {});
+  /// Stores `item` only if the item under `key` is still at `version`.
+  [[nodiscard]] bool cas(std::string_view key, const Item& item, Ttl ttl, Cas version,
+                         const Request& request = {});
+  /// Removes the item under `key`; false if there was none.
+  bool remove(std::string_view key, const Request& request = {});
+  /// The items under `keys`, in the same order (nullopt where missing).
+  [[nodiscard]] std::vector<std::optional<Item>> get_multi(std::span<const std::string_view> keys,
+                                                           const Request& request = {});
+  /// Stores every item (some may have been stored when it throws).
+  void set_multi(std::span<const KeyedItem> items, Ttl ttl, const Request& request = {});
+  /// Removes every key.
+  void remove_multi(std::span<const std::string_view> keys, const Request& request = {});
 };
 
 }  // namespace dogpile

@@ -94,49 +94,34 @@ class MemcachedBackend final : public Backend {
   MemcachedBackend(const MemcachedBackend&) = delete;
   MemcachedBackend& operator=(const MemcachedBackend&) = delete;
 
-  // Backend. Each call borrows a pooled connection (or opens one) and ends
-  // by the calling region's deadline, or when a reply takes longer than the
+  // Backend. Each request borrows a pooled connection (or opens one) and
+  // ends by its deadline (Request), or when a reply takes longer than the
   // poll timeout. Failures throw BackendError naming the operation, key,
   // server and cause; so does a key that is not a memcached key (code
   // INVALID_KEY, nothing sent: CacheRegion maps user keys to valid ones).
-  [[nodiscard]] std::optional<Item> get(std::string_view key) override;
-  /// One `get`; `visit` sees the connection's buffer, not a copy.
-  bool get_view(std::string_view key,
-                detail::FunctionRef<void(std::string_view, std::uint32_t)> visit) override;
-  void set(std::string_view key, const Item& item, Ttl ttl) override;
-  [[nodiscard]] bool add(std::string_view key, const Item& item, Ttl ttl) override;
-  bool remove(std::string_view key) override;
-  /// `get` lines of up to 100 keys per server, written while replies are
-  /// read: any number of keys.
-  [[nodiscard]] std::vector<std::optional<Item>> get_multi(
-      std::span<const std::string_view> keys) override;
-  /// One pipeline of `set` per server.
-  void set_multi(std::span<const KeyedItem> items, Ttl ttl) override;
-  /// One pipeline of `delete` per server.
-  void remove_multi(std::span<const std::string_view> keys) override;
+  // At the floor of the classic protocol, one request per server for any
+  // number of keys, written while replies are read:
+  //   read:    gets k...  (one key: the hot path, its item visited in the
+  //            connection's buffer)
+  //   write:   set, add or cas per key; erase: delete per key
+  //   claim:   add k#L per key on the value's server (the lock item carries
+  //            its LockInfo)
+  //   confirm, poll: gets k k#L ...
+  //   release: cas k#L (expiration -1) against the version confirm saw, after
+  //            one gets pipeline for the locks whose version it did not see.
+  void read(std::span<KeyRead> keys, const LeaseRequest& lease, const Request& request,
+            const Visit* visit = nullptr) override;
+  void write(std::span<KeyWrite> items, const Request& request) override;
+  void erase(std::span<KeyErase> keys, const Request& request) override;
   [[nodiscard]] std::unique_ptr<DistributedLock> make_lock(std::string_view key, Ttl ttl) override;
-  [[nodiscard]] std::optional<Item> gets(std::string_view key, Cas& cas) override;
-  [[nodiscard]] bool cas(std::string_view key, const Item& item, Ttl ttl, Cas version) override;
-
-  // The engine's operations, at the floor of the classic protocol: read_view
-  // `gets k`; read `gets k...` (one request per server); claim `add k#L` per
-  // key on the value's server (the lock item carries its LockInfo); confirm
-  // and poll `gets k k#L ...` (one request per server); store `add` or `cas`
-  // per key (one pipeline per server). The lock a claim wins is released by one `cas` with
-  // expiration -1 against the version confirm saw.
-  bool read_view(LeaseSlot& slot, const LeaseRequest& request,
-                 detail::FunctionRef<void(std::string_view, std::uint32_t)> visit) override;
-  void read(std::span<LeaseSlot> slots, const LeaseRequest& request) override;
-  void claim(std::span<LeaseSlot> slots, const LeaseRequest& request) override;
-  void confirm(std::span<LeaseSlot> slots) override;
-  void poll(std::span<LeaseSlot> slots, const LeaseRequest& request) override;
-  void store(std::span<LeaseSlot> slots) override;
-  /// One pipeline of `cas k#L` (expiration -1) per server, after one `gets`
-  /// pipeline for the locks whose version confirm did not see.
-  void release(std::span<LeaseSlot> slots) override;
+  void claim(std::span<KeyRead> keys, const LeaseRequest& lease, const Request& request) override;
+  void confirm(std::span<KeyRead> keys, const Request& request) override;
+  void poll(std::span<KeyRead> keys, const LeaseRequest& lease, const Request& request) override;
+  void release(std::span<LeaseEnd> leases, const Request& request) override;
   /// The `time` of the `stats` of the server that holds `key` (resolution:
   /// one second).
-  [[nodiscard]] std::optional<ServerTime> server_time(std::string_view key) override;
+  [[nodiscard]] std::optional<ServerTime> server_time(std::string_view key,
+                                                      const Request& request) override;
 
   /// The option string in effect: dogpile's defaults, then the caller's.
   [[nodiscard]] const std::string& options() const noexcept;
@@ -164,7 +149,7 @@ class MemcachedLock final : public DistributedLock {
 
   /// `gets`, then `touch` (which keeps the item's version) if the token is
   /// still ours.
-  bool extend() override;
+  bool extend(const Request& request = {}) override;
   [[nodiscard]] Ttl ttl() const noexcept override { return ttl_; }
 
   /// The memcached key of the lock item.
@@ -172,11 +157,11 @@ class MemcachedLock final : public DistributedLock {
 
  protected:
   /// One `add` of a new token.
-  bool try_acquire() override;
+  bool try_acquire(const Request& request) override;
   /// `cas` with expiration -1 against the lock's version (learned when the
   /// region confirmed its lease; otherwise by a `gets` first) if the token is
   /// still ours.
-  bool release_acquired() override;
+  bool release_acquired(const Request& request) override;
 
  private:
   friend class MemcachedBackend;

@@ -66,47 +66,36 @@ class MemcachedMetaBackend final : public Backend {
   MemcachedMetaBackend(const MemcachedMetaBackend&) = delete;
   MemcachedMetaBackend& operator=(const MemcachedMetaBackend&) = delete;
 
-  // Backend: one request each (`mg`, `ms`, `md`); the multi-key forms send
-  // one pipeline per server (`mg ... q O<i>` ... `mn`). Failures throw
+  // The operations on meta commands, each one request per key, or one
+  // pipeline per server for many (`mg ... q O<i>` ... `mn`). Failures throw
   // BackendError naming the operation, key, server and cause.
-  [[nodiscard]] std::optional<Item> get(std::string_view key) override;
-  bool get_view(std::string_view key,
-                detail::FunctionRef<void(std::string_view, std::uint32_t)> visit) override;
-  void set(std::string_view key, const Item& item, Ttl ttl) override;
-  [[nodiscard]] bool add(std::string_view key, const Item& item, Ttl ttl) override;
-  bool remove(std::string_view key) override;
-  [[nodiscard]] std::vector<std::optional<Item>> get_multi(
-      std::span<const std::string_view> keys) override;
-  void set_multi(std::span<const KeyedItem> items, Ttl ttl) override;
-  void remove_multi(std::span<const std::string_view> keys) override;
-  [[nodiscard]] std::unique_ptr<DistributedLock> make_lock(std::string_view key, Ttl ttl) override;
-  [[nodiscard]] std::optional<Item> gets(std::string_view key, Cas& cas) override;
-  [[nodiscard]] bool cas(std::string_view key, const Item& item, Ttl ttl, Cas version) override;
-
-  // The engine's operations on meta commands:
   //   read:    mg k N<lock ttl> R<stale grace> v f c t   (W: won, Z: held, X: marked stale)
+  //   write:   ms k T F, and C<cas> (a version: the lease's) or ME (an empty key)
+  //   erase:   md k
   //   claim:   mg k N<ttl> R2592000 v f c t  (the lease of a value the region judged
   //            stale); for an item without expiry, the lock item: ms k#L ME
+  //   confirm: mg k v f c t
   //   poll:    mg k N<ttl> v f c t          (one request a poll)
-  //   store:   ms k C<cas of the lease> T F  (or ME for an empty key)
   //   release: nothing after a store; else the lease is given back: md k C<cas>
   //            (a placeholder), ms k 0 MA C<cas> (a value being refreshed),
   //            md k I C<cas> (a value marked stale)
   // A lease is extended (slow creator) by touching its item (mg k T), which
   // keeps its CAS, so the fence stays valid.
-  bool read_view(LeaseSlot& slot, const LeaseRequest& request,
-                 detail::FunctionRef<void(std::string_view, std::uint32_t)> visit) override;
-  void read(std::span<LeaseSlot> slots, const LeaseRequest& request) override;
-  void claim(std::span<LeaseSlot> slots, const LeaseRequest& request) override;
-  void confirm(std::span<LeaseSlot> slots) override;
-  void poll(std::span<LeaseSlot> slots, const LeaseRequest& request) override;
-  void store(std::span<LeaseSlot> slots) override;
+  void read(std::span<KeyRead> keys, const LeaseRequest& lease, const Request& request,
+            const Visit* visit = nullptr) override;
+  void write(std::span<KeyWrite> items, const Request& request) override;
+  void erase(std::span<KeyErase> keys, const Request& request) override;
+  [[nodiscard]] std::unique_ptr<DistributedLock> make_lock(std::string_view key, Ttl ttl) override;
+  void claim(std::span<KeyRead> keys, const LeaseRequest& lease, const Request& request) override;
+  void confirm(std::span<KeyRead> keys, const Request& request) override;
+  void poll(std::span<KeyRead> keys, const LeaseRequest& lease, const Request& request) override;
   /// One `md k I T<keep_for>`: readers get the value, marked stale, and one
   /// of them the right to refresh it.
-  [[nodiscard]] bool can_mark_stale() const noexcept override { return true; }
-  bool mark_stale(std::string_view key, Ttl keep_for) override;
+  std::optional<bool> mark_stale(std::string_view key, Ttl keep_for,
+                                 const Request& request) override;
   /// `stats` `time` of the key's server (resolution: one second).
-  [[nodiscard]] std::optional<ServerTime> server_time(std::string_view key) override;
+  [[nodiscard]] std::optional<ServerTime> server_time(std::string_view key,
+                                                      const Request& request) override;
 
   struct Impl;
 

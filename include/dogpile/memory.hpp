@@ -64,26 +64,17 @@ class MemoryBackend final : public Backend {
   MemoryBackend(const MemoryBackend&) = delete;
   MemoryBackend& operator=(const MemoryBackend&) = delete;
 
-  [[nodiscard]] std::optional<Item> get(std::string_view key) override;
-  void set(std::string_view key, const Item& item, Ttl ttl) override;
-  [[nodiscard]] bool add(std::string_view key, const Item& item, Ttl ttl) override;
-  bool remove(std::string_view key) override;
-  [[nodiscard]] std::vector<std::optional<Item>> get_multi(
-      std::span<const std::string_view> keys) override;
-  void set_multi(std::span<const KeyedItem> items, Ttl ttl) override;
-  void remove_multi(std::span<const std::string_view> keys) override;
+  void read(std::span<KeyRead> keys, const LeaseRequest& lease, const Request& request,
+            const Visit* visit = nullptr) override;
+  void write(std::span<KeyWrite> items, const Request& request) override;
+  void erase(std::span<KeyErase> keys, const Request& request) override;
   [[nodiscard]] std::unique_ptr<DistributedLock> make_lock(std::string_view key, Ttl ttl) override;
-  [[nodiscard]] std::optional<Item> gets(std::string_view key, Cas& cas) override;
-  [[nodiscard]] bool cas(std::string_view key, const Item& item, Ttl ttl, Cas version) override;
-  bool read_view(LeaseSlot& slot, const LeaseRequest& request,
-                 detail::FunctionRef<void(std::string_view, std::uint32_t)> visit) override;
-  void read(std::span<LeaseSlot> slots, const LeaseRequest& request) override;
-  void claim(std::span<LeaseSlot> slots, const LeaseRequest& request) override;
-  void confirm(std::span<LeaseSlot> slots) override;
-  void poll(std::span<LeaseSlot> slots, const LeaseRequest& request) override;
-  void store(std::span<LeaseSlot> slots) override;
+  void claim(std::span<KeyRead> keys, const LeaseRequest& lease, const Request& request) override;
+  void confirm(std::span<KeyRead> keys, const Request& request) override;
+  void poll(std::span<KeyRead> keys, const LeaseRequest& lease, const Request& request) override;
   /// The backend's clock, exactly.
-  [[nodiscard]] std::optional<ServerTime> server_time(std::string_view key) override;
+  [[nodiscard]] std::optional<ServerTime> server_time(std::string_view key,
+                                                      const Request& request) override;
 
   /// Live (unexpired) items, locks included. Thread-safe; O(items).
   [[nodiscard]] std::size_t size() const;

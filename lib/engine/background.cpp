@@ -42,8 +42,6 @@ void Engine::hand_to_background(Context& ctx, std::vector<Slot*>& won) {
     to.took = from.took;
     to.lead = std::move(from.lead);
     to.lease = std::move(from.lease);
-    to.bind();
-    from.bind();
   }
   {
     std::lock_guard lock(jobs_mutex_);
@@ -70,7 +68,6 @@ void Engine::hand_to_background(Context& ctx, std::vector<Slot*>& won) {
   for (std::size_t i = 0; i < stale.size(); ++i) {
     stale[i]->lead = std::move(job->slots[i].lead);
     stale[i]->lease = std::move(job->slots[i].lease);
-    stale[i]->bind();
   }
   job->state = Job::done;
 }
@@ -100,8 +97,8 @@ void Engine::run_job(Job& job) noexcept {
 void Engine::abandon_job(Job& job) noexcept {
   std::vector<Slot*> slots;
   for (auto& s : job.slots) slots.push_back(&s);
-  release(slots);
-  job.slots.clear();  // the flights are abandoned: their followers start over
+  release(slots, Request{});  // no caller waits: bounded by the poll timeout
+  job.slots.clear();          // the flights are abandoned: their followers start over
   std::lock_guard lock(jobs_mutex_);
   std::erase_if(jobs_, [&](const auto& j) { return j.first == &job; });
   jobs_done_.notify_all();

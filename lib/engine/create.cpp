@@ -42,7 +42,7 @@ void Engine::create(Context& ctx, std::span<Slot* const> slots, Creator creator,
     metrics_.creation(slots.front()->user_key, slots.size(), clock_.steady_now() - started_steady,
                       false, background);
     tickets.clear();
-    release(slots);
+    release(slots, ctx.request);
     detail::Counters::add(counters_.creation_errors);
     const auto error = std::current_exception();
     bool all_served = true;
@@ -85,26 +85,36 @@ void Engine::create(Context& ctx, std::span<Slot* const> slots, Creator creator,
     if (!s.keep) continue;
     // Without a lock (the backend failing) store only into an empty key.
     if (!s.lease.lock && !s.confirmed) s.lease.fence = Fence{Fence::Kind::absent, 0};
-    s.lease.value = s.made.get();
-    s.lease.ttl = ctx.ttl;
-    s.lease.stored = false;
+    s.stored = false;
     to_store.push_back(&s);
   }
   bool store_failed = false;
   if (!to_store.empty()) {
-    store_failed = !with_leases(BackendOp::store, "set", to_store,
-                                [&](std::span<LeaseSlot> leases) { backend_->store(leases); });
-    for (Slot* s : store_failed ? std::span<Slot* const>() : std::span<Slot* const>(to_store)) {
-      if (s->lease.stored) {
-        fill_local(*s, s->made);
+    std::vector<KeyWrite> writes(to_store.size());
+    for (std::size_t i = 0; i < to_store.size(); ++i) {
+      Slot& s = *to_store[i];
+      writes[i] = KeyWrite{.key = s.key,
+                           .item = s.made.get(),
+                           .ttl = ctx.ttl,
+                           .fence = s.lease.fence,
+                           .lease = &s.lease};
+    }
+    store_failed = !attempt("set", to_store.front()->user_key, [&] {
+      metrics_.backend(BackendOp::store, to_store.front()->user_key, writes.size(),
+                       [&] { backend_->write(writes, ctx.request); });
+    });
+    for (std::size_t i = 0; i < to_store.size() && !store_failed; ++i) {
+      Slot& s = *to_store[i];
+      s.stored = writes[i].stored;
+      if (s.stored) {
+        fill_local(s, s.made);
         continue;
       }
       detail::Counters::add(counters_.fenced_out);
-      reporter_.report(ErrorKind::fenced, "set", s->user_key,
+      reporter_.report(ErrorKind::fenced, "set", s.user_key,
                        "the key was written (set, removed, or created elsewhere) while this "
                        "value was made; it was returned, not stored");
     }
-    for (Slot* s : to_store) s->lease.value = nullptr;
   }
   // Degraded mode: what was made without the backend is kept in process, so
   // that this process's next callers of the key find it.
@@ -115,10 +125,10 @@ void Engine::create(Context& ctx, std::span<Slot* const> slots, Creator creator,
     if (s->degraded || store_failed) {
       kept_.put_written(s->key, s->made, until);
     } else if (!kept_.empty()) {
-      kept_.update(s->key, s->lease.stored ? s->made : nullptr, until);
+      kept_.update(s->key, s->stored ? s->made : nullptr, until);
     }
   }
-  release(slots);
+  release(slots, ctx.request);
   for (Slot* s : slots) {
     held_.forget(s->key);
     detail::Counters::add(counters_.created);

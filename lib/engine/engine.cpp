@@ -128,7 +128,6 @@ void Engine::aim(Slot& slot, std::string_view user_key) const {
   slot.user_key = user_key;
   slot.key = std::move(key);
   slot.check = check;
-  slot.bind();
 }
 
 RegionStats Engine::stats() const noexcept {

@@ -61,10 +61,13 @@ struct Slot {
   std::shared_ptr<Flight> follow;
 
   // --- other processes ---
-  LeaseSlot lease;           // the lease, its lock and fence; lease.key views `key`
-  bool confirmed = false;    // the item at hand was read with the lease held
-  bool degraded = false;     // no distributed lock: the backend is failing
-  bool read_failed = false;  // the backend could not be read: create without asking it
+  Lease lease;                    // the lease, its lock and fence
+  std::optional<Item> read_item;  // what the last claim, confirm or poll read
+  bool marked_stale = false;      // the backend marks the item stale
+  bool stored = false;            // the creation's value was stored
+  bool confirmed = false;         // the item at hand was read with the lease held
+  bool degraded = false;          // no distributed lock: the backend is failing
+  bool read_failed = false;       // the backend could not be read: create without asking it
 
   // --- creation ---
   std::shared_ptr<Item> made;
@@ -73,7 +76,6 @@ struct Slot {
   // --- the end ---
   Served served = Served::none;
 
-  void bind() noexcept { lease.key = key; }  // after the slot is moved
   [[nodiscard]] bool has_value() const noexcept { return usable(found) && at_hand != nullptr; }
 };
 
@@ -165,14 +167,14 @@ class Engine : ForkAware {
   detail::Found examine(const Context& ctx, detail::Slot& slot, std::string_view data,
                         std::uint32_t flags, bool quiet, Decode decode);
   detail::Found examine_item(Context& ctx, detail::Slot& slot, const Item& item, bool quiet);
-  void claim(std::span<detail::Slot* const> slots);
+  void claim(const Context& ctx, std::span<detail::Slot* const> slots);
   void serve_at_hand(Context& ctx, detail::Slot& slot);
   void redecode_at_hand(Context& ctx, detail::Slot& slot);
   void finish(std::string& envelope, TimePoint created_at, std::chrono::microseconds took,
               std::uint64_t check, detail::EnvelopeKind kind);
   [[nodiscard]] std::optional<std::string_view> payload_of(const detail::EnvelopeView& envelope,
                                                            std::string& scratch) const;
-  void release(std::span<detail::Slot* const> slots);
+  void release(std::span<detail::Slot* const> slots, const Request& request);
   void release_later(std::vector<std::unique_ptr<DistributedLock>> locks);
   void run_job(Job& job) noexcept;
   void abandon_job(Job& job) noexcept;
@@ -181,10 +183,10 @@ class Engine : ForkAware {
   // `note`) and false returned; running out of memory goes on up.
   template <class Op>
   bool attempt(std::string_view name, std::string_view key, Op&& op, std::string_view note = {});
-  // attempt() of a lease-aware operation on the slots' LeaseSlots, timed
-  // as `what`.
+  // attempt() of a lease-aware operation on the slots' keys and leases,
+  // timed as `what`; what each key read goes to its slot.
   bool with_leases(BackendOp what, std::string_view name, std::span<detail::Slot* const> slots,
-                   detail::FunctionRef<void(std::span<LeaseSlot>)> op, std::string_view note = {});
+                   detail::FunctionRef<void(std::span<KeyRead>)> op, std::string_view note = {});
   std::shared_ptr<Item> envelope(std::string_view user_key, std::uint64_t check,
                                  detail::FunctionRef<void(std::string&)> encode,
                                  std::chrono::microseconds took,

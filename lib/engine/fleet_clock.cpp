@@ -62,7 +62,7 @@ bool FleetClock::sample(std::string* error) {
   const TimePoint t0 = local_.now();
   try {
     server = measured(metrics_, BackendOp::clock, reference_key_, 1,
-                      [&] { return backend_.server_time(reference_key_); });
+                      [&] { return backend_.server_time(reference_key_, Request{}); });
   } catch (const std::exception& e) {
     if (error != nullptr) *error = e.what();
     std::lock_guard lock(mutex_);

@@ -37,11 +37,11 @@ class Metrics {
   /// whether it threw (the exception goes on). `excluded`, if given, is time
   /// the request spent in its caller's code (a read's visitor decoding the
   /// value), taken off.
-  template <class Request>
-  decltype(auto) backend(BackendOp op, std::string_view key, std::size_t keys, Request&& request,
+  template <class Fn>
+  decltype(auto) backend(BackendOp op, std::string_view key, std::size_t keys, Fn&& request,
                          const Duration* excluded = nullptr) {
     Timed timed{*this, op, key, keys, now(), excluded};
-    if constexpr (std::is_void_v<std::invoke_result_t<Request&>>) {
+    if constexpr (std::is_void_v<std::invoke_result_t<Fn&>>) {
       request();
       timed.ok = true;
     } else {
@@ -58,6 +58,10 @@ class Metrics {
 
   [[nodiscard]] RegionMetrics snapshot() const noexcept;
 
+  /// One backend request, as it ended (backend() records its own).
+  void record(BackendOp op, std::string_view key, std::size_t keys, Duration took,
+              bool ok) noexcept;
+
  private:
   struct Timed {
     Metrics& metrics;
@@ -72,9 +76,6 @@ class Metrics {
       metrics.record(op, key, keys, excluded != nullptr ? took - *excluded : took, ok);
     }
   };
-  void record(BackendOp op, std::string_view key, std::size_t keys, Duration took,
-              bool ok) noexcept;
-
   struct Op {
     std::atomic<std::uint64_t> requests{0}, failures{0};
     AtomicHistogram latency;
@@ -104,11 +105,11 @@ class Stopwatch {
 };
 
 /// metrics->backend(...), or just `request()` without metrics.
-template <class Request>
+template <class Fn>
 decltype(auto) measured(Metrics* metrics, BackendOp op, std::string_view key, std::size_t keys,
-                        Request&& request) {
+                        Fn&& request) {
   if (metrics == nullptr) return request();
-  return metrics->backend(op, key, keys, std::forward<Request>(request));
+  return metrics->backend(op, key, keys, std::forward<Fn>(request));
 }
 
 }  // namespace dogpile::detail

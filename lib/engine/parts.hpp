@@ -64,6 +64,7 @@ struct Engine::Context {
   SteadyTime deadline = SteadyTime::max();
   std::stop_token stop;
   LeaseRequest read_request;  // what a read may claim (the meta protocol grants it there)
+  Request request;            // what every request carries: the deadline, the stop
   bool allow_early = true;
   // A failed read serves what degraded mode kept (get_or_create); false: it
   // is a miss (a plain get reports the failure and returns nothing).

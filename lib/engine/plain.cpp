@@ -79,10 +79,19 @@ bool Engine::invalidate(std::string_view user_key, Invalidation kind) {
   const Ttl keep_for = lifetimes_.marked_stale();
   bool marked = false;
   const bool ok = attempt("invalidate", user_key, [&] {
-    // One request where the backend marks items stale itself.
-    if (backend_->can_mark_stale()) {
-      marked = metrics_.backend(BackendOp::mark_stale, user_key, 1,
-                                [&] { return backend_->mark_stale(key, keep_for); });
+    // One request where the backend marks items stale itself (one that
+    // cannot says so without a request, and is not counted).
+    const SteadyTime started = metrics_.now();
+    std::optional<bool> in_place;
+    try {
+      in_place = backend_->mark_stale(key, keep_for, Request{});
+    } catch (...) {
+      metrics_.record(BackendOp::mark_stale, user_key, 1, metrics_.now() - started, false);
+      throw;
+    }
+    if (in_place) {
+      metrics_.record(BackendOp::mark_stale, user_key, 1, metrics_.now() - started, true);
+      marked = *in_place;
       return;
     }
     // Else the value is rewritten, marked, unless it changed meanwhile.
@@ -119,14 +128,14 @@ void Engine::get_multi(std::span<const std::string_view> user_keys, DecodeAt dec
   ctx.expiration = options_.expiration;
   ctx.allow_early = false;
   std::vector<std::string> keys(user_keys.size());
-  std::vector<LeaseSlot> leases(user_keys.size());
+  std::vector<KeyRead> leases(user_keys.size());
   for (std::size_t i = 0; i < user_keys.size(); ++i) {
     keys[i] = map(user_keys[i]).key;
     leases[i].key = keys[i];
   }
   if (!attempt("get_multi", user_keys.front(), [&] {
         metrics_.backend(BackendOp::get, user_keys.front(), leases.size(),
-                         [&] { backend_->read(leases, LeaseRequest{}); });
+                         [&] { backend_->read(leases, LeaseRequest{}, Request{}); });
       })) {
     return;
   }
@@ -140,7 +149,7 @@ void Engine::get_multi(std::span<const std::string_view> user_keys, DecodeAt dec
     slot.user_key = user_keys[i];
     slot.check = detail::key_check(keys[i]);
     slot.index = i;
-    slot.lease.marked_stale = leases[i].marked_stale;
+    slot.marked_stale = leases[i].marked_stale;
     const Found found = examine_item(ctx, slot, *leases[i].item, false);
     hits += found == Found::fresh;
     if (!kept_.empty()) {

@@ -34,7 +34,7 @@ Found Engine::examine(const Context& ctx, Slot& slot, std::string_view data, std
   if (found == Found::missing) return found;
   // Marked stale (a per-key soft invalidation), whatever its age: in the
   // envelope, or by the backend (memcached meta: the item's stale bit).
-  const bool marked = envelope.kind == detail::EnvelopeKind::stale || slot.lease.marked_stale;
+  const bool marked = envelope.kind == detail::EnvelopeKind::stale || slot.marked_stale;
   if (marked && found != Found::stale) found = Found::stale;
   Scratch scratch;
   detail::EnvelopeError error{};
@@ -71,44 +71,47 @@ Found Engine::examine_item(Context& ctx, Slot& slot, const Item& item, bool quie
 void Engine::read_one(Context& ctx, Slot& slot) {
   slot.at_hand.reset();
   slot.read_failed = false;
-  try {
-    Duration decoding{};  // in the visitor: not the request's time
-    const bool there = metrics_.backend(
+  KeyRead one{.key = slot.key, .lease = &slot.lease};
+  bool there = false;
+  Duration decoding{};  // in the visitor: not the request's time
+  auto visit = [&](std::size_t, std::string_view data, std::uint32_t flags) {
+    const detail::Stopwatch watch(metrics_, decoding);
+    there = true;
+    slot.marked_stale = one.marked_stale;
+    slot.found = examine(ctx, slot, data, flags, false,
+                         [&](std::string_view payload) { return ctx.decode(slot.index, payload); });
+    if (detail::usable(slot.found) && slot.found != Found::fresh) {
+      slot.at_hand = std::make_shared<const Item>(Item{std::string(data), flags});
+      slot.value_is_at_hand = true;
+    } else if (slot.found == Found::fresh && local_.enabled()) {
+      fill_local(slot, std::make_shared<const Item>(Item{std::string(data), flags}));
+    }
+    if (!kept_.empty()) {
+      note_read(ctx, slot.key,
+                !detail::usable(slot.found) ? nullptr
+                : slot.at_hand              ? slot.at_hand
+                               : std::make_shared<const Item>(Item{std::string(data), flags}));
+    }
+  };
+  const Backend::Visit visitor(visit);
+  const bool ok = attempt("get", slot.user_key, [&] {
+    metrics_.backend(
         BackendOp::get, slot.user_key, 1,
         [&] {
-          return backend_->read_view(
-              slot.lease, ctx.read_request, [&](std::string_view data, std::uint32_t flags) {
-                const detail::Stopwatch watch(metrics_, decoding);
-                slot.found = examine(ctx, slot, data, flags, false, [&](std::string_view payload) {
-                  return ctx.decode(slot.index, payload);
-                });
-                if (detail::usable(slot.found) && slot.found != Found::fresh) {
-                  slot.at_hand = std::make_shared<const Item>(Item{std::string(data), flags});
-                  slot.value_is_at_hand = true;
-                } else if (slot.found == Found::fresh && local_.enabled()) {
-                  fill_local(slot, std::make_shared<const Item>(Item{std::string(data), flags}));
-                }
-                if (!kept_.empty()) {
-                  note_read(ctx, slot.key,
-                            !detail::usable(slot.found) ? nullptr
-                            : slot.at_hand
-                                ? slot.at_hand
-                                : std::make_shared<const Item>(Item{std::string(data), flags}));
-                }
-              });
+          backend_->read({&one, 1}, ctx.read_request, ctx.request, &visitor);
         },
         &decoding);
-    if (!there) {
-      slot.found = Found::missing;
-      if (!kept_.empty()) note_read(ctx, slot.key, nullptr);
-    }
-    if (slot.lease.lease == LeaseState::won) slot.confirmed = true;  // granted in the read
-  } catch (const std::bad_alloc&) {
-    throw;
-  } catch (const std::exception& e) {
-    reporter_.report(ErrorKind::backend, "get", slot.user_key, e);
+  });
+  if (!ok) {
     read_failed(ctx, slot);
+    return;
   }
+  if (!there) {
+    slot.found = Found::missing;
+    slot.marked_stale = false;
+    if (!kept_.empty()) note_read(ctx, slot.key, nullptr);
+  }
+  if (slot.lease.state == LeaseState::won) slot.confirmed = true;  // granted in the read
 }
 
 void Engine::note_read(const Context& ctx, std::string_view key, std::shared_ptr<const Item> item) {
@@ -167,30 +170,26 @@ void Engine::fill_local(const Slot& slot, std::shared_ptr<const Item> item) {
 }
 
 bool Engine::with_leases(BackendOp what, std::string_view name, std::span<Slot* const> slots,
-                         FunctionRef<void(std::span<LeaseSlot>)> op, std::string_view note) {
-  std::vector<LeaseSlot> leases;
-  leases.reserve(slots.size());
-  for (Slot* s : slots) leases.push_back(std::move(s->lease));
-  struct Restore {
-    std::span<Slot* const> slots;
-    std::vector<LeaseSlot>& leases;
-    ~Restore() {
-      for (std::size_t i = 0; i < slots.size(); ++i) {
-        slots[i]->lease = std::move(leases[i]);
-        slots[i]->bind();
-      }
-    }
-  } restore{slots, leases};
-  return attempt(
+                         FunctionRef<void(std::span<KeyRead>)> op, std::string_view note) {
+  std::vector<KeyRead> keys(slots.size());
+  for (std::size_t i = 0; i < slots.size(); ++i)
+    keys[i] = KeyRead{.key = slots[i]->key, .lease = &slots[i]->lease};
+  const bool ok = attempt(
       name, slots.front()->user_key,
-      [&] { metrics_.backend(what, slots.front()->user_key, slots.size(), [&] { op(leases); }); },
+      [&] { metrics_.backend(what, slots.front()->user_key, slots.size(), [&] { op(keys); }); },
       note);
+  if (!ok) return false;
+  for (std::size_t i = 0; i < slots.size(); ++i) {
+    slots[i]->read_item = std::move(keys[i].item);
+    slots[i]->marked_stale = keys[i].marked_stale;
+  }
+  return true;
 }
 
 void Engine::read(Context& ctx, std::span<Slot* const> slots) {
   for (Slot* s : slots) s->read_failed = false;
-  if (!with_leases(BackendOp::get, "get_multi", slots, [&](std::span<LeaseSlot> leases) {
-        backend_->read(leases, ctx.read_request);
+  if (!with_leases(BackendOp::get, "get_multi", slots, [&](std::span<KeyRead> keys) {
+        backend_->read(keys, ctx.read_request, ctx.request);
       })) {
     for (Slot* s : slots) read_failed(ctx, *s);
     return;
@@ -198,17 +197,17 @@ void Engine::read(Context& ctx, std::span<Slot* const> slots) {
   for (Slot* s : slots) {
     s->at_hand.reset();
     s->found = Found::missing;
-    if (s->lease.item) {
-      s->found = examine_item(ctx, *s, *s->lease.item, false);
+    if (s->read_item) {
+      s->found = examine_item(ctx, *s, *s->read_item, false);
       if (detail::usable(s->found)) {
-        s->at_hand = std::make_shared<const Item>(std::move(*s->lease.item));
+        s->at_hand = std::make_shared<const Item>(std::move(*s->read_item));
         s->value_is_at_hand = true;
         if (s->found == Found::fresh) fill_local(*s, s->at_hand);
       }
-      s->lease.item.reset();
+      s->read_item.reset();
     }
     if (!kept_.empty()) note_read(ctx, s->key, detail::usable(s->found) ? s->at_hand : nullptr);
-    if (s->lease.lease == LeaseState::won) s->confirmed = true;
+    if (s->lease.state == LeaseState::won) s->confirmed = true;
   }
 }
 

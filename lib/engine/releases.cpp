@@ -6,24 +6,29 @@
 #include <utility>
 
 #include "engine/parts.hpp"
-#include "transport/deadline.hpp"
 
 namespace dogpile::detail {
 
-void Engine::release(std::span<Slot* const> slots) {
+void Engine::release(std::span<Slot* const> slots, const Request& request) {
   std::vector<Slot*> held;
   for (Slot* s : slots) {
     if (s->lease.lock) held.push_back(s);
   }
   if (held.empty()) return;
-  for (Slot* s : held) s->lease.lost = false;
-  with_leases(
-      BackendOp::release, "release lock", held,
-      [&](std::span<LeaseSlot> leases) { backend_->release(leases); },
+  std::vector<LeaseEnd> ends(held.size());
+  for (std::size_t i = 0; i < held.size(); ++i)
+    ends[i] = LeaseEnd{.key = held[i]->key, .lease = &held[i]->lease};
+  attempt(
+      "release lock", held.front()->user_key,
+      [&] {
+        metrics_.backend(BackendOp::release, held.front()->user_key, held.size(),
+                         [&] { backend_->release(ends, request); });
+      },
       "; tried again in the background");
   std::vector<std::unique_ptr<DistributedLock>> unreleased;
-  for (Slot* s : held) {
-    if (s->lease.lost) {
+  for (std::size_t i = 0; i < held.size(); ++i) {
+    Slot* s = held[i];
+    if (ends[i].lost) {
       detail::Counters::add(counters_.locks_lost);
       reporter_.report(ErrorKind::lock, "release lock", s->user_key,
                        "the lock was gone before it was released (expired, evicted or flushed); "
@@ -62,11 +67,13 @@ void Engine::release_later(std::vector<std::unique_ptr<DistributedLock>> locks) 
   auto tries = std::make_shared<int>(0);
   keeper_.schedule(kFirst, [this, pending, give_up, next, tries]() -> std::optional<Duration> {
     auto& locks = pending->locks;
-    const auto pass_ends = detail::Steady::now() + std::chrono::milliseconds(500);
-    for (auto it = locks.begin(); it != locks.end() && detail::Steady::now() < pass_ends;) {
-      detail::DeadlineScope bounded(detail::Steady::now() + std::chrono::milliseconds(250));
+    const auto pass_ends = std::chrono::steady_clock::now() + std::chrono::milliseconds(500);
+    for (auto it = locks.begin();
+         it != locks.end() && std::chrono::steady_clock::now() < pass_ends;) {
+      const Request bounded{.deadline =
+                                std::chrono::steady_clock::now() + std::chrono::milliseconds(250)};
       try {
-        metrics_.backend(BackendOp::release, "", 1, [&] { (*it)->release(); });
+        metrics_.backend(BackendOp::release, "", 1, [&] { (*it)->release(bounded); });
         it = locks.erase(it);
       } catch (...) {
         ++it;

@@ -7,6 +7,8 @@
 #include <new>
 #include <string>
 
+#include "dogpile/backend.hpp"
+
 namespace dogpile {
 
 const char* to_string(ErrorKind kind) noexcept {

@@ -16,7 +16,6 @@
 
 #include "engine/parts.hpp"
 #include "format/keys.hpp"
-#include "transport/deadline.hpp"
 
 namespace dogpile::detail {
 
@@ -58,9 +57,10 @@ Outcome Engine::run_keys(const Call& call) {
   }
   ctx.read_request.ttl = lifetimes_.lease();
   // Backends bound each request by the deadline, on the real steady clock.
-  std::optional<detail::Steady::time_point> request_deadline;
-  if (deadline) request_deadline = detail::Steady::now() + (ctx.deadline - clock_.steady_now());
-  detail::DeadlineScope scope(request_deadline);
+  if (deadline) {
+    ctx.request.deadline = std::chrono::steady_clock::now() + (ctx.deadline - clock_.steady_now());
+  }
+  ctx.request.stop = ctx.stop;
   prepare();
 
   if (call.keys.size() == 1) {
@@ -102,7 +102,6 @@ Outcome Engine::run_keys(const Call& call) {
   std::vector<Slot*> all;
   all.reserve(slots.size());
   for (auto& s : slots) {
-    s.bind();
     if (local_.enabled() && serve_local(ctx, s)) continue;
     all.push_back(&s);
   }
@@ -148,7 +147,7 @@ void Engine::step(Context& ctx, std::vector<Slot*> pending) {
     for (Slot* s : pending) {
       if (s->lease.lock && !s->lead) needless.push_back(s);
     }
-    release(needless);
+    release(needless, ctx.request);
     take_leases(ctx, leaders, won, remote);
     confirm(ctx, won);
     hand_to_background(ctx, won);
@@ -268,9 +267,9 @@ void Engine::take_leases(Context& ctx, std::span<Slot* const> leaders, std::vect
         redecode_at_hand(ctx, *s);
       }
       s->degraded = true;
-    } else if (s->lease.lease == LeaseState::won) {
+    } else if (s->lease.state == LeaseState::won) {
       won.push_back(s);  // granted in the read
-    } else if (s->lease.lease == LeaseState::held) {
+    } else if (s->lease.state == LeaseState::held) {
       held_elsewhere(*s);
     } else if (s->has_value() && held_.held(s->key, now)) {
       serve_at_hand(ctx, *s);
@@ -278,10 +277,10 @@ void Engine::take_leases(Context& ctx, std::span<Slot* const> leaders, std::vect
       to_claim.push_back(s);
     }
   }
-  claim(to_claim);
+  claim(ctx, to_claim);
   for (Slot* s : to_claim) {
     if (s->degraded) continue;
-    if (s->lease.lease == LeaseState::won) {
+    if (s->lease.state == LeaseState::won) {
       held_.forget(s->key);
       won.push_back(s);
     } else {
@@ -295,7 +294,7 @@ void Engine::take_leases(Context& ctx, std::span<Slot* const> leaders, std::vect
 // how long the last one took, and how far this host's clock may be off):
 // the slots whose last creation took as long in one request. A slot whose
 // lease the backend could not give is degraded.
-void Engine::claim(std::span<Slot* const> slots) {
+void Engine::claim(const Context& ctx, std::span<Slot* const> slots) {
   std::vector<Slot*> sorted(slots.begin(), slots.end());
   std::stable_sort(sorted.begin(), sorted.end(),
                    [](const Slot* a, const Slot* b) { return a->history < b->history; });
@@ -307,11 +306,12 @@ void Engine::claim(std::span<Slot* const> slots) {
     LeaseRequest request;
     request.ttl = lifetimes_.lease();
     request.info = LockInfo{started, group.front()->history, fleet_.error()};
-    if (!with_leases(BackendOp::lease, "lock", group,
-                     [&](std::span<LeaseSlot> leases) { backend_->claim(leases, request); })) {
+    if (!with_leases(BackendOp::lease, "lock", group, [&](std::span<KeyRead> keys) {
+          backend_->claim(keys, request, ctx.request);
+        })) {
       // What was won before the failure is kept; the rest goes without.
       for (Slot* s : group) {
-        if (s->lease.lease != LeaseState::won || !s->lease.lock) s->degraded = true;
+        if (s->lease.state != LeaseState::won || !s->lease.lock) s->degraded = true;
       }
     }
     first = end;
@@ -327,11 +327,11 @@ void Engine::confirm(Context& ctx, std::vector<Slot*>& won) {
     if (s->confirmed) continue;
     // The claim read the item with the lease: its answer is examined as a
     // confirmation's, without asking again.
-    (s->lease.confirmed ? read_with_lease : unconfirmed).push_back(s);
+    (s->lease.read_with ? read_with_lease : unconfirmed).push_back(s);
   }
   if (!unconfirmed.empty()) {
     if (!with_leases(BackendOp::confirm, "get", unconfirmed,
-                     [&](std::span<LeaseSlot> leases) { backend_->confirm(leases); })) {
+                     [&](std::span<KeyRead> keys) { backend_->confirm(keys, ctx.request); })) {
       // The lock is held: create, and store only into an empty key.
       for (Slot* s : unconfirmed) s->lease.fence = Fence{Fence::Kind::absent, 0};
       unconfirmed.clear();
@@ -341,9 +341,9 @@ void Engine::confirm(Context& ctx, std::vector<Slot*>& won) {
   std::vector<Slot*> found_elsewhere;
   for (Slot* s : unconfirmed) {
     s->confirmed = true;
-    if (!s->lease.item) continue;
-    Item item = std::move(*s->lease.item);
-    s->lease.item.reset();
+    if (!s->read_item) continue;
+    Item item = std::move(*s->read_item);
+    s->read_item.reset();
     const TimePoint before = s->created_at;
     const bool had_value = s->has_value();
     const Found found = examine_item(ctx, *s, item, true);
@@ -362,7 +362,7 @@ void Engine::confirm(Context& ctx, std::vector<Slot*>& won) {
     }
   }
   if (found_elsewhere.empty()) return;
-  release(found_elsewhere);
+  release(found_elsewhere, ctx.request);
   for (Slot* s : found_elsewhere) s->lead->publish(s->at_hand);
   std::erase_if(won, [](const Slot* s) { return s->served != Served::none; });
 }

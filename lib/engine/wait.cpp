@@ -67,8 +67,8 @@ void Engine::wait_for_others(Context& ctx, std::span<Slot* const> remote) {
 // One poll of `due` (value and lease together): a value ends the wait; a
 // lease that was freed is claimed, and the value made here.
 void Engine::poll(Context& ctx, std::span<Slot* const> due) {
-  if (!with_leases(BackendOp::poll, "poll", due, [&](std::span<LeaseSlot> leases) {
-        backend_->poll(leases, ctx.read_request);
+  if (!with_leases(BackendOp::poll, "poll", due, [&](std::span<KeyRead> keys) {
+        backend_->poll(keys, ctx.read_request, ctx.request);
       })) {
     if (ctx.stop.stop_requested() || clock_.steady_now() >= ctx.deadline) {
       // The call's own deadline (or stop) cut the poll short: the wait ends
@@ -85,9 +85,9 @@ void Engine::poll(Context& ctx, std::span<Slot* const> due) {
   }
   std::vector<Slot*> takeover, to_claim;
   for (Slot* s : due) {
-    if (s->lease.item) {
-      Item item = std::move(*s->lease.item);
-      s->lease.item.reset();
+    if (s->read_item) {
+      Item item = std::move(*s->read_item);
+      s->read_item.reset();
       const Found found = examine_item(ctx, *s, item, true);
       if (detail::usable(found)) {
         s->found = found;
@@ -99,7 +99,7 @@ void Engine::poll(Context& ctx, std::span<Slot* const> due) {
         continue;
       }
     }
-    switch (s->lease.lease) {
+    switch (s->lease.state) {
       case LeaseState::won:  // a backend that can only tell by trying took it
         takeover.push_back(s);
         break;
@@ -112,9 +112,9 @@ void Engine::poll(Context& ctx, std::span<Slot* const> due) {
   }
   // Free: the holder finished without storing, or died. Won: take over;
   // failed: create here, degraded; held: wait on.
-  claim(to_claim);
+  claim(ctx, to_claim);
   for (Slot* s : to_claim) {
-    if (s->degraded || s->lease.lease == LeaseState::won) takeover.push_back(s);
+    if (s->degraded || s->lease.state == LeaseState::won) takeover.push_back(s);
   }
   if (takeover.empty()) return;
   std::vector<Slot*> won;

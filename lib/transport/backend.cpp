@@ -12,11 +12,11 @@ bool DistributedLock::claim() noexcept {
   return busy_.compare_exchange_strong(expected, true, std::memory_order_acquire);
 }
 
-bool DistributedLock::try_lock() {
+bool DistributedLock::try_lock(const Request& request) {
   if (!claim()) return false;
   bool taken = false;
   try {
-    taken = try_acquire();
+    taken = try_acquire(request);
   } catch (...) {
     busy_.store(false, std::memory_order_release);
     busy_.notify_one();
@@ -35,7 +35,7 @@ void DistributedLock::lock() {
   while (!claim()) busy_.wait(true, std::memory_order_acquire);
   try {
     auto pause = std::chrono::milliseconds(1);
-    while (!try_acquire()) {
+    while (!try_acquire(Request{})) {
       std::this_thread::sleep_for(pause);
       pause = std::min(pause * 2, std::chrono::milliseconds(50));
     }
@@ -47,9 +47,9 @@ void DistributedLock::lock() {
   held_ = true;
 }
 
-bool DistributedLock::release() {
+bool DistributedLock::release(const Request& request) {
   if (!held_) return false;
-  const bool was_held = release_acquired();  // throws: still held, may be tried again
+  const bool was_held = release_acquired(request);  // throws: still held, may be tried again
   forget();
   return was_held;
 }
@@ -69,70 +69,7 @@ void DistributedLock::forget() noexcept {
   busy_.notify_one();
 }
 
-bool Backend::get_view(std::string_view key,
-                       detail::FunctionRef<void(std::string_view, std::uint32_t)> visit) {
-  const auto item = get(key);
-  if (!item) return false;
-  visit(item->data, item->flags);
-  return true;
-}
-
-std::vector<std::optional<Item>> Backend::get_multi(std::span<const std::string_view> keys) {
-  std::vector<std::optional<Item>> items;
-  items.reserve(keys.size());
-  for (auto key : keys) items.push_back(get(key));
-  return items;
-}
-
-void Backend::set_multi(std::span<const KeyedItem> items, Ttl ttl) {
-  for (const auto& each : items) set(each.key, *each.item, ttl);
-}
-
-void Backend::remove_multi(std::span<const std::string_view> keys) {
-  for (auto key : keys) remove(key);
-}
-
-std::optional<Item> Backend::gets(std::string_view key, Cas& cas) {
-  cas = 0;
-  return get(key);
-}
-
-bool Backend::cas(std::string_view key, const Item&, Ttl, Cas) {
-  throw BackendError(std::string("this backend reports versions but cannot store by version (cas) "
-                                 "for key ") +
-                     std::string(key));
-}
-
-bool Backend::read_view(LeaseSlot& slot, const LeaseRequest&,
-                        detail::FunctionRef<void(std::string_view, std::uint32_t)> visit) {
-  slot.cas = 0;
-  slot.lease = LeaseState::unknown;
-  return get_view(slot.key, visit);
-}
-
-void Backend::read(std::span<LeaseSlot> slots, const LeaseRequest&) {
-  std::vector<std::string_view> keys;
-  keys.reserve(slots.size());
-  for (const auto& slot : slots) keys.push_back(slot.key);
-  auto items = get_multi(keys);
-  for (std::size_t i = 0; i < slots.size(); ++i) {
-    slots[i].item = i < items.size() ? std::move(items[i]) : std::nullopt;
-    slots[i].cas = 0;
-    slots[i].lease = LeaseState::unknown;
-  }
-}
-
-void Backend::claim(std::span<LeaseSlot> slots, const LeaseRequest& request) {
-  for (auto& slot : slots) {
-    auto lock = make_lock(slot.key, request.ttl);
-    if (lock->try_lock()) {
-      slot.lock = std::move(lock);
-      slot.lease = LeaseState::won;
-    } else {
-      slot.lease = LeaseState::held;
-    }
-  }
-}
+// --- the operations' defaults --------------------------------------------
 
 namespace {
 
@@ -143,92 +80,144 @@ Fence fence_after(const std::optional<Item>& item, Cas cas) {
   return Fence{};  // a backend without versions: the store replaces what is there
 }
 
-}  // namespace
-
-void Backend::confirm(std::span<LeaseSlot> slots) {
-  for (auto& slot : slots) {
-    Cas version = 0;
-    slot.item = gets(slot.key, version);
-    slot.cas = version;
-    slot.fence = fence_after(slot.item, version);
+// Tries the lease of `key` as a lock: won (the lock kept) or held.
+void try_lease(Backend& backend, KeyRead& key, const LeaseRequest& lease, const Request& request) {
+  auto lock = backend.make_lock(key.key, lease.ttl);
+  if (lock->try_lock(request)) {
+    key.lease->lock = std::move(lock);
+    key.lease->state = LeaseState::won;
+  } else {
+    key.lease->state = LeaseState::held;
   }
 }
 
-void Backend::poll(std::span<LeaseSlot> slots, const LeaseRequest& request) {
-  for (auto& slot : slots) {
-    Cas version = 0;
-    slot.item = gets(slot.key, version);
-    slot.cas = version;
-    if (slot.item) {
-      slot.lease = LeaseState::unknown;
+}  // namespace
+
+void Backend::claim(std::span<KeyRead> keys, const LeaseRequest& lease, const Request& request) {
+  for (auto& key : keys) {
+    key.lease->read_with = false;
+    try_lease(*this, key, lease, request);
+  }
+}
+
+void Backend::confirm(std::span<KeyRead> keys, const Request& request) {
+  read(keys, LeaseRequest{}, request);
+  for (auto& key : keys) key.lease->fence = fence_after(key.item, key.cas);
+}
+
+void Backend::poll(std::span<KeyRead> keys, const LeaseRequest& lease, const Request& request) {
+  read(keys, LeaseRequest{}, request);
+  for (auto& key : keys) {
+    key.lease->read_with = false;
+    if (key.item) {
+      key.lease->state = LeaseState::unknown;
       continue;
     }
     // No way to ask whether the lock is held but to try it.
-    auto lock = make_lock(slot.key, request.ttl);
-    if (lock->try_lock()) {
-      slot.lock = std::move(lock);
-      slot.lease = LeaseState::won;
-      slot.fence = fence_after(slot.item, version);
-    } else {
-      slot.lease = LeaseState::held;
-    }
+    try_lease(*this, key, lease, request);
+    if (key.lease->state == LeaseState::won) key.lease->fence = fence_after(key.item, key.cas);
   }
 }
 
-void Backend::store(std::span<LeaseSlot> slots) {
-  for (auto& slot : slots) {
-    if (slot.value == nullptr) continue;
-    switch (slot.fence.kind) {
-      case Fence::Kind::absent:
-        slot.stored = add(slot.key, *slot.value, slot.ttl);
-        break;
-      case Fence::Kind::version:
-        slot.stored = cas(slot.key, *slot.value, slot.ttl, slot.fence.version);
-        break;
-      case Fence::Kind::none:
-        set(slot.key, *slot.value, slot.ttl);
-        slot.stored = true;
-        break;
-    }
+void Backend::release(std::span<LeaseEnd> leases, const Request& request) {
+  for (auto& end : leases) {
+    if (end.lease == nullptr || !end.lease->lock) continue;
+    end.lost = !end.lease->lock->release(request);
   }
 }
 
-void Backend::release(std::span<LeaseSlot> slots) {
-  for (auto& slot : slots) {
-    if (!slot.lock) continue;
-    slot.lost = !slot.lock->release();
-  }
+std::optional<bool> Backend::mark_stale(std::string_view, Ttl, const Request&) {
+  return std::nullopt;
 }
 
-std::optional<ServerTime> Backend::server_time(std::string_view) { return std::nullopt; }
-
-bool Backend::mark_stale(std::string_view, Ttl) {
-  throw std::logic_error("this backend cannot mark an item stale in place");
+std::optional<ServerTime> Backend::server_time(std::string_view, const Request&) {
+  return std::nullopt;
 }
 
-}  // namespace dogpile
+// --- built on the operations ----------------------------------------------
 
-#include "transport/deadline.hpp"
+bool Backend::get_view(std::string_view key,
+                       detail::FunctionRef<void(std::string_view, std::uint32_t)> visit,
+                       const Request& request) {
+  KeyRead one{.key = key};
+  bool found = false;
+  auto each = [&](std::size_t, std::string_view data, std::uint32_t flags) {
+    found = true;
+    visit(data, flags);
+  };
+  const Visit visitor(each);
+  read({&one, 1}, LeaseRequest{}, request, &visitor);
+  return found;
+}
 
-namespace dogpile {
-namespace detail {
+std::optional<Item> Backend::get(std::string_view key, const Request& request) {
+  KeyRead one{.key = key};
+  read({&one, 1}, LeaseRequest{}, request);
+  return std::move(one.item);
+}
+
+std::optional<Item> Backend::gets(std::string_view key, Cas& cas, const Request& request) {
+  KeyRead one{.key = key};
+  read({&one, 1}, LeaseRequest{}, request);
+  cas = one.item ? one.cas : 0;
+  return std::move(one.item);
+}
+
 namespace {
-thread_local std::optional<Steady::time_point> current_deadline;
+
+bool write_one(Backend& backend, std::string_view key, const Item& item, Ttl ttl, Fence fence,
+               const Request& request) {
+  KeyWrite one{.key = key, .item = &item, .ttl = ttl, .fence = fence};
+  backend.write({&one, 1}, request);
+  return one.stored;
+}
+
 }  // namespace
 
-std::optional<Steady::time_point> request_deadline() noexcept { return current_deadline; }
-
-DeadlineScope::DeadlineScope(std::optional<Steady::time_point> deadline) noexcept
-    : previous_(current_deadline) {
-  if (deadline && (!current_deadline || *deadline < *current_deadline)) current_deadline = deadline;
+void Backend::set(std::string_view key, const Item& item, Ttl ttl, const Request& request) {
+  if (!write_one(*this, key, item, ttl, Fence{}, request)) {
+    throw BackendError("set of key " + std::string(key) + ": not stored", {}, "NOT_STORED");
+  }
 }
 
-DeadlineScope::~DeadlineScope() { current_deadline = previous_; }
+bool Backend::add(std::string_view key, const Item& item, Ttl ttl, const Request& request) {
+  return write_one(*this, key, item, ttl, Fence{Fence::Kind::absent, 0}, request);
+}
 
-}  // namespace detail
+bool Backend::cas(std::string_view key, const Item& item, Ttl ttl, Cas version,
+                  const Request& request) {
+  return write_one(*this, key, item, ttl, Fence{Fence::Kind::version, version}, request);
+}
 
-std::optional<std::chrono::steady_clock::time_point> request_deadline() noexcept {
-  return detail::request_deadline();
+bool Backend::remove(std::string_view key, const Request& request) {
+  KeyErase one{.key = key};
+  erase({&one, 1}, request);
+  return one.existed;
+}
+
+std::vector<std::optional<Item>> Backend::get_multi(std::span<const std::string_view> keys,
+                                                    const Request& request) {
+  std::vector<KeyRead> reads(keys.size());
+  for (std::size_t i = 0; i < keys.size(); ++i) reads[i].key = keys[i];
+  read(reads, LeaseRequest{}, request);
+  std::vector<std::optional<Item>> items;
+  items.reserve(keys.size());
+  for (auto& r : reads) items.push_back(std::move(r.item));
+  return items;
+}
+
+void Backend::set_multi(std::span<const KeyedItem> items, Ttl ttl, const Request& request) {
+  std::vector<KeyWrite> writes(items.size());
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    writes[i] = KeyWrite{.key = items[i].key, .item = items[i].item, .ttl = ttl};
+  }
+  write(writes, request);
+}
+
+void Backend::remove_multi(std::span<const std::string_view> keys, const Request& request) {
+  std::vector<KeyErase> erases(keys.size());
+  for (std::size_t i = 0; i < keys.size(); ++i) erases[i].key = keys[i];
+  erase(erases, request);
 }
 
 }  // namespace dogpile

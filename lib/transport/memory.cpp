@@ -8,9 +8,9 @@
 #include <unordered_map>
 #include <utility>
 
+#include "base/fork.hpp"
 #include "format/keys.hpp"
 #include "format/lock_item.hpp"
-#include "base/fork.hpp"
 #include "format/lock_token.hpp"
 
 namespace dogpile {
@@ -179,7 +179,7 @@ class MemoryLock final : public DistributedLock {
 
   ~MemoryLock() override { release_if_held(); }
 
-  bool extend() override {
+  bool extend(const Request&) override {
     if (!held_) return false;
     MemoryBackend::State::count(state_->counters.lock_extends);
     // Like memcached's touch: a new time to live, the same version.
@@ -191,7 +191,7 @@ class MemoryLock final : public DistributedLock {
   Ttl ttl() const noexcept override { return ttl_; }
 
  protected:
-  bool try_acquire() override {
+  bool try_acquire(const Request&) override {
     MemoryBackend::State::count(state_->counters.adds);
     const auto item =
         detail::new_lock_item(key_, info_.started_at, info_.expected, info_.clock_error);
@@ -203,7 +203,7 @@ class MemoryLock final : public DistributedLock {
     return true;
   }
 
-  bool release_acquired() override {
+  bool release_acquired(const Request&) override {
     MemoryBackend::State::count(state_->counters.lock_releases);
     if (!held_) return false;
     held_ = false;
@@ -227,143 +227,103 @@ MemoryBackend::MemoryBackend() : MemoryBackend(Options{}) {}
 MemoryBackend::MemoryBackend(Options options) : state_(std::make_shared<State>(options.clock)) {}
 MemoryBackend::~MemoryBackend() = default;
 
-std::optional<Item> MemoryBackend::get(std::string_view key) {
-  State::count(state_->counters.gets);
-  return state_->get(key);
+// Each operation counts as the requests memcached would receive: a read of
+// one key a `gets`, of many (and confirm, poll) one multi-key `gets`;
+// claim an `add` per key; a write an `add` or `cas` per fenced key and one
+// `set` for the unfenced ones; an erase one delete; a lock's release one
+// `cas` (DistributedLock::release).
+
+void MemoryBackend::read(std::span<KeyRead> keys, const LeaseRequest&, const Request&,
+                         const Visit* visit) {
+  State::count(keys.size() == 1 ? state_->counters.gets : state_->counters.get_multis);
+  for (std::size_t i = 0; i < keys.size(); ++i) {
+    KeyRead& key = keys[i];
+    if (key.lease != nullptr) key.lease->state = LeaseState::unknown;
+    auto item = state_->get(key.key, &key.cas);
+    if (visit == nullptr) {
+      key.item = std::move(item);
+    } else if (item) {
+      (*visit)(i, item->data, item->flags);
+    }
+  }
 }
 
-void MemoryBackend::set(std::string_view key, const Item& item, Ttl ttl) {
-  State::count(state_->counters.sets);
-  state_->set(key, item, ttl);
+void MemoryBackend::write(std::span<KeyWrite> items, const Request&) {
+  bool counted_sets = false;
+  for (auto& w : items) {
+    switch (w.fence.kind) {
+      case Fence::Kind::absent:
+        State::count(state_->counters.adds);
+        w.stored = state_->add(w.key, *w.item, w.ttl);
+        break;
+      case Fence::Kind::version:
+        State::count(state_->counters.cas);
+        w.stored = state_->cas(w.key, *w.item, w.ttl, w.fence.version);
+        break;
+      case Fence::Kind::none:
+        if (!std::exchange(counted_sets, true)) State::count(state_->counters.sets);
+        state_->set(w.key, *w.item, w.ttl);
+        w.stored = true;
+        break;
+    }
+  }
 }
 
-bool MemoryBackend::add(std::string_view key, const Item& item, Ttl ttl) {
-  State::count(state_->counters.adds);
-  return state_->add(key, item, ttl);
-}
-
-bool MemoryBackend::remove(std::string_view key) {
+void MemoryBackend::erase(std::span<KeyErase> keys, const Request&) {
   State::count(state_->counters.removes);
-  return state_->remove(key);
-}
-
-std::vector<std::optional<Item>> MemoryBackend::get_multi(std::span<const std::string_view> keys) {
-  State::count(state_->counters.get_multis);
-  std::vector<std::optional<Item>> items;
-  items.reserve(keys.size());
-  for (auto key : keys) items.push_back(state_->get(key));
-  return items;
-}
-
-void MemoryBackend::set_multi(std::span<const KeyedItem> items, Ttl ttl) {
-  State::count(state_->counters.sets);
-  for (const auto& each : items) state_->set(each.key, *each.item, ttl);
-}
-
-void MemoryBackend::remove_multi(std::span<const std::string_view> keys) {
-  State::count(state_->counters.removes);
-  for (auto key : keys) state_->remove(key);
+  for (auto& key : keys) key.existed = state_->remove(key.key);
 }
 
 std::unique_ptr<DistributedLock> MemoryBackend::make_lock(std::string_view key, Ttl ttl) {
   return std::make_unique<MemoryLock>(state_, detail::lock_key_for(key), ttl);
 }
 
-std::optional<Item> MemoryBackend::gets(std::string_view key, Cas& cas) {
-  State::count(state_->counters.gets);
-  return state_->get(key, &cas);
-}
-
-bool MemoryBackend::cas(std::string_view key, const Item& item, Ttl ttl, Cas version) {
-  State::count(state_->counters.cas);
-  return state_->cas(key, item, ttl, version);
-}
-
-// The lease operations count as the requests memcached would receive:
-// read_view a `gets`, read/confirm/poll one multi-key `gets` (value and lock
-// keys together), claim an `add` per key, store an `add`, `cas` or `set` per
-// key; a lock's release is one `cas` (DistributedLock::release).
-
-bool MemoryBackend::read_view(LeaseSlot& slot, const LeaseRequest&,
-                              detail::FunctionRef<void(std::string_view, std::uint32_t)> visit) {
-  State::count(state_->counters.gets);
-  slot.lease = LeaseState::unknown;
-  const auto item = state_->get(slot.key, &slot.cas);
-  if (!item) return false;
-  visit(item->data, item->flags);
-  return true;
-}
-
-void MemoryBackend::read(std::span<LeaseSlot> slots, const LeaseRequest&) {
-  State::count(state_->counters.get_multis);
-  for (auto& slot : slots) {
-    slot.item = state_->get(slot.key, &slot.cas);
-    slot.lease = LeaseState::unknown;
-  }
-}
-
-void MemoryBackend::claim(std::span<LeaseSlot> slots, const LeaseRequest& request) {
-  for (auto& slot : slots) {
-    auto lock = std::make_unique<MemoryLock>(state_, detail::lock_key_for(slot.key), request.ttl,
-                                             request.info);
-    if (lock->try_lock()) {
-      slot.lock = std::move(lock);
-      slot.lease = LeaseState::won;
+void MemoryBackend::claim(std::span<KeyRead> keys, const LeaseRequest& lease,
+                          const Request& request) {
+  for (auto& key : keys) {
+    auto lock =
+        std::make_unique<MemoryLock>(state_, detail::lock_key_for(key.key), lease.ttl, lease.info);
+    key.lease->read_with = false;
+    if (lock->try_lock(request)) {
+      key.lease->lock = std::move(lock);
+      key.lease->state = LeaseState::won;
     } else {
-      slot.lease = LeaseState::held;
+      key.lease->state = LeaseState::held;
     }
   }
 }
 
-void MemoryBackend::confirm(std::span<LeaseSlot> slots) {
+void MemoryBackend::confirm(std::span<KeyRead> keys, const Request&) {
   State::count(state_->counters.get_multis);
-  for (auto& slot : slots) {
-    slot.item = state_->get(slot.key, &slot.cas);
-    slot.fence = slot.item ? Fence{Fence::Kind::version, slot.cas} : Fence{Fence::Kind::absent, 0};
+  for (auto& key : keys) {
+    key.item = state_->get(key.key, &key.cas);
+    key.lease->fence =
+        key.item ? Fence{Fence::Kind::version, key.cas} : Fence{Fence::Kind::absent, 0};
   }
 }
 
-void MemoryBackend::poll(std::span<LeaseSlot> slots, const LeaseRequest&) {
+void MemoryBackend::poll(std::span<KeyRead> keys, const LeaseRequest&, const Request&) {
   State::count(state_->counters.get_multis);
-  for (auto& slot : slots) {
-    slot.item = state_->get(slot.key, &slot.cas);
-    const std::string lock_key = detail::lock_key_for(slot.key);
+  for (auto& key : keys) {
+    key.item = state_->get(key.key, &key.cas);
+    Lease& lease = *key.lease;
+    lease.read_with = false;
+    const std::string lock_key = detail::lock_key_for(key.key);
     const auto lock = state_->get(lock_key);
     if (!lock) {
-      slot.lease = LeaseState::free;
+      lease.state = LeaseState::free;
       continue;
     }
-    slot.lease = LeaseState::held;
-    slot.holder = {};
+    lease.state = LeaseState::held;
+    lease.holder = {};
     if (auto info =
             detail::decode_lock_item(lock->data, lock->flags, detail::key_check(lock_key))) {
-      slot.holder = LockInfo{info->started_at, info->expected, info->clock_error};
+      lease.holder = LockInfo{info->started_at, info->expected, info->clock_error};
     }
   }
 }
 
-void MemoryBackend::store(std::span<LeaseSlot> slots) {
-  for (auto& slot : slots) {
-    if (slot.value == nullptr) continue;
-    switch (slot.fence.kind) {
-      case Fence::Kind::absent:
-        State::count(state_->counters.adds);
-        slot.stored = state_->add(slot.key, *slot.value, slot.ttl);
-        break;
-      case Fence::Kind::version:
-        State::count(state_->counters.cas);
-        slot.stored = state_->cas(slot.key, *slot.value, slot.ttl, slot.fence.version);
-        break;
-      case Fence::Kind::none:
-        State::count(state_->counters.sets);
-        state_->set(slot.key, *slot.value, slot.ttl);
-        slot.stored = true;
-        break;
-    }
-  }
-}
-
-std::optional<ServerTime> MemoryBackend::server_time(std::string_view) {
+std::optional<ServerTime> MemoryBackend::server_time(std::string_view, const Request&) {
   return ServerTime{state_->clock->now(), Duration::zero()};
 }
 

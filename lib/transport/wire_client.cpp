@@ -18,7 +18,6 @@
 #include <ctime>
 #include <stdexcept>
 
-#include "transport/deadline.hpp"
 #include "transport/exptime.hpp"
 
 namespace dogpile::detail::wire {
@@ -248,6 +247,11 @@ void Connection::run(Pipeline& pipeline, const Limits& limits, std::string_view 
       const auto now = Steady::now();
       const bool call_first = limits.call && *limits.call <= stall_at;
       const auto deadline = call_first ? *limits.call : stall_at;
+      if (limits.stop.stop_requested()) {
+        throw Timeout(
+            fmt::format("memcached {}: the call was cancelled before the reply was read", server),
+            std::string(server), true);
+      }
       if (now >= deadline) {
         throw Timeout(
             fmt::format("memcached {}: {}", server,
@@ -257,7 +261,9 @@ void Connection::run(Pipeline& pipeline, const Limits& limits, std::string_view 
             std::string(server), call_first);
       }
       pollfd pfd{fd_, static_cast<short>(POLLIN | (sent < out_.size() ? POLLOUT : 0)), 0};
-      const int rc = ::poll(&pfd, 1, millis_until(deadline, now));
+      int wait = millis_until(deadline, now);
+      if (limits.stop.stop_possible()) wait = std::min(wait, 10);
+      const int rc = ::poll(&pfd, 1, wait);
       if (rc < 0) {
         if (errno == EINTR) continue;
         fail(server, fmt::format("poll failed: {}", std::strerror(errno)));
@@ -581,16 +587,18 @@ std::size_t Client::server_for(std::string_view key) {
   return ring->server_for(key);
 }
 
-Limits Client::limits(const Server& server) const noexcept {
+Limits Client::limits(const Server& server, const Request& request) const noexcept {
   Limits limits;
-  limits.call = request_deadline();
+  limits.call = request.deadline;
+  limits.stop = request.stop;
   limits.stall = config_.poll_timeout;
   limits.max_value = server.max_value();
   return limits;
 }
 
-void Client::exchange(Server& server, Pipeline& pipeline, std::string_view what) {
-  const Limits limits = this->limits(server);
+void Client::exchange(Server& server, Pipeline& pipeline, std::string_view what,
+                      const Request& request) {
+  const Limits limits = this->limits(server, request);
   const bool has_call_deadline = limits.call.has_value();
   if (has_call_deadline && *limits.call <= Steady::now()) {
     throw Timeout(
@@ -646,7 +654,7 @@ void Client::exchange(Server& server, Pipeline& pipeline, std::string_view what)
   }
 }
 
-std::int64_t Client::stats_time(Server& server) {
+std::int64_t Client::stats_time(Server& server, const Request& request) {
   std::optional<std::int64_t> seconds;
   bool readable = true;
   auto on_stat = [&](std::string_view name, std::string_view value) {
@@ -660,20 +668,20 @@ std::int64_t Client::stats_time(Server& server) {
     }
   };
   StatsPipeline stats("stats\r\n", on_stat);
-  exchange(server, stats, "stats");
+  exchange(server, stats, "stats", request);
   if (!readable) fail(server.name(), "stats: a time out of range", "PROTOCOL_ERROR");
   if (!seconds) fail(server.name(), "stats: no time in the reply", "PROTOCOL_ERROR");
   return *seconds;
 }
 
-std::int64_t Client::exptime(std::size_t index, Ttl ttl) {
+std::int64_t Client::exptime(std::size_t index, Ttl ttl, const Request& request) {
   if (!absolute_expiration(ttl)) return detail::exptime(ttl, 0);
   Server& s = server(index);
   const auto now = Steady::now();
   const auto read_at = s.clock_read_at.load(std::memory_order_acquire);
   if (read_at == 0 || now - Steady::time_point(Steady::duration(read_at)) > std::chrono::hours(1)) {
     try {
-      const std::int64_t server_time = stats_time(s);
+      const std::int64_t server_time = stats_time(s, request);
       s.clock_offset.store(server_time - std::time(nullptr), std::memory_order_relaxed);
       s.clock_read_at.store(std::max<Steady::rep>(now.time_since_epoch().count(), 1),
                             std::memory_order_release);

@@ -25,14 +25,15 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <stop_token>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
 
+#include "base/fork.hpp"
 #include "dogpile/backend.hpp"
 #include "dogpile/detail/function_ref.hpp"
-#include "base/fork.hpp"
 #include "transport/ketama.hpp"
 
 namespace dogpile::detail::wire {
@@ -131,6 +132,9 @@ class Pipeline {
 struct Limits {
   /// The call's deadline: running out of it is no failure of the server.
   std::optional<Steady::time_point> call;
+  /// The call's cancellation: checked on every turn (waits are cut to
+  /// 10 ms while it may be requested); no failure of the server either.
+  std::stop_token stop;
   /// A reply must complete within this of the last (or of the start).
   std::chrono::milliseconds stall{1000};
   /// The largest value a reply may declare.
@@ -272,20 +276,20 @@ class Client : ForkAware {
   /// is retried once on a new one; a failure for the server's sake (not a
   /// refusal of the caller's, not the call's deadline) marks it down. Throws
   /// BackendError naming `what` and the server.
-  void exchange(Server& server, Pipeline& pipeline, std::string_view what);
+  void exchange(Server& server, Pipeline& pipeline, std::string_view what, const Request& request);
 
   /// The `time` of `server`'s `stats`, in seconds since the epoch.
-  [[nodiscard]] std::int64_t stats_time(Server& server);
+  [[nodiscard]] std::int64_t stats_time(Server& server, const Request& request);
 
   /// The exptime to send server `index` for a value's `ttl` (exptime.hpp):
   /// beyond 30 days, on that server's clock, read by `stats` when first
   /// needed and again each hour (if it cannot be read, this host's clock).
-  [[nodiscard]] std::int64_t exptime(std::size_t index, Ttl ttl);
+  [[nodiscard]] std::int64_t exptime(std::size_t index, Ttl ttl, const Request& request);
 
   void after_fork_in_child() noexcept override;
 
  private:
-  [[nodiscard]] Limits limits(const Server& server) const noexcept;
+  [[nodiscard]] Limits limits(const Server& server, const Request& request) const noexcept;
 
   Config config_;
   const bool auto_eject_;

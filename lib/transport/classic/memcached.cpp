@@ -24,8 +24,8 @@
 
 #include "format/keys.hpp"
 #include "format/lock_item.hpp"
-#include "transport/exptime.hpp"
 #include "transport/classic/text_batch.hpp"
+#include "transport/exptime.hpp"
 #include "transport/wire_client.hpp"
 
 namespace dogpile {
@@ -220,7 +220,8 @@ struct MemcachedBackend::Impl {
 
   // The version of `lock`'s item if that item is still this holder's
   // (`gets k#L`, on the value's server).
-  std::optional<Cas> owned_version(MemcachedLock& lock, std::string_view op);
+  std::optional<Cas> owned_version(MemcachedLock& lock, std::string_view op,
+                                   const Request& request);
   // After confirm read `lock`'s item (or found none): remembers its version,
   // if it is this holder's, so that the release is one `cas`.
   static void note_confirmed(MemcachedLock& lock, const Item* item, Cas version) {
@@ -243,23 +244,25 @@ using Classic = MemcachedBackend::Impl;
 
 // Retrieves `count` keys (`key_of(i)`, all on `server`) with `command`.
 void retrieve(Classic& impl, std::size_t server, std::string_view op, std::string_view command,
-              std::size_t count, text::Retrieval::KeyOf key_of, text::Retrieval::OnValue on_value) {
+              std::size_t count, text::Retrieval::KeyOf key_of, text::Retrieval::OnValue on_value,
+              const Request& request) {
   text::Retrieval batch(op, command, count, key_of, on_value);
-  impl.client.exchange(impl.client.server(server), batch, op);
+  impl.client.exchange(impl.client.server(server), batch, op, request);
 }
 
 // Runs `count` status-answered commands on `server`.
 void command(Classic& impl, std::size_t server, std::string_view op, std::size_t count,
-             text::Commands::Write write, text::Commands::OnReply on_reply) {
+             text::Commands::Write write, text::Commands::OnReply on_reply,
+             const Request& request) {
   text::Commands batch(op, count, write, on_reply);
-  impl.client.exchange(impl.client.server(server), batch, op);
+  impl.client.exchange(impl.client.server(server), batch, op, request);
 }
 
 // One storage command (`set`, `add`, `cas`) of `key`, placed by `placed_by`:
 // true if stored, false if not (NOT_STORED, EXISTS, NOT_FOUND).
 bool store_one(Classic& impl, std::string_view op, std::string_view verb,
                std::string_view placed_by, std::string_view key, std::string_view data,
-               std::uint32_t flags, std::int64_t expires, Cas version = 0) {
+               std::uint32_t flags, std::int64_t expires, Cas version, const Request& request) {
   check_backend_key(op, key);
   bool stored = false;
   command(
@@ -273,7 +276,8 @@ bool store_one(Classic& impl, std::string_view op, std::string_view verb,
           text::refused(fmt::format("memcached {} {}", op, key), r);
         }
         stored = r.kind == TextKind::stored;
-      });
+      },
+      request);
   return stored;
 }
 
@@ -281,7 +285,8 @@ Item item_of(const text::Reply& r) { return Item{std::string(r.data), r.flags}; 
 
 }  // namespace
 
-std::optional<Cas> MemcachedBackend::Impl::owned_version(MemcachedLock& lock, std::string_view op) {
+std::optional<Cas> MemcachedBackend::Impl::owned_version(MemcachedLock& lock, std::string_view op,
+                                                         const Request& request) {
   std::optional<Cas> version;
   const std::string_view key = lock.lock_key_;
   retrieve(
@@ -290,7 +295,8 @@ std::optional<Cas> MemcachedBackend::Impl::owned_version(MemcachedLock& lock, st
         const auto item =
             detail::decode_lock_item(r.data, r.flags, detail::key_check(lock.lock_key_));
         if (item && item->token == lock.token_) version = r.cas;
-      });
+      },
+      request);
   return version;
 }
 
@@ -304,111 +310,101 @@ MemcachedBackend::~MemcachedBackend() = default;
 
 const std::string& MemcachedBackend::options() const noexcept { return impl_->options; }
 
-bool MemcachedBackend::get_view(std::string_view key,
-                                detail::FunctionRef<void(std::string_view, std::uint32_t)> visit) {
-  check_backend_key("get", key);
-  bool found = false;
-  retrieve(
-      *impl_, impl_->client.server_for(key), "get", "get", 1, [&](std::size_t) { return key; },
-      [&](std::size_t, const text::Reply& r) {
-        found = true;
-        visit(r.data, r.flags);
-      });
-  return found;
-}
+// --- The operations ------------------------------------------------------
+// read: `gets k...` (one request per server); write: `set`, `add` or `cas`
+// per key, pipelined per server; erase: `delete` per key, pipelined; claim:
+// `add k#L` per key, on the value's server, pipelined per server; confirm
+// and poll: `gets k k#L ...`, one per server; a lock's release: one `cas`
+// with expiration -1 against the version that confirm saw.
 
-std::optional<Item> MemcachedBackend::get(std::string_view key) {
-  std::optional<Item> out;
-  get_view(key, [&](std::string_view data, std::uint32_t flags) {
-    out = Item{std::string(data), flags};
-  });
-  return out;
-}
-
-void MemcachedBackend::set(std::string_view key, const Item& item, Ttl ttl) {
-  check_backend_key("set", key);
-  const std::int64_t expires = impl_->client.exptime(impl_->client.server_for(key), ttl);
-  if (!store_one(*impl_, "set", "set", key, key, item.data, item.flags, expires)) {
-    throw BackendError(fmt::format("memcached set {}: not stored", key),
-                       impl_->client.server(impl_->client.server_for(key)).name(), "NOT_STORED");
+void MemcachedBackend::read(std::span<KeyRead> keys, const LeaseRequest&, const Request& request,
+                            const Visit* visit) {
+  const std::string_view op = keys.size() == 1 ? "get" : "get_multi";
+  for (auto& key : keys) {
+    check_backend_key(op, key.key);
+    key.item.reset();
+    key.cas = 0;
+    key.marked_stale = false;
+    if (key.lease != nullptr) key.lease->state = LeaseState::unknown;
   }
-}
-
-bool MemcachedBackend::add(std::string_view key, const Item& item, Ttl ttl) {
-  check_backend_key("add", key);
-  return store_one(*impl_, "add", "add", key, key, item.data, item.flags,
-                   impl_->client.exptime(impl_->client.server_for(key), ttl));
-}
-
-bool MemcachedBackend::cas(std::string_view key, const Item& item, Ttl ttl, Cas version) {
-  check_backend_key("cas", key);
-  return store_one(*impl_, "cas", "cas", key, key, item.data, item.flags,
-                   impl_->client.exptime(impl_->client.server_for(key), ttl), version);
-}
-
-bool MemcachedBackend::remove(std::string_view key) {
-  check_backend_key("delete", key);
-  bool removed = false;
-  command(
-      *impl_, impl_->client.server_for(key), "delete", 1,
-      [&](std::size_t, std::string& out) { text::append_delete(out, key); },
-      [&](std::size_t, const text::Reply& r) {
-        if (r.kind != TextKind::deleted && r.kind != TextKind::not_found) {
-          text::refused(fmt::format("memcached delete {}", key), r);
-        }
-        removed = r.kind == TextKind::deleted;
-      });
-  return removed;
-}
-
-std::vector<std::optional<Item>> MemcachedBackend::get_multi(
-    std::span<const std::string_view> keys) {
-  for (const std::string_view key : keys) check_backend_key("get_multi", key);
-  std::vector<std::optional<Item>> items(keys.size());
   auto& client = impl_->client;
-  for (const auto& [server, group] :
-       wire::by_server(keys.size(), [&](std::size_t i) { return client.server_for(keys[i]); })) {
+  for (const auto& [server, group] : wire::by_server(
+           keys.size(), [&](std::size_t i) { return client.server_for(keys[i].key); })) {
     retrieve(
-        *impl_, server, "get_multi", "get", group.size(),
-        [&](std::size_t j) { return keys[group[j]]; },
-        [&](std::size_t j, const text::Reply& r) { items[group[j]] = item_of(r); });
+        *impl_, server, op, "gets", group.size(), [&](std::size_t j) { return keys[group[j]].key; },
+        [&](std::size_t j, const text::Reply& r) {
+          KeyRead& key = keys[group[j]];
+          key.cas = r.cas;
+          if (visit != nullptr) {
+            (*visit)(group[j], r.data, r.flags);
+          } else {
+            key.item = item_of(r);
+          }
+        },
+        request);
   }
-  return items;
 }
 
-void MemcachedBackend::set_multi(std::span<const KeyedItem> items, Ttl ttl) {
-  for (const KeyedItem& it : items) check_backend_key("set_multi", it.key);
+void MemcachedBackend::write(std::span<KeyWrite> items, const Request& request) {
+  const std::string_view op = items.size() == 1 ? "set" : "set_multi";
+  for (const KeyWrite& w : items) check_backend_key(op, w.key);
   auto& client = impl_->client;
   for (const auto& [server, group] : wire::by_server(
            items.size(), [&](std::size_t i) { return client.server_for(items[i].key); })) {
-    const std::int64_t expires = client.exptime(server, ttl);
+    std::vector<std::int64_t> expiry(group.size());
+    for (std::size_t j = 0; j < group.size(); ++j) {
+      expiry[j] = client.exptime(server, items[group[j]].ttl, request);
+    }
     command(
-        *impl_, server, "set_multi", group.size(),
+        *impl_, server, op, group.size(),
         [&](std::size_t j, std::string& out) {
-          const KeyedItem& it = items[group[j]];
-          text::append_store(out, "set", it.key, it.item->flags, expires, it.item->data);
+          const KeyWrite& w = items[group[j]];
+          const Item& item = *w.item;
+          switch (w.fence.kind) {
+            case Fence::Kind::absent:
+              text::append_store(out, "add", w.key, item.flags, expiry[j], item.data);
+              break;
+            case Fence::Kind::version:
+              text::append_store(out, "cas", w.key, item.flags, expiry[j], item.data,
+                                 w.fence.version);
+              break;
+            case Fence::Kind::none:
+              text::append_store(out, "set", w.key, item.flags, expiry[j], item.data);
+              break;
+          }
         },
         [&](std::size_t j, const text::Reply& r) {
-          if (r.kind != TextKind::stored) {
-            text::refused(fmt::format("memcached set_multi {}", items[group[j]].key), r);
+          KeyWrite& w = items[group[j]];
+          const bool unconditional = w.fence.kind == Fence::Kind::none;
+          if (r.kind == TextKind::stored ||
+              (!unconditional && (r.kind == TextKind::not_stored || r.kind == TextKind::exists ||
+                                  r.kind == TextKind::not_found))) {
+            w.stored = r.kind == TextKind::stored;
+            return;
           }
-        });
+          text::refused(fmt::format("memcached {} {}", op, w.key), r);
+        },
+        request);
   }
 }
 
-void MemcachedBackend::remove_multi(std::span<const std::string_view> keys) {
-  for (const std::string_view key : keys) check_backend_key("delete_multi", key);
+void MemcachedBackend::erase(std::span<KeyErase> keys, const Request& request) {
+  const std::string_view op = keys.size() == 1 ? "delete" : "delete_multi";
+  for (const KeyErase& k : keys) check_backend_key(op, k.key);
   auto& client = impl_->client;
-  for (const auto& [server, group] :
-       wire::by_server(keys.size(), [&](std::size_t i) { return client.server_for(keys[i]); })) {
+  for (const auto& [server, group] : wire::by_server(
+           keys.size(), [&](std::size_t i) { return client.server_for(keys[i].key); })) {
     command(
-        *impl_, server, "delete_multi", group.size(),
-        [&](std::size_t j, std::string& out) { text::append_delete(out, keys[group[j]]); },
+        *impl_, server, op, group.size(),
+        [&](std::size_t j, std::string& out) { text::append_delete(out, keys[group[j]].key); },
         [&](std::size_t j, const text::Reply& r) {
+          KeyErase& k = keys[group[j]];
           if (r.kind != TextKind::deleted && r.kind != TextKind::not_found) {
-            text::refused(fmt::format("memcached delete_multi {}", keys[group[j]]), r);
+            text::refused(fmt::format("memcached {} {}", op, k.key), r);
           }
-        });
+          k.existed = r.kind == TextKind::deleted;
+        },
+        request);
   }
 }
 
@@ -419,76 +415,21 @@ std::unique_ptr<DistributedLock> MemcachedBackend::make_lock(std::string_view ke
       new MemcachedLock(MemcachedLock::Mapped{}, impl_, std::string(key), ttl, LockInfo{}));
 }
 
-std::optional<Item> MemcachedBackend::gets(std::string_view key, Cas& cas) {
-  check_backend_key("gets", key);
-  std::optional<Item> item;
-  cas = 0;
-  retrieve(
-      *impl_, impl_->client.server_for(key), "gets", "gets", 1, [&](std::size_t) { return key; },
-      [&](std::size_t, const text::Reply& r) {
-        item = item_of(r);
-        cas = r.cas;
-      });
-  return item;
-}
-
-// --- Lease operations ------------------------------------------------------
-// read_view: `gets k`; read: `gets k...` (one request per server); claim:
-// `add k#L` per key, on the value's server, pipelined per server; confirm
-// and poll: `gets k k#L ...`, one per server; store: `add` or `cas` per key,
-// pipelined per server; a lock's release: one `cas` with expiration -1
-// against the version that confirm saw.
-
-bool MemcachedBackend::read_view(LeaseSlot& slot, const LeaseRequest&,
-                                 detail::FunctionRef<void(std::string_view, std::uint32_t)> visit) {
-  check_backend_key("get", slot.key);
-  slot.lease = LeaseState::unknown;
-  slot.cas = 0;
-  bool found = false;
-  retrieve(
-      *impl_, impl_->client.server_for(slot.key), "get", "gets", 1,
-      [&](std::size_t) { return slot.key; },
-      [&](std::size_t, const text::Reply& r) {
-        found = true;
-        slot.cas = r.cas;
-        visit(r.data, r.flags);
-      });
-  return found;
-}
-
-void MemcachedBackend::read(std::span<LeaseSlot> slots, const LeaseRequest&) {
-  for (auto& slot : slots) {
-    check_backend_key("get_multi", slot.key);
-    slot.item.reset();
-    slot.cas = 0;
-    slot.lease = LeaseState::unknown;
-  }
-  auto& client = impl_->client;
-  for (const auto& [server, group] : wire::by_server(
-           slots.size(), [&](std::size_t i) { return client.server_for(slots[i].key); })) {
-    retrieve(
-        *impl_, server, "get_multi", "gets", group.size(),
-        [&](std::size_t j) { return slots[group[j]].key; },
-        [&](std::size_t j, const text::Reply& r) {
-          slots[group[j]].item = item_of(r);
-          slots[group[j]].cas = r.cas;
-        });
-  }
-}
-
-void MemcachedBackend::claim(std::span<LeaseSlot> slots, const LeaseRequest& request) {
+void MemcachedBackend::claim(std::span<KeyRead> keys, const LeaseRequest& lease,
+                             const Request& request) {
   std::vector<std::unique_ptr<MemcachedLock>> locks;
-  locks.reserve(slots.size());
-  for (auto& slot : slots) {
-    check_backend_key("lock", slot.key);
-    check_backend_key("lock", detail::lock_key_for(slot.key));
-    locks.emplace_back(new MemcachedLock(MemcachedLock::Mapped{}, impl_, std::string(slot.key),
-                                         request.ttl, request.info));
+  locks.reserve(keys.size());
+  for (auto& key : keys) {
+    check_backend_key("lock", key.key);
+    check_backend_key("lock", detail::lock_key_for(key.key));
+    locks.emplace_back(new MemcachedLock(MemcachedLock::Mapped{}, impl_, std::string(key.key),
+                                         lease.ttl, lease.info));
+    key.lease->read_with = false;
   }
-  const std::int64_t expires = lock_exptime(request.ttl);
+  const std::int64_t expires = lock_exptime(lease.ttl);
   auto& client = impl_->client;
   for (const auto& [server, group] : wire::by_server(
-           slots.size(), [&](std::size_t i) { return client.server_for(slots[i].key); })) {
+           keys.size(), [&](std::size_t i) { return client.server_for(keys[i].key); })) {
     command(
         *impl_, server, "lock", group.size(),
         [&](std::size_t j, std::string& out) {
@@ -497,156 +438,117 @@ void MemcachedBackend::claim(std::span<LeaseSlot> slots, const LeaseRequest& req
           text::append_store(out, "add", lock.lock_key_, detail::kLockFlags, expires, lock.bytes_);
         },
         [&](std::size_t j, const text::Reply& r) {
-          LeaseSlot& slot = slots[group[j]];
+          KeyRead& key = keys[group[j]];
           if (r.kind == TextKind::stored) {
             auto& lock = locks[group[j]];
             lock->granted_ = true;
             const bool taken = lock->try_lock();
             (void)taken;
-            slot.lock = std::move(lock);
-            slot.lease = LeaseState::won;
+            key.lease->lock = std::move(lock);
+            key.lease->state = LeaseState::won;
           } else if (r.kind == TextKind::not_stored || r.kind == TextKind::exists) {
-            slot.lease = LeaseState::held;
+            key.lease->state = LeaseState::held;
           } else {
-            text::refused(fmt::format("memcached lock {}", slot.key), r);
+            text::refused(fmt::format("memcached lock {}", key.key), r);
           }
-        });
+        },
+        request);
   }
 }
 
-// `gets k k#L` for each server's share of `slots`; fills each slot's item and
-// version, and calls `lock_seen(slot, lock key, lock item or nullptr, its
+// `gets k k#L` for each server's share of `keys`; fills each key's item and
+// version, and calls `lock_seen(key, lock key, lock item or nullptr, its
 // version)`.
 template <class LockSeen>
-static void read_with_locks(MemcachedBackend::Impl& impl, std::span<LeaseSlot> slots,
-                            std::string_view op, LockSeen lock_seen) {
+static void read_with_locks(MemcachedBackend::Impl& impl, std::span<KeyRead> keys,
+                            std::string_view op, LockSeen lock_seen, const Request& request) {
   std::vector<std::string> lock_keys;
-  lock_keys.reserve(slots.size());
-  for (auto& slot : slots) {
-    check_backend_key(op, slot.key);
-    lock_keys.push_back(detail::lock_key_for(slot.key));
+  lock_keys.reserve(keys.size());
+  for (auto& key : keys) {
+    check_backend_key(op, key.key);
+    lock_keys.push_back(detail::lock_key_for(key.key));
     check_backend_key(op, lock_keys.back());
-    slot.item.reset();
-    slot.cas = 0;
+    key.item.reset();
+    key.cas = 0;
   }
-  std::vector<std::optional<Item>> locks(slots.size());
-  std::vector<Cas> lock_versions(slots.size(), 0);
+  std::vector<std::optional<Item>> locks(keys.size());
+  std::vector<Cas> lock_versions(keys.size(), 0);
   auto& client = impl.client;
   for (const auto& [server, group] : wire::by_server(
-           slots.size(), [&](std::size_t i) { return client.server_for(slots[i].key); })) {
+           keys.size(), [&](std::size_t i) { return client.server_for(keys[i].key); })) {
     retrieve(
         impl, server, op, "gets", group.size() * 2,
         [&](std::size_t k) -> std::string_view {
           const std::size_t i = group[k / 2];
-          return k % 2 == 0 ? slots[i].key : std::string_view(lock_keys[i]);
+          return k % 2 == 0 ? keys[i].key : std::string_view(lock_keys[i]);
         },
         [&](std::size_t k, const text::Reply& r) {
           const std::size_t i = group[k / 2];
           if (k % 2 == 0) {
-            slots[i].item = item_of(r);
-            slots[i].cas = r.cas;
+            keys[i].item = item_of(r);
+            keys[i].cas = r.cas;
           } else {
             locks[i] = item_of(r);
             lock_versions[i] = r.cas;
           }
-        });
-  }
-  for (std::size_t i = 0; i < slots.size(); ++i) {
-    lock_seen(slots[i], lock_keys[i], locks[i] ? &*locks[i] : nullptr, lock_versions[i]);
-  }
-}
-
-void MemcachedBackend::confirm(std::span<LeaseSlot> slots) {
-  read_with_locks(*impl_, slots, "confirm",
-                  [](LeaseSlot& slot, const std::string&, const Item* lock, Cas version) {
-                    slot.fence = slot.item ? Fence{Fence::Kind::version, slot.cas}
-                                           : Fence{Fence::Kind::absent, 0};
-                    if (auto* held = dynamic_cast<MemcachedLock*>(slot.lock.get())) {
-                      Impl::note_confirmed(*held, lock, version);
-                    }
-                  });
-}
-
-void MemcachedBackend::poll(std::span<LeaseSlot> slots, const LeaseRequest&) {
-  read_with_locks(*impl_, slots, "poll",
-                  [](LeaseSlot& slot, const std::string& lock_key, const Item* lock, Cas) {
-                    if (lock == nullptr) {
-                      slot.lease = LeaseState::free;
-                      return;
-                    }
-                    slot.lease = LeaseState::held;
-                    slot.holder = {};
-                    if (auto info = detail::decode_lock_item(lock->data, lock->flags,
-                                                             detail::key_check(lock_key))) {
-                      slot.holder = LockInfo{info->started_at, info->expected, info->clock_error};
-                    }
-                  });
-}
-
-void MemcachedBackend::store(std::span<LeaseSlot> slots) {
-  std::vector<std::size_t> with_value;
-  for (std::size_t i = 0; i < slots.size(); ++i) {
-    if (slots[i].value == nullptr) continue;
-    check_backend_key("set", slots[i].key);
-    with_value.push_back(i);
-  }
-  auto& client = impl_->client;
-  for (const auto& [server, group] : wire::by_server(with_value.size(), [&](std::size_t i) {
-         return client.server_for(slots[with_value[i]].key);
-       })) {
-    std::vector<std::int64_t> expiry(group.size());
-    for (std::size_t j = 0; j < group.size(); ++j) {
-      expiry[j] = client.exptime(server, slots[with_value[group[j]]].ttl);
-    }
-    command(
-        *impl_, server, "set", group.size(),
-        [&](std::size_t j, std::string& out) {
-          const LeaseSlot& slot = slots[with_value[group[j]]];
-          const Item& item = *slot.value;
-          const std::int64_t expires = expiry[j];
-          switch (slot.fence.kind) {
-            case Fence::Kind::absent:
-              text::append_store(out, "add", slot.key, item.flags, expires, item.data);
-              break;
-            case Fence::Kind::version:
-              text::append_store(out, "cas", slot.key, item.flags, expires, item.data,
-                                 slot.fence.version);
-              break;
-            case Fence::Kind::none:
-              text::append_store(out, "set", slot.key, item.flags, expires, item.data);
-              break;
-          }
         },
-        [&](std::size_t j, const text::Reply& r) {
-          LeaseSlot& slot = slots[with_value[group[j]]];
-          const bool unconditional = slot.fence.kind == Fence::Kind::none;
-          if (r.kind == TextKind::stored ||
-              (!unconditional && (r.kind == TextKind::not_stored || r.kind == TextKind::exists ||
-                                  r.kind == TextKind::not_found))) {
-            slot.stored = r.kind == TextKind::stored;
-            return;
-          }
-          text::refused(fmt::format("memcached set {}", slot.key), r);
-        });
+        request);
+  }
+  for (std::size_t i = 0; i < keys.size(); ++i) {
+    lock_seen(keys[i], lock_keys[i], locks[i] ? &*locks[i] : nullptr, lock_versions[i]);
   }
 }
 
-void MemcachedBackend::release(std::span<LeaseSlot> slots) {
+void MemcachedBackend::confirm(std::span<KeyRead> keys, const Request& request) {
+  read_with_locks(
+      *impl_, keys, "confirm",
+      [](KeyRead& key, const std::string&, const Item* lock, Cas version) {
+        key.lease->fence =
+            key.item ? Fence{Fence::Kind::version, key.cas} : Fence{Fence::Kind::absent, 0};
+        if (auto* held = dynamic_cast<MemcachedLock*>(key.lease->lock.get())) {
+          Impl::note_confirmed(*held, lock, version);
+        }
+      },
+      request);
+}
+
+void MemcachedBackend::poll(std::span<KeyRead> keys, const LeaseRequest&, const Request& request) {
+  read_with_locks(
+      *impl_, keys, "poll",
+      [](KeyRead& key, const std::string& lock_key, const Item* lock, Cas) {
+        Lease& lease = *key.lease;
+        lease.read_with = false;
+        if (lock == nullptr) {
+          lease.state = LeaseState::free;
+          return;
+        }
+        lease.state = LeaseState::held;
+        lease.holder = {};
+        if (auto info =
+                detail::decode_lock_item(lock->data, lock->flags, detail::key_check(lock_key))) {
+          lease.holder = LockInfo{info->started_at, info->expected, info->clock_error};
+        }
+      },
+      request);
+}
+
+void MemcachedBackend::release(std::span<LeaseEnd> leases, const Request& request) {
   // This backend's locks still held are released in batches; any other lock
   // on its own.
   std::vector<MemcachedLock*> ours;
-  for (auto& slot : slots) {
-    auto* lock = dynamic_cast<MemcachedLock*>(slot.lock.get());
+  for (auto& end : leases) {
+    if (end.lease == nullptr) continue;
+    auto* lock = dynamic_cast<MemcachedLock*>(end.lease->lock.get());
     if (lock != nullptr && lock->impl_ == impl_ && lock->held_) ours.push_back(lock);
   }
   auto& client = impl_->client;
   auto server_of = [&](std::size_t i) { return client.server_for(ours[i]->value_key_); };
   auto settle = [&] {
-    for (auto& slot : slots) {
-      if (!slot.lock) continue;
-      auto* lock = dynamic_cast<MemcachedLock*>(slot.lock.get());
+    for (auto& end : leases) {
+      if (end.lease == nullptr || !end.lease->lock) continue;
+      auto* lock = dynamic_cast<MemcachedLock*>(end.lease->lock.get());
       if (lock != nullptr && lock->impl_ == impl_ && !lock->settled_) continue;  // not asked
-      slot.lost = !slot.lock->release();
+      end.lost = !end.lease->lock->release(request);
     }
   };
   try {
@@ -670,7 +572,8 @@ void MemcachedBackend::release(std::span<LeaseSlot> slots) {
               lock.lock_version_ = r.cas;
               lock.settled_.reset();
             }
-          });
+          },
+          request);
     }
     for (const auto& [server, group] : wire::by_server(ours.size(), server_of)) {
       std::vector<MemcachedLock*> asked;
@@ -690,7 +593,8 @@ void MemcachedBackend::release(std::span<LeaseSlot> slots) {
               text::refused(fmt::format("memcached release lock {}", asked[j]->lock_key_), r);
             }
             asked[j]->settled_ = r.kind == TextKind::stored;
-          });
+          },
+          request);
     }
   } catch (...) {
     settle();  // what was answered is released; the rest stays held
@@ -699,10 +603,11 @@ void MemcachedBackend::release(std::span<LeaseSlot> slots) {
   settle();
 }
 
-std::optional<ServerTime> MemcachedBackend::server_time(std::string_view key) {
+std::optional<ServerTime> MemcachedBackend::server_time(std::string_view key,
+                                                        const Request& request) {
   check_backend_key("stats", key);
   auto& client = impl_->client;
-  const std::int64_t seconds = client.stats_time(client.server(client.server_for(key)));
+  const std::int64_t seconds = client.stats_time(client.server(client.server_for(key)), request);
   return ServerTime{TimePoint(std::chrono::seconds(seconds)), std::chrono::seconds(1)};
 }
 
@@ -729,21 +634,21 @@ void MemcachedLock::prepare() {
   lock_version_ = 0;
 }
 
-bool MemcachedLock::try_acquire() {
+bool MemcachedLock::try_acquire(const Request& request) {
   if (std::exchange(granted_, false)) {  // taken by a claim's add
     held_ = true;
     return true;
   }
   prepare();
   if (!store_one(*impl_, "lock", "add", value_key_, lock_key_, bytes_, detail::kLockFlags,
-                 lock_exptime(ttl_))) {
+                 lock_exptime(ttl_), 0, request)) {
     return false;
   }
   held_ = true;
   return true;
 }
 
-bool MemcachedLock::release_acquired() {
+bool MemcachedLock::release_acquired(const Request& request) {
   if (settled_) {  // a batch asked already
     const bool released = *std::exchange(settled_, std::nullopt);
     held_ = false;
@@ -756,7 +661,7 @@ bool MemcachedLock::release_acquired() {
   // keeps it): it fails only if the lock expired or was taken over.
   Cas version = lock_version_;
   if (version == 0) {
-    const auto owned = impl_->owned_version(*this, "release lock");
+    const auto owned = impl_->owned_version(*this, "release lock", request);
     if (!owned) {
       held_ = false;
       return false;
@@ -764,15 +669,15 @@ bool MemcachedLock::release_acquired() {
     version = *owned;
   }
   const bool released = store_one(*impl_, "release lock", "cas", value_key_, lock_key_, bytes_,
-                                  detail::kLockFlags, -1, version);
+                                  detail::kLockFlags, -1, version, request);
   held_ = false;
   lock_version_ = 0;
   return released;
 }
 
-bool MemcachedLock::extend() {
+bool MemcachedLock::extend(const Request& request) {
   if (!held_) return false;
-  if (!impl_->owned_version(*this, "extend lock")) return false;
+  if (!impl_->owned_version(*this, "extend lock", request)) return false;
   // `touch` sets a new time to live and keeps the version (memcached 1.6).
   bool touched = false;
   command(
@@ -785,7 +690,8 @@ bool MemcachedLock::extend() {
           text::refused(fmt::format("memcached extend lock {}", lock_key_), r);
         }
         touched = r.kind == TextKind::touched;
-      });
+      },
+      request);
   return touched;
 }
 

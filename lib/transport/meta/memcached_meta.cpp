@@ -68,18 +68,19 @@ bool placeholder(const Reply& reply) noexcept {
 
 // Runs a batch of `count` requests on `server` (see meta::Batch).
 void run(Impl& impl, std::size_t server, std::string_view op, std::size_t count, bool quiet,
-         meta::Batch::Write write, meta::Batch::OnReply on_reply) {
+         meta::Batch::Write write, meta::Batch::OnReply on_reply, const Request& request) {
   meta::Batch batch(op, count, quiet, write, on_reply);
-  impl.client.exchange(impl.client.server(server), batch, op);
+  impl.client.exchange(impl.client.server(server), batch, op, request);
 }
 
 // One request, one reply, to `server`.
 template <class Write, class OnReply>
-void one(Impl& impl, std::size_t server, std::string_view op, Write write, OnReply on_reply) {
+void one(Impl& impl, std::size_t server, std::string_view op, Write write, OnReply on_reply,
+         const Request& request) {
   run(
       impl, server, op, 1, false,
       [&](std::size_t, std::string& out, std::uint32_t opaque) { write(out, opaque); },
-      [&](std::size_t, const Reply* reply) { on_reply(*reply); });
+      [&](std::size_t, const Reply* reply) { on_reply(*reply); }, request);
 }
 
 }  // namespace
@@ -145,7 +146,7 @@ class MetaLease final : public DistributedLock {
         info_(info) {}
   ~MetaLease() override { release_if_held(); }
 
-  bool extend() override;
+  bool extend(const Request& request) override;
   [[nodiscard]] Ttl ttl() const noexcept override { return ttl_; }
 
   // The value was stored over the lease (or the store found it gone): there
@@ -159,18 +160,23 @@ class MetaLease final : public DistributedLock {
   [[nodiscard]] std::size_t server_index() const noexcept { return server_; }
 
  protected:
-  bool try_acquire() override;
-  bool release_acquired() override;
+  bool try_acquire(const Request& request) override;
+  bool release_acquired(const Request& request) override;
 
  private:
   // One request with one reply; returns its code and, for mg, its CAS.
   template <class Write>
-  std::pair<Code, Cas> ask(std::string_view op, Write write) {
+  std::pair<Code, Cas> ask(std::string_view op, Write write, const Request& request) {
     std::pair<Code, Cas> out{Code::error, 0};
-    one(*impl_, server_, op, write, [&](const Reply& r) {
-      if (r.code == Code::client_error || r.code == Code::server_error) unexpected(op, key_, r);
-      out = {r.code, r.cas.value_or(0)};
-    });
+    one(
+        *impl_, server_, op, write,
+        [&](const Reply& r) {
+          if (r.code == Code::client_error || r.code == Code::server_error) {
+            unexpected(op, key_, r);
+          }
+          out = {r.code, r.cas.value_or(0)};
+        },
+        request);
     return out;
   }
 
@@ -185,15 +191,18 @@ class MetaLease final : public DistributedLock {
   bool spent_ = false;
 };
 
-bool MetaLease::try_acquire() {
+bool MetaLease::try_acquire(const Request& request) {
   if (std::exchange(granted_, false)) return true;
   if (kind_ != Kind::lock_item) return false;  // a lease given back is gone
   const auto item = new_lock_item(key_, info_.started_at, info_.expected, info_.clock_error);
   const std::string bytes = encode_lock_item(item);
   const std::string flags = fmt::format("T{} F{} ME c", lock_exptime(ttl_), kLockFlags);
-  const auto [code, cas] = ask("lock", [&](std::string& out, std::uint32_t opaque) {
-    meta::append_ms(out, key_, bytes, flags, opaque);
-  });
+  const auto [code, cas] = ask(
+      "lock",
+      [&](std::string& out, std::uint32_t opaque) {
+        meta::append_ms(out, key_, bytes, flags, opaque);
+      },
+      request);
   if (code != Code::hd) {
     if (code == Code::ns) return false;
     throw BackendError(fmt::format("memcached lock of key {}: unexpected reply", key_), {},
@@ -204,27 +213,30 @@ bool MetaLease::try_acquire() {
   return true;
 }
 
-bool MetaLease::release_acquired() {
+bool MetaLease::release_acquired(const Request& request) {
   if (std::exchange(spent_, false)) return true;
   const std::string cas = fmt::format("C{}", cas_);
-  const auto [code, unused] = ask("release lease", [&](std::string& out, std::uint32_t opaque) {
-    switch (kind_) {
-      case Kind::placeholder:
-      case Kind::lock_item:
-        meta::append_md(out, key_, cas, opaque);
-        break;
-      case Kind::refresh:
-        meta::append_ms(out, key_, "", "MA " + cas, opaque);
-        break;
-      case Kind::marked:
-        meta::append_md(out, key_, "I " + cas, opaque);
-        break;
-    }
-  });
+  const auto [code, unused] = ask(
+      "release lease",
+      [&](std::string& out, std::uint32_t opaque) {
+        switch (kind_) {
+          case Kind::placeholder:
+          case Kind::lock_item:
+            meta::append_md(out, key_, cas, opaque);
+            break;
+          case Kind::refresh:
+            meta::append_ms(out, key_, "", "MA " + cas, opaque);
+            break;
+          case Kind::marked:
+            meta::append_md(out, key_, "I " + cas, opaque);
+            break;
+        }
+      },
+      request);
   return code == Code::hd;
 }
 
-bool MetaLease::extend() {
+bool MetaLease::extend(const Request& request) {
   // One request: the CAS and the time left are read before the touch, which
   // keeps the CAS (so the fence stays valid).
   const std::string flags = fmt::format("c t T{}", lock_exptime(ttl_));
@@ -243,7 +255,8 @@ bool MetaLease::extend() {
         left = r.ttl.value_or(0);
         // Marked stale since (md I): this read won the refresh; not ours to keep.
         unasked_lease = unasked(key_, server_, r);
-      });
+      },
+      request);
   if (unasked_lease) give_back(impl_, *unasked_lease);
   if (!there) return false;
   // Not ours (replaced, or marked stale since), or ours with more time left
@@ -252,9 +265,12 @@ bool MetaLease::extend() {
   if (!ours || left < 0 || left > ttl_.count()) {
     const std::string restore =
         left < 0 ? std::string("T0") : fmt::format("T{}", lock_exptime(Ttl(left)));
-    ask("extend lease", [&](std::string& out, std::uint32_t opaque) {
-      meta::append_mg(out, key_, restore, opaque);
-    });
+    ask(
+        "extend lease",
+        [&](std::string& out, std::uint32_t opaque) {
+          meta::append_mg(out, key_, restore, opaque);
+        },
+        request);
   }
   return ours;
 }
@@ -294,42 +310,52 @@ struct GiveBack {
   }
 };
 
-// A slot that got no reply (a quiet read's miss).
-void no_item(LeaseSlot& slot) noexcept {
-  slot.item.reset();
-  slot.cas = 0;
-  slot.lease = LeaseState::free;
-  slot.confirmed = false;
-  slot.marked_stale = false;
-}
-
-// How a read's, claim's or poll's reply from `server` leaves a slot.
-// `with_item`: copy the value into slot.item.
-void take_reply(const std::shared_ptr<Impl>& impl, std::size_t server, LeaseSlot& slot,
-                const Reply& reply, Ttl lease_ttl, bool with_item) {
-  slot.item.reset();
-  slot.cas = 0;
-  slot.confirmed = false;
-  slot.marked_stale = false;
-  slot.holder = {};
+// How a read's, claim's or poll's reply from `server` leaves a key.
+// `with_item`: copy the value into key.item. A lease the reply grants a key
+// that asked for none is handed to `unasked_leases`, to be given back.
+void take_reply(const std::shared_ptr<Impl>& impl, std::size_t server, KeyRead& key,
+                const Reply& reply, Ttl lease_ttl, bool with_item, GiveBack& unasked_leases) {
+  key.item.reset();
+  key.cas = 0;
+  key.marked_stale = false;
+  Lease* lease = key.lease;
+  if (lease != nullptr) {
+    lease->read_with = false;
+    lease->holder = {};
+  }
   if (reply.code == Code::en) {
-    slot.lease = LeaseState::free;
+    if (lease != nullptr) lease->state = LeaseState::free;
     return;
   }
-  if (reply.code != Code::va && reply.code != Code::hd) unexpected("get", slot.key, reply);
-  slot.cas = reply.cas.value_or(0);
-  slot.marked_stale = reply.stale;
+  if (reply.code != Code::va && reply.code != Code::hd) unexpected("get", key.key, reply);
+  key.cas = reply.cas.value_or(0);
+  key.marked_stale = reply.stale;
   if (with_item && !placeholder(reply)) {
-    slot.item = Item{std::string(reply.data), reply.flags.value_or(0)};
+    key.item = Item{std::string(reply.data), reply.flags.value_or(0)};
+  }
+  if (lease == nullptr) {
+    unasked_leases.add(unasked(key.key, server, reply));
+    return;
   }
   if (reply.won) {
-    slot.lock = std::make_unique<MetaLease>(impl, server, std::string(slot.key), kind_of(reply),
-                                            slot.cas, lease_ttl);
-    slot.lease = LeaseState::won;
-    slot.fence = Fence{Fence::Kind::version, slot.cas};
-    slot.confirmed = true;
+    lease->lock = std::make_unique<MetaLease>(impl, server, std::string(key.key), kind_of(reply),
+                                              key.cas, lease_ttl);
+    lease->state = LeaseState::won;
+    lease->fence = Fence{Fence::Kind::version, key.cas};
+    lease->read_with = true;
   } else {
-    slot.lease = reply.held ? LeaseState::held : LeaseState::free;
+    lease->state = reply.held ? LeaseState::held : LeaseState::free;
+  }
+}
+
+// A key that got no reply (a quiet read's miss).
+void no_item(KeyRead& key) noexcept {
+  key.item.reset();
+  key.cas = 0;
+  key.marked_stale = false;
+  if (key.lease != nullptr) {
+    key.lease->state = LeaseState::free;
+    key.lease->read_with = false;
   }
 }
 
@@ -359,36 +385,14 @@ const std::string& read_flags(const LeaseRequest& request) {
   return made.flags;
 }
 
-// The exptime of a value stored under `key` for `ttl`, on its server's clock.
-std::int64_t expires_for(Impl& impl, std::string_view key, Ttl ttl) {
-  check_backend_key("set", key);
-  return impl.client.exptime(impl.client.server_for(key), ttl);
-}
-
-// One ms to the server of `key`; returns its code.
-Code store_one(Impl& impl, std::string_view op, std::string_view key, const Item& item,
-               const std::string& flags) {
-  check_backend_key(op, key);
-  Code code = Code::error;
-  one(
-      impl, impl.client.server_for(key), op,
-      [&](std::string& out, std::uint32_t opaque) {
-        meta::append_ms(out, key, item.data, flags, opaque);
-      },
-      [&](const Reply& r) {
-        if (r.code == Code::client_error || r.code == Code::server_error) unexpected(op, key, r);
-        code = r.code;
-      });
-  return code;
-}
-
 // One pipeline per server of `mg` requests for keys `key_of(i)` (checked
 // first: nothing is sent if one is not a memcached key), `flags` each;
 // `on_reply(i, server, reply)` for every reply, `on_miss(i)` (quiet) for the
 // keys that got none. `server_of(i)`: where key i goes.
 template <class ServerOf, class KeyOf, class OnReply, class OnMiss>
 void mg_batch(Impl& impl, std::size_t n, ServerOf server_of, KeyOf key_of, std::string_view flags,
-              bool quiet, std::string_view op, OnReply on_reply, OnMiss on_miss) {
+              bool quiet, std::string_view op, OnReply on_reply, OnMiss on_miss,
+              const Request& request) {
   for (std::size_t i = 0; i < n; ++i) check_backend_key(op, key_of(i));
   const std::string with_q = quiet ? std::string(flags) + " q" : std::string(flags);
   for (const auto& [server, group] : wire::by_server(n, server_of)) {
@@ -403,43 +407,31 @@ void mg_batch(Impl& impl, std::size_t n, ServerOf server_of, KeyOf key_of, std::
           } else {
             on_reply(group[j], server, *r);
           }
-        });
+        },
+        request);
   }
 }
 
-// mg_batch over lease slots, each on its key's server.
+// mg_batch over keys, each on its key's server.
 template <class OnReply, class OnMiss>
-void mg_slots(Impl& impl, std::span<LeaseSlot> slots, std::string_view flags, bool quiet,
-              std::string_view op, OnReply on_reply, OnMiss on_miss) {
+void mg_keys(Impl& impl, std::span<KeyRead> keys, std::string_view flags, bool quiet,
+             std::string_view op, OnReply on_reply, OnMiss on_miss, const Request& request) {
   mg_batch(
-      impl, slots.size(), [&](std::size_t i) { return impl.client.server_for(slots[i].key); },
-      [&](std::size_t i) { return slots[i].key; }, flags, quiet, op,
-      [&](std::size_t i, std::size_t server, const Reply& r) { on_reply(slots[i], server, r); },
-      [&](std::size_t i) { on_miss(slots[i]); });
+      impl, keys.size(), [&](std::size_t i) { return impl.client.server_for(keys[i].key); },
+      [&](std::size_t i) { return keys[i].key; }, flags, quiet, op,
+      [&](std::size_t i, std::size_t server, const Reply& r) { on_reply(i, server, r); },
+      [&](std::size_t i) { on_miss(keys[i]); }, request);
 }
 
-// A plain read of one key (`mg k v f c`): `on_item(data, flags, cas)` if
-// there is a value (a lease placeholder is none). A lease the server hands
-// the read unasked is given back.
-template <class OnItem>
-bool plain_read(const std::shared_ptr<Impl>& impl, std::string_view op, std::string_view key,
-                OnItem on_item) {
-  check_backend_key(op, key);
-  bool found = false;
-  GiveBack unasked_leases{impl, {}};
-  const std::size_t server = impl->client.server_for(key);
-  one(
-      *impl, server, op,
-      [&](std::string& out, std::uint32_t opaque) { meta::append_mg(out, key, "v f c", opaque); },
-      [&](const Reply& r) {
-        if (r.code == Code::en) return;
-        if (r.code != Code::va) unexpected(op, key, r);
-        unasked_leases.add(unasked(key, server, r));
-        if (placeholder(r)) return;
-        found = true;
-        on_item(r.data, r.flags.value_or(0), r.cas.value_or(0));
-      });
-  return found;
+// The server a write goes to: the one that granted its lease (its CAS means
+// nothing elsewhere), else its key's.
+std::size_t server_of_write(Impl& impl, const KeyWrite& w) {
+  if (w.lease != nullptr) {
+    if (const auto* lease = dynamic_cast<const MetaLease*>(w.lease->lock.get())) {
+      return lease->server_index();
+    }
+  }
+  return impl.client.server_for(w.key);
 }
 
 }  // namespace
@@ -452,132 +444,132 @@ MemcachedMetaBackend::MemcachedMetaBackend(Options options)
 
 MemcachedMetaBackend::~MemcachedMetaBackend() = default;
 
-// --- plain operations ---------------------------------------------------------
-
-bool MemcachedMetaBackend::get_view(
-    std::string_view key, detail::FunctionRef<void(std::string_view, std::uint32_t)> visit) {
-  return plain_read(impl_, "get", key,
-                    [&](std::string_view data, std::uint32_t flags, Cas) { visit(data, flags); });
+// read: `mg k <flags>`, the lease asked in the read (N on a miss, R when the
+// time left is below the stale grace); one key alone (the hot path), many
+// quiet in one pipeline per server.
+void MemcachedMetaBackend::read(std::span<KeyRead> keys, const LeaseRequest& lease,
+                                const Request& request, const Visit* visit) {
+  const std::string& flags = read_flags(lease);
+  GiveBack unasked_leases{impl_, {}};
+  auto take = [&](std::size_t i, std::size_t server, const Reply& r) {
+    take_reply(impl_, server, keys[i], r, lease.ttl, visit == nullptr, unasked_leases);
+    if (visit != nullptr && r.code == Code::va && !placeholder(r)) {
+      (*visit)(i, r.data, r.flags.value_or(0));
+    }
+  };
+  if (keys.size() == 1) {
+    check_backend_key("get", keys[0].key);
+    const std::size_t server = impl_->client.server_for(keys[0].key);
+    one(
+        *impl_, server, "get",
+        [&](std::string& out, std::uint32_t opaque) {
+          meta::append_mg(out, keys[0].key, flags, opaque);
+        },
+        [&](const Reply& r) { take(0, server, r); }, request);
+    return;
+  }
+  mg_keys(*impl_, keys, flags, true, "get_multi", take, no_item, request);
 }
 
-std::optional<Item> MemcachedMetaBackend::get(std::string_view key) {
-  std::optional<Item> out;
-  get_view(key, [&](std::string_view data, std::uint32_t flags) {
-    out = Item{std::string(data), flags};
-  });
-  return out;
-}
-
-std::optional<Item> MemcachedMetaBackend::gets(std::string_view key, Cas& cas) {
-  std::optional<Item> out;
-  cas = 0;
-  plain_read(impl_, "gets", key, [&](std::string_view data, std::uint32_t flags, Cas version) {
-    out = Item{std::string(data), flags};
-    cas = version;
-  });
-  return out;
-}
-
-void MemcachedMetaBackend::set(std::string_view key, const Item& item, Ttl ttl) {
-  const Code code = store_one(*impl_, "set", key, item,
-                              fmt::format("T{} F{}", expires_for(*impl_, key, ttl), item.flags));
-  if (code != Code::hd) {
-    throw BackendError(fmt::format("memcached set of key {}: not stored", key), {}, "NOT_STORED");
+// write: `ms k <data> T F` and C<cas> (version) or ME (absent); a batch of
+// unfenced items quiet (only a failure is answered).
+void MemcachedMetaBackend::write(std::span<KeyWrite> items, const Request& request) {
+  for (const KeyWrite& w : items) check_backend_key("set", w.key);
+  const bool quiet =
+      items.size() > 1 && std::all_of(items.begin(), items.end(), [](const KeyWrite& w) {
+        return w.fence.kind == Fence::Kind::none && w.lease == nullptr;
+      });
+  auto& client = impl_->client;
+  const std::string_view op = items.size() == 1 ? "set" : "set_multi";
+  std::string flags;
+  for (const auto& [server, group] : wire::by_server(
+           items.size(), [&](std::size_t i) { return server_of_write(*impl_, items[i]); })) {
+    std::vector<std::int64_t> expiry(group.size());
+    for (std::size_t j = 0; j < group.size(); ++j) {
+      expiry[j] = client.exptime(server, items[group[j]].ttl, request);
+    }
+    run(
+        *impl_, server, op, group.size(), quiet,
+        [&](std::size_t j, std::string& out, std::uint32_t opaque) {
+          const KeyWrite& w = items[group[j]];
+          flags.clear();
+          fmt::format_to(std::back_inserter(flags), "T{} F{}", expiry[j], w.item->flags);
+          switch (w.fence.kind) {
+            case Fence::Kind::version:
+              fmt::format_to(std::back_inserter(flags), " C{}", w.fence.version);
+              break;
+            case Fence::Kind::absent:
+              flags += " ME";
+              break;
+            case Fence::Kind::none:
+              break;
+          }
+          if (quiet) flags += " q";
+          meta::append_ms(out, w.key, w.item->data, flags, opaque);
+        },
+        [&](std::size_t j, const Reply* r) {
+          KeyWrite& w = items[group[j]];
+          if (r == nullptr) {  // quiet: stored
+            w.stored = true;
+            return;
+          }
+          const bool error = r->code == Code::client_error || r->code == Code::server_error;
+          // Stored, or the lease's item replaced or gone (a store refused as
+          // too large deletes the key too): there is nothing to give back.
+          const bool gone = !error || (r->code == Code::server_error &&
+                                       r->message.find("too large") != std::string_view::npos);
+          if (w.lease != nullptr && gone) {
+            if (auto* lease = dynamic_cast<MetaLease*>(w.lease->lock.get())) lease->spent();
+          }
+          if (r->code != Code::hd &&
+              (quiet || (r->code != Code::ex && r->code != Code::nf && r->code != Code::ns))) {
+            unexpected(op, w.key, *r);
+          }
+          w.stored = r->code == Code::hd;
+        },
+        request);
   }
 }
 
-bool MemcachedMetaBackend::add(std::string_view key, const Item& item, Ttl ttl) {
-  return store_one(*impl_, "add", key, item,
-                   fmt::format("T{} F{} ME", expires_for(*impl_, key, ttl), item.flags)) ==
-         Code::hd;
+// erase: `md k`; many quiet (only NF answers).
+void MemcachedMetaBackend::erase(std::span<KeyErase> keys, const Request& request) {
+  for (const KeyErase& k : keys) check_backend_key("delete", k.key);
+  const bool quiet = keys.size() > 1;
+  const std::string_view op = quiet ? "delete_multi" : "delete";
+  auto& client = impl_->client;
+  for (const auto& [server, group] : wire::by_server(
+           keys.size(), [&](std::size_t i) { return client.server_for(keys[i].key); })) {
+    run(
+        *impl_, server, op, group.size(), quiet,
+        [&](std::size_t j, std::string& out, std::uint32_t opaque) {
+          meta::append_md(out, keys[group[j]].key, quiet ? "q" : "", opaque);
+        },
+        [&](std::size_t j, const Reply* r) {
+          KeyErase& k = keys[group[j]];
+          if (r != nullptr && r->code != Code::hd && r->code != Code::nf) {
+            unexpected(op, k.key, *r);
+          }
+          k.existed = r == nullptr || r->code == Code::hd;
+        },
+        request);
+  }
 }
 
-bool MemcachedMetaBackend::cas(std::string_view key, const Item& item, Ttl ttl, Cas version) {
-  return store_one(*impl_, "cas", key, item,
-                   fmt::format("T{} F{} C{}", expires_for(*impl_, key, ttl), item.flags,
-                               version)) == Code::hd;
-}
-
-bool MemcachedMetaBackend::remove(std::string_view key) {
-  check_backend_key("delete", key);
-  bool removed = false;
-  one(
-      *impl_, impl_->client.server_for(key), "delete",
-      [&](std::string& out, std::uint32_t opaque) { meta::append_md(out, key, "", opaque); },
-      [&](const Reply& r) {
-        if (r.code != Code::hd && r.code != Code::nf) unexpected("delete", key, r);
-        removed = r.code == Code::hd;
-      });
-  return removed;
-}
-
-bool MemcachedMetaBackend::mark_stale(std::string_view key, Ttl keep_for) {
+std::optional<bool> MemcachedMetaBackend::mark_stale(std::string_view key, Ttl keep_for,
+                                                     const Request& request) {
   check_backend_key("mark stale", key);
-  const std::string flags = fmt::format("I T{}", expires_for(*impl_, key, keep_for));
+  const std::size_t server = impl_->client.server_for(key);
+  const std::string flags = fmt::format("I T{}", impl_->client.exptime(server, keep_for, request));
   bool marked = false;
   one(
-      *impl_, impl_->client.server_for(key), "mark stale",
+      *impl_, server, "mark stale",
       [&](std::string& out, std::uint32_t opaque) { meta::append_md(out, key, flags, opaque); },
       [&](const Reply& r) {
         if (r.code != Code::hd && r.code != Code::nf) unexpected("mark stale", key, r);
         marked = r.code == Code::hd;
-      });
-  return marked;
-}
-
-std::vector<std::optional<Item>> MemcachedMetaBackend::get_multi(
-    std::span<const std::string_view> keys) {
-  std::vector<std::optional<Item>> out(keys.size());
-  GiveBack unasked_leases{impl_, {}};
-  auto& client = impl_->client;
-  mg_batch(
-      *impl_, keys.size(), [&](std::size_t i) { return client.server_for(keys[i]); },
-      [&](std::size_t i) { return keys[i]; }, "v f c", true, "get_multi",
-      [&](std::size_t i, std::size_t server, const Reply& r) {
-        if (r.code != Code::va) unexpected("get_multi", keys[i], r);
-        unasked_leases.add(unasked(keys[i], server, r));
-        if (!placeholder(r)) out[i] = Item{std::string(r.data), r.flags.value_or(0)};
       },
-      [](std::size_t) {});
-  return out;
-}
-
-void MemcachedMetaBackend::set_multi(std::span<const KeyedItem> items, Ttl ttl) {
-  for (const KeyedItem& it : items) check_backend_key("set_multi", it.key);
-  auto& client = impl_->client;
-  std::string flags;
-  for (const auto& [server, group] : wire::by_server(
-           items.size(), [&](std::size_t i) { return client.server_for(items[i].key); })) {
-    const std::int64_t expires = client.exptime(server, ttl);
-    // Stored items are not answered (q): any reply is a failure.
-    run(
-        *impl_, server, "set_multi", group.size(), true,
-        [&](std::size_t j, std::string& out, std::uint32_t opaque) {
-          const KeyedItem& it = items[group[j]];
-          flags.clear();
-          fmt::format_to(std::back_inserter(flags), "T{} F{} q", expires, it.item->flags);
-          meta::append_ms(out, it.key, it.item->data, flags, opaque);
-        },
-        [&](std::size_t j, const Reply* r) {
-          if (r != nullptr) unexpected("set_multi", items[group[j]].key, *r);
-        });
-  }
-}
-
-void MemcachedMetaBackend::remove_multi(std::span<const std::string_view> keys) {
-  for (const std::string_view key : keys) check_backend_key("delete_multi", key);
-  auto& client = impl_->client;
-  for (const auto& [server, group] :
-       wire::by_server(keys.size(), [&](std::size_t i) { return client.server_for(keys[i]); })) {
-    run(
-        *impl_, server, "delete_multi", group.size(), true,
-        [&](std::size_t j, std::string& out, std::uint32_t opaque) {
-          meta::append_md(out, keys[group[j]], "q", opaque);
-        },
-        [&](std::size_t j, const Reply* r) {
-          if (r != nullptr && r->code != Code::nf) unexpected("delete_multi", keys[group[j]], *r);
-        });
-  }
+      request);
+  return marked;
 }
 
 std::unique_ptr<DistributedLock> MemcachedMetaBackend::make_lock(std::string_view key, Ttl ttl) {
@@ -586,167 +578,80 @@ std::unique_ptr<DistributedLock> MemcachedMetaBackend::make_lock(std::string_vie
   return std::make_unique<MetaLease>(impl_, std::string(key), ttl, LockInfo{});
 }
 
-std::optional<ServerTime> MemcachedMetaBackend::server_time(std::string_view key) {
+std::optional<ServerTime> MemcachedMetaBackend::server_time(std::string_view key,
+                                                            const Request& request) {
   check_backend_key("stats", key);
   auto& client = impl_->client;
-  const std::int64_t seconds = client.stats_time(client.server(client.server_for(key)));
+  const std::int64_t seconds = client.stats_time(client.server(client.server_for(key)), request);
   return ServerTime{TimePoint(std::chrono::seconds(seconds)), std::chrono::seconds(1)};
 }
 
-// --- the engine's operations --------------------------------------------------
-
-bool MemcachedMetaBackend::read_view(
-    LeaseSlot& slot, const LeaseRequest& request,
-    detail::FunctionRef<void(std::string_view, std::uint32_t)> visit) {
-  check_backend_key("get", slot.key);
-  const std::string& flags = read_flags(request);
-  bool found = false;
-  const std::size_t server = impl_->client.server_for(slot.key);
-  one(
-      *impl_, server, "get",
-      [&](std::string& out, std::uint32_t opaque) {
-        meta::append_mg(out, slot.key, flags, opaque);
-      },
-      [&](const Reply& r) {
-        take_reply(impl_, server, slot, r, request.ttl, false);
-        if (r.code == Code::va && !placeholder(r)) {
-          found = true;
-          visit(r.data, r.flags.value_or(0));
-        }
-      });
-  return found;
-}
-
-void MemcachedMetaBackend::read(std::span<LeaseSlot> slots, const LeaseRequest& request) {
-  mg_slots(
-      *impl_, slots, read_flags(request), true, "get_multi",
-      [&](LeaseSlot& slot, std::size_t server, const Reply& r) {
-        take_reply(impl_, server, slot, r, request.ttl, true);
-      },
-      no_item);
-}
-
-void MemcachedMetaBackend::claim(std::span<LeaseSlot> slots, const LeaseRequest& request) {
-  for (const LeaseSlot& slot : slots) check_backend_key("lock", detail::lock_key_for(slot.key));
+void MemcachedMetaBackend::claim(std::span<KeyRead> keys, const LeaseRequest& lease,
+                                 const Request& request) {
+  for (const KeyRead& key : keys) check_backend_key("lock", detail::lock_key_for(key.key));
   // R with 30 days wins any value that expires within them (and has no lease
   // out); N any missing key.
   std::vector<std::size_t> without_lease;
-  mg_slots(
-      *impl_, slots, fmt::format("N{} R2592000 v f c t", lock_exptime(request.ttl)), false, "lock",
-      [&](LeaseSlot& slot, std::size_t server, const Reply& r) {
-        take_reply(impl_, server, slot, r, request.ttl, true);
+  GiveBack unused{impl_, {}};
+  mg_keys(
+      *impl_, keys, fmt::format("N{} R2592000 v f c t", lock_exptime(lease.ttl)), false, "lock",
+      [&](std::size_t i, std::size_t server, const Reply& r) {
+        take_reply(impl_, server, keys[i], r, lease.ttl, true, unused);
         const std::int64_t left = r.ttl.value_or(-1);
-        if (slot.lease == LeaseState::free && (left < 0 || left >= 2592000)) {
-          without_lease.push_back(static_cast<std::size_t>(&slot - slots.data()));
+        if (keys[i].lease->state == LeaseState::free && (left < 0 || left >= 2592000)) {
+          without_lease.push_back(i);
         }
       },
-      [&](LeaseSlot&) {});
+      [&](KeyRead&) {}, request);
   // A value that never expires (or not within 30 days) has no lease of its
   // own: the lock item.
   for (std::size_t i : without_lease) {
-    LeaseSlot& slot = slots[i];
-    auto lock =
-        std::make_unique<MetaLease>(impl_, std::string(slot.key), request.ttl, request.info);
-    slot.item.reset();
-    slot.confirmed = false;
-    if (lock->try_lock()) {
-      slot.lock = std::move(lock);
-      slot.lease = LeaseState::won;
+    KeyRead& key = keys[i];
+    auto lock = std::make_unique<MetaLease>(impl_, std::string(key.key), lease.ttl, lease.info);
+    key.item.reset();
+    key.lease->read_with = false;
+    if (lock->try_lock(request)) {
+      key.lease->lock = std::move(lock);
+      key.lease->state = LeaseState::won;
     } else {
-      slot.lease = LeaseState::held;
+      key.lease->state = LeaseState::held;
     }
   }
 }
 
-void MemcachedMetaBackend::confirm(std::span<LeaseSlot> slots) {
+void MemcachedMetaBackend::confirm(std::span<KeyRead> keys, const Request& request) {
   GiveBack unasked_leases{impl_, {}};
-  mg_slots(
-      *impl_, slots, "v f c t", true, "confirm",
-      [&](LeaseSlot& slot, std::size_t server, const Reply& r) {
-        if (r.code != Code::va) unexpected("confirm", slot.key, r);
-        unasked_leases.add(unasked(slot.key, server, r));
-        slot.cas = r.cas.value_or(0);
-        slot.item.reset();
-        if (!placeholder(r)) slot.item = Item{std::string(r.data), r.flags.value_or(0)};
-        slot.fence = Fence{Fence::Kind::version, slot.cas};
+  mg_keys(
+      *impl_, keys, "v f c t", true, "confirm",
+      [&](std::size_t i, std::size_t server, const Reply& r) {
+        KeyRead& key = keys[i];
+        if (r.code != Code::va) unexpected("confirm", key.key, r);
+        unasked_leases.add(unasked(key.key, server, r));
+        key.cas = r.cas.value_or(0);
+        key.item.reset();
+        if (!placeholder(r)) key.item = Item{std::string(r.data), r.flags.value_or(0)};
+        key.lease->fence = Fence{Fence::Kind::version, key.cas};
       },
-      [&](LeaseSlot& slot) {
-        slot.item.reset();
-        slot.cas = 0;
-        slot.fence = Fence{Fence::Kind::absent, 0};
-      });
+      [&](KeyRead& key) {
+        key.item.reset();
+        key.cas = 0;
+        key.lease->fence = Fence{Fence::Kind::absent, 0};
+      },
+      request);
 }
 
-void MemcachedMetaBackend::poll(std::span<LeaseSlot> slots, const LeaseRequest& request) {
+void MemcachedMetaBackend::poll(std::span<KeyRead> keys, const LeaseRequest& lease,
+                                const Request& request) {
   LeaseRequest vivify;
   vivify.claim_if_missing = true;
-  vivify.ttl = request.ttl;
-  mg_slots(
-      *impl_, slots, read_flags(vivify), false, "poll",
-      [&](LeaseSlot& slot, std::size_t server, const Reply& r) {
-        take_reply(impl_, server, slot, r, request.ttl, true);
+  vivify.ttl = lease.ttl;
+  GiveBack unused{impl_, {}};
+  mg_keys(
+      *impl_, keys, read_flags(vivify), false, "poll",
+      [&](std::size_t i, std::size_t server, const Reply& r) {
+        take_reply(impl_, server, keys[i], r, lease.ttl, true, unused);
       },
-      [&](LeaseSlot&) {});
-}
-
-void MemcachedMetaBackend::store(std::span<LeaseSlot> slots) {
-  std::vector<std::size_t> with_value;
-  for (std::size_t i = 0; i < slots.size(); ++i) {
-    if (slots[i].value == nullptr) continue;
-    check_backend_key("set", slots[i].key);
-    with_value.push_back(i);
-  }
-  auto& client = impl_->client;
-  // A value goes to the server that granted its lease (its CAS means nothing
-  // elsewhere), else to its key's.
-  auto server_of = [&](std::size_t i) {
-    const LeaseSlot& slot = slots[with_value[i]];
-    if (const auto* lease = dynamic_cast<const MetaLease*>(slot.lock.get())) {
-      return lease->server_index();
-    }
-    return client.server_for(slot.key);
-  };
-  std::string flags;
-  for (const auto& [server, group] : wire::by_server(with_value.size(), server_of)) {
-    std::vector<std::int64_t> expiry(group.size());
-    for (std::size_t j = 0; j < group.size(); ++j) {
-      expiry[j] = client.exptime(server, slots[with_value[group[j]]].ttl);
-    }
-    run(
-        *impl_, server, "set", group.size(), false,
-        [&](std::size_t j, std::string& out, std::uint32_t opaque) {
-          const LeaseSlot& slot = slots[with_value[group[j]]];
-          flags.clear();
-          fmt::format_to(std::back_inserter(flags), "T{} F{}", expiry[j], slot.value->flags);
-          switch (slot.fence.kind) {
-            case Fence::Kind::version:
-              fmt::format_to(std::back_inserter(flags), " C{}", slot.fence.version);
-              break;
-            case Fence::Kind::absent:
-              flags += " ME";
-              break;
-            case Fence::Kind::none:
-              break;
-          }
-          meta::append_ms(out, slot.key, slot.value->data, flags, opaque);
-        },
-        [&](std::size_t j, const Reply* r) {
-          LeaseSlot& slot = slots[with_value[group[j]]];
-          const bool error = r->code == Code::client_error || r->code == Code::server_error;
-          // Stored, or the lease's item replaced or gone (a store refused as
-          // too large deletes the key too): there is nothing to give back.
-          const bool gone = !error || (r->code == Code::server_error &&
-                                       r->message.find("too large") != std::string_view::npos);
-          if (auto* lease = dynamic_cast<MetaLease*>(slot.lock.get()); lease && gone) {
-            lease->spent();
-          }
-          if (r->code != Code::hd && r->code != Code::ex && r->code != Code::nf &&
-              r->code != Code::ns) {
-            unexpected("set", slot.key, *r);
-          }
-          slot.stored = r->code == Code::hd;
-        });
-  }
+      [&](KeyRead&) {}, request);
 }
 
 }  // namespace dogpile
