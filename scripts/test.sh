@@ -5,7 +5,7 @@
 #                AddressSanitizer, LeakSanitizer and UndefinedBehaviorSanitizer;
 #   build-tsan/  the tests whose code runs threads, under ThreadSanitizer;
 #   build/       the library, examples and benchmarks as shipped
-#                (RelWithDebInfo), with what needs a build without sanitizers:
+#                (-O2, no debug information), with what needs a build without sanitizers:
 #                the fork() tests, a million keys through the multi calls,
 #                the demo, the package and consumer builds, the compile-error
 #                and README checks;
@@ -56,7 +56,7 @@ configure build-asan RelWithDebInfo "-O0 -g1" -DDOGPILE_SANITIZE=address,undefin
 configure build-tsan RelWithDebInfo "-O1 -g1" -DDOGPILE_SANITIZE=thread \
   -DDOGPILE_TEST_SET=concurrency -DDOGPILE_BUILD_EXAMPLES=OFF -DDOGPILE_BUILD_BENCH=OFF \
   -DDOGPILE_INSTALL=OFF
-configure build RelWithDebInfo "-O2 -g" -DDOGPILE_TEST_SET=unsanitized
+configure build Release "-O2 -DNDEBUG" -DDOGPILE_TEST_SET=unsanitized
 
 phase "build under AddressSanitizer and UndefinedBehaviorSanitizer (build-asan/)"
 cmake --build build-asan -j "$jobs"

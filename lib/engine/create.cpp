@@ -122,7 +122,7 @@ void Engine::create(Context& ctx, std::span<Slot* const> slots, Creator creator,
   // was written meanwhile, with what this process does not know) drops it.
   const SteadyTime until = kept_until(ctx);
   for (Slot* s : to_store) {
-    if (s->degraded || store_failed) {
+    if (s->backing == Backing::degraded || store_failed) {
       kept_.put_written(s->key, s->made, until);
     } else if (!kept_.empty()) {
       kept_.update(s->key, s->stored ? s->made : nullptr, until);
@@ -132,7 +132,7 @@ void Engine::create(Context& ctx, std::span<Slot* const> slots, Creator creator,
   for (Slot* s : slots) {
     held_.forget(s->key);
     detail::Counters::add(counters_.created);
-    if (s->degraded) detail::Counters::add(counters_.degraded);
+    if (s->backing == Backing::degraded) detail::Counters::add(counters_.degraded);
     if (s->lead) {
       if (s->made) {
         s->lead->publish(s->made);

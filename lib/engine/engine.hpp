@@ -33,6 +33,12 @@
 namespace dogpile {
 namespace detail {
 
+/// How a slot stands with the backend: it answers; its read failed (what
+/// degraded mode kept is judged instead, and no lock is asked for); or the
+/// slot goes on without the distributed lock (the read, a claim or a poll
+/// failed, or a waiter gave up): created under in-process protection only.
+enum class Backing : std::uint8_t { answering, read_failed, degraded };
+
 /// How a key's part of a call ended.
 enum class Served : std::uint8_t { none, fresh, local, stale, waited, created };
 
@@ -66,8 +72,7 @@ struct Slot {
   bool marked_stale = false;      // the backend marks the item stale
   bool stored = false;            // the creation's value was stored
   bool confirmed = false;         // the item at hand was read with the lease held
-  bool degraded = false;          // no distributed lock: the backend is failing
-  bool read_failed = false;       // the backend could not be read: create without asking it
+  Backing backing = Backing::answering;
 
   // --- creation ---
   std::shared_ptr<Item> made;

@@ -70,7 +70,7 @@ Found Engine::examine_item(Context& ctx, Slot& slot, const Item& item, bool quie
 // not fresh (a stale value may be served, or handed to followers).
 void Engine::read_one(Context& ctx, Slot& slot) {
   slot.at_hand.reset();
-  slot.read_failed = false;
+  if (slot.backing == Backing::read_failed) slot.backing = Backing::answering;
   KeyRead one{.key = slot.key, .lease = &slot.lease};
   bool there = false;
   Duration decoding{};  // in the visitor: not the request's time
@@ -129,7 +129,7 @@ SteadyTime Engine::kept_until(const Context& ctx) const noexcept {
 // would be; without one, the slot is a miss. Either way it is created, if it
 // must be, without asking the backend for a lock.
 void Engine::read_failed(Context& ctx, Slot& slot, bool count) {
-  slot.read_failed = true;
+  slot.backing = Backing::read_failed;
   slot.found = Found::error;
   slot.at_hand.reset();
   slot.value_is_at_hand = false;
@@ -187,7 +187,9 @@ bool Engine::with_leases(BackendOp what, std::string_view name, std::span<Slot* 
 }
 
 void Engine::read(Context& ctx, std::span<Slot* const> slots) {
-  for (Slot* s : slots) s->read_failed = false;
+  for (Slot* s : slots) {
+    if (s->backing == Backing::read_failed) s->backing = Backing::answering;
+  }
   if (!with_leases(BackendOp::get, "get_multi", slots, [&](std::span<KeyRead> keys) {
         backend_->read(keys, ctx.read_request, ctx.request);
       })) {

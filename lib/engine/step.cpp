@@ -155,7 +155,8 @@ void Engine::step(Context& ctx, std::vector<Slot*> pending) {
     // without one (the backend is failing).
     std::vector<Slot*> to_create;
     for (Slot* s : leaders) {
-      if (s->served == Served::none && (s->lease.lock || s->degraded)) to_create.push_back(s);
+      if (s->served == Served::none && (s->lease.lock || s->backing == Backing::degraded))
+        to_create.push_back(s);
     }
     if (!to_create.empty()) {
       create_for_call(ctx, to_create);
@@ -245,7 +246,7 @@ void Engine::take_leases(Context& ctx, std::span<Slot* const> leaders, std::vect
   };
   std::vector<Slot*> to_claim;
   for (Slot* s : leaders) {
-    if (s->found == Found::error || s->read_failed) {
+    if (s->found == Found::error || s->backing == Backing::read_failed) {
       // The read failed: the server is likely down, skip the lock. As a
       // lease's confirm reads again, look again at what this process kept:
       // another caller may have kept a new value between this caller's look
@@ -266,7 +267,7 @@ void Engine::take_leases(Context& ctx, std::span<Slot* const> leaders, std::vect
         s->value_is_at_hand = false;
         redecode_at_hand(ctx, *s);
       }
-      s->degraded = true;
+      s->backing = Backing::degraded;
     } else if (s->lease.state == LeaseState::won) {
       won.push_back(s);  // granted in the read
     } else if (s->lease.state == LeaseState::held) {
@@ -279,7 +280,7 @@ void Engine::take_leases(Context& ctx, std::span<Slot* const> leaders, std::vect
   }
   claim(ctx, to_claim);
   for (Slot* s : to_claim) {
-    if (s->degraded) continue;
+    if (s->backing == Backing::degraded) continue;
     if (s->lease.state == LeaseState::won) {
       held_.forget(s->key);
       won.push_back(s);
@@ -311,7 +312,7 @@ void Engine::claim(const Context& ctx, std::span<Slot* const> slots) {
         })) {
       // What was won before the failure is kept; the rest goes without.
       for (Slot* s : group) {
-        if (s->lease.state != LeaseState::won || !s->lease.lock) s->degraded = true;
+        if (s->lease.state != LeaseState::won || !s->lease.lock) s->backing = Backing::degraded;
       }
     }
     first = end;

@@ -79,7 +79,7 @@ void Engine::poll(Context& ctx, std::span<Slot* const> due) {
       return;
     }
     // The server went away while we waited: create here, without the lock.
-    for (Slot* s : due) s->degraded = true;
+    for (Slot* s : due) s->backing = Backing::degraded;
     create_for_call(ctx, due);
     return;
   }
@@ -114,13 +114,13 @@ void Engine::poll(Context& ctx, std::span<Slot* const> due) {
   // failed: create here, degraded; held: wait on.
   claim(ctx, to_claim);
   for (Slot* s : to_claim) {
-    if (s->degraded || s->lease.state == LeaseState::won) takeover.push_back(s);
+    if (s->backing == Backing::degraded || s->lease.state == LeaseState::won) takeover.push_back(s);
   }
   if (takeover.empty()) return;
   std::vector<Slot*> won;
   for (Slot* s : takeover) {
     s->confirmed = false;
-    if (!s->degraded) won.push_back(s);
+    if (s->backing != Backing::degraded) won.push_back(s);
   }
   confirm(ctx, won);
   std::erase_if(takeover, [](const Slot* s) { return s->served != Served::none; });
@@ -135,7 +135,7 @@ void Engine::give_up(Context& ctx, std::span<Slot* const> late, WaitTimeout::Rea
     reporter_.report(ErrorKind::lock, "wait", late.front()->user_key,
                      fmt::format("gave up waiting for the lock holder after {}; creating here",
                                  format_duration(*options_.wait.max_wait)));
-    for (Slot* s : late) s->degraded = true;
+    for (Slot* s : late) s->backing = Backing::degraded;
     create_for_call(ctx, late);
     return;
   }
