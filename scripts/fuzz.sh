@@ -19,7 +19,8 @@ mkdir -p "$out"
 wire=(lib/transport/wire_client.cpp lib/base/fork.cpp lib/transport/ketama.cpp lib/transport/md5.cpp lib/transport/backend.cpp)
 for target in envelope keys meta text; do
   case "$target" in
-    meta) sources=(lib/transport/meta/meta_protocol.cpp lib/transport/meta/meta_batch.cpp "${wire[@]}") libs=(-lfmt) ;;
+    meta) sources=(lib/transport/meta/meta_protocol.cpp lib/transport/meta/meta_batch.cpp
+                lib/format/keys.cpp lib/format/sha256.cpp "${wire[@]}") libs=(-lfmt) ;;
     text) sources=(lib/transport/classic/text_protocol.cpp lib/transport/classic/text_batch.cpp lib/format/keys.cpp lib/format/sha256.cpp "${wire[@]}")
           libs=(-lfmt) ;;
     *) sources=(lib/format/envelope.cpp lib/format/keys.cpp lib/format/sha256.cpp lib/format/lock_item.cpp

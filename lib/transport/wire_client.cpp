@@ -18,6 +18,7 @@
 #include <ctime>
 #include <stdexcept>
 
+#include "format/keys.hpp"
 #include "transport/exptime.hpp"
 
 namespace dogpile::detail::wire {
@@ -672,6 +673,12 @@ std::int64_t Client::stats_time(Server& server, const Request& request) {
   if (!readable) fail(server.name(), "stats: a time out of range", "PROTOCOL_ERROR");
   if (!seconds) fail(server.name(), "stats: no time in the reply", "PROTOCOL_ERROR");
   return *seconds;
+}
+
+ServerTime Client::server_time(std::string_view key, const Request& request) {
+  check_backend_key("stats", key);
+  const std::int64_t seconds = stats_time(server(server_for(key)), request);
+  return ServerTime{TimePoint(std::chrono::seconds(seconds)), std::chrono::seconds(1)};
 }
 
 std::int64_t Client::exptime(std::size_t index, Ttl ttl, const Request& request) {

@@ -280,6 +280,9 @@ class Client : ForkAware {
 
   /// The `time` of `server`'s `stats`, in seconds since the epoch.
   [[nodiscard]] std::int64_t stats_time(Server& server, const Request& request);
+  /// The clock of the server that holds `key` (Backend::server_time):
+  /// its `stats` `time`, to the second.
+  [[nodiscard]] ServerTime server_time(std::string_view key, const Request& request);
 
   /// The exptime to send server `index` for a value's `ttl` (exptime.hpp):
   /// beyond 30 days, on that server's clock, read by `stats` when first

@@ -605,10 +605,7 @@ void MemcachedBackend::release(std::span<LeaseEnd> leases, const Request& reques
 
 std::optional<ServerTime> MemcachedBackend::server_time(std::string_view key,
                                                         const Request& request) {
-  check_backend_key("stats", key);
-  auto& client = impl_->client;
-  const std::int64_t seconds = client.stats_time(client.server(client.server_for(key)), request);
-  return ServerTime{TimePoint(std::chrono::seconds(seconds)), std::chrono::seconds(1)};
+  return impl_->client.server_time(key, request);
 }
 
 // --- MemcachedLock -----------------------------------------------------------

@@ -580,10 +580,7 @@ std::unique_ptr<DistributedLock> MemcachedMetaBackend::make_lock(std::string_vie
 
 std::optional<ServerTime> MemcachedMetaBackend::server_time(std::string_view key,
                                                             const Request& request) {
-  check_backend_key("stats", key);
-  auto& client = impl_->client;
-  const std::int64_t seconds = client.stats_time(client.server(client.server_for(key)), request);
-  return ServerTime{TimePoint(std::chrono::seconds(seconds)), std::chrono::seconds(1)};
+  return impl_->client.server_time(key, request);
 }
 
 void MemcachedMetaBackend::claim(std::span<KeyRead> keys, const LeaseRequest& lease,
