@@ -4,7 +4,7 @@
 // remembers that for a while (until the holder's creation is likely done),
 // so that the process's next stale callers of that key serve it too without
 // asking for the lock again: a stale hit costs the read alone. Bounded: at
-// most kCapacity keys per shard, the oldest dropped first.
+// most kCapacity keys per shard; a full shard drops the half that ends first.
 #pragma once
 
 #include <array>
