@@ -62,32 +62,50 @@ phase "build under AddressSanitizer and UndefinedBehaviorSanitizer (build-asan/)
 cmake --build build-asan -j "$jobs"
 
 # While the ASan+UBSan run waits on servers and timeouts, the other builds
-# go on beside it, at the lowest priority (their output: build-others.log).
+# go on beside it, at the lowest priority (their output: build-others.log),
+# each marking its tree when done, so that its tests start as soon as it is
+# built while the next one compiles.
 phase "the other builds begin beside the tests (build-tsan/, build/, build-fuzz/)"
+rm -f build-tsan/.built build/.built build-fuzz/.built build-others.failed
 # A session of their own, so that a failure here stops them too.
-setsid nice -n 19 bash -c "cmake --build build-tsan -j $jobs && cmake --build build -j $jobs &&
-  scripts/fuzz.sh --build" >build-others.log 2>&1 &
+setsid nice -n 19 bash -c "{ cmake --build build-tsan -j $jobs && touch build-tsan/.built &&
+  cmake --build build -j $jobs && touch build/.built &&
+  scripts/fuzz.sh --build && touch build-fuzz/.built; } || touch build-others.failed" \
+  >build-others.log 2>&1 &
 others=$!
 trap 'kill -- -$others 2>/dev/null || true' EXIT
+# Waits until tree $1 is built; fails if the builds stopped before it was.
+built() {
+  while [ ! -e "$1/.built" ]; do
+    if [ -e build-others.failed ] || ! kill -0 "$others" 2>/dev/null; then
+      [ -e "$1/.built" ] && return 0
+      tail -60 build-others.log
+      echo "test.sh: a build failed (build-others.log)" >&2
+      exit 1
+    fi
+    sleep 1
+  done
+}
 phase "unit and integration tests under ASan+UBSan"
 ASAN_OPTIONS="detect_leaks=1" UBSAN_OPTIONS="print_stacktrace=1" \
   ctest --test-dir build-asan -L "unit|integration" --output-on-failure -j "$test_jobs"
 
-phase "waiting for the other builds"
-if ! wait "$others"; then
-  tail -60 build-others.log
-  echo "test.sh: a build failed (build-others.log)" >&2
-  exit 1
-fi
-trap - EXIT
+phase "waiting for build-tsan/"
+built build-tsan
 phase "tests with threads under ThreadSanitizer, but the slow ones"
 # die_after_fork=0 lets the tests fork worker processes.
 TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 die_after_fork=0" \
   ctest --test-dir build-tsan -L "unit|integration" -LE slow --output-on-failure -j "$test_jobs"
 
+phase "waiting for build/"
+built build
 phase "fork() tests, a million keys, demo, package, consumer and documentation checks (build/)"
 ctest --test-dir build -L "plain|demo|build" --output-on-failure -j "$test_jobs"
 
+phase "waiting for build-fuzz/"
+built build-fuzz
+wait "$others" || true
+trap - EXIT
 phase "fuzzing (build-fuzz/)"
 scripts/fuzz.sh "${DOGPILE_FUZZ_SECONDS:-10}"
 phase "done"

@@ -220,6 +220,10 @@ struct Lease {
   /// The operation that won the lease read the item with it (item, cas and
   /// fence are current): confirm() is not needed.
   bool read_with = false;
+
+  /// One attempt at `lock` (a lock item, not a lease granted in a read):
+  /// won, and the lock kept here; or held by another. Throws BackendError.
+  bool try_take(std::unique_ptr<DistributedLock> lock, const Request& request);
 };
 
 /// What a read may ask for besides the item: the lease, granted in the read

@@ -82,22 +82,24 @@ Fence fence_after(const std::optional<Item>& item, Cas cas) {
 
 // Tries the lease of `key` as a lock: won (the lock kept) or held.
 void try_lease(Backend& backend, KeyRead& key, const LeaseRequest& lease, const Request& request) {
-  auto lock = backend.make_lock(key.key, lease.ttl);
-  if (lock->try_lock(request)) {
-    key.lease->lock = std::move(lock);
-    key.lease->state = LeaseState::won;
-  } else {
-    key.lease->state = LeaseState::held;
-  }
+  key.lease->try_take(backend.make_lock(key.key, lease.ttl), request);
 }
 
 }  // namespace
 
-void Backend::claim(std::span<KeyRead> keys, const LeaseRequest& lease, const Request& request) {
-  for (auto& key : keys) {
-    key.lease->read_with = false;
-    try_lease(*this, key, lease, request);
+bool Lease::try_take(std::unique_ptr<DistributedLock> candidate, const Request& request) {
+  read_with = false;
+  if (!candidate->try_lock(request)) {
+    state = LeaseState::held;
+    return false;
   }
+  lock = std::move(candidate);
+  state = LeaseState::won;
+  return true;
+}
+
+void Backend::claim(std::span<KeyRead> keys, const LeaseRequest& lease, const Request& request) {
+  for (auto& key : keys) try_lease(*this, key, lease, request);
 }
 
 void Backend::confirm(std::span<KeyRead> keys, const Request& request) {

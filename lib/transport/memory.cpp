@@ -281,15 +281,9 @@ std::unique_ptr<DistributedLock> MemoryBackend::make_lock(std::string_view key, 
 void MemoryBackend::claim(std::span<KeyRead> keys, const LeaseRequest& lease,
                           const Request& request) {
   for (auto& key : keys) {
-    auto lock =
-        std::make_unique<MemoryLock>(state_, detail::lock_key_for(key.key), lease.ttl, lease.info);
-    key.lease->read_with = false;
-    if (lock->try_lock(request)) {
-      key.lease->lock = std::move(lock);
-      key.lease->state = LeaseState::won;
-    } else {
-      key.lease->state = LeaseState::held;
-    }
+    key.lease->try_take(
+        std::make_unique<MemoryLock>(state_, detail::lock_key_for(key.key), lease.ttl, lease.info),
+        request);
   }
 }
 

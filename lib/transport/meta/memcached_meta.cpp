@@ -356,15 +356,9 @@ void MemcachedMetaBackend::claim(std::span<KeyRead> keys, const LeaseRequest& le
   // own: the lock item.
   for (std::size_t i : without_lease) {
     KeyRead& key = keys[i];
-    auto lock = std::make_unique<MetaLease>(impl_, std::string(key.key), lease.ttl, lease.info);
     key.item.reset();
-    key.lease->read_with = false;
-    if (lock->try_lock(request)) {
-      key.lease->lock = std::move(lock);
-      key.lease->state = LeaseState::won;
-    } else {
-      key.lease->state = LeaseState::held;
-    }
+    key.lease->try_take(
+        std::make_unique<MetaLease>(impl_, std::string(key.key), lease.ttl, lease.info), request);
   }
 }
 
