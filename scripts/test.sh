@@ -10,7 +10,7 @@
 #                the demo, the package and consumer builds, the compile-error
 #                and README checks;
 #   build-fuzz/  the libFuzzer targets: their corpora replayed, then
-#                DOGPILE_FUZZ_SECONDS (default 10) of fuzzing each.
+#                DOGPILE_FUZZ_SECONDS (default 5) of fuzzing each (scripts/fuzz.sh 60: longer).
 #
 #   scripts/test.sh --quick    everyday work: one build without sanitizers
 #                              (build-quick/), the unit, integration and fork()
@@ -107,5 +107,5 @@ built build-fuzz
 wait "$others" || true
 trap - EXIT
 phase "fuzzing (build-fuzz/)"
-scripts/fuzz.sh "${DOGPILE_FUZZ_SECONDS:-10}"
+scripts/fuzz.sh "${DOGPILE_FUZZ_SECONDS:-5}"
 phase "done"
