@@ -10,8 +10,8 @@
 #include <string>
 #include <string_view>
 
-#include "format/invalidation_times.hpp"
 #include "format/envelope.hpp"
+#include "format/invalidation_times.hpp"
 #include "format/lock_item.hpp"
 
 using namespace dogpile::detail;

@@ -13,9 +13,9 @@
 #include <string>
 #include <string_view>
 
+#include "format/keys.hpp"
 #include "transport/classic/text_batch.hpp"
 #include "transport/classic/text_protocol.hpp"
-#include "format/keys.hpp"
 
 using namespace dogpile::detail::text;
 

@@ -9,10 +9,10 @@
 #include <string>
 #include <vector>
 
-#include "transport/ketama.hpp"
 #include "dogpile/memcached.hpp"
 #include "dogpile/memcached_meta.hpp"
 #include "memcached_server.hpp"
+#include "transport/ketama.hpp"
 
 using dogpile::detail::KetamaRing;
 using dogpile::detail::RingServer;

@@ -14,9 +14,9 @@
 #include <vector>
 
 #include "../tests/processes.hpp"
-#include "format/envelope.hpp"
 #include "dogpile/memcached.hpp"
 #include "dogpile/region.hpp"
+#include "format/envelope.hpp"
 #include "memcached_server.hpp"
 #include "quiet.hpp"
 

@@ -12,8 +12,8 @@
 #include <vector>
 
 #include "backends.hpp"
-#include "dogpile/executor.hpp"
 #include "dogpile/cached.hpp"
+#include "dogpile/executor.hpp"
 #include "manual_executor.hpp"
 #include "region_fixture.hpp"
 

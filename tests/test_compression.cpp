@@ -8,9 +8,9 @@
 #include <string>
 #include <vector>
 
+#include "dogpile/region.hpp"
 #include "format/envelope.hpp"
 #include "format/keys.hpp"
-#include "dogpile/region.hpp"
 #include "region_fixture.hpp"
 
 using namespace std::chrono_literals;

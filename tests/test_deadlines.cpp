@@ -10,8 +10,8 @@
 #include <thread>
 #include <vector>
 
-#include "dogpile/executor.hpp"
 #include "backends.hpp"
+#include "dogpile/executor.hpp"
 #include "manual_executor.hpp"
 #include "region_fixture.hpp"
 

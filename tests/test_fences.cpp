@@ -9,8 +9,8 @@
 #include <thread>
 #include <vector>
 
-#include "dogpile/executor.hpp"
 #include "dogpile/cached.hpp"
+#include "dogpile/executor.hpp"
 #include "manual_executor.hpp"
 #include "region_fixture.hpp"
 

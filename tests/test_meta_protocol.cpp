@@ -9,8 +9,8 @@
 #include <utility>
 #include <vector>
 
-#include "transport/meta/meta_protocol.hpp"
 #include "format/keys.hpp"
+#include "transport/meta/meta_protocol.hpp"
 
 using dogpile::detail::is_backend_key;
 using dogpile::detail::meta::append_md;

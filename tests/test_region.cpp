@@ -9,8 +9,8 @@
 #include <vector>
 
 #include "backends.hpp"
-#include "format/envelope.hpp"
 #include "dogpile/region.hpp"
+#include "format/envelope.hpp"
 #include "region_fixture.hpp"
 
 using namespace std::chrono_literals;
