@@ -11,6 +11,7 @@
 #include <string_view>
 #include <vector>
 
+#include "transport/reply_line.hpp"
 #include "transport/wire_client.hpp"
 
 namespace dogpile::detail::wire {
@@ -18,8 +19,6 @@ namespace dogpile::detail::wire {
 // Requests unanswered at once: enough to keep a server busy, few enough that
 // neither side's buffers fill while the other waits.
 inline constexpr std::size_t kMaxOutstanding = 1024;
-// A reply's header line (status, key, flags) is never longer than this.
-inline constexpr std::size_t kMaxLine = 4096;
 // What one read takes from the socket at most.
 inline constexpr std::size_t kReadChunk = 64 * 1024;
 

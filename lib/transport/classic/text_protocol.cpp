@@ -4,39 +4,31 @@
 #include <charconv>
 
 #include "format/keys.hpp"
+#include "transport/reply_line.hpp"
 
 namespace dogpile::detail::text {
 namespace {
 
-// The next space-separated token of `line` from `at`; empty at the end.
-std::string_view token(std::string_view line, std::size_t& at) noexcept {
-  while (at < line.size() && line[at] == ' ') ++at;
-  const std::size_t start = at;
-  while (at < line.size() && line[at] != ' ') ++at;
-  return line.substr(start, at - start);
-}
-
-template <class T>
-void append_number(std::string& out, T n) {
-  char digits[24];
-  const auto end = std::to_chars(digits, digits + sizeof digits, n).ptr;
-  out.append(digits, end);
-}
+using wire::append_number;
+using wire::token;
 
 }  // namespace
 
 Parse parse_reply(std::string_view buffer, Reply& out, std::size_t& consumed,
                   std::size_t max_value) noexcept {
   out = Reply{};
-  const auto end = buffer.find("\r\n");
-  if (end == std::string_view::npos) {
-    // A reply line is short: one that runs on without end is garbage.
-    return buffer.size() > 4096 ? Parse::malformed : Parse::more;
+  std::string_view line;
+  switch (wire::first_line(buffer, line)) {
+    case wire::Line::more:
+      return Parse::more;
+    case wire::Line::malformed:
+      return Parse::malformed;
+    case wire::Line::complete:
+      break;
   }
-  const std::string_view line = buffer.substr(0, end);
   std::size_t at = 0;
   const std::string_view word = token(line, at);
-  std::size_t total = end + 2;
+  std::size_t total = line.size() + 2;
   if (word == "VALUE") {
     out.kind = Kind::value;
     out.key = token(line, at);

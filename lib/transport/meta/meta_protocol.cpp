@@ -4,16 +4,14 @@
 #include <charconv>
 #include <limits>
 
-namespace dogpile::detail::meta {
-namespace {
+#include "transport/reply_line.hpp"
 
-// The next space-separated token of `line` from `at`; empty at the end.
-std::string_view token(std::string_view line, std::size_t& at) noexcept {
-  while (at < line.size() && line[at] == ' ') ++at;
-  const std::size_t start = at;
-  while (at < line.size() && line[at] != ' ') ++at;
-  return line.substr(start, at - start);
-}
+namespace dogpile::detail::meta {
+
+using wire::append_number;
+using wire::token;
+
+namespace {
 
 // Fills the return flags of `out` from the tokens after the code.
 bool parse_flags(std::string_view line, std::size_t at, Reply& out) noexcept {
@@ -65,15 +63,18 @@ bool parse_flags(std::string_view line, std::size_t at, Reply& out) noexcept {
 Parse parse_reply(std::string_view buffer, Reply& out, std::size_t& consumed,
                   std::size_t max_value) noexcept {
   out = Reply{};
-  const auto end = buffer.find("\r\n");
-  if (end == std::string_view::npos) {
-    // A status line is short: one that runs on without end is garbage.
-    return buffer.size() > 4096 ? Parse::malformed : Parse::more;
+  std::string_view line;
+  switch (wire::first_line(buffer, line)) {
+    case wire::Line::more:
+      return Parse::more;
+    case wire::Line::malformed:
+      return Parse::malformed;
+    case wire::Line::complete:
+      break;
   }
-  const std::string_view line = buffer.substr(0, end);
   std::size_t at = 0;
   const std::string_view code = token(line, at);
-  std::size_t total = end + 2;
+  std::size_t total = line.size() + 2;
   if (code == "VA") {
     std::size_t length = 0;
     if (!parse_number(token(line, at), length) || length > max_value) return Parse::malformed;
@@ -106,12 +107,6 @@ Parse parse_reply(std::string_view buffer, Reply& out, std::size_t& consumed,
 }
 
 namespace {
-
-void append_number(std::string& out, std::uint64_t n) {
-  char digits[24];
-  const auto end = std::to_chars(digits, digits + sizeof digits, n).ptr;
-  out.append(digits, end);
-}
 
 void append_head(std::string& out, std::string_view command, std::string_view key) {
   out.append(command).append(" ").append(key);
