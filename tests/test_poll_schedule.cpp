@@ -1,6 +1,7 @@
 // When a waiter polls (internal): it sleeps until the value is due when the
-// lock says so, polls at max_poll around that instant, and otherwise backs
-// off with the time waited — so the polls of one creation are bounded.
+// lock says so, polls at max_poll around that instant, keeps an even pace
+// over the last creation's length when only that is known, and otherwise
+// backs off with the time waited — so the polls of one creation are bounded.
 #include <doctest/doctest.h>
 
 #include "engine/poll_schedule.hpp"
@@ -57,7 +58,10 @@ TEST_SUITE("poll schedule") {
     CHECK(next_poll_in(policy, 5s, kStart + 5s, holder, 0s, 1.0) == policy.max_poll);
     CHECK(next_poll_in(policy, 5s, kStart + 5s, holder, 0s, 0.9) ==
           std::chrono::duration_cast<Duration>(policy.max_poll * 0.9));
-    // Past it, the pause grows with the overrun (a third of it).
+    // Past it, the pause grows with the overrun: a sixth of it within the
+    // clocks' errors, a third beyond them.
+    CHECK(next_poll_in(policy, 5s, kStart + 5s + 4ms, holder, 0s, 1.0) == policy.max_poll);
+    CHECK(next_poll_in(policy, 5s, kStart + 5s + 150ms, holder, 0s, 1.0) == 50ms);
     CHECK(next_poll_in(policy, 8s, kStart + 8s, holder, 0s, 1.0) == 1s);
     CHECK(next_poll_in(policy, 60s, kStart + 60s, holder, 0s, 1.0) == policy.max_interval);
   }
@@ -87,8 +91,10 @@ TEST_SUITE("poll schedule") {
   TEST_CASE("no history: the pause grows with the time waited, and 5 s costs at most 60 polls") {
     WaitPolicy policy;
     const LockInfo none{};
-    CHECK(next_poll_in(policy, 0s, kStart, none, 0s, 1.0) == policy.first_poll);
-    CHECK(next_poll_in(policy, 600ms, kStart, none, 0s, 1.0) == 100ms);
+    CHECK(next_poll_in(policy, 0s, kStart, none, 0s, 1.0) == policy.max_poll);
+    CHECK(next_poll_in(policy, 200ms, kStart, none, 0s, 1.0) == 12ms);
+    // Past the knee the fraction grows too: twice as large at twice the knee.
+    CHECK(next_poll_in(policy, 400ms, kStart, none, 0s, 1.0) == 48ms);
     CHECK(next_poll_in(policy, 1h, kStart, none, 0s, 1.0) == policy.max_interval);
     for (double jitter : {0.9, 1.0, 1.1}) {
       const Run five = simulate(policy, none, 5s, jitter);
@@ -98,7 +104,33 @@ TEST_SUITE("poll schedule") {
                         << std::chrono::duration<double, std::milli>(short_one.late).count()
                         << " ms late");
       CHECK(five.polls <= 60);
+      // A 200 ms creation is seen within 12 ms (13.2 with the jitter).
       CHECK(short_one.late <= 200ms * policy.growth * 1.1 + 1ms);
     }
+  }
+
+  TEST_CASE("the length known, not the start: an even pace over it, at most 20 polls") {
+    WaitPolicy policy;
+    const LockInfo length_only{.expected = 5s};
+    CHECK(next_poll_in(policy, 0s, kStart, length_only, 0s, 1.0) == Duration(5s) / 16);
+    CHECK(next_poll_in(policy, 4s, kStart, length_only, 0s, 1.0) == Duration(5s) / 16);
+    // Past the length: the same pace, then a third of the overrun.
+    CHECK(next_poll_in(policy, 5s + 150ms, kStart, length_only, 0s, 1.0) == Duration(5s) / 16);
+    CHECK(next_poll_in(policy, 7s, kStart, length_only, 0s, 1.0) == Duration(2s) / 3);
+    // The waiter came at the holder's start, or 3 s after it; or the
+    // creation overran by a second.
+    for (double jitter : {0.9, 1.0, 1.1}) {
+      for (Duration remaining : {Duration(5s), Duration(2s), Duration(6s)}) {
+        const Run run = simulate(policy, length_only, remaining, jitter);
+        MESSAGE("jitter " << jitter << ", " << std::chrono::duration<double>(remaining).count()
+                          << " s to go: " << run.polls << " polls, seen "
+                          << std::chrono::duration<double, std::milli>(run.late).count()
+                          << " ms late");
+        CHECK(run.polls <= (remaining <= 5s ? 20 : 24));
+        if (remaining <= 5s) CHECK(run.late <= Duration(5s) / 16 * 1.1);
+      }
+    }
+    // A short creation: the pace never under max_poll.
+    CHECK(next_poll_in(policy, 0s, kStart, LockInfo{.expected = 20ms}, 0s, 1.0) == policy.max_poll);
   }
 }

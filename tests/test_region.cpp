@@ -305,6 +305,8 @@ TEST_SUITE("region") {
     bad([](RegionOptions& o) { o.stale_grace = -1s; });
     bad([](RegionOptions& o) { o.wait.first_poll = 0s; });
     bad([](RegionOptions& o) { o.wait.max_poll = 0s; });
+    bad([](RegionOptions& o) { o.wait.growth_knee = 0s; });
+    bad([](RegionOptions& o) { o.wait.polls_per_creation = 0; });
     CHECK_THROWS_AS(CacheRegion(nullptr, f.options()), std::invalid_argument);
     CHECK_THROWS_WITH(CacheRegion(f.backend,
                                   [&] {

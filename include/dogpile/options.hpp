@@ -24,18 +24,27 @@ class Observer;  // dogpile/metrics.hpp
 /// How a caller that finds no value waits while another process creates it.
 /// It polls one request at a time (the value and the lock together).
 struct WaitPolicy {
-  /// Shortest pause between polls.
+  /// Shortest pause between polls (the floor under the jitter).
   Duration first_poll = std::chrono::milliseconds(1);
   /// The pause around the moment the value is due. When the lock says when
   /// its holder started and how long the previous creation took, the waiter
   /// sleeps until then and polls every max_poll from there: a value is seen
-  /// within about max_poll of being stored.
+  /// within about max_poll of being stored. It is also the shortest pause
+  /// with no history.
   Duration max_poll = std::chrono::milliseconds(5);
-  /// With no such history (or past it), the pause is this fraction of the
-  /// time waited so far (of the overrun, past the due time), between
-  /// first_poll and max_interval: a 5 s creation costs about 50 polls.
-  double growth = 1.0 / 6;
+  /// With no history, the pause is this fraction of the time waited so far;
+  /// past `growth_knee` the fraction grows in proportion to the time waited
+  /// (twice as large at twice the knee). Between max_poll and max_interval:
+  /// a 200 ms creation is seen within about 12 ms of its store, a 5 s one
+  /// costs about 52 polls.
+  double growth = 0.06;
+  Duration growth_knee = std::chrono::milliseconds(200);
   Duration max_interval = std::chrono::seconds(1);
+  /// When the previous creation's length is known but not when this one
+  /// started (memcached's meta leases say neither), the waiter polls this
+  /// many times over that length, then backs off with the overrun (a third
+  /// of it, as past the due time of a creation whose start is known).
+  int polls_per_creation = 16;
   /// Stop waiting after this long: the caller gets WaitTimeout (with no
   /// stale value at hand), or runs the creator itself if
   /// create_after_max_wait. nullopt: wait while the holder lives (its lock is

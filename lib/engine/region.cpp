@@ -34,6 +34,8 @@ void validate(const RegionOptions& o) {
     fail("wait.max_interval must be at least wait.max_poll");
   }
   if (!(o.wait.growth > 0.0)) fail("wait.growth must be positive");
+  if (o.wait.growth_knee <= Duration::zero()) fail("wait.growth_knee must be positive");
+  if (o.wait.polls_per_creation < 1) fail("wait.polls_per_creation must be at least 1");
   if (o.wait.max_wait && *o.wait.max_wait < Duration::zero()) {
     fail("wait.max_wait must not be negative");
   }

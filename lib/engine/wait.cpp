@@ -31,9 +31,14 @@ void Engine::wait_for_others(Context& ctx, std::span<Slot* const> remote) {
   };
   std::vector<Waiting> waiting;
   auto schedule = [&](Waiting& w, SteadyTime now) {
-    const auto pause =
-        detail::next_poll_in(options_.wait, now - started, fleet_.now(), w.slot->lease.holder,
-                             fleet_.error(), detail::poll_jitter());
+    // A lease that does not say what its holder expects (memcached's meta
+    // leases): the last creation's length, from the envelope read, if any.
+    LockInfo holder = w.slot->lease.holder;
+    if (holder.expected <= Duration::zero() && w.slot->history > Duration::zero()) {
+      holder = LockInfo{.expected = w.slot->history};
+    }
+    const auto pause = detail::next_poll_in(options_.wait, now - started, fleet_.now(), holder,
+                                            fleet_.error(), detail::poll_jitter());
     w.next = now + std::chrono::duration_cast<SteadyTime::duration>(pause);
   };
   for (Slot* s : remote) schedule(waiting.emplace_back(Waiting{s, started}), started);
