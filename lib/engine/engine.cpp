@@ -53,6 +53,7 @@ Engine::Engine(std::shared_ptr<Backend> backend, RegionOptions options)
             }
           },
           &metrics_),
+      chores_(keeper_, clock_, &metrics_),
       registration_(*this) {}
 
 Engine::~Engine() {
@@ -89,7 +90,7 @@ void Engine::after_fork_in_child() noexcept {
   new (&jobs_mutex_) std::mutex;
   new (&jobs_done_) std::condition_variable;
   new (&jobs_) std::vector<std::pair<Job*, std::weak_ptr<Job>>>();
-  chores_scheduled_.store(false, std::memory_order_relaxed);
+  chores_.after_fork_in_child();
 }
 
 // Before a call: the fleet clock measured once, the invalidation record read
@@ -97,24 +98,13 @@ void Engine::after_fork_in_child() noexcept {
 void Engine::prepare() {
   fleet_.ensure_measured();
   invalidations_.check();
-  if (!chores_scheduled_.load(std::memory_order_relaxed)) schedule_chores();
-}
-
-void Engine::schedule_chores() {
-  if (chores_scheduled_.exchange(true)) return;
-  if (const auto first = fleet_.next_delay()) {
-    keeper_.schedule(*first, [this] {
-      std::string error;
-      if (!fleet_.sample(&error) && !error.empty()) {
-        reporter_.report(ErrorKind::backend, "measure clock", invalidations_.key(),
-                         error +
-                             " (every clock_sync, a region measures this host's clock "
-                             "against the server's, so that hosts judge ages alike; until "
-                             "it can, it keeps the last measure)");
-      }
-      return fleet_.next_delay();
-    });
-  }
+  chores_.keep_measured(fleet_, [this](const std::string& error) {
+    reporter_.report(ErrorKind::backend, "measure clock", invalidations_.key(),
+                     error +
+                         " (every clock_sync, a region measures this host's clock against the "
+                         "server's, so that hosts judge ages alike; until it can, it keeps the "
+                         "last measure)");
+  });
 }
 
 Engine::MappedKey Engine::map(std::string_view user_key) const {

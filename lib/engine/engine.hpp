@@ -1,5 +1,5 @@
 // The dogpile engine (internal): the one algorithm behind every CacheRegion
-// path. See docs/engine.md for the design; lib/engine.cpp reads in the same
+// path. See docs/engine.md for the design; step.cpp reads in the same
 // order.
 #pragma once
 
@@ -17,6 +17,7 @@
 
 #include "base/fork.hpp"
 #include "dogpile/region.hpp"
+#include "engine/chores.hpp"
 #include "engine/counters.hpp"
 #include "engine/fleet_clock.hpp"
 #include "engine/flight.hpp"
@@ -180,7 +181,6 @@ class Engine : ForkAware {
   [[nodiscard]] std::optional<std::string_view> payload_of(const detail::EnvelopeView& envelope,
                                                            std::string& scratch) const;
   void release(std::span<detail::Slot* const> slots, const Request& request);
-  void release_later(std::vector<std::unique_ptr<DistributedLock>> locks);
   void run_job(Job& job) noexcept;
   void abandon_job(Job& job) noexcept;
   // Runs `op`, a request of the backend's for `key` (the first of many):
@@ -196,7 +196,6 @@ class Engine : ForkAware {
                                  detail::FunctionRef<void(std::string&)> encode,
                                  std::chrono::microseconds took,
                                  detail::EnvelopeKind kind = detail::EnvelopeKind::value);
-  void schedule_chores();
 
   const std::shared_ptr<Backend> backend_;
   const RegionOptions options_;
@@ -220,8 +219,8 @@ class Engine : ForkAware {
   std::condition_variable jobs_done_;
   std::vector<std::pair<Job*, std::weak_ptr<Job>>> jobs_;
 
-  std::atomic<bool> chores_scheduled_{false};
   detail::LockKeeper keeper_;  // after what its thread uses: destroyed first
+  detail::Chores chores_;      // on the keeper's thread
   ForkRegistration registration_;
 };
 
