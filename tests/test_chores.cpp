@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "clock_server.hpp"
 #include "engine/chores.hpp"
 #include "support.hpp"
 
@@ -18,6 +19,7 @@ using dogpile::ManualClock;
 using dogpile::detail::Chores;
 using dogpile::detail::FleetClock;
 using dogpile::detail::LockKeeper;
+using dogpile::test::ClockServer;
 using dogpile::test::eventually;
 
 namespace {
@@ -53,30 +55,6 @@ class FlakyLock final : public dogpile::DistributedLock {
  private:
   Counts& counts_;
   int failures_;
-};
-
-// A server clock that can be told to fail.
-class ClockServer final : public dogpile::Backend {
- public:
-  explicit ClockServer(const ManualClock& clock) : clock_(clock) {}
-  std::atomic<bool> fail{false};
-  std::atomic<int> samples{0};
-  std::optional<dogpile::ServerTime> server_time(std::string_view,
-                                                 const dogpile::Request&) override {
-    samples.fetch_add(1);
-    if (fail) throw dogpile::BackendError("server away");
-    return dogpile::ServerTime{clock_.now(), 1s};
-  }
-  void read(std::span<dogpile::KeyRead>, const dogpile::LeaseRequest&, const dogpile::Request&,
-            const Visit*) override {}
-  void write(std::span<dogpile::KeyWrite>, const dogpile::Request&) override {}
-  void erase(std::span<dogpile::KeyErase>, const dogpile::Request&) override {}
-  std::unique_ptr<dogpile::DistributedLock> make_lock(std::string_view, dogpile::Ttl) override {
-    return nullptr;
-  }
-
- private:
-  const ManualClock& clock_;
 };
 
 LockKeeper::Report ignore() {
@@ -168,7 +146,7 @@ TEST_SUITE("chores") {
     ManualClock clock;
     LockKeeper keeper(clock, ignore());
     Chores chores(keeper, clock);
-    ClockServer server(clock);
+    ClockServer server(clock, 1s);
     FleetClock fleet(clock, server, "ref", 10s);
     std::mutex mutex;
     std::vector<std::string> errors;

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cmath>
 
+#include "clock_server.hpp"
 #include "dogpile/memory.hpp"
 #include "engine/fleet_clock.hpp"
 
@@ -14,40 +15,9 @@ using dogpile::Duration;
 using dogpile::ManualClock;
 using dogpile::TimePoint;
 using dogpile::detail::FleetClock;
+using dogpile::test::ClockServer;
 
 namespace {
-
-// A server whose clock is `clock`, read in whole units of `resolution`
-// (memcached's `stats` `time`: whole seconds).
-class ClockServer final : public dogpile::Backend {
- public:
-  ClockServer(const ManualClock& clock, Duration resolution)
-      : clock_(clock), resolution_(resolution) {}
-  std::atomic<bool> fail{false};
-  std::atomic<int> samples{0};
-
-  std::optional<dogpile::ServerTime> server_time(std::string_view,
-                                                 const dogpile::Request&) override {
-    samples.fetch_add(1);
-    if (fail) throw dogpile::BackendError("server away");
-    TimePoint t = clock_.now();
-    if (resolution_ > Duration::zero()) {
-      t = TimePoint(t.time_since_epoch() - t.time_since_epoch() % resolution_);
-    }
-    return dogpile::ServerTime{t, resolution_};
-  }
-  void read(std::span<dogpile::KeyRead>, const dogpile::LeaseRequest&, const dogpile::Request&,
-            const Visit*) override {}
-  void write(std::span<dogpile::KeyWrite>, const dogpile::Request&) override {}
-  void erase(std::span<dogpile::KeyErase>, const dogpile::Request&) override {}
-  std::unique_ptr<dogpile::DistributedLock> make_lock(std::string_view, dogpile::Ttl) override {
-    return nullptr;
-  }
-
- private:
-  const ManualClock& clock_;
-  Duration resolution_;
-};
 
 double seconds(Duration d) { return std::chrono::duration<double>(d).count(); }
 

@@ -4,6 +4,7 @@
 
 #include <charconv>
 #include <cstddef>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -21,6 +22,23 @@ enum class Line { complete, more, malformed };
   if (end == std::string_view::npos) return buffer.size() > kMaxLine ? Line::malformed : Line::more;
   line = buffer.substr(0, end);
   return Line::complete;
+}
+
+/// For a parser whose result `Parse` has `more` and `malformed`: nullopt
+/// when the first line of `buffer` is complete (it is in `line`), else what
+/// the parser returns for it.
+template <class Parse>
+[[nodiscard]] std::optional<Parse> incomplete(std::string_view buffer,
+                                              std::string_view& line) noexcept {
+  switch (first_line(buffer, line)) {
+    case Line::complete:
+      return std::nullopt;
+    case Line::more:
+      return Parse::more;
+    case Line::malformed:
+      break;
+  }
+  return Parse::malformed;
 }
 
 /// The next space-separated token of `line` from `at`; empty at the end.

@@ -32,6 +32,21 @@ std::size_t parse(std::string_view op, std::string_view unread, std::size_t max_
                               unread.substr(0, std::min<std::size_t>(unread.find('\r'), 60))));
 }
 
+// Hands each complete reply at the start of `unread` to `on`; returns the
+// bytes they took.
+template <class On>
+std::size_t each_reply(std::string_view op, std::string_view unread, std::size_t max_value, On on) {
+  std::size_t used = 0;
+  while (used < unread.size()) {
+    Reply reply;
+    const std::size_t length = parse(op, unread.substr(used), max_value, reply);
+    if (length == 0) break;
+    used += length;
+    on(reply);
+  }
+  return used;
+}
+
 bool is_error(const Reply& reply) noexcept {
   return reply.kind == Kind::error || reply.kind == Kind::client_error ||
          reply.kind == Kind::server_error;
@@ -83,19 +98,14 @@ std::size_t Retrieval::produce(std::string& out, wire::Connection&) {
 
 std::size_t Retrieval::consume(std::string_view unread, std::size_t max_value,
                                std::size_t& finished) {
-  std::size_t used = 0;
-  while (used < unread.size()) {
-    Reply reply;
-    const std::size_t length = parse(op_, unread.substr(used), max_value, reply);
-    if (length == 0) break;
-    used += length;
+  return each_reply(op_, unread, max_value, [&](const Reply& reply) {
     if (line_ends_.empty()) out_of_step(op_, "a reply to no request");
     const std::size_t end = line_ends_.front();
     if (reply.kind == Kind::end) {
       line_ends_.pop_front();
       cursor_ = end;
       ++finished;
-      continue;
+      return;
     }
     if (is_error(reply)) refused(op_, reply);
     if (reply.kind != Kind::value) out_of_step(op_, "a reply that answers no retrieval");
@@ -108,8 +118,7 @@ std::size_t Retrieval::consume(std::string_view unread, std::size_t max_value,
     }
     on_value_(cursor_, reply);
     ++cursor_;
-  }
-  return used;
+  });
 }
 
 void Retrieval::restart() noexcept {
@@ -131,12 +140,7 @@ std::size_t Commands::produce(std::string& out, wire::Connection&) {
 
 std::size_t Commands::consume(std::string_view unread, std::size_t max_value,
                               std::size_t& finished) {
-  std::size_t used = 0;
-  while (used < unread.size()) {
-    Reply reply;
-    const std::size_t length = parse(op_, unread.substr(used), max_value, reply);
-    if (length == 0) break;
-    used += length;
+  return each_reply(op_, unread, max_value, [&](const Reply& reply) {
     if (next_ >= produced_) out_of_step(op_, "a reply to no request");
     if (reply.kind == Kind::value || reply.kind == Kind::end) {
       out_of_step(op_, "an item where a status was due");
@@ -144,8 +148,7 @@ std::size_t Commands::consume(std::string_view unread, std::size_t max_value,
     on_reply_(next_, reply);
     ++next_;
     ++finished;
-  }
-  return used;
+  });
 }
 
 }  // namespace dogpile::detail::text

@@ -18,14 +18,7 @@ Parse parse_reply(std::string_view buffer, Reply& out, std::size_t& consumed,
                   std::size_t max_value) noexcept {
   out = Reply{};
   std::string_view line;
-  switch (wire::first_line(buffer, line)) {
-    case wire::Line::more:
-      return Parse::more;
-    case wire::Line::malformed:
-      return Parse::malformed;
-    case wire::Line::complete:
-      break;
-  }
+  if (const auto early = wire::incomplete<Parse>(buffer, line)) return *early;
   std::size_t at = 0;
   const std::string_view word = token(line, at);
   std::size_t total = line.size() + 2;
