@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // dogpile's benchmarks. Each subcommand measures one thing side by side with
 // raw libmemcached (pooled, with the very option string MemcachedBackend
 // uses) in the same run, and prints one line per figure: `name value unit`.

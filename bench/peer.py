@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: MIT
 """The peer's side of dogpile's benchmarks: dogpile.cache with pylibmc (the
 Debian packages python3-dogpile.cache and python3-pylibmc), against the same
 memcached, printing `name value unit` lines like bench/dogpile_bench.

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: MIT
 """Runs every benchmark, ours and the peer's, against one memcached started
 here on a free loopback port, and writes bench/results/RESULTS.md and PNG plots.
 

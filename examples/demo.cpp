@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The herd, with and without dogpile, across processes sharing memcached.
 //
 // Service workers (4 processes x 8 threads by default) serve requests for a

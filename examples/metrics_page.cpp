@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // A /metrics page for Prometheus: a region's counters and histograms served
 // over HTTP by dogpile::prometheus_text, next to the service's traffic.
 //

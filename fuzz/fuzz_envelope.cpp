@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // libFuzzer target: the decoders of what dogpile reads back from a server —
 // the envelope, the lock item and the invalidation record. Any bytes, under
 // any flags: decoding never reads out of bounds (ASan) or overflows (UBSan),

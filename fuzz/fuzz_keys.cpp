@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // libFuzzer target: key mapping. For any prefix the region would accept and
 // any key: the memcached key is valid (1-250 bytes, no space or control
 // byte, nothing above 0x7e; the transports' is_backend_key agrees), its lock

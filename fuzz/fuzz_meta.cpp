@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // libFuzzer target: the memcached meta-protocol reply parser, fed any bytes as
 // a pipeline of replies (parse one, advance by `consumed`, until it needs more
 // or refuses). Parsing never reads outside the buffer (ASan) or overflows

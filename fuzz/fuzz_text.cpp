@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // libFuzzer target: memcached's classic text protocol. The reply parser, fed
 // any bytes as replies one after another: it never reads outside the buffer
 // (ASan) or overflows (UBSan); an ok reply consumes at least one byte and no

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # Run with cmake -P: docker-compose.yml is valid (`docker-compose config`, from
 # the Debian package: no container engine needed) and describes three
 # memcached nodes and the service that runs the integration suite on them.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // A deliberately broken memcached, for the hostile-server tests: it speaks
 // just enough of both protocols to be taken for memcached (`mn`, `stats`,
 // `stats settings`, and ordinary replies to writes), and answers reads the

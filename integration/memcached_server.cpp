@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "memcached_server.hpp"
 
 #include <arpa/inet.h>

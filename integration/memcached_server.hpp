@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // A real memcached for integration tests: started on 127.0.0.1 at a free port
 // it picks, stopped (or killed, paused, restarted) by the test. Also a raw
 // text-protocol client, to read the server's own `stats` and to write bytes

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "proxy.hpp"
 
 #include "memcached_server.hpp"

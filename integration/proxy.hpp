@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // A memcached text-protocol proxy on a loopback port, for counting requests
 // on the wire and for playing a misbehaving server (rewriting what passes
 // through). It understands enough of the protocol to find where each request

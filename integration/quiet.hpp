@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Region options with errors kept off stderr: for tests that provoke errors
 // on purpose and check them through stats() or their own handler.
 #pragma once

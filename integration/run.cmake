@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # run(COMMAND ARGS...): runs a command for the cmake -P test scripts; fails
 # the script with its output if it fails, else prints its output and leaves
 # its standard output in run_out.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // A three-node memcached cluster on loopback: keys spread by consistent
 // hashing with each lock beside its value; a node killed, stalled and
 // restarted under load; a throwing creator; hostile keys. Every test starts

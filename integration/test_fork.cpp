@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // fork() after use on real memcached (SPEC I1), both transports: a pre-fork
 // server's master warms the cache, then its children hammer it; a child's
 // slow creator keeps its lock. Built and run without sanitizers only

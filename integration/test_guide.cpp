@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The README's guide, compiled and run against a real memcached. Every code
 // block of the guide appears here verbatim (scripts/check_readme_snippets.py
 // checks that); the names a snippet leaves to the reader are defined here.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The usage snippet of dogpile/region.hpp, compiled and run against a real
 // memcached. The names it leaves to the user are defined here.
 #include <doctest/doctest.h>

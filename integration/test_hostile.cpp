@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // A server that answers garbage, streams, drips, stalls, truncates, resets,
 // or answers another request (SPEC I7), against both transports: every
 // request ends by its deadline (+50 ms), memory stays bounded by the largest

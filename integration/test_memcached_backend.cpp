@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // MemcachedBackend against a real memcached: the conformance suite, and what
 // is particular to memcached.
 #include <doctest/doctest.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // MemcachedMetaBackend against a real memcached: the conformance suite, the
 // server's leases as the engine uses them, health, and refusals.
 #include <doctest/doctest.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Multi-key calls of any size (SPEC I7): a million keys through set_multi,
 // get_multi, get_or_create_multi and remove_multi on one real memcached, on
 // both transports (DOGPILE_TEST_MULTI_KEYS: the build as shipped runs a

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Both transports put every key on the same server: the meta transport's
 // ketama ring against libmemcached's own choice, key for key, and values
 // written by one transport read by the other on a real three-node cluster.

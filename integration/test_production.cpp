@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The conditions production brings, on real memcached: a write racing a slow
 // creator, clocks ten minutes apart, a lock lost to flush_all or to eviction,
 // and deadlines against a stalled server. (fork() after use: test_fork.cpp.)

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // cached() wrappers, invalidation across processes, and background
 // regeneration, on real memcached.
 #include <doctest/doctest.h>

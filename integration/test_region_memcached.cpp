@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // CacheRegion on real memcached: the request count of a hit, herds of
 // processes and threads, lock holders that die or run long, foreign bytes,
 // and a server that goes away and comes back.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The memcached scenarios of the original usage guide, in C++, against a real
 // memcached: the cached decorator, many keys with creation times stored in
 // the cache, and a distributed lock shared by processes.

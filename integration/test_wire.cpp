@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // What crosses the wire, counted by a proxy between the library and a real
 // memcached: the requests of each path (README "Requests per call"), the
 // polls of a waiting process, and a proxy that answers with another key's

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Requests and round trips per region path, counted on the wire by a Proxy
 // in front of a real memcached: measured once here, asserted by the wire test
 // (integration/test_wire.cpp) and printed by the benchmark (bench/).

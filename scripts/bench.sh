@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Regenerates bench/results/RESULTS.md and the plots: dogpile, raw
 # libmemcached and dogpile.cache (the peer, from Debian packages) measured
 # side by side against one memcached on loopback.

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """Checks that README code blocks marked as compiled really are.
 
 A ```cpp block preceded by the line

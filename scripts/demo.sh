@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Builds and runs the demo: the same service-like workload with and without
 # dogpile, across several processes sharing a memcached that this script
 # starts on a loopback port. Extra arguments go to the demo (see

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Builds the libFuzzer targets in fuzz/ with clang (and ASan + UBSan), replays
 # each one's seed corpus (fuzz/corpus/), then fuzzes each for SECONDS
 # (default: $DOGPILE_FUZZ_SECONDS, else 60) from a copy of it. Fails on any

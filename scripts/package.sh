@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Builds the library alone (no tests, examples or benchmarks: seconds) and a
-# Debian package of it: headers, the static library, the CMake package and
-# dogpile.pc under /usr. Prints the .deb's path.
+# SPDX-License-Identifier: MIT
+# Builds the library alone (no tests, examples or benchmarks: seconds) and
+# its Debian packages: libdogpile0 (the shared library) and libdogpile-dev
+# (headers, the static library, the CMake package, dogpile.pc and
+# dogpile-static.pc under /usr). Prints the .debs' paths.
 #   scripts/package.sh [build-dir]     (default: build-package)
 #   scripts/package.sh --from DIR      package a build configured and built
 #                                      already (the tests package build/)

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Runs a built demo binary against a memcached started here, on a free
 # loopback port, and stops that memcached afterwards. Without a memcached
 # binary, runs the demo on its in-process backend (it says so).

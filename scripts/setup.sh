@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Installs the Debian 12 packages dogpile needs to build, test and run its
 # demo (and any named as arguments), if any are missing. Runs apt-get as root (directly, or through sudo).
 set -euo pipefail

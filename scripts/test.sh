@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Builds everything and runs every test. Any failure or sanitizer finding
 # fails the run.
 #   build-asan/  every unit and integration test (both transports) under

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The backend conformance suite: what every dogpile::Backend must do, written
 // once and instantiated per backend (MemoryBackend in tests/, MemcachedBackend
 // in integration/) with TEST_CASE_TEMPLATE_INVOKE.

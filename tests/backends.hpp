@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Backends for unit tests: the conformance fixture for MemoryBackend, and a
 // FaultyBackend that fails on command (a stand-in for a server that is down).
 #pragma once

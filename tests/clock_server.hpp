@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // A backend that is only a server clock (tests of the fleet clock and of the
 // chores that keep it measured).
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // An Executor for tests: it queues tasks and runs them only when told to, so
 // a test sees the moment between "handed to the background" and "done".
 #pragma once

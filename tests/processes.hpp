@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Forked worker processes and memory they share with the test, for tests of
 // several processes against one memcached. Workers report through shared
 // memory and their exit code; they never touch doctest's state.

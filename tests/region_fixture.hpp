@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The one fixture of the region's unit tests, and the one way to start
 // threads together. Time is a ManualClock shared by the regions and the
 // backend; threads wait for observable states, never for time.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Test helpers: an instrumented mutex, an in-memory store with creation
 // times, and a bounded wait on observable state (never a sleep).
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // cached() and cached_multi(): wrapped functions, their keys, and their
 // members, end to end on the in-process backend with a ManualClock.
 #include <doctest/doctest.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The region's chores on the keeper thread (internal): a lock whose release
 // failed is tried again until the backend answers, or abandoned once it would
 // have expired; the fleet clock is sampled on the schedule it asks for, and a

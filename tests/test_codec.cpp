@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Codec<T>: the built-in codecs, and refusal of bytes they did not write.
 #include <doctest/doctest.h>
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // dogpile/codec/json.hpp: a struct cached as JSON, refusals as misses.
 #include <doctest/doctest.h>
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // dogpile/codec/msgpack.hpp: a struct cached as MessagePack, refusals as misses.
 #include <doctest/doctest.h>
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // dogpile/codec/protobuf.hpp: messages cached in their wire format, refusals as misses.
 #include <doctest/doctest.h>
 

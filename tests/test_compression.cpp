@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Compression (RegionOptions::compression): large values stored as zstd
 // frames, marked in the envelope; read back by any region; corrupt or
 // oversized frames are misses, never exceptions or allocations.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Bounded waits (SPEC I3): every wait ends by the call's deadline (or stop
 // token, or max_wait) with the stale value or WaitTimeout, never a second
 // creator unless asked; a hung creator's lock stops being extended after

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The envelope format: what is written, and that anything else is refused.
 #include <doctest/doctest.h>
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // No stale set (SPEC I2): a creation whose lock was granted before a remove,
 // set or invalidation of its key never stores over it; its value still
 // reaches its own caller. Two regions over one MemoryBackend are two

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // FileLock: mutual exclusion between threads and between real processes.
 #include <doctest/doctest.h>
 

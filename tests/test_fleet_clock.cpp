@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The fleet clock (internal): this host's clock corrected to a server's, from
 // samples of the server's time at a coarse resolution; narrowed by samples at
 // different phases of the server's second; reset when a clock is stepped.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // In-process flights (internal): one leader per key, followers get its
 // result, its exception, or start over; followers' waits end at their
 // deadline or stop token; a flight can be detached from outside.

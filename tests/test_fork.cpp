@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // fork() after use (SPEC I1): a region used before fork() works in the child —
 // its lock keeper and executor threads exist there, its flights and queued
 // jobs are the parent's and stay behind, its lock tokens differ — and the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The usage snippets at the top of each public header, compiled and run. The
 // names a snippet leaves to the user (build_resource, cache, ...) are defined
 // here; the snippet lines themselves are copied unchanged.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The memory of locks held elsewhere (internal): remembered until a time,
 // forgotten on demand, bounded in size.
 #include <doctest/doctest.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Judging a stored value, and the invalidation record (internal).
 #include <doctest/doctest.h>
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // MD5 and ketama placement (internal). Agreement with libmemcached's own
 // placement, key for key, is checked in integration/test_placement.cpp.
 #include <doctest/doctest.h>

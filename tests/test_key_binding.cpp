@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Never another key's value (SPEC I1): every item dogpile stores is bound to
 // its key; an item read for one key but stored under another — a misrouted
 // reply, a proxy that mixes keys up, a connection shared across processes —

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Key mapping: any user key becomes a valid memcached key, and distinct user
 // keys stay distinct.
 #include <doctest/doctest.h>

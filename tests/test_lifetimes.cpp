@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Every time to live a region gives its backend, from its options (internal).
 #include <doctest/doctest.h>
 

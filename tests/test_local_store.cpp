@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The store of values a region keeps in process (internal): bounds, expiry,
 // least-recently-used eviction.
 #include <doctest/doctest.h>

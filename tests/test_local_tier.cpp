@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The local tier (RegionOptions::local): hot keys with no request, within its
 // time to live and the value's freshness; this process's writes at once,
 // others' within the time to live; herd protection unchanged; bounded.

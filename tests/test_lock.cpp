@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The dogpile algorithm, one caller at a time: which path each call takes,
 // how often the value function runs, what the observers report.
 #include <doctest/doctest.h>

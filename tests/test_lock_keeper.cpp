@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The lock keeper (internal): extends registered locks until their ticket
 // ends, reports locks that were lost, gives up on creators that run past
 // max_creation, runs chores, and never touches a lock afterwards. Its timers

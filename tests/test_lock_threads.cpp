@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The dogpile algorithm under concurrency. Threads start together on a latch;
 // the tests wait for observable states (threads inside lock(), stale callers
 // returned), never for time, and assert exact counts.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // MemoryBackend: the conformance suite, and what is particular to it.
 #include <doctest/doctest.h>
 

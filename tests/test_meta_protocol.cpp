@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // memcached's meta protocol (internal): the reply parser and the request
 // builders. The backend talking to a real server is tested in integration/.
 #include <doctest/doctest.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Metrics: call latency by result, creator durations, backend requests by
 // operation (lock and lease traffic included), the Observer, and the
 // Prometheus text. Durations come from the injected clock: exact buckets.

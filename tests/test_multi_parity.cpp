@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // get_or_create_multi has every option of get_or_create, because both run
 // the one engine: per-call expiration, should_cache, serve-stale-on-error,
 // early recomputation, background regeneration, deadlines; and its creation

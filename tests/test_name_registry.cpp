@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // NameRegistry: one object per key while in use, nothing kept afterwards.
 #include <doctest/doctest.h>
 

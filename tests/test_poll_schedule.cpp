@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // When a waiter polls (internal): it sleeps until the value is due when the
 // lock says so, polls at max_poll around that instant, keeps an even pace
 // over the last creation's length when only that is known, and otherwise

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // CacheRegion over the in-process backend, one caller at a time: the paths of
 // the algorithm, the requests each costs, and the stored format. Time is a
 // ManualClock.

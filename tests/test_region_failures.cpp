@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // CacheRegion when the backend fails: get_or_create never throws a backend
 // error; it reports, falls back to in-process protection and recovers.
 #include <doctest/doctest.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // CacheRegion's options beyond the core algorithm: per-call expiration,
 // should_cache, background regeneration, serve-stale-on-error, invalidation
 // and early recomputation (XFetch). In-process backend, ManualClock; the

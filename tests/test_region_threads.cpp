@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // CacheRegion under concurrency, with exact counts. Threads start together
 // (std::latch) and wait for observable states (counters), never for time.
 // Two regions over one MemoryBackend stand for two processes sharing a server.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Error reporting and counting (internal): every report counted by kind,
 // handed to the handler (whose exceptions never escape), or printed at most
 // once a second by the default handler.

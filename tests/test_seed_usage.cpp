@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Every scenario of the original usage guide, in C++. Section names follow the
 // guide; the reader/writer section is in test_sync_reader.cpp.
 #include <doctest/doctest.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // One clock (SPEC I4): hosts whose clocks disagree by up to ten minutes judge
 // freshness and invalidations alike, because every time they stamp or judge
 // is taken on the fleet clock (the server's). Here the MemoryBackend's clock

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // SyncReaderDogpile: readers hold a shared lock while they use the value; the
 // creator's write phase waits for them and keeps new readers out.
 #include <doctest/doctest.h>

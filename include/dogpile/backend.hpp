@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // dogpile/backend.hpp — where a CacheRegion keeps its values and its locks.
 //
 // A `Backend` does I/O only: it stores opaque items under keys that are

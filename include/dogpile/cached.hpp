@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // dogpile/cached.hpp — wrap a function; its results are cached in a region.
 //
 // `cached(region, namespace, fn)` returns a callable that answers like `fn`,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // dogpile/clock.hpp — the source of "now" for every expiry decision.
 //
 // Expiry is a pure function of a time point, and the time point comes from a

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // dogpile/codec.hpp — how a value type becomes bytes in the cache and back.
 //
 // `Codec<T>` is a customization point: specialize it for your own types.

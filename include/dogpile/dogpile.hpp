@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // dogpile/dogpile.hpp — everything in one include.
 //
 //   #include <dogpile/dogpile.hpp>

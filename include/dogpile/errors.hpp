@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // dogpile/errors.hpp — what a region reports, and what it throws at a
 // waiting caller.
 //

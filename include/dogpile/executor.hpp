@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // dogpile/executor.hpp — where background regenerations run.
 //
 // With RegionOptions::background_refresh on, the caller that wins the lock of

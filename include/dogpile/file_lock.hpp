@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // dogpile/file_lock.hpp — a lock shared by the processes of one host.
 //
 // `FileLock` locks a file with flock(2). The file is named after the SHA-256 of

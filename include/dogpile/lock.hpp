@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // dogpile/lock.hpp — the dogpile lock: one caller regenerates, the rest carry on.
 //
 // A `Dogpile` guards a value-creation function. While no value exists, callers

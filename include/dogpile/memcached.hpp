@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // dogpile/memcached.hpp — memcached as a Backend, and a lock held in memcached.
 //
 // `MemcachedBackend` talks to one or more memcached servers (or any server or

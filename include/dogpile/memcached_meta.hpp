@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // dogpile/memcached_meta.hpp — memcached over its meta protocol, with the
 // server's own leases.
 //

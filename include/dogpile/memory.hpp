@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // dogpile/memory.hpp — an in-process Backend with time-to-live.
 //
 // `MemoryBackend` keeps items in this process's memory. It is the backend for

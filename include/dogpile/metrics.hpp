@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // dogpile/metrics.hpp — what a region measures, who may watch it, and its
 // Prometheus text exposition.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // dogpile/name_registry.hpp — one shared object per key, only while it is in use.
 //
 // `NameRegistry<T, Args...>` hands out `std::shared_ptr<T>` by key. All

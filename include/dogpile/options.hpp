@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // dogpile/options.hpp — how a CacheRegion, and one call to it, behave.
 //
 // Types: WaitPolicy, LocalTier, Compression, RegionOptions, Invalidation,

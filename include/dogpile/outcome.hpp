@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // dogpile/outcome.hpp — how one call was served: by a Dogpile, a
 // CacheRegion, or a cached() wrapper.
 #pragma once

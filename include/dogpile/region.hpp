@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // dogpile/region.hpp — a cache region: get_or_create with herd protection
 // across threads, processes and hosts.
 //

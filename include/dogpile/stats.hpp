@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // dogpile/stats.hpp — a region's counts (CacheRegion::stats()).
 #pragma once
 

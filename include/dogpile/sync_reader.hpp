@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // dogpile/sync_reader.hpp — a Dogpile whose creator can lock readers out.
 //
 // `SyncReaderDogpile::acquire(creator)` returns a guard that holds a shared

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // dogpile/version.hpp — the library's version (the build reads it from here).
 #pragma once
 

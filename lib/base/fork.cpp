@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "base/fork.hpp"
 
 #include <pthread.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Keeping per-process resources out of a forked child (internal).
 //
 // After fork() the child has one thread and a copy of the parent's memory:

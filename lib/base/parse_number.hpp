@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Decimal numbers in protocol text and options (internal).
 #pragma once
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Background regeneration: the stale winner returns the stale value; a job
 // on the executor creates.
 #include "engine/engine.hpp"

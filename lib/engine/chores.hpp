@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The region's chores on the keeper thread (internal): keeping the fleet
 // clock measured, and trying again the lock releases that failed.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The region's counters (internal): one atomic each, read as RegionStats.
 #pragma once
 

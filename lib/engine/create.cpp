@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Create, store (fenced), publish; the envelopes every write makes.
 #include "engine/engine.hpp"
 

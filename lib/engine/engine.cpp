@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The engine: its parts put together, fork(), and the chores before a call.
 #include "engine/engine.hpp"
 

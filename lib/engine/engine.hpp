@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The dogpile engine (internal): the one algorithm behind every CacheRegion
 // path. See docs/engine.md for the design; step.cpp reads in the same
 // order.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "engine/fleet_clock.hpp"
 
 #include <algorithm>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The fleet clock (internal): this host's clock, corrected to the clock of
 // one memcached server, so that every host stamps and judges times alike.
 //

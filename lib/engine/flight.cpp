@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "engine/flight.hpp"
 
 #include <cstdint>

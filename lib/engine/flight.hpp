@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // In-process flights: the threads of one process that need the same key share
 // one piece of work (internal).
 //

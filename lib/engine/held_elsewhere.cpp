@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "engine/held_elsewhere.hpp"
 
 #include <algorithm>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Which keys' locks this process knows to be held by another (internal).
 //
 // A stale caller that finds a key's lock taken serves the stale value; it

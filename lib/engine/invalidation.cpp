@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "engine/invalidation.hpp"
 
 #include <algorithm>

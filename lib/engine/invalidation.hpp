@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The region's invalidation record (internal).
 //
 // Two timestamps on the fleet clock, in microseconds since the epoch: values

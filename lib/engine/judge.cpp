@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "engine/judge.hpp"
 
 #include <sys/random.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Judging a stored value (internal): fresh, chosen for early recomputation,
 // stale, or missing — a pure function of the envelope, the time (on the fleet
 // clock), the expiration and the invalidations, but for XFetch's random draw.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "engine/lifetimes.hpp"
 
 #include <algorithm>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // How long what a region writes lives (internal): every time to live the
 // engine gives a backend, and every bound derived from the same options, in
 // one place.

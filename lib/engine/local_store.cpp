@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "engine/local_store.hpp"
 
 #include <algorithm>

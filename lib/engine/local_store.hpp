@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Envelopes kept in this process (internal): a bounded, sharded map from
 // backend key to an item, each with a time after which it is dropped. The
 // engine has two: the values it makes while the backend fails (degraded

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Keeps distributed locks alive while their creators run, and runs the
 // region's periodic chores (internal).
 //

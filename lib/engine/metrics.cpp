@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "engine/metrics.hpp"
 
 #include <fmt/format.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The region's measurements (internal): atomic histograms and per-operation
 // request counts, read as RegionMetrics, and the Observer's calls.
 #pragma once

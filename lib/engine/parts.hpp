@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // What the engine's parts share (internal to lib/engine/): a call's
 // context, a background job, this thread's decompression buffer.
 #pragma once

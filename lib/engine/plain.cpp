@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The region's other operations: get, set, remove, invalidate and their
 // multi forms, on the same reads as the step.
 #include "engine/engine.hpp"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "engine/poll_schedule.hpp"
 
 #include <algorithm>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // When a caller waiting on another process's creation polls next (internal).
 //
 // A pure function of the wait policy, how long the caller has waited, and

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Reads and what they mean: decode, judge, the local tier, degraded copies.
 // Every operation of the engine reads through these.
 #include "engine/engine.hpp"

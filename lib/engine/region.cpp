@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // CacheRegion: the public face of the engine (lib/engine.cpp).
 #include "dogpile/region.hpp"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Releases: the leases a call ends; one whose release failed goes to the
 // chores (engine/chores.hpp), to be tried again.
 #include "engine/engine.hpp"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "engine/reporter.hpp"
 
 #include <fmt/format.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Error reporting (internal): the region's handler, or the default that
 // prints at most one line per second to stderr; every report is counted.
 #pragma once

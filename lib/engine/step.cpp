@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The dogpile step, written once (docs/engine.md):
 //
 //   read -> judge -> flight -> lease -> confirm -> create -> store -> release

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Waits: polling a lease held in another process, following this
 // process's leader.
 #include "engine/engine.hpp"

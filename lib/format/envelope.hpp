@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // envelope.hpp (internal) — the stored form of a value: (created_at, payload),
 // bound to the key it is stored under.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "format/invalidation_times.hpp"
 
 #include <string>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The invalidation record's contents (internal): two timestamps, bound to
 // the record's key. Pure; see invalidation.hpp for how a region uses them.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "format/keys.hpp"
 
 #include <bit>

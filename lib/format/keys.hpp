@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // keys.hpp (internal) — user keys to memcached keys, safely.
 //
 // A user key is any bytes. The stored key is `prefix + key` when that is

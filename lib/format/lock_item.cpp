@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "format/lock_item.hpp"
 
 #include <algorithm>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // lock_item.hpp (internal) — what a distributed lock's item holds.
 //
 // The lock of a value key K is the item K#L. Its bytes name the holder and

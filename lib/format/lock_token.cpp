@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "format/lock_token.hpp"
 
 #include <sys/random.h>

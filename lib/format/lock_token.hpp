@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // A token that names one acquisition of a distributed lock (internal).
 #pragma once
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "format/sha256.hpp"
 
 #include <bit>

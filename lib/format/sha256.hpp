@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // sha256.hpp (internal) — SHA-256 (FIPS 180-4), used to turn arbitrary
 // keys into fixed-length, filesystem- and protocol-safe names.
 #pragma once

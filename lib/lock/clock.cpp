@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "dogpile/clock.hpp"
 
 namespace dogpile {

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "dogpile/executor.hpp"
 
 #include <condition_variable>

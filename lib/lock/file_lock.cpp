@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "dogpile/file_lock.hpp"
 
 #include <fcntl.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "dogpile/sync_reader.hpp"
 
 namespace dogpile::detail {

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "dogpile/backend.hpp"
 
 #include <algorithm>

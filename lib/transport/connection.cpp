@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The wire client's connections: a host checked, a pipeline run to its end
 // by its limits, a `stats` reply read (see wire_client.hpp).
 #include "transport/wire_client.hpp"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // memcached's expiration times (internal): the one rule both transports send.
 //
 // memcached reads an exptime of up to 30 days as seconds from now, and a

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "transport/ketama.hpp"
 
 #include <fmt/format.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Ketama consistent hashing, placed exactly as libmemcached 1.1 places keys
 // with MEMCACHED_BEHAVIOR_KETAMA_WEIGHTED (internal), so that MemcachedBackend
 // and MemcachedMetaBackend agree on every key's server and a fleet can move

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // MD5 (RFC 1321) (internal): what ketama placement hashes server names and
 // keys with. Not for anything that needs a secure hash.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "dogpile/memory.hpp"
 
 #include <array>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The text both memcached dialects share (internal): a reply's first line,
 // its space-separated tokens, numbers written into a request.
 #pragma once

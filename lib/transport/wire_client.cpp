@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The wire client's servers (health, first contact, the pool) and the client
 // (placement, exchanges, the server clock); see wire_client.hpp.
 #include "transport/wire_client.hpp"

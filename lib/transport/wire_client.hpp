@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The client both memcached transports speak through (internal): servers
 // placed by the ketama ring, one health state per server shared by every
 // connection to it, a pool of connections per server, and pipelines whose

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // What the wire client's sources share (internal to lib/transport/): its
 // bounds, its errors, the first-contact pipeline.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Must not compile: the argument type cannot be part of a cache key.
 #include <dogpile/cached.hpp>
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Must not compile: a cached_multi function over two arguments.
 #include <dogpile/cached.hpp>
 

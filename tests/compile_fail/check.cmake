@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # Run with cmake -P: compiles SOURCE and passes only if that fails with a
 # diagnostic containing EXPECT (the message dogpile gives for the mistake).
 execute_process(

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Must not compile: get_or_create's creator takes an argument.
 #include <dogpile/region.hpp>
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Must not compile: a get_or_create_multi creator returning one string, not
 // a value per key.
 #include <dogpile/region.hpp>

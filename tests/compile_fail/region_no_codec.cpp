@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Must not compile: the value type has no dogpile::Codec.
 #include <dogpile/region.hpp>
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // dogpile/codec/json.hpp — values cached as JSON, through nlohmann-json.
 //
 // Any type nlohmann-json can convert (to_json/from_json, or

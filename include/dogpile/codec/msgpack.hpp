@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // dogpile/codec/msgpack.hpp — values cached as MessagePack, through msgpack-cxx.
 //
 // Any type msgpack-cxx can pack and convert (MSGPACK_DEFINE, MSGPACK_DEFINE_MAP,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // dogpile/codec/protobuf.hpp — protocol buffers messages cached in their
 // wire format.
 //

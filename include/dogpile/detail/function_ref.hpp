@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // dogpile/detail/function_ref.hpp — a non-owning reference to a callable.
 //
 // Lets the templated front end of CacheRegion hand typed callbacks to the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "transport/classic/classic_options.hpp"
 
 #include <fmt/format.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The classic transport's option string (internal): dogpile's defaults put
 // first, libmemcached's parse of it with what dogpile cannot honour refused.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // MemcachedBackend: the engine's operations on memcached's classic text
 // protocol. libmemcached reads the option string (every option it knows is
 // accepted as it would accept it) and, for a distribution other than its

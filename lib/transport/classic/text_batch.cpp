@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "transport/classic/text_batch.hpp"
 
 #include <fmt/format.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Batches of classic text-protocol requests to one server (internal): the
 // classic dialect's Pipelines.
 //

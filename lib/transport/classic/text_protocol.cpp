@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "transport/classic/text_protocol.hpp"
 #include "base/parse_number.hpp"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // memcached's classic text protocol (internal): building requests and parsing
 // replies. Pure: no I/O, no allocation but the output string.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // MemcachedMetaBackend: the engine's operations on memcached's meta commands.
 // The client (connections, health, placement, bounds) is wire_client.cpp; a
 // batch of meta requests is meta_batch.cpp; the protocol's text is

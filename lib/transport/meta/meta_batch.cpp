@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "transport/meta/meta_batch.hpp"
 
 #include <fmt/format.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // A batch of meta requests to one server (internal): the meta dialect's
 // Pipeline.
 #pragma once

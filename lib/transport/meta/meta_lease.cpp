@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The leases memcached grants in a read (W), and the lock item for a value
 // that never expires: taken, extended, given back (see meta_parts.hpp).
 #include "transport/meta/meta_parts.hpp"

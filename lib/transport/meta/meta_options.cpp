@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The meta transport's option string (internal): libmemcached's syntax, the
 // options this transport honours.
 #include "transport/meta/meta_options.hpp"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The meta transport's option string (internal).
 #pragma once
 

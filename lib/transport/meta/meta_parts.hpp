@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // What the meta transport's sources share (internal to lib/transport/meta/):
 // the backend's state, one request or a batch on a server, and the leases
 // the server grants (MetaLease, meta_lease.cpp).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "transport/meta/meta_protocol.hpp"
 #include "base/parse_number.hpp"
 
