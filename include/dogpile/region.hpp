@@ -123,12 +123,35 @@ template <class R>
 concept key_range = std::ranges::input_range<R> &&
     std::convertible_to<std::ranges::range_reference_t<R>, std::string_view>;
 
+// Named so that the compiler's note under a failed check names the type.
+template <class ValueType>
+inline constexpr bool value_type_has_a_codec = Codable<ValueType>;
+
+template <class T>
+inline constexpr bool is_c_string =
+    std::is_pointer_v<std::decay_t<T>> &&
+    std::is_same_v<std::remove_cv_t<std::remove_pointer_t<std::decay_t<T>>>, char>;
+
+// The commonest slips first, each with its fix; then any type with no codec.
 template <class T>
 constexpr void require_codable() {
-  static_assert(Codable<T>,
-                "dogpile: no usable dogpile::Codec<T> for this value type; specialize "
-                "dogpile::Codec<T> with encode(const T&, std::string&) and "
-                "decode(std::string_view) -> std::optional<T> (see dogpile/codec.hpp)");
+  if constexpr (std::is_void_v<T>) {
+    static_assert(!std::is_void_v<T>,
+                  "dogpile: the creator returns nothing (void); it must return the value to "
+                  "cache, e.g. region.get_or_create(key, [&] { return load(id); })");
+  } else if constexpr (is_c_string<T>) {
+    static_assert(!is_c_string<T>,
+                  "dogpile: the creator returns a C string (const char*), a pointer that cannot "
+                  "be cached; return a std::string: [] { return std::string(\"Ada\"); }");
+  } else {
+    static_assert(value_type_has_a_codec<T>,
+                  "dogpile: no dogpile::Codec for this value type (the note below names it as "
+                  "value_type_has_a_codec<T>). For a struct, one line: template <> struct "
+                  "dogpile::Codec<T> : dogpile::MemberCodec<&T::a, &T::b, ...> {}; for JSON, "
+                  "MessagePack or Protocol Buffers types, include dogpile/codec/json.hpp, "
+                  "dogpile/codec/msgpack.hpp or dogpile/codec/protobuf.hpp; or specialize "
+                  "dogpile::Codec<T> with encode and decode (see dogpile/codec.hpp)");
+  }
 }
 
 template <class R>
