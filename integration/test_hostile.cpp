@@ -19,10 +19,12 @@
 #include "dogpile/region.hpp"
 #include "hostile_server.hpp"
 #include "memcached_server.hpp"
+#include "message_faults.hpp"
 #include "quiet.hpp"
 
 using namespace std::chrono_literals;
 using dogpile::test::HostileServer;
+using dogpile::test::message_faults;
 using dogpile::test::now_ms;
 using Reply = HostileServer::Reply;
 
@@ -59,6 +61,7 @@ TEST_SUITE("hostile server") {
         } catch (const dogpile::BackendError& e) {
           failed = true;
           code = e.code();
+          CHECK_MESSAGE(message_faults(e.what(), e.server()).empty(), e.what());
         }
         const double took = now_ms() - start;
         const long grew = dogpile::test::peak_rss_kb() - before;
@@ -206,10 +209,12 @@ TEST_SUITE("hostile server") {
         FAIL("no error");
       } catch (const dogpile::BackendError& e) {
         CAPTURE(e.what());
-        CHECK(std::string(e.what()).find("cannot connect to " + where + ": connection refused") !=
-              std::string::npos);
+        // The first words say it all.
+        CHECK(std::string(e.what()).rfind(
+                  "cannot reach memcached at " + where + " (connection refused)", 0) == 0);
         CHECK(e.server() == where);
         CHECK(e.code() == "CONNECTION_FAILURE");
+        CHECK_MESSAGE(message_faults(e.what(), where).empty(), e.what());
       }
       try {  // then marked down, saying why
         (void)b->get("k");
@@ -217,7 +222,10 @@ TEST_SUITE("hostile server") {
       } catch (const dogpile::BackendError& e) {
         CAPTURE(e.what());
         CHECK(e.code() == "SERVER_MARKED_DOWN");
-        CHECK(std::string(e.what()).find("connection refused") != std::string::npos);
+        CHECK(std::string(e.what()).rfind(
+                  "cannot reach memcached at " + where + " (connection refused); marked down", 0) ==
+              0);
+        CHECK_MESSAGE(message_faults(e.what(), where).empty(), e.what());
       }
     }
   }

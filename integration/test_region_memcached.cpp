@@ -19,6 +19,7 @@
 #include "dogpile/region.hpp"
 #include "format/envelope.hpp"
 #include "memcached_server.hpp"
+#include "message_faults.hpp"
 #include "quiet.hpp"
 
 using namespace std::chrono_literals;
@@ -103,10 +104,11 @@ TEST_SUITE("region on memcached") {
       CHECK(name == where);
       CHECK((code == "CONNECTION_FAILURE" || code == "SERVER_MARKED_DOWN"));
     }
-    for (const auto& m : messages) {
-      CHECK(m.find("(0x") == std::string::npos);
-      CHECK(m.find(".cc:") == std::string::npos);
-    }
+    // The first message a user sees says what is wrong, first.
+    CHECK(messages.front().rfind("cannot reach memcached at " + where + " (connection refused)",
+                                 0) == 0);
+    for (const auto& m : messages)
+      CHECK_MESSAGE(dogpile::test::message_faults(m, where).empty(), m);
   }
 
   TEST_CASE("a fresh hit is one request to memcached: one get and nothing else") {
@@ -511,9 +513,15 @@ TEST_SUITE("region on memcached") {
     CHECK((region.get_or_create("big", [&] { return big; }) == big));
     for (const auto& e : errors) MESSAGE(e);
     REQUIRE(errors.size() == 1);
-    // libmemcached's words, or memcached's own (the meta transport)
-    CHECK((errors[0].find("TOO BIG") != std::string::npos ||
-           errors[0].find("too large") != std::string::npos));
+    // Its size, the server's limit, and the two ways out.
+    CHECK(errors[0].find("bytes with its envelope, over the item size limit of 1048576 bytes") !=
+          std::string::npos);
+    CHECK(errors[0].find("compression.threshold") != std::string::npos);
+    CHECK(errors[0].find("-I") != std::string::npos);
+    CHECK_MESSAGE(
+        dogpile::test::message_faults(errors[0], "127.0.0.1:" + std::to_string(server.port()))
+            .empty(),
+        errors[0]);
     CHECK_FALSE(region.get<std::string>("big").has_value());
   }
 

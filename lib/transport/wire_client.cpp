@@ -155,7 +155,7 @@ int Server::connect(Steady::time_point deadline) {
       addresses_.clear();
     }
     for (char& c : why) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    const std::string message = fmt::format("cannot connect to {}: {}", name_, why);
+    const std::string message = fmt::format("cannot reach memcached at {} ({})", name_, why);
     if (timed_out) throw Timeout(message, name_);
     throw BackendError(message, name_, "CONNECTION_FAILURE");
   }
@@ -302,11 +302,10 @@ void Client::exchange(Server& server, Pipeline& pipeline, std::string_view what,
         server.name(), true);
   }
   if (!server.admit(Steady::now())) {
-    throw BackendError(
-        fmt::format("{}: memcached {}: marked down after a failure ({}); retried "
-                    "every {} ms",
-                    what, server.name(), server.down_because(), config_.retry_timeout.count()),
-        server.name(), "SERVER_MARKED_DOWN");
+    // The failure that marked it down names the server already.
+    throw BackendError(fmt::format("{}; marked down, tried again every {} ms",
+                                   server.down_because(), config_.retry_timeout.count()),
+                       server.name(), "SERVER_MARKED_DOWN");
   }
   for (int attempt = 0;; ++attempt) {
     std::unique_ptr<Connection> connection;
@@ -340,10 +339,14 @@ void Client::exchange(Server& server, Pipeline& pipeline, std::string_view what,
       // cannot take) is the answer of a server that works.
       if (!refused && !the_call_s) server.failed(e.what());
       if (refused) server.succeeded();
-      // Errors of the pipeline's (a reply refused or out of step) name the server here.
+      // Errors of the pipeline's (a reply refused or out of step) name the
+      // server here. A server out of reach, or an item over its limit, is
+      // said first and whole, whatever the request was.
+      const bool whole = e.code() == "CONNECTION_FAILURE" || e.code() == "ITEM_TOO_BIG";
       const std::string message =
-          e.server().empty() ? fmt::format("{}: memcached {}: {}", what, server.name(), e.what())
-                             : fmt::format("{}: {}", what, e.what());
+          whole                ? std::string(e.what())
+          : e.server().empty() ? fmt::format("{}: memcached {}: {}", what, server.name(), e.what())
+                               : fmt::format("{}: {}", what, e.what());
       if (timeout) throw Timeout(message, server.name(), the_call_s);
       throw BackendError(message, server.name(), e.code());
     }
@@ -397,6 +400,21 @@ std::int64_t Client::exptime(std::size_t index, Ttl ttl, const Request& request)
 void Client::after_fork_in_child() noexcept {
   for (auto& s : servers_) s->after_fork_in_child();
   new (&ring_mutex_) std::mutex;
+}
+
+bool says_too_big(std::string_view message) noexcept {
+  return message.find("too large") != std::string_view::npos ||
+         message.find("too big") != std::string_view::npos;
+}
+
+void too_big(std::string_view op, std::string_view key, std::size_t size, const Server& server) {
+  throw BackendError(
+      fmt::format("memcached {} {}: the value is {} bytes with its envelope, over the item size "
+                  "limit of {} bytes of memcached at {}; compress large values "
+                  "(RegionOptions::compression.threshold) or start memcached with a larger "
+                  "limit (-I, e.g. memcached -I 4m)",
+                  op, key, size, server.max_value(), server.name()),
+      server.name(), "ITEM_TOO_BIG");
 }
 
 }  // namespace dogpile::detail::wire

@@ -350,4 +350,14 @@ class StatsPipeline final : public Pipeline {
   std::size_t seen_ = 0;
 };
 
+/// Whether a SERVER_ERROR's text says the item is over the item size limit
+/// (memcached: "object too large for cache"; others: "too big").
+[[nodiscard]] bool says_too_big(std::string_view message) noexcept;
+
+/// A store of `size` bytes that `server` refused as over its item size
+/// limit: an error (ITEM_TOO_BIG) that names the size, the limit and the two
+/// ways out.
+[[noreturn]] void too_big(std::string_view op, std::string_view key, std::size_t size,
+                          const Server& server);
+
 }  // namespace dogpile::detail::wire

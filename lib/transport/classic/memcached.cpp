@@ -289,6 +289,9 @@ void MemcachedBackend::write(std::span<KeyWrite> items, const Request& request) 
             w.stored = r.kind == TextKind::stored;
             return;
           }
+          if (r.kind == TextKind::server_error && wire::says_too_big(r.message)) {
+            wire::too_big(op, w.key, w.item->data.size(), client.server(server));
+          }
           text::refused(fmt::format("memcached {} {}", op, w.key), r);
         },
         request);

@@ -56,9 +56,7 @@ bool is_error(const Reply& reply) noexcept {
 }  // namespace
 
 void refused(std::string_view op, const Reply& reply) {
-  const bool too_big = reply.kind == Kind::server_error &&
-                       (reply.message.find("too large") != std::string_view::npos ||
-                        reply.message.find("too big") != std::string_view::npos);
+  const bool too_big = reply.kind == Kind::server_error && wire::says_too_big(reply.message);
   throw BackendError(fmt::format("{}: {}", op, describe(reply)), {},
                      reply.kind == Kind::client_error ? "CLIENT_ERROR"
                      : too_big                        ? "ITEM_TOO_BIG"

@@ -269,11 +269,12 @@ void MemcachedMetaBackend::write(std::span<KeyWrite> items, const Request& reque
           const bool error = r->code == Code::client_error || r->code == Code::server_error;
           // Stored, or the lease's item replaced or gone (a store refused as
           // too large deletes the key too): there is nothing to give back.
-          const bool gone = !error || (r->code == Code::server_error &&
-                                       r->message.find("too large") != std::string_view::npos);
+          const bool over_limit = r->code == Code::server_error && wire::says_too_big(r->message);
+          const bool gone = !error || over_limit;
           if (w.lease != nullptr && gone) {
             if (auto* lease = dynamic_cast<MetaLease*>(w.lease->lock.get())) lease->spent();
           }
+          if (over_limit) wire::too_big(op, w.key, w.item->data.size(), client.server(server));
           if (r->code != Code::hd &&
               (quiet || (r->code != Code::ex && r->code != Code::nf && r->code != Code::ns))) {
             unexpected(op, w.key, *r);

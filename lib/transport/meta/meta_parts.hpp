@@ -49,8 +49,7 @@ using Impl = MemcachedMetaBackend::Impl;
       // memcached says "object too large for cache" of an item above -I.
       throw BackendError(
           fmt::format("memcached {} of key {}: SERVER_ERROR {}", op, key, reply.message), "",
-          reply.message.find("too large") != std::string_view::npos ? "ITEM_TOO_BIG"
-                                                                    : "SERVER_ERROR");
+          wire::says_too_big(reply.message) ? "ITEM_TOO_BIG" : "SERVER_ERROR");
     default:
       throw detail::wire::Malformed(
           fmt::format("memcached {} of key {}: an unexpected reply", op, key), "",
