@@ -8,6 +8,7 @@
 #include <atomic>
 #include <map>
 #include <mutex>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -213,9 +214,10 @@ TEST_SUITE("metrics") {
     }) == "v");
     CHECK(users.get_or_create("k", f.creator("v")) == "v");
     const std::string one = dogpile::prometheus_text(users, "users");
-    CHECK(one.find("# TYPE dogpile_hits_total counter\ndogpile_hits_total{region=\"users\"} 1\n") !=
-          std::string::npos);
-    CHECK(one.find("dogpile_created_total{region=\"users\"} 1\n") != std::string::npos);
+    CHECK(
+        one.find("# TYPE dogpile_key_hits_total counter\ndogpile_key_hits_total{region=\"users\"} "
+                 "1\n") != std::string::npos);
+    CHECK(one.find("dogpile_key_created_total{region=\"users\"} 1\n") != std::string::npos);
     CHECK(one.find("dogpile_call_seconds_bucket{region=\"users\",result=\"created\",le=\"0.025\"} "
                    "0\n") != std::string::npos);
     CHECK(one.find("dogpile_call_seconds_bucket{region=\"users\",result=\"created\",le=\"0.05\"} "
@@ -248,9 +250,32 @@ TEST_SUITE("metrics") {
       for (auto at = two.find(what); at != std::string::npos; at = two.find(what, at + 1)) ++n;
       return n;
     };
-    CHECK(count("# TYPE dogpile_hits_total counter\n") == 1);
-    CHECK(count("dogpile_hits_total{region=\"users\"} 1\n") == 1);
-    CHECK(count("dogpile_hits_total{region=\"or\\\"ders\"} 0\n") == 1);  // the quote escaped
+    CHECK(count("# TYPE dogpile_key_hits_total counter\n") == 1);
+    CHECK(count("dogpile_key_hits_total{region=\"users\"} 1\n") == 1);
+    CHECK(count("dogpile_key_hits_total{region=\"or\\\"ders\"} 0\n") == 1);  // the quote escaped
+  }
+
+  TEST_CASE("keys and calls are counted apart, and the help lines say which is which") {
+    RegionFixture f;
+    dogpile::CacheRegion region(f.backend, f.options(10s));
+    const std::vector<std::string> keys{"a", "b", "c", "d", "e"};
+    auto make = [](std::span<const std::string_view> ks) {
+      return std::vector<std::string>(ks.begin(), ks.end());
+    };
+    (void)region.get_or_create_multi(keys, make);  // five keys made, one creator run
+    (void)region.get_or_create_multi(keys, make);  // five fresh keys, one call
+    const std::string text = dogpile::prometheus_text(region, "r");
+    CHECK(text.find("dogpile_key_hits_total{region=\"r\"} 5\n") != std::string::npos);
+    CHECK(text.find("dogpile_key_created_total{region=\"r\"} 5\n") != std::string::npos);
+    CHECK(text.find("dogpile_call_seconds_count{region=\"r\",result=\"fresh\"} 1\n") !=
+          std::string::npos);
+    CHECK(text.find("dogpile_call_seconds_count{region=\"r\",result=\"created\"} 1\n") !=
+          std::string::npos);
+    CHECK(text.find("dogpile_creation_seconds_count{region=\"r\"} 1\n") != std::string::npos);
+    CHECK(text.find("# HELP dogpile_key_hits_total Keys found fresh in the backend (per key; "
+                    "calls: dogpile_call_seconds_count).") != std::string::npos);
+    CHECK(text.find("# HELP dogpile_call_seconds Latency of get_or_create calls, by how they "
+                    "ended (per call") != std::string::npos);
   }
 
   TEST_CASE("a decode error carries the refusal's code, a codec's refusal \"codec\"") {

@@ -7,11 +7,13 @@
 
 namespace dogpile {
 
-/// Counts since the region was made. Every get_or_create call that returns
-/// counts in exactly one of hits, local_hits, stale_served, waited or created; a creator
+/// Counts since the region was made, per key: every key of a get_or_create
+/// call that returns counts in exactly one of hits, local_hits, stale_served,
+/// waited or created, so a get_or_create_multi of five keys adds five (its
+/// call counts once in RegionMetrics::calls, by its costliest key). A creator
 /// that throws counts in creation_errors (and its caller, if it was served
-/// the stale value instead, in stale_served). get_or_create_multi counts per
-/// key.
+/// the stale value instead, in stale_served). prometheus_text() names these
+/// dogpile_key_*_total.
 struct RegionStats {
   std::uint64_t hits = 0;              ///< fresh value found in the backend
   std::uint64_t misses = 0;            ///< first read found no usable value

@@ -157,19 +157,33 @@ std::string render(std::span<const Named> regions) {
     std::uint64_t RegionStats::*field;
   };
   static constexpr Counter counters[] = {
-      {"hits", "Fresh values read from the backend.", &RegionStats::hits},
-      {"local_hits", "Fresh values served from the local tier, with no request.",
+      // Counted per key: a multi call of five keys adds five. Calls are
+      // counted by dogpile_call_seconds_count, by result.
+      {"key_hits", "Keys found fresh in the backend (per key; calls: dogpile_call_seconds_count).",
+       &RegionStats::hits},
+      {"key_local_hits",
+       "Keys served fresh from the local tier, with no request (per key; calls: "
+       "dogpile_call_seconds_count).",
        &RegionStats::local_hits},
-      {"misses", "Calls whose first read found no usable value.", &RegionStats::misses},
-      {"stale_served", "Expired values returned while another caller regenerated them.",
+      {"key_misses", "Keys whose first read found no usable value (per key).",
+       &RegionStats::misses},
+      {"key_stale_served",
+       "Keys served an expired value while another caller regenerated it (per key; calls: "
+       "dogpile_call_seconds_count).",
        &RegionStats::stale_served},
-      {"waited", "Calls that waited for another caller's value.", &RegionStats::waited},
-      {"created", "Creator runs.", &RegionStats::created},
+      {"key_waited",
+       "Keys that waited for another caller's value (per key; calls: "
+       "dogpile_call_seconds_count).",
+       &RegionStats::waited},
+      {"key_created",
+       "Keys whose value this process made (per key; creator runs: "
+       "dogpile_creation_seconds_count).",
+       &RegionStats::created},
       {"creation_errors", "Creator runs that threw.", &RegionStats::creation_errors},
       {"lock_waits", "Waits on another caller's creation.", &RegionStats::lock_waits},
       {"degraded", "Creations without the distributed lock (backend failing).",
        &RegionStats::degraded},
-      {"kept_served", "Values served from those kept in process while the backend failed.",
+      {"key_kept_served", "Keys served a value kept in process while the backend failed (per key).",
        &RegionStats::kept_served},
       {"backend_errors", "Backend operations that failed.", &RegionStats::backend_errors},
       {"decode_errors", "Stored items that did not decode.", &RegionStats::decode_errors},
@@ -209,7 +223,8 @@ std::string render(std::span<const Named> regions) {
     }
   }
   family(out, "dogpile_call_seconds", "histogram",
-         "Latency of get_or_create calls, by how they ended.");
+         "Latency of get_or_create calls, by how they ended (per call: a multi call is one, "
+         "with the result of its costliest key; keys: dogpile_key_*_total).");
   for (const Named& r : regions) {
     for (std::size_t i = 0; i < kOutcomes; ++i) {
       histogram(
@@ -220,7 +235,8 @@ std::string render(std::span<const Named> regions) {
     histogram(out, "dogpile_call_seconds", fmt::format("{},result=\"failed\"", region_label(r)),
               r.metrics.failed_calls);
   }
-  family(out, "dogpile_creation_seconds", "histogram", "Creator run times.");
+  family(out, "dogpile_creation_seconds", "histogram",
+         "Creator run times (per run: a multi creation is one; keys: dogpile_key_created_total).");
   for (const Named& r : regions) {
     histogram(out, "dogpile_creation_seconds", region_label(r), r.metrics.creations);
   }
