@@ -11,6 +11,7 @@
 #include "dogpile/cached.hpp"
 #include "dogpile/clock.hpp"
 #include "dogpile/codec.hpp"
+#include "dogpile/config.hpp"
 #include "dogpile/errors.hpp"
 #include "dogpile/executor.hpp"
 #include "dogpile/file_lock.hpp"

@@ -82,6 +82,8 @@
 
 namespace dogpile {
 
+struct RegionConfig;  // dogpile/config.hpp
+
 /// A stored value with its metadata, from CacheRegion::get_value_metadata.
 template <class T>
 struct CachedValue {
@@ -128,8 +130,7 @@ template <class ValueType>
 inline constexpr bool value_type_has_a_codec = Codable<ValueType>;
 
 template <class T>
-inline constexpr bool is_c_string =
-    std::is_pointer_v<std::decay_t<T>> &&
+inline constexpr bool is_c_string = std::is_pointer_v<std::decay_t<T>>&&
     std::is_same_v<std::remove_cv_t<std::remove_pointer_t<std::decay_t<T>>>, char>;
 
 // The commonest slips first, each with its fix; then any type with no codec.
@@ -197,6 +198,8 @@ class CacheRegion {
   /// Throws std::invalid_argument if `backend` is null or an option is out of
   /// range (the message says which and why).
   explicit CacheRegion(std::shared_ptr<Backend> backend, RegionOptions options = {});
+  /// A region from settings: region_config(settings) (dogpile/config.hpp).
+  explicit CacheRegion(RegionConfig config);
   /// Abandons background regenerations that have not started (releasing
   /// their locks), waits for those running, and stops the region's thread.
   /// Calls still running on other threads must have returned.
