@@ -86,6 +86,15 @@ foreach(target dogpile::dogpile dogpile::dogpile_static)
   endif()
 endforeach()
 
+# examples/hello, a project of its own, against the packages, on a memcached.
+run(${CMAKE_COMMAND} -S ${SOURCE_DIR}/examples/hello -B ${WORK_DIR}/hello
+    -DCMAKE_PREFIX_PATH=${root}/usr -DCMAKE_CXX_COMPILER=${CXX_COMPILER})
+run(${CMAKE_COMMAND} --build ${WORK_DIR}/hello -j 2)
+run(bash ${SOURCE_DIR}/scripts/run-demo.sh ${WORK_DIR}/hello/hello)
+if(NOT run_out MATCHES "16 requests for user 7, 1 load")
+  message(FATAL_ERROR "examples/hello:\n${run_out}")
+endif()
+
 # pkg-config, as a Makefile would use the packages: dogpile (the shared
 # library) and dogpile-static.
 list(GET pc_file 0 pc_file)
