@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: MIT
-"""Checks that README code blocks marked as compiled really are.
+"""Checks that the code blocks of the README and docs/ marked as compiled really are.
 
 A ```cpp block preceded by the line
     <!-- compiled in PATH -->
@@ -27,10 +27,9 @@ def contains_run(haystack, needle):
     return any(haystack[i:i + n] == needle for i in range(len(haystack) - n + 1))
 
 
-def main(readme_path):
-    readme = pathlib.Path(readme_path)
-    root = readme.parent
-    lines = readme.read_text().splitlines()
+def check(doc, root):
+    """The marked blocks of one document: (checked, failures)."""
+    lines = doc.read_text().splitlines()
     checked, failures = 0, []
     i = 0
     while i < len(lines):
@@ -43,14 +42,28 @@ def main(readme_path):
             source = normalized((root / mark.group(1)).read_text().splitlines())
             checked += 1
             if not contains_run(source, block):
-                failures.append(f"README.md:{i + 2}: block not found verbatim in {mark.group(1)}")
+                failures.append(f"{doc}:{i + 2}: block not found verbatim in {mark.group(1)}")
             i = end
         i += 1
+    return checked, failures
+
+
+def main(paths):
+    """Paths are relative to the repository (this script's parent's parent)."""
+    root = pathlib.Path(__file__).resolve().parent.parent
+    checked, failures = 0, []
+    for path in paths:
+        doc = pathlib.Path(path)
+        if not doc.is_absolute():
+            doc = root / doc
+        n, f = check(doc, root)
+        checked += n
+        failures += f
     for f in failures:
         print(f)
-    print(f"{checked} compiled snippets checked, {len(failures)} not found")
+    print(f"{checked} compiled snippets checked in {len(paths)} documents, {len(failures)} not found")
     return 1 if failures or checked == 0 else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "README.md"))
+    sys.exit(main(sys.argv[1:] or ["README.md", "docs/guide.md", "docs/core-lock.md"]))

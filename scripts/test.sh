@@ -8,8 +8,8 @@
 #   build/       the library, examples and benchmarks as shipped
 #                (-O2, no debug information), with what needs a build without sanitizers:
 #                the fork() tests, a million keys through the multi calls,
-#                the demo, the package and consumer builds, the compile-error
-#                and README checks;
+#                the demo, the package and consumer builds, the compile-error,
+#                README, license and API reference (Doxygen, no warning) checks;
 #   build-fuzz/  the libFuzzer targets: their corpora replayed, then
 #                DOGPILE_FUZZ_SECONDS (default 5) of fuzzing each (scripts/fuzz.sh 60: longer).
 #
@@ -21,7 +21,7 @@ cd "$(dirname "$0")/.."
 quick=false
 [ "${1:-}" = "--quick" ] && quick=true
 scripts/setup.sh docker-compose clang libclang-rt-14-dev nlohmann-json3-dev libmsgpack-cxx-dev \
-  libprotobuf-dev protobuf-compiler
+  libprotobuf-dev protobuf-compiler doxygen
 jobs=${DOGPILE_JOBS:-$(nproc)}
 # Most tests wait on servers, sleeps and timeouts: run twice as many as cores.
 test_jobs=${DOGPILE_TEST_JOBS:-$((jobs * 2))}

@@ -59,6 +59,28 @@ TEST_SUITE("config") {
     CHECK(config.options.local->max_entries == dogpile::LocalTier{}.max_entries);
   }
 
+  TEST_CASE("the README's lines: a file, the environment over it") {
+    const auto dir =
+        std::filesystem::temp_directory_path() / ("dogpile-readme-" + std::to_string(::getpid()));
+    std::filesystem::create_directories(dir);
+    std::ofstream(dir / "cache.conf") << "servers = 127.0.0.1:11211, 127.0.0.1:11212\n"
+                                         "transport = meta\nexpiration = 5m\nlocal.ttl = 100ms\n";
+    const auto was = std::filesystem::current_path();
+    std::filesystem::current_path(dir);
+    ::setenv("DOGPILE_EXPIRATION", "10m", 1);
+    {
+      auto settings = dogpile::read_settings("cache.conf");
+      dogpile::merge_settings(settings, dogpile::settings_from_env());  // the environment wins
+      dogpile::CacheRegion users(dogpile::region_config(settings));
+      CHECK(users.options().expiration == dogpile::Expiration(10min));
+      REQUIRE(users.options().local.has_value());
+      CHECK(users.options().local->ttl == 100ms);
+    }
+    ::unsetenv("DOGPILE_EXPIRATION");
+    std::filesystem::current_path(was);
+    std::filesystem::remove_all(dir);
+  }
+
   TEST_CASE("a line that is no setting is refused with its file and line") {
     const auto path = write_file("servers = 127.0.0.1:11211\nexpiration 5m\n");
     std::string what;

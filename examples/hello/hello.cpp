@@ -2,13 +2,13 @@
 // A service's first cached values: a struct behind get_or_create, a herd of
 // requests that makes one load, a cached() function, the metrics page.
 //   hello [--memcached "--SERVER=host:port"]      (default 127.0.0.1:11211)
-#include <dogpile/dogpile.hpp>
-
 #include <atomic>
 #include <cstdio>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <dogpile/dogpile.hpp>
 
 struct User {
   std::string name;

@@ -503,7 +503,7 @@ class CacheRegion {
   [[nodiscard]] const RegionOptions& options() const noexcept;
   [[nodiscard]] Backend& backend() const noexcept;
 
-  /// The backend key that `key` is stored under (README, "Keys").
+  /// The backend key that `key` is stored under (docs/design.md, "Keys").
   [[nodiscard]] std::string backend_key(std::string_view key) const;
 
  private:
