@@ -69,19 +69,17 @@ endif()
 # The consumer runs against the unpacked shared library, not one installed.
 set(ENV{LD_LIBRARY_PATH} ${libdir})
 
-# find_package(dogpile) against the unpacked /usr: the shared library, then
-# the static one.
-foreach(target dogpile::dogpile dogpile::dogpile_static)
-  string(REPLACE "::" "-" dir ${target})
-  run(${CMAKE_COMMAND} -S ${CONSUMER_SOURCE_DIR} -B ${WORK_DIR}/${dir}
-      -DCMAKE_PREFIX_PATH=${root}/usr -DCMAKE_CXX_COMPILER=${CXX_COMPILER}
-      -DDOGPILE_TARGET=${target})
-  run(${CMAKE_COMMAND} --build ${WORK_DIR}/${dir} -j 2)
-  run(${WORK_DIR}/${dir}/consumer)
-  run(ldd ${WORK_DIR}/${dir}/consumer)
-  if(target STREQUAL "dogpile::dogpile" AND NOT run_out MATCHES "libdogpile\\.so\\.0 => ${libdir}")
+# find_package(dogpile) against the unpacked /usr: consumer links the shared
+# library, consumer_static the static one (one compile, two links).
+run(${CMAKE_COMMAND} -S ${CONSUMER_SOURCE_DIR} -B ${WORK_DIR}/find-package
+    -DCMAKE_PREFIX_PATH=${root}/usr -DCMAKE_CXX_COMPILER=${CXX_COMPILER} -DDOGPILE_BOTH=ON)
+run(${CMAKE_COMMAND} --build ${WORK_DIR}/find-package -j 2)
+foreach(exe consumer consumer_static)
+  run(${WORK_DIR}/find-package/${exe})
+  run(ldd ${WORK_DIR}/find-package/${exe})
+  if(exe STREQUAL "consumer" AND NOT run_out MATCHES "libdogpile\\.so\\.0 => ${libdir}")
     message(FATAL_ERROR "the consumer does not use the packaged libdogpile.so.0:\n${run_out}")
-  elseif(target STREQUAL "dogpile::dogpile_static" AND run_out MATCHES "libdogpile")
+  elseif(exe STREQUAL "consumer_static" AND run_out MATCHES "libdogpile")
     message(FATAL_ERROR "the static consumer needs libdogpile.so:\n${run_out}")
   endif()
 endforeach()
@@ -100,13 +98,17 @@ endif()
 list(GET pc_file 0 pc_file)
 get_filename_component(pc_dir ${pc_file} DIRECTORY)
 set(ENV{PKG_CONFIG_PATH} ${pc_dir})
+run(pkg-config --cflags dogpile)
+string(STRIP "${run_out}" cflags)
+separate_arguments(cflags UNIX_COMMAND "${cflags}")
+run(${CXX_COMPILER} -std=c++20 -c ${CONSUMER_SOURCE_DIR}/main.cpp -o ${WORK_DIR}/consumer-pc.o
+    ${cflags})
 foreach(module dogpile dogpile-static)
-  run(pkg-config --cflags --libs ${module})
-  string(STRIP "${run_out}" flags)
-  message(STATUS "pkg-config --cflags --libs ${module}: ${flags}")
-  separate_arguments(flags UNIX_COMMAND "${flags}")
-  run(${CXX_COMPILER} -std=c++20 ${CONSUMER_SOURCE_DIR}/main.cpp -o ${WORK_DIR}/consumer-${module}
-      ${flags})
+  run(pkg-config --libs ${module})
+  string(STRIP "${run_out}" libs)
+  message(STATUS "pkg-config --libs ${module}: ${libs}")
+  separate_arguments(libs UNIX_COMMAND "${libs}")
+  run(${CXX_COMPILER} ${WORK_DIR}/consumer-pc.o -o ${WORK_DIR}/consumer-${module} ${libs})
   run(${WORK_DIR}/consumer-${module})
   message(STATUS "${run_out}")
 endforeach()

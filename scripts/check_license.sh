@@ -5,15 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -f LICENSE ] || { echo "LICENSE is missing"; exit 1; }
-missing=0
-while IFS= read -r f; do
-  case "$f" in
-    *.cpp | *.hpp | *.h | *.proto | *.sh | *.py | *.cmake | *CMakeLists.txt | *.yml | .ci/run) ;;
-    *) continue ;;
-  esac
-  if ! head -n 3 "$f" | grep -q "SPDX-License-Identifier: MIT"; then
-    echo "no SPDX line: $f"
-    missing=1
-  fi
-done < <(git ls-files 2>/dev/null || find . -type f -not -path './build*' | sed 's|^\./||')
-exit $missing
+# One grep over every file that should carry the line: those that do not.
+list_files() { git ls-files -z 2>/dev/null || find . -type f -not -path './build*' -print0; }
+missing=$(list_files | grep -z -E '(\.(cpp|hpp|h|proto|sh|py|cmake|yml)|CMakeLists\.txt|^\.ci/run)$' |
+  xargs -0 grep -L "SPDX-License-Identifier: MIT" || true)
+if [ -n "$missing" ]; then
+  echo "no SPDX line:"
+  echo "$missing"
+  exit 1
+fi
