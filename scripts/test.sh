@@ -100,13 +100,22 @@ TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 die_after_fork=0" \
 
 phase "waiting for build/"
 built build
-phase "fork() tests, a million keys, demo, package, consumer and documentation checks (build/)"
-ctest --test-dir build -L "plain|demo|build" --output-on-failure -j "$test_jobs"
-
-phase "waiting for build-fuzz/"
+phase "fork() tests, a million keys, demo, package, consumer and documentation checks (build/); fuzzing beside them (build-fuzz/)"
+# The fuzzers (one core) run while these tests mostly wait on processes and
+# servers; their output follows the tests'.
+ctest --test-dir build -L "plain|demo|build" --output-on-failure -j "$test_jobs" &
+build_tests=$!
 built build-fuzz
 wait "$others" || true
 trap - EXIT
-phase "fuzzing (build-fuzz/)"
-scripts/fuzz.sh "${DOGPILE_FUZZ_SECONDS:-5}"
+fuzz_status=0
+scripts/fuzz.sh "${DOGPILE_FUZZ_SECONDS:-5}" >build-fuzz/fuzz.out 2>&1 || fuzz_status=$?
+tests_status=0
+wait "$build_tests" || tests_status=$?
+phase "fuzzing (build-fuzz/), done beside those tests"
+cat build-fuzz/fuzz.out
+if [ "$tests_status" -ne 0 ] || [ "$fuzz_status" -ne 0 ]; then
+  echo "test.sh: the build/ tests (status $tests_status) or the fuzzers ($fuzz_status) failed" >&2
+  exit 1
+fi
 phase "done"
