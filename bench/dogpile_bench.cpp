@@ -847,13 +847,78 @@ int bench_node_down(const Args& args) {
   return 0;
 }
 
+// --- revalidate ----------------------------------------------------------------------
+// The local tier's version check against a full read, on the meta transport:
+// per request, the bytes memcached wrote (its `bytes_written`) and the median
+// latency, at 100 B, 10 KB and 100 KB; then what one hot key costs the wire
+// per second, one thread calling get_or_create for --seconds, at local time
+// to live 1 s and 100 ms, with the check and without.
+int bench_revalidate(const Args& args) {
+  dogpile::test::MemcachedServer server;
+  auto backend = std::make_shared<dogpile::MemcachedMetaBackend>(server.options());
+  const long ops = args.num("ops", 2000);
+  const double seconds = static_cast<double>(args.num("milliseconds", 1000)) / 1000.0;
+  auto written = [&] { return static_cast<double>(server.stats().at("bytes_written")); };
+  for (const std::size_t size : {std::size_t{100}, std::size_t{10240}, std::size_t{102400}}) {
+    const std::string key = fmt::format("revalidate:{}", size);
+    backend->set(key, dogpile::Item{std::string(size, 'v'), 1}, std::chrono::minutes(10));
+    for (const bool version_only : {false, true}) {
+      std::vector<double> us;
+      us.reserve(static_cast<std::size_t>(ops));
+      const double before = written();
+      for (long i = 0; i < ops; ++i) {
+        dogpile::KeyRead k{.key = key};
+        const double t0 = now_us();
+        backend->read({&k, 1}, dogpile::LeaseRequest{.version_only = version_only}, {});
+        us.push_back(now_us() - t0);
+        if (k.cas == 0) throw std::runtime_error("the item is gone");
+      }
+      const double bytes = (written() - before) / static_cast<double>(ops);
+      const std::string name =
+          fmt::format("revalidate_{}_{}B", version_only ? "check" : "read", size);
+      figure(name + "_bytes", bytes, "bytes");
+      figure(name + "_latency", median(us), "us");
+    }
+  }
+  for (const bool check : {false, true}) {
+    for (const auto ttl : {std::chrono::milliseconds(1000), std::chrono::milliseconds(100)}) {
+      auto options = quiet_options();
+      options.clock_sync = std::nullopt;
+      options.invalidation_check = std::nullopt;
+      options.local = dogpile::LocalTier{.ttl = ttl, .revalidate = check};
+      dogpile::CacheRegion region(backend, options);
+      const std::string key = fmt::format("hot:{}:{}", check, ttl.count());
+      const std::string value(102400, 'h');
+      (void)region.get_or_create(key, [&] { return value; });
+      const auto gets_before = server.stats().at("cmd_get");
+      const double before = written();
+      const double end = now_us() + seconds * 1e6;
+      long calls = 0;
+      while (now_us() < end) {
+        if (region.get_or_create(key, [&] { return value; }).size() != value.size()) {
+          throw std::runtime_error("a wrong value");
+        }
+        ++calls;
+      }
+      const double per_s = (written() - before) / seconds;
+      const std::string name =
+          fmt::format("revalidate_hot_100KB_ttl{}ms_{}", ttl.count(), check ? "check" : "read");
+      figure(name + "_bytes_per_s", per_s, "bytes");
+      figure(name + "_requests_per_s",
+             static_cast<double>(server.stats().at("cmd_get") - gets_before) / seconds, "calls");
+      figure(name + "_calls_per_s", static_cast<double>(calls) / seconds, "calls");
+    }
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc < 2) {
     std::fprintf(stderr,
                  "usage: %s hit|throughput|herd|multi|memory|local-memory|node-down|waiting|wire|"
-                 "compression "
+                 "compression|revalidate "
                  "[--option value ...]\n",
                  argv[0]);
     return 2;
@@ -871,6 +936,7 @@ int main(int argc, char** argv) {
     if (command == "node-down") return bench_node_down(args);
     if (command == "waiting") return bench_waiting(args);
     if (command == "wire") return bench_wire(args);
+    if (command == "revalidate") return bench_revalidate(args);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "%s: %s\n", command.c_str(), e.what());
     return 1;

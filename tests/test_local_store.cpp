@@ -38,6 +38,28 @@ TEST_SUITE("local store") {
     CHECK(store.entries() == 0);  // dropped when found expired
   }
 
+  TEST_CASE("an item read with a version outlives its time for a check, and is renewed") {
+    LocalStore store(100, 1 << 20);
+    const SteadyTime t0{};
+    store.put_read("k", item("v"), t0, t0 + 1s, store.writes("k"), 42);
+    CHECK(store.expired("k", t0 + 999ms).item == nullptr);  // not yet past its time
+    CHECK(store.get("k", t0 + 1s) == nullptr);              // past it: not served...
+    const auto old = store.expired("k", t0 + 1s);           // ...but kept, with its version
+    REQUIRE(old.item != nullptr);
+    CHECK(old.version == 42);
+    CHECK(store.renew("k", old.item.get(), t0 + 2s));
+    REQUIRE(store.get("k", t0 + 1500ms) != nullptr);
+    CHECK(store.get("k", t0 + 1500ms)->data == "v");
+    // Replaced meanwhile (a write): the old item is not renewed.
+    store.put_written("k", item("w"), t0 + 10s);
+    CHECK_FALSE(store.renew("k", old.item.get(), t0 + 20s));
+    CHECK(store.get("k", t0 + 15s) == nullptr);
+    // Without a version, an item is dropped at its time, as before.
+    store.put_read("n", item("v"), t0, t0 + 1s, store.writes("n"));
+    CHECK(store.get("n", t0 + 1s) == nullptr);
+    CHECK(store.expired("n", t0 + 1s).item == nullptr);
+  }
+
   TEST_CASE("put replaces, erase and clear remove") {
     LocalStore store(100, 1 << 20);
     const SteadyTime t0{};

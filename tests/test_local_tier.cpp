@@ -65,7 +65,7 @@ TEST_SUITE("local tier") {
 
   TEST_CASE("a hot key is served with no request until the tier's time to live") {
     LocalFixture f;
-    CacheRegion region(f.backend, f.local());
+    CacheRegion region(f.backend, f.local({.ttl = 1s, .revalidate = false}));
     Outcome outcome{};
     CHECK(region.get_or_create("k", f.creator("v"), &outcome) == "v");
     CHECK(outcome == Outcome::created);
@@ -89,6 +89,60 @@ TEST_SUITE("local tier") {
     CHECK(region.get_or_create("k", f.creator("x")) == "v");
     CHECK(f.requests() == before + 1);
     CHECK(f.creator_calls == 1);
+  }
+
+  TEST_CASE("past its time to live, an unchanged item is kept after a version check") {
+    LocalFixture f;
+    CacheRegion region(f.backend, f.local());
+    CHECK(region.get_or_create("k", f.creator("v")) == "v");
+    for (int round = 1; round <= 3; ++round) {
+      f.clock.advance(1s);
+      const auto before = f.backend->counters();
+      Outcome outcome{};
+      CHECK(region.get_or_create("k", f.creator("x"), &outcome) == "v");
+      CHECK(outcome == Outcome::fresh);
+      CHECK(f.since(before).total() == 1);  // the version alone was asked
+      CHECK(region.stats().revalidated == static_cast<std::uint64_t>(round));
+      // Then kept for another time to live: no request.
+      CHECK(region.get_or_create("k", f.creator("x")) == "v");
+      CHECK(f.since(before).total() == 1);
+    }
+    CHECK(region.stats().hits == 0);
+    CHECK(region.stats().local_hits == 6);
+    const auto m = region.metrics();
+    CHECK(m.backend[static_cast<std::size_t>(dogpile::BackendOp::revalidate)].requests == 3);
+    CHECK(f.creator_calls == 1);
+  }
+
+  TEST_CASE("a version check that finds the item changed or gone reads it again") {
+    LocalFixture f;
+    CacheRegion here(f.backend, f.local());
+    CacheRegion elsewhere(f.backend, f.options());  // another process
+    here.get_or_create("k", f.creator("v1"));
+    elsewhere.set("k", std::string("v2"));
+    f.clock.advance(1s);
+    auto before = f.backend->counters();
+    CHECK(here.get_or_create("k", f.creator("x")) == "v2");
+    CHECK(f.since(before).total() == 2);  // the check, then the read
+    CHECK(here.stats().revalidated == 0);
+    // Removed elsewhere: the check sees the tombstone's new version.
+    elsewhere.remove("k");
+    f.clock.advance(1s);
+    CHECK(here.get_or_create("k", f.creator("v3")) == "v3");
+    CHECK(here.stats().revalidated == 0);
+    CHECK(f.creator_calls == 2);
+  }
+
+  TEST_CASE("many keys are read together past the time to live, not checked one by one") {
+    LocalFixture f;
+    CacheRegion region(f.backend, f.local());
+    auto make = [](auto keys) { return std::vector<std::string>(keys.size(), "v"); };
+    (void)region.get_or_create_multi({"a", "b", "c"}, make);
+    f.clock.advance(1s);
+    const auto before = f.backend->counters();
+    (void)region.get_or_create_multi({"a", "b", "c"}, make);
+    CHECK(f.since(before).total() == 1);  // one multi-get
+    CHECK(region.stats().revalidated == 0);
   }
 
   TEST_CASE("another process's write is seen within the tier's time to live, not later") {

@@ -240,6 +240,11 @@ struct LeaseRequest {
   Ttl ttl = std::chrono::seconds(30);
   /// Written into the lock that a claim creates.
   LockInfo info{};
+  /// read: each item's version (KeyRead::cas) is what is wanted, not its
+  /// value. A backend that can ask for the version alone does (memcached's
+  /// meta protocol: `mg k c`, a header-sized reply) and leaves KeyRead::item
+  /// empty; others read the item whole. No lease is asked with it.
+  bool version_only = false;
 };
 
 /// One key of read, claim, confirm or poll: the key and where its lease
@@ -268,6 +273,9 @@ struct KeyWrite {
   /// granted, and ends a lease it replaces.
   Lease* lease = nullptr;
   bool stored = false;
+  /// The stored item's version, where the backend returns it (memcached's
+  /// meta protocol: `ms ... c`); 0: unknown.
+  Cas cas = 0;
 };
 
 /// One key of erase: whether an item was there.

@@ -73,8 +73,9 @@ enum class BackendOp : std::uint8_t {
   mark_stale,    ///< a per-key soft invalidation in place (meta protocol)
   invalidation,  ///< the region's invalidation record read or written
   clock,         ///< the server's clock read (RegionOptions::clock_sync)
+  revalidate,    ///< a local-tier item's version asked, to keep it if unchanged
 };
-inline constexpr std::size_t kBackendOps = 10;
+inline constexpr std::size_t kBackendOps = 11;
 [[nodiscard]] const char* to_string(BackendOp op) noexcept;
 
 struct BackendOpMetrics {

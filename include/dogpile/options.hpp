@@ -62,6 +62,12 @@ struct WaitPolicy {
 /// another process's write is seen here within `ttl` (the bound on how stale
 /// a local hit may be), its region-wide invalidation within invalidation_check.
 /// A local miss goes through the usual path, herd protection included.
+///
+/// Revalidation: once an item's `ttl` has passed, the backend is asked
+/// whether it changed — its version alone (memcached's meta protocol: `mg k
+/// c`, a header-sized reply; the classic transport reads the item whole) —
+/// and the item is kept for another `ttl` if it did not. A short `ttl` then
+/// costs a small request per key and `ttl`, not a read and decode.
 struct LocalTier {
   /// How long a value is served from this process without asking the
   /// backend: the staleness bound for other processes' writes.
@@ -70,6 +76,8 @@ struct LocalTier {
   /// recently used items go first.
   std::size_t max_entries = 100'000;
   std::size_t max_bytes = std::size_t{64} << 20;
+  /// Ask whether an item changed before reading it again (above).
+  bool revalidate = true;
 };
 
 /// Compression of stored values (RegionOptions::compression). A value whose

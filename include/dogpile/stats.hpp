@@ -36,6 +36,7 @@ struct RegionStats {
   std::uint64_t removals = 0;        ///< tombstones written by remove() and invalidate(args)
   std::uint64_t kept_served = 0;     ///< served from the values kept in process (backend failing)
   std::uint64_t local_hits = 0;      ///< served from the local tier, with no request
+  std::uint64_t revalidated = 0;     ///< local-tier items kept once the backend said unchanged
   std::size_t local_entries = 0;     ///< items in the local tier now
   std::size_t local_bytes = 0;       ///< their cost against LocalTier::max_bytes
   std::uint64_t compressed = 0;      ///< values compressed to be stored (Compression)

@@ -17,6 +17,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "dogpile/backend.hpp"
@@ -42,8 +43,11 @@ class Chores {
   /// Samples `fleet` on the schedule it asks for, from the first call on
   /// (later calls cost one relaxed load). A failed sample's error goes to
   /// `on_error` (on the keeper thread).
-  void keep_measured(FleetClock& fleet, std::function<void(const std::string&)> on_error) {
-    if (!clock_started_.load(std::memory_order_relaxed)) start_clock(fleet, std::move(on_error));
+  template <class OnError>
+  void keep_measured(FleetClock& fleet, OnError&& on_error) {
+    if (!clock_started_.load(std::memory_order_relaxed)) {
+      start_clock(fleet, std::function<void(const std::string&)>(std::forward<OnError>(on_error)));
+    }
   }
 
   /// Tries to release `locks` again, on the schedule above, for at most

@@ -15,7 +15,7 @@ struct Counters {
       lock_waits{0}, degraded{0}, backend_errors{0}, decode_errors{0}, lock_errors{0},
       early_recomputes{0}, background_refreshes{0}, invalidation_checks{0}, fenced_out{0},
       locks_lost{0}, hung_creations{0}, wait_timeouts{0}, removals{0}, kept_served{0},
-      local_hits{0}, compressed{0};
+      local_hits{0}, compressed{0}, revalidated{0};
 
   static void add(Counter& c, std::uint64_t n = 1) noexcept {
     c.fetch_add(n, std::memory_order_relaxed);
@@ -45,6 +45,7 @@ struct Counters {
     s.removals = load(removals);
     s.kept_served = load(kept_served);
     s.local_hits = load(local_hits);
+    s.revalidated = load(revalidated);
     s.compressed = load(compressed);
     return s;
   }

@@ -71,6 +71,7 @@ struct Slot {
   // --- other processes ---
   Lease lease;                    // the lease, its lock and fence
   std::optional<Item> read_item;  // what the last claim, confirm or poll read
+  Cas read_cas = 0;               // the version the last read saw (0: unknown)
   bool marked_stale = false;      // the backend marks the item stale
   bool stored = false;            // the creation's value was stored
   bool confirmed = false;         // the item at hand was read with the lease held
@@ -164,8 +165,14 @@ class Engine : ForkAware {
   [[nodiscard]] SteadyTime kept_until(const Context& ctx) const noexcept;
 
   // The local tier.
-  bool serve_local(Context& ctx, detail::Slot& slot);
-  void fill_local(const detail::Slot& slot, std::shared_ptr<const Item> item);
+  // `may_revalidate`: an item past its time may be kept after a version
+  // check (one key; many are read together instead).
+  bool serve_local(Context& ctx, detail::Slot& slot, bool may_revalidate = true);
+  // An item of the local tier whose time passed: kept (and returned) if the
+  // backend says its version has not changed.
+  std::shared_ptr<const Item> revalidate_local(Context& ctx, detail::Slot& slot, SteadyTime now);
+  // `version`: the item's as read (0: unknown, as for a value made here).
+  void fill_local(const detail::Slot& slot, std::shared_ptr<const Item> item, Cas version = 0);
   [[nodiscard]] Duration local_ttl() const noexcept {
     return options_.local ? options_.local->ttl : Duration::zero();
   }

@@ -58,7 +58,7 @@ void LocalStore::drop(Shard& shard, Map::iterator it) {
 }
 
 void LocalStore::insert(Shard& shard, std::string_view key, std::shared_ptr<const Item> item,
-                        SteadyTime until) {
+                        SteadyTime until, Cas version) {
   if (auto it = shard.entries.find(key); it != shard.entries.end()) drop(shard, it);
   const std::size_t size = cost(key, *item);
   if (size > max_bytes_) return;  // larger than the shard's whole share
@@ -69,6 +69,7 @@ void LocalStore::insert(Shard& shard, std::string_view key, std::shared_ptr<cons
   auto [it, inserted] = shard.entries.try_emplace(std::string(key));
   it->second.item = std::move(item);
   it->second.until = until;
+  it->second.version = version;
   it->second.size = size;
   link_newest(shard, *it);
   held_.fetch_add(1, std::memory_order_relaxed);
@@ -107,7 +108,7 @@ std::uint64_t LocalStore::writes(std::string_view key) const noexcept {
 }
 
 void LocalStore::put_read(std::string_view key, std::shared_ptr<const Item> item, SteadyTime now,
-                          SteadyTime until, std::uint64_t seen) {
+                          SteadyTime until, std::uint64_t seen, Cas version) {
   if (!item || max_entries_ == 0) return;
   Shard& shard = shard_of(key);
   std::lock_guard lock(shard.mutex);
@@ -115,7 +116,7 @@ void LocalStore::put_read(std::string_view key, std::shared_ptr<const Item> item
   if (auto it = shard.entries.find(key); it != shard.entries.end() && now < it->second.until) {
     return;  // another fill was first
   }
-  insert(shard, key, std::move(item), until);
+  insert(shard, key, std::move(item), until, version);
 }
 
 void LocalStore::discard(std::string_view key, const Item* item) {
@@ -135,7 +136,7 @@ std::shared_ptr<const Item> LocalStore::get(std::string_view key, SteadyTime now
   auto it = shard.entries.find(key);
   if (it == shard.entries.end()) return nullptr;
   if (now >= it->second.until) {
-    drop(shard, it);
+    if (it->second.version == 0) drop(shard, it);  // else kept for expired()
     return nullptr;
   }
   if (shard.newest != &*it) {
@@ -143,6 +144,29 @@ std::shared_ptr<const Item> LocalStore::get(std::string_view key, SteadyTime now
     link_newest(shard, *it);
   }
   return it->second.item;
+}
+
+LocalStore::Expired LocalStore::expired(std::string_view key, SteadyTime now) {
+  if (max_entries_ == 0) return {};
+  Shard& shard = shard_of(key);
+  std::lock_guard lock(shard.mutex);
+  auto it = shard.entries.find(key);
+  if (it == shard.entries.end() || now < it->second.until || it->second.version == 0) return {};
+  return {it->second.item, it->second.version};
+}
+
+bool LocalStore::renew(std::string_view key, const Item* item, SteadyTime until) {
+  if (max_entries_ == 0) return false;
+  Shard& shard = shard_of(key);
+  std::lock_guard lock(shard.mutex);
+  auto it = shard.entries.find(key);
+  if (it == shard.entries.end() || it->second.item.get() != item) return false;
+  it->second.until = until;
+  if (shard.newest != &*it) {
+    unlink(shard, *it);
+    link_newest(shard, *it);
+  }
+  return true;
 }
 
 void LocalStore::erase(std::string_view key) {

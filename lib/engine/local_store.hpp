@@ -60,13 +60,25 @@ class LocalStore {
   /// `seen`, from `now` until `until` — unless a write to the shard came
   /// since, or the key already holds an item (a fill that was slower than
   /// another does not replace what that one put).
+  /// `version`: the item's version as read (its CAS; 0: unknown). An item
+  /// with a version stays after its time, for revalidation (expired()).
   void put_read(std::string_view key, std::shared_ptr<const Item> item, SteadyTime now,
-                SteadyTime until, std::uint64_t seen);
+                SteadyTime until, std::uint64_t seen, Cas version = 0);
   /// Drops `key`'s item if it is still `item` (found no longer fresh), so
   /// that the next fill may put a newer one.
   void discard(std::string_view key, const Item* item);
   /// The item under `key`, if it is there and `now` is before its time.
   [[nodiscard]] std::shared_ptr<const Item> get(std::string_view key, SteadyTime now);
+  /// An item whose time has passed, kept with the version it was read at.
+  struct Expired {
+    std::shared_ptr<const Item> item;
+    Cas version = 0;
+  };
+  /// The item under `key` if its time has passed and it has a version (an
+  /// empty Expired otherwise): the backend may say it has not changed.
+  [[nodiscard]] Expired expired(std::string_view key, SteadyTime now);
+  /// If `key` still holds `item`: kept until `until` (true).
+  bool renew(std::string_view key, const Item* item, SteadyTime until);
   /// Drops `key`'s item; fills that read before are dropped too.
   void erase(std::string_view key);
   void clear();
@@ -91,6 +103,7 @@ class LocalStore {
   struct Entry {
     std::shared_ptr<const Item> item;
     SteadyTime until;
+    Cas version = 0;  // as read; 0: none (dropped once its time has passed)
     std::size_t size = 0;
     Node* newer = nullptr;  // the recency list, most recent at the shard's head
     Node* older = nullptr;
@@ -107,7 +120,7 @@ class LocalStore {
   Shard& shard_of(std::string_view key) noexcept;
   const Shard& shard_of(std::string_view key) const noexcept;
   void insert(Shard& shard, std::string_view key, std::shared_ptr<const Item> item,
-              SteadyTime until);
+              SteadyTime until, Cas version = 0);
   static void unlink(Shard& shard, Node& node) noexcept;
   static void link_newest(Shard& shard, Node& node) noexcept;
   void drop(Shard& shard, Map::iterator it);

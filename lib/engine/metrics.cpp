@@ -35,6 +35,8 @@ const char* to_string(BackendOp op) noexcept {
       return "invalidation";
     case BackendOp::clock:
       return "clock";
+    case BackendOp::revalidate:
+      return "revalidate";
   }
   return "unknown";
 }
@@ -165,6 +167,10 @@ std::string render(std::span<const Named> regions) {
        "Keys served fresh from the local tier, with no request (per key; calls: "
        "dogpile_call_seconds_count).",
        &RegionStats::local_hits},
+      {"key_revalidated",
+       "Local-tier keys kept past their time because the backend said they had not changed (per "
+       "key; each is also a local hit).",
+       &RegionStats::revalidated},
       {"key_misses", "Keys whose first read found no usable value (per key).",
        &RegionStats::misses},
       {"key_stale_served",

@@ -79,13 +79,14 @@ void Engine::read_one(Context& ctx, Slot& slot) {
     const detail::Stopwatch watch(metrics_, decoding);
     there = true;
     slot.marked_stale = one.marked_stale;
+    slot.read_cas = one.cas;
     slot.found = examine(ctx, slot, data, flags, false,
                          [&](std::string_view payload) { return ctx.decode(slot.index, payload); });
     if (detail::usable(slot.found) && slot.found != Found::fresh) {
       slot.at_hand = std::make_shared<const Item>(Item{std::string(data), flags});
       slot.value_is_at_hand = true;
     } else if (slot.found == Found::fresh && local_.enabled()) {
-      fill_local(slot, std::make_shared<const Item>(Item{std::string(data), flags}));
+      fill_local(slot, std::make_shared<const Item>(Item{std::string(data), flags}), one.cas);
     }
     if (!kept_.empty()) {
       note_read(ctx, slot.key,
@@ -149,9 +150,13 @@ void Engine::read_failed(Context& ctx, Slot& slot, bool count) {
 // with no request while it is fresh by its envelope and younger than the
 // tier's time to live. The writes counted before the slot's read fence its
 // fill (a set or remove that landed meanwhile wins).
-bool Engine::serve_local(Context& ctx, Slot& slot) {
+bool Engine::serve_local(Context& ctx, Slot& slot, bool may_revalidate) {
   slot.local_writes = local_.writes(slot.key);
-  auto item = local_.get(slot.key, clock_.steady_now());
+  const SteadyTime now = clock_.steady_now();
+  auto item = local_.get(slot.key, now);
+  if (!item && may_revalidate && options_.local->revalidate) {
+    item = revalidate_local(ctx, slot, now);
+  }
   if (!item) return false;
   if (examine_item(ctx, slot, *item, true) != Found::fresh) {
     local_.discard(slot.key, item.get());  // the read that follows may fill a newer one
@@ -164,10 +169,32 @@ bool Engine::serve_local(Context& ctx, Slot& slot) {
   return true;
 }
 
-void Engine::fill_local(const Slot& slot, std::shared_ptr<const Item> item) {
+void Engine::fill_local(const Slot& slot, std::shared_ptr<const Item> item, Cas version) {
   if (!local_.enabled()) return;
   const SteadyTime now = clock_.steady_now();
-  local_.put_read(slot.key, std::move(item), now, now + local_ttl(), slot.local_writes);
+  local_.put_read(slot.key, std::move(item), now, now + local_ttl(), slot.local_writes,
+                  options_.local->revalidate ? version : 0);
+}
+
+std::shared_ptr<const Item> Engine::revalidate_local(Context& ctx, Slot& slot, SteadyTime now) {
+  auto old = local_.expired(slot.key, now);
+  if (!old.item) return nullptr;
+  KeyRead key{.key = slot.key};
+  const LeaseRequest version_only{.version_only = true};
+  if (!attempt("revalidate", slot.user_key, [&] {
+        metrics_.backend(BackendOp::revalidate, slot.user_key, 1, [&] {
+          backend_->read({&key, 1}, version_only, ctx.request);
+        });
+      })) {
+    return nullptr;  // the read that follows says what the backend says
+  }
+  if (key.cas == 0 || key.cas != old.version) {
+    local_.discard(slot.key, old.item.get());  // changed or gone: read it again
+    return nullptr;
+  }
+  if (!local_.renew(slot.key, old.item.get(), now + local_ttl())) return nullptr;
+  detail::Counters::add(counters_.revalidated);
+  return std::move(old.item);
 }
 
 bool Engine::with_leases(BackendOp what, std::string_view name, std::span<Slot* const> slots,
@@ -182,6 +209,7 @@ bool Engine::with_leases(BackendOp what, std::string_view name, std::span<Slot* 
   if (!ok) return false;
   for (std::size_t i = 0; i < slots.size(); ++i) {
     slots[i]->read_item = std::move(keys[i].item);
+    slots[i]->read_cas = keys[i].cas;
     slots[i]->marked_stale = keys[i].marked_stale;
   }
   return true;
@@ -205,7 +233,7 @@ void Engine::read(Context& ctx, std::span<Slot* const> slots) {
       if (detail::usable(s->found)) {
         s->at_hand = std::make_shared<const Item>(std::move(*s->read_item));
         s->value_is_at_hand = true;
-        if (s->found == Found::fresh) fill_local(*s, s->at_hand);
+        if (s->found == Found::fresh) fill_local(*s, s->at_hand, s->read_cas);
       }
       s->read_item.reset();
     }

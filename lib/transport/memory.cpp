@@ -267,6 +267,8 @@ void MemoryBackend::write(std::span<KeyWrite> items, const Request&) {
         w.stored = true;
         break;
     }
+    w.cas = 0;
+    if (w.stored) (void)state_->get(w.key, &w.cas);
   }
 }
 

@@ -202,6 +202,19 @@ MemcachedMetaBackend::~MemcachedMetaBackend() = default;
 // quiet in one pipeline per server.
 void MemcachedMetaBackend::read(std::span<KeyRead> keys, const LeaseRequest& lease,
                                 const Request& request, const Visit* visit) {
+  if (lease.version_only) {
+    // `mg k c`: the CAS alone; a lease the server hands out unasked (an
+    // item marked stale) is given back.
+    GiveBack unasked_leases{impl_, {}};
+    for (KeyRead& key : keys) key.lease = nullptr;
+    mg_keys(
+        *impl_, keys, "c", keys.size() > 1, keys.size() == 1 ? "revalidate" : "revalidate_multi",
+        [&](std::size_t i, std::size_t server, const Reply& r) {
+          take_reply(impl_, server, keys[i], r, lease.ttl, false, unasked_leases);
+        },
+        no_item, request);
+    return;
+  }
   const std::string& flags = read_flags(lease);
   GiveBack unasked_leases{impl_, {}};
   auto take = [&](std::size_t i, std::size_t server, const Reply& r) {
@@ -246,7 +259,8 @@ void MemcachedMetaBackend::write(std::span<KeyWrite> items, const Request& reque
         [&](std::size_t j, std::string& out, std::uint32_t opaque) {
           const KeyWrite& w = items[group[j]];
           flags.clear();
-          fmt::format_to(std::back_inserter(flags), "T{} F{}", expiry[j], w.item->flags);
+          // c: the stored item's CAS comes back (a local tier keeps it).
+          fmt::format_to(std::back_inserter(flags), "T{} F{} c", expiry[j], w.item->flags);
           switch (w.fence.kind) {
             case Fence::Kind::version:
               fmt::format_to(std::back_inserter(flags), " C{}", w.fence.version);
@@ -280,6 +294,7 @@ void MemcachedMetaBackend::write(std::span<KeyWrite> items, const Request& reque
             unexpected(op, w.key, *r);
           }
           w.stored = r->code == Code::hd;
+          w.cas = w.stored ? r->cas.value_or(0) : 0;
         },
         request);
   }
