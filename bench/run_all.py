@@ -203,6 +203,22 @@ def write_results(r, out, elapsed):
         f"{cell('local_memory_rss_growth')} ({cell('local_memory_entries')})", "(no backend)", "-",
         "-", fmt(get("local_memory_rss_ratio"), "x"), "within the bound",
         met(growth is not None and bound is not None and growth <= bound * 1.1))
+    for size, label in (("100B", "100 B"), ("10240B", "10 KB"), ("102400B", "100 KB")):
+        check, read = get(f"revalidate_check_{size}_bytes"), get(f"revalidate_read_{size}_bytes")
+        row(f"local tier revalidation, {label} value: bytes memcached sends, latency (check / full "
+            "read, median)", "-",
+            f"{cell(f'revalidate_check_{size}_bytes')}, {cell(f'revalidate_check_{size}_latency')}"
+            f" / {cell(f'revalidate_read_{size}_bytes')}, {cell(f'revalidate_read_{size}_latency')}",
+            "-", "-", fmt(read / check if check and read else None, "x"),
+            "check ≤ 64 bytes", met(check is not None and check <= 64))
+    for ttl in ("1000", "100"):
+        check = get(f"revalidate_hot_100KB_ttl{ttl}ms_check_bytes_per_s")
+        read = get(f"revalidate_hot_100KB_ttl{ttl}ms_read_bytes_per_s")
+        row(f"a hot 100 KB key through the local tier, time to live {ttl} ms: bytes a second "
+            "from memcached (check / full read)", "-",
+            f"{cell(f'revalidate_hot_100KB_ttl{ttl}ms_check_bytes_per_s')} / "
+            f"{cell(f'revalidate_hot_100KB_ttl{ttl}ms_read_bytes_per_s')}", "-", "-",
+            fmt(read / check if check and read else None, "x"), "-", "-")
     kept, meta_kept = (get("node_down_classic_kept_most_per_key_period"),
                        get("node_down_meta_kept_most_per_key_period"))
     row("server down, 8 threads on 20 keys for 3 s, expiration 1 s: creator calls per key per "
@@ -435,6 +451,7 @@ def main():
                 r.run("ours", "compression", "--transport", transport, server=hit_server)
         r.run("ours", "memory", "--keys", "1000000")
         r.run("ours", "local-memory", "--keys", "1000000", "--bound-mb", "32")
+        r.run("ours", "revalidate")
         for transport in ("classic", "meta"):
             r.run("ours", "node-down", "--seconds", "3", "--transport", transport)
         for ms in ("200", "5000"):
