@@ -11,6 +11,7 @@
 #include "dogpile/memcached.hpp"
 #include "dogpile/memcached_meta.hpp"
 #include "memcached_server.hpp"
+#include "message_faults.hpp"
 
 using namespace std::chrono_literals;
 using dogpile::Item;
@@ -78,6 +79,16 @@ TEST_SUITE("memcached backend") {
     // A typo is named, not only libmemcached's "unexpected UNKNOWN_OPTION".
     refused("--SERVER=127.0.0.1:1 --NO-SUCH-OPTION", "option \"--NO-SUCH-OPTION\"");
     refused("--SERVER=127.0.0.1:1 --POLL-TIMOUT=200 --TCP-NODELAY", "option \"--POLL-TIMOUT=200\"");
+    // No pointer, no source path of libmemcached's, no default options repeated.
+    try {
+      MemcachedBackend backend("--SERVER=127.0.0.1:1 --CONNECT-TIMEOUT=abc");
+      FAIL("accepted");
+    } catch (const std::invalid_argument& e) {
+      CHECK(std::string_view(e.what()) ==
+            "dogpile::MemcachedBackend: option \"--CONNECT-TIMEOUT=abc\" is not one libmemcached "
+            "knows, or its value is wrong (syntax error, unexpected STRING, expecting NUMBER)");
+      CHECK_MESSAGE(dogpile::test::message_faults(e.what()).empty(), e.what());
+    }
   }
 
   TEST_CASE("white space around the options is not an error") {
@@ -128,8 +139,9 @@ TEST_SUITE("memcached backend") {
       FAIL("a 2 MiB item was accepted");
     } catch (const dogpile::BackendError& e) {
       CHECK_MESSAGE(e.code() == "ITEM_TOO_BIG", e.what());
-      CHECK_MESSAGE(std::string_view(e.what()).find("over the item size limit") != std::string_view::npos,
-                    e.what());
+      CHECK_MESSAGE(
+          std::string_view(e.what()).find("over the item size limit") != std::string_view::npos,
+          e.what());
     }
     CHECK_FALSE(backend.get("big").has_value());
   }

@@ -39,6 +39,15 @@ std::vector<std::pair<std::string_view, std::string_view>> tokens(std::string_vi
   return out;
 }
 
+// What libmemcached's parser said, without the pointer and the source path
+// it adds: "syntax error, unexpected UNKNOWN_OPTION".
+std::string parser_said(std::string_view error) {
+  const auto at = error.find("syntax error");
+  if (at == std::string_view::npos) return "libmemcached cannot parse it";
+  const auto end = error.find(')', at);
+  return std::string(error.substr(at, end == std::string_view::npos ? error.npos : end - at));
+}
+
 void invalid(std::string_view why) {
   throw std::invalid_argument(fmt::format("dogpile::MemcachedBackend: {}", why));
 }
@@ -65,10 +74,10 @@ memcached_st* parse(const std::string& options) {
       at = end;
     }
     invalid(culprit.empty()
-                ? fmt::format("cannot parse options \"{}\": {}", options, error)
+                ? fmt::format("cannot parse options \"{}\" ({})", options, parser_said(error))
                 : fmt::format("option \"{}\" is not one libmemcached knows, or its value is wrong "
-                              "(options \"{}\": {})",
-                              culprit, options, error));
+                              "({})",
+                              culprit, parser_said(error)));
   }
   struct Rejected {
     memcached_behavior_t behavior;
