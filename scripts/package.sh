@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
 # Builds the library alone (no tests, examples or benchmarks: seconds) and
-# its Debian packages: libdogpile0 (the shared library) and libdogpile-dev
+# its Debian packages: libdogpile0.1 (the shared library) and libdogpile-dev
 # (headers, the static library, the CMake package, dogpile.pc and
 # dogpile-static.pc under /usr). Prints the .debs' paths.
 #   scripts/package.sh [build-dir]     (default: build-package)

@@ -105,13 +105,15 @@ phase "fork() tests, a million keys, demo, package, consumer and documentation c
 # servers; their output follows the tests'.
 ctest --test-dir build -L "plain|demo|build" --output-on-failure -j "$test_jobs" &
 build_tests=$!
+trap 'kill -- -$others 2>/dev/null || true; kill "$build_tests" 2>/dev/null || true; wait "$build_tests" 2>/dev/null || true' EXIT
 built build-fuzz
 wait "$others" || true
-trap - EXIT
+trap 'kill "$build_tests" 2>/dev/null || true; wait "$build_tests" 2>/dev/null || true' EXIT
 fuzz_status=0
 scripts/fuzz.sh "${DOGPILE_FUZZ_SECONDS:-5}" >build-fuzz/fuzz.out 2>&1 || fuzz_status=$?
 tests_status=0
 wait "$build_tests" || tests_status=$?
+trap - EXIT
 phase "fuzzing (build-fuzz/), done beside those tests"
 cat build-fuzz/fuzz.out
 if [ "$tests_status" -ne 0 ] || [ "$fuzz_status" -ne 0 ]; then

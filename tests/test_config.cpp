@@ -91,6 +91,16 @@ TEST_SUITE("config") {
     }
     std::filesystem::remove(path);
     CHECK(what.find(path.string() + ":2: expected key = value") != std::string::npos);
+    // A key set twice, however spelled.
+    const auto twice = write_file("servers = 127.0.0.1:11211\nlocal.ttl = 1s\nLOCAL_TTL = 2s\n");
+    what.clear();
+    try {
+      (void)dogpile::read_settings(twice);
+    } catch (const std::invalid_argument& e) {
+      what = e.what();
+    }
+    std::filesystem::remove(twice);
+    CHECK(what.find(twice.string() + ":3: LOCAL_TTL is set twice") != std::string::npos);
   }
 
   TEST_CASE("units: durations need one, sizes may have one") {
@@ -104,7 +114,8 @@ TEST_SUITE("config") {
                                                 {"degraded_bytes", "1048576"},
                                                 {"wait.max_wait", "1d"},
                                                 {"clock_sync", "off"},
-                                                {"background_refresh", "yes"}});
+                                                {"background_refresh", "yes"},
+                                                {"local.revalidate", "off"}});
     const auto& o = config.options;
     CHECK(o.expiration == dogpile::Expiration(1500ms));
     CHECK(o.stale_grace == 2h);
@@ -117,6 +128,7 @@ TEST_SUITE("config") {
     CHECK(o.wait.max_wait == dogpile::Duration(24h));
     CHECK_FALSE(o.clock_sync.has_value());
     CHECK(o.background_refresh);
+    CHECK_FALSE(o.local->revalidate);
   }
 
   TEST_CASE("unknown keys and bad values are refused, the key named") {
@@ -128,6 +140,8 @@ TEST_SUITE("config") {
     CHECK(refusal({{"transport", "memory"}, {"local.max_bytes", "32 parsecs"}}) ==
           "dogpile setting local.max_bytes = \"32 parsecs\": expected a size (1048576, 64KB, "
           "32MiB)");
+    CHECK(refusal({{"transport", "memory"}, {"compression.level", "40"}}) ==
+          "dogpile setting compression.level = \"40\": expected a zstd level (1 to 22)");
     CHECK(refusal({{"transport", "redis"}}) ==
           "dogpile setting transport = \"redis\": expected classic, meta or memory");
     CHECK(refusal({{"transport", "memory"}, {"background_refresh", "maybe"}})
@@ -149,9 +163,12 @@ TEST_SUITE("config") {
   TEST_CASE("the environment: DOGPILE_ variables, and they win when merged") {
     ::setenv("DOGPILE_SERVERS", "127.0.0.1:11311", 1);
     ::setenv("DOGPILE_LOCAL_TTL", "250ms", 1);
+    ::setenv("DOGPILE_NOT_A_SETTING", "1", 1);  // a tool's: left alone
     const Settings env = dogpile::settings_from_env();
     ::unsetenv("DOGPILE_SERVERS");
     ::unsetenv("DOGPILE_LOCAL_TTL");
+    ::unsetenv("DOGPILE_NOT_A_SETTING");
+    CHECK(env.size() == 2);
     CHECK(env.at("servers") == "127.0.0.1:11311");
     CHECK(env.at("local_ttl") == "250ms");
     Settings settings{{"servers", "127.0.0.1:11211"}, {"local.ttl", "1s"}, {"expiration", "1m"}};

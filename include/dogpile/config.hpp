@@ -32,6 +32,7 @@
 //   early_recompute_beta (a number, or "off"), invalidation_check ("off"),
 //   degraded_entries, degraded_bytes,
 //   local (on/off), local.ttl, local.max_entries, local.max_bytes,
+//   local.revalidate (on/off),
 //   compression.threshold, compression.level, compression.max_size,
 //   wait.first_poll, wait.max_poll, wait.growth, wait.growth_knee,
 //   wait.max_interval, wait.polls_per_creation, wait.max_wait ("none"),
@@ -54,11 +55,13 @@ namespace dogpile {
 using Settings = std::map<std::string, std::string, std::less<>>;
 
 /// `key = value` lines; `#` starts a comment; blank lines are skipped. A line
-/// without `=` is refused (std::invalid_argument naming the file and line).
+/// without `=`, or a key set twice, is refused (std::invalid_argument naming
+/// the file and line).
 [[nodiscard]] Settings read_settings(const std::filesystem::path& file);
 
-/// The environment variables that start with `prefix`, the prefix taken off:
-/// DOGPILE_SERVERS=... is the key "servers", DOGPILE_LOCAL_TTL=1s "local_ttl".
+/// The environment variables that start with `prefix` and name a setting, the
+/// prefix taken off: DOGPILE_SERVERS=... is the key "servers",
+/// DOGPILE_LOCAL_TTL=1s "local_ttl". Others with the prefix are left alone.
 [[nodiscard]] Settings settings_from_env(std::string_view prefix = "DOGPILE_");
 
 /// A URL-like string: `memcached://host:port,host:port/?key=value&key=value`

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "base/parse_number.hpp"
+#include "config/values.hpp"
 #include "dogpile/memcached.hpp"
 #include "dogpile/memcached_meta.hpp"
 #include "dogpile/memory.hpp"
@@ -29,106 +30,18 @@ namespace dogpile {
 
 namespace {
 
+using detail::is_off;
+using detail::lower;
+using detail::normal_key;
+using detail::parse_duration;
 using detail::parse_number;
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.remove_suffix(1);
-  return s;
-}
-
-// Lower case, `.` and `-` as `_`: local.ttl, LOCAL_TTL and local-ttl are one.
-std::string normal_key(std::string_view key) {
-  std::string out;
-  for (const char c : trim(key)) {
-    out += (c == '.' || c == '-') ? '_'
-                                  : static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  }
-  return out;
-}
-
-std::string lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
+using detail::parse_size;
+using detail::parse_switch;
+using detail::trim;
 
 [[noreturn]] void refuse(std::string_view key, std::string_view value, std::string_view expected) {
   throw std::invalid_argument(
       fmt::format("dogpile setting {} = \"{}\": expected {}", key, value, expected));
-}
-
-// "500ms", "5s", "5m", "2h", "1d"; also fractions ("1.5s").
-std::optional<Duration> parse_duration(std::string_view text) {
-  text = trim(text);
-  std::size_t digits = 0;
-  while (digits < text.size() &&
-         (std::isdigit(static_cast<unsigned char>(text[digits])) || text[digits] == '.')) {
-    ++digits;
-  }
-  double amount = 0;
-  if (digits == 0 || !parse_number(text.substr(0, digits), amount)) return std::nullopt;
-  const std::string unit = lower(trim(text.substr(digits)));
-  double seconds = 0;
-  if (unit == "ms") {
-    seconds = amount / 1000;
-  } else if (unit == "us") {
-    seconds = amount / 1e6;
-  } else if (unit == "s") {
-    seconds = amount;
-  } else if (unit == "m" || unit == "min") {
-    seconds = amount * 60;
-  } else if (unit == "h") {
-    seconds = amount * 3600;
-  } else if (unit == "d") {
-    seconds = amount * 86400;
-  } else {
-    return std::nullopt;
-  }
-  if (!(seconds >= 0) || seconds > 1e9) return std::nullopt;  // beyond 30 years: a typo
-  return std::chrono::duration_cast<Duration>(std::chrono::duration<double>(seconds));
-}
-
-// "32MiB", "64KB", "1048576", "2 GiB".
-std::optional<std::size_t> parse_size(std::string_view text) {
-  text = trim(text);
-  std::size_t digits = 0;
-  while (digits < text.size() && std::isdigit(static_cast<unsigned char>(text[digits]))) ++digits;
-  std::uint64_t amount = 0;
-  if (digits == 0 || !parse_number(text.substr(0, digits), amount)) return std::nullopt;
-  const std::string unit = lower(trim(text.substr(digits)));
-  std::uint64_t scale = 0;
-  if (unit.empty() || unit == "b") {
-    scale = 1;
-  } else if (unit == "kb") {
-    scale = 1000;
-  } else if (unit == "mb") {
-    scale = 1000 * 1000;
-  } else if (unit == "gb") {
-    scale = 1000 * 1000 * 1000;
-  } else if (unit == "kib") {
-    scale = 1024;
-  } else if (unit == "mib") {
-    scale = 1024 * 1024;
-  } else if (unit == "gib") {
-    scale = 1024 * 1024 * 1024;
-  } else {
-    return std::nullopt;
-  }
-  if (amount > std::numeric_limits<std::size_t>::max() / scale) return std::nullopt;
-  return static_cast<std::size_t>(amount * scale);
-}
-
-std::optional<bool> parse_switch(std::string_view text) {
-  const std::string v = lower(trim(text));
-  if (v == "true" || v == "on" || v == "yes" || v == "1") return true;
-  if (v == "false" || v == "off" || v == "no" || v == "0") return false;
-  return std::nullopt;
-}
-
-bool is_off(std::string_view text) {
-  const std::string v = lower(trim(text));
-  return v == "off" || v == "none" || v == "never" || v == "false";
 }
 
 // What the table's rows write into.
@@ -137,8 +50,8 @@ struct Target {
   std::string transport = "classic";
   std::vector<std::string> servers{};
   std::string transport_options{};  // --NAME=value ... for the transport
-  bool local_asked = false;       // a detail of the local tier was set
-  bool local_off = false;         // local = off
+  bool local_asked = false;         // a detail of the local tier was set
+  bool local_off = false;           // local = off
 };
 
 struct Row {
@@ -357,6 +270,10 @@ const Row kRows[] = {
      [](Target& t, std::string_view v) {
        return with_size(v, [&](std::size_t n) { local(t).max_bytes = n; });
      }},
+    {"local_revalidate", kSwitch,
+     [](Target& t, std::string_view v) {
+       return with_switch(v, [&](bool b) { local(t).revalidate = b; });
+     }},
     {"compression_threshold", "a size (64KB), or off",
      [](Target& t, std::string_view v) {
        if (is_off(v)) {
@@ -365,11 +282,12 @@ const Row kRows[] = {
        }
        return with_size(v, [&](std::size_t n) { t.options.compression.threshold = n; });
      }},
-    {"compression_level", "a zstd level (1 to 19)",
+    {"compression_level", "a zstd level (1 to 22)",
      [](Target& t, std::string_view v) {
-       return with_count(v, [&](std::int64_t n) {
-         t.options.compression.level = static_cast<int>(std::min<std::int64_t>(n, 1000));
-       });
+       std::int64_t n = 0;
+       if (!parse_number(trim(v), n) || n < 1 || n > 22) return false;
+       t.options.compression.level = static_cast<int>(n);
+       return true;
      }},
     {"compression_max_size", kSize,
      [](Target& t, std::string_view v) {
@@ -476,8 +394,12 @@ Settings read_settings(const std::filesystem::path& file) {
       throw std::invalid_argument(fmt::format(
           "dogpile settings {}:{}: expected key = value, not \"{}\"", file.string(), number, text));
     }
-    merge_settings(
-        out, {{std::string(trim(text.substr(0, eq))), std::string(trim(text.substr(eq + 1)))}});
+    const std::string key(trim(text.substr(0, eq)));
+    if (out.contains(normal_key(key))) {
+      throw std::invalid_argument(
+          fmt::format("dogpile settings {}:{}: {} is set twice", file.string(), number, key));
+    }
+    merge_settings(out, {{key, std::string(trim(text.substr(eq + 1)))}});
   }
   return out;
 }
@@ -489,8 +411,11 @@ Settings settings_from_env(std::string_view prefix) {
     if (!entry.starts_with(prefix)) continue;
     const auto eq = entry.find('=');
     if (eq == std::string_view::npos || eq == prefix.size()) continue;
-    merge_settings(out, {{std::string(entry.substr(prefix.size(), eq - prefix.size())),
-                          std::string(entry.substr(eq + 1))}});
+    // Only the settings: the prefix is shared with other variables (a
+    // build's or a tool's), which are not this library's to refuse.
+    const std::string key(entry.substr(prefix.size(), eq - prefix.size()));
+    if (find_row(normal_key(key)) == nullptr) continue;
+    merge_settings(out, {{key, std::string(entry.substr(eq + 1))}});
   }
   return out;
 }
@@ -530,7 +455,11 @@ Settings settings_from_url(std::string_view url) {
         throw std::invalid_argument(
             fmt::format("dogpile settings URL: expected key=value, not \"{}\"", pair));
       }
-      merge_settings(out, {{unescape(pair.substr(0, eq)), unescape(pair.substr(eq + 1))}});
+      const std::string key = unescape(pair.substr(0, eq));
+      if (out.contains(normal_key(key))) {
+        throw std::invalid_argument(fmt::format("dogpile settings URL: {} is set twice", key));
+      }
+      merge_settings(out, {{key, unescape(pair.substr(eq + 1))}});
     }
   }
   return out;

@@ -17,10 +17,13 @@ Duration from_double(double count) noexcept {
       std::chrono::duration<double, Duration::period>(count));
 }
 
-// `fraction` of `d`, between max_poll and max_interval.
+// `fraction` of `d`, between max_poll and max_interval (clamped before it
+// is converted: a long wait times a growing fraction can pass any integer).
 Duration part(const WaitPolicy& policy, Duration d, double fraction) noexcept {
-  return std::clamp(from_double(as_double(d).count() * fraction), policy.max_poll,
-                    policy.max_interval);
+  const double count =
+      std::clamp(as_double(d).count() * fraction, as_double(policy.max_poll).count(),
+                 as_double(policy.max_interval).count());
+  return std::clamp(from_double(count), policy.max_poll, policy.max_interval);
 }
 
 // The pause after waiting `d` with nothing to go on: a fraction of it,

@@ -188,8 +188,12 @@ std::shared_ptr<const Item> Engine::revalidate_local(Context& ctx, Slot& slot, S
       })) {
     return nullptr;  // the read that follows says what the backend says
   }
-  if (key.cas == 0 || key.cas != old.version) {
-    local_.discard(slot.key, old.item.get());  // changed or gone: read it again
+  // Changed, gone, or marked stale (md k I): read it again. (A server
+  // restarted meanwhile starts empty: the key is gone, or written since under
+  // a new version; the same CAS for the same key would take that write to
+  // land on exactly the number this item had.)
+  if (key.cas == 0 || key.cas != old.version || key.marked_stale) {
+    local_.discard(slot.key, old.item.get());
     return nullptr;
   }
   if (!local_.renew(slot.key, old.item.get(), now + local_ttl())) return nullptr;

@@ -97,7 +97,8 @@ struct MemoryBackend::State : detail::ForkAware {
   // once the inserts since the last sweep outnumber what that sweep kept, so
   // items that are never read again do not accumulate, at amortized O(1) per
   // insert. Shard mutex held.
-  void put(Shard& shard, std::string_view key, const Item& item, Ttl ttl, TimePoint now) {
+  // Returns the new item's version.
+  Cas put(Shard& shard, std::string_view key, const Item& item, Ttl ttl, TimePoint now) {
     const Cas version = last_cas.fetch_add(1, std::memory_order_relaxed) + 1;
     shard.entries.insert_or_assign(std::string(key), Entry{item, expiry(ttl, now), version});
     if (++shard.inserts_since_sweep > std::max<std::size_t>(64, shard.kept_by_last_sweep)) {
@@ -105,6 +106,7 @@ struct MemoryBackend::State : detail::ForkAware {
       shard.inserts_since_sweep = 0;
       shard.kept_by_last_sweep = shard.entries.size();
     }
+    return version;
   }
 
   std::optional<Item> get(std::string_view key, Cas* version = nullptr) {
@@ -119,30 +121,30 @@ struct MemoryBackend::State : detail::ForkAware {
     return std::nullopt;
   }
 
-  void set(std::string_view key, const Item& item, Ttl ttl) {
+  // Each returns the stored item's version, taken under the shard's lock
+  // (0: not stored).
+  Cas set(std::string_view key, const Item& item, Ttl ttl) {
     const TimePoint now = clock->now();
     Shard& shard = shard_for(key);
     std::lock_guard lock(shard.mutex);
-    put(shard, key, item, ttl, now);
+    return put(shard, key, item, ttl, now);
   }
 
-  bool add(std::string_view key, const Item& item, Ttl ttl) {
+  Cas add(std::string_view key, const Item& item, Ttl ttl) {
     const TimePoint now = clock->now();
     Shard& shard = shard_for(key);
     std::lock_guard lock(shard.mutex);
-    if (find_live(shard, key, now) != nullptr) return false;
-    put(shard, key, item, ttl, now);
-    return true;
+    if (find_live(shard, key, now) != nullptr) return 0;
+    return put(shard, key, item, ttl, now);
   }
 
-  bool cas(std::string_view key, const Item& item, Ttl ttl, Cas version) {
+  Cas cas(std::string_view key, const Item& item, Ttl ttl, Cas version) {
     const TimePoint now = clock->now();
     Shard& shard = shard_for(key);
     std::lock_guard lock(shard.mutex);
     Entry* e = find_live(shard, key, now);
-    if (e == nullptr || e->cas != version) return false;
-    put(shard, key, item, ttl, now);
-    return true;
+    if (e == nullptr || e->cas != version) return 0;
+    return put(shard, key, item, ttl, now);
   }
 
   bool remove(std::string_view key) {
@@ -255,20 +257,18 @@ void MemoryBackend::write(std::span<KeyWrite> items, const Request&) {
     switch (w.fence.kind) {
       case Fence::Kind::absent:
         State::count(state_->counters.adds);
-        w.stored = state_->add(w.key, *w.item, w.ttl);
+        w.cas = state_->add(w.key, *w.item, w.ttl);
         break;
       case Fence::Kind::version:
         State::count(state_->counters.cas);
-        w.stored = state_->cas(w.key, *w.item, w.ttl, w.fence.version);
+        w.cas = state_->cas(w.key, *w.item, w.ttl, w.fence.version);
         break;
       case Fence::Kind::none:
         if (!std::exchange(counted_sets, true)) State::count(state_->counters.sets);
-        state_->set(w.key, *w.item, w.ttl);
-        w.stored = true;
+        w.cas = state_->set(w.key, *w.item, w.ttl);
         break;
     }
-    w.cas = 0;
-    if (w.stored) (void)state_->get(w.key, &w.cas);
+    w.stored = w.cas != 0;
   }
 }
 

@@ -337,7 +337,12 @@ void Client::exchange(Server& server, Pipeline& pipeline, std::string_view what,
       const bool the_call_s = timeout && static_cast<const Timeout&>(e).the_call_s();
       // A reply the caller refused (CLIENT_ERROR, SERVER_ERROR, a value it
       // cannot take) is the answer of a server that works.
-      if (!refused && !the_call_s) server.failed(e.what());
+      // What marks it down is kept to explain the requests it then refuses:
+      // with the server's name, once.
+      if (!refused && !the_call_s) {
+        server.failed(e.server().empty() ? fmt::format("memcached {}: {}", server.name(), e.what())
+                                         : std::string(e.what()));
+      }
       if (refused) server.succeeded();
       // Errors of the pipeline's (a reply refused or out of step) name the
       // server here. A server out of reach, or an item over its limit, is
