@@ -327,8 +327,9 @@ TEST_SUITE("memcached meta backend") {
       f.backend->set("big", Item{std::string(2 << 20, 'x'), 0}, 0s);
       FAIL("a 2 MiB item was accepted");
     } catch (const dogpile::BackendError& e) {
-      CHECK_MESSAGE(std::string_view(e.what()).find("over the item size limit") != std::string_view::npos,
-                    e.what());
+      CHECK_MESSAGE(
+          std::string_view(e.what()).find("over the item size limit") != std::string_view::npos,
+          e.what());
     }
     CHECK(f.backend->get("k").has_value() == false);
   }

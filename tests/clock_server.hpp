@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
-// A backend that is only a server clock (tests of the fleet clock and of the
-// chores that keep it measured).
+// Backends that are only a server clock, or nothing at all (tests of the
+// fleet clock and of the chores that keep it measured).
 #pragma once
 
 #include <atomic>
@@ -15,9 +15,21 @@
 
 namespace dogpile::test {
 
+// A backend that stores nothing and has no server clock.
+class NoStore : public dogpile::Backend {
+ public:
+  void read(std::span<dogpile::KeyRead>, const dogpile::LeaseRequest&, const dogpile::Request&,
+            const Visit*) override {}
+  void write(std::span<dogpile::KeyWrite>, const dogpile::Request&) override {}
+  void erase(std::span<dogpile::KeyErase>, const dogpile::Request&) override {}
+  std::unique_ptr<dogpile::DistributedLock> make_lock(std::string_view, dogpile::Ttl) override {
+    return nullptr;
+  }
+};
+
 // A server whose clock is `clock`, read in whole units of `resolution`
 // (memcached's `stats` `time`: whole seconds).
-class ClockServer final : public dogpile::Backend {
+class ClockServer final : public NoStore {
  public:
   ClockServer(const dogpile::ManualClock& clock, dogpile::Duration resolution)
       : clock_(clock), resolution_(resolution) {}
@@ -33,13 +45,6 @@ class ClockServer final : public dogpile::Backend {
       t = dogpile::TimePoint(t.time_since_epoch() - t.time_since_epoch() % resolution_);
     }
     return dogpile::ServerTime{t, resolution_};
-  }
-  void read(std::span<dogpile::KeyRead>, const dogpile::LeaseRequest&, const dogpile::Request&,
-            const Visit*) override {}
-  void write(std::span<dogpile::KeyWrite>, const dogpile::Request&) override {}
-  void erase(std::span<dogpile::KeyErase>, const dogpile::Request&) override {}
-  std::unique_ptr<dogpile::DistributedLock> make_lock(std::string_view, dogpile::Ttl) override {
-    return nullptr;
   }
 
  private:

@@ -123,15 +123,7 @@ TEST_SUITE("fleet clock") {
   TEST_CASE("no server clock: the local clock, and no chore") {
     ManualClock local;
     dogpile::MemoryBackend memory;  // has one; a plain Backend does not
-    struct Plain final : dogpile::Backend {
-      void read(std::span<dogpile::KeyRead>, const dogpile::LeaseRequest&, const dogpile::Request&,
-                const Visit*) override {}
-      void write(std::span<dogpile::KeyWrite>, const dogpile::Request&) override {}
-      void erase(std::span<dogpile::KeyErase>, const dogpile::Request&) override {}
-      std::unique_ptr<dogpile::DistributedLock> make_lock(std::string_view, dogpile::Ttl) override {
-        return nullptr;
-      }
-    } plain;
+    dogpile::test::NoStore plain;   // no server clock
     FleetClock fleet(local, plain, "ref", 10s);
     fleet.ensure_measured();
     CHECK(fleet.now() == local.now());
