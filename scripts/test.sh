@@ -7,7 +7,7 @@
 #   build-tsan/  the tests whose code runs threads, under ThreadSanitizer;
 #   build/       the library, examples and benchmarks as shipped
 #                (-O2, no debug information), with what needs a build without sanitizers:
-#                the fork() tests, a million keys through the multi calls,
+#                the fork() tests, 250,000 keys through the multi calls,
 #                the demo, the package and consumer builds, the compile-error,
 #                README, license and API reference (Doxygen, no warning) checks;
 #   build-fuzz/  the libFuzzer targets: their corpora replayed, then
@@ -100,7 +100,7 @@ TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 die_after_fork=0" \
 
 phase "waiting for build/"
 built build
-phase "fork() tests, a million keys, demo, package, consumer and documentation checks (build/); fuzzing beside them (build-fuzz/)"
+phase "fork() tests, 250,000 keys through the multi calls, demo, package, consumer and documentation checks (build/); fuzzing beside them (build-fuzz/)"
 # The fuzzers (one core) run while these tests mostly wait on processes and
 # servers; their output follows the tests'.
 ctest --test-dir build -L "plain|demo|build" --output-on-failure -j "$test_jobs" &
