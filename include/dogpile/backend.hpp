@@ -73,9 +73,11 @@ class BackendError : public std::runtime_error {
  public:
   /// `server` ("host:port") and `code` (a stable upper-case name of what
   /// failed) may be empty when unknown.
-  explicit BackendError(const std::string& what, std::string server = {}, std::string code = {})
+  explicit BackendError(const std::string& what, std::string server = {}, std::string code = {},
+                        bool moved = false)
       : std::runtime_error(what),
-        origin_(std::make_shared<const Origin>(Origin{std::move(server), std::move(code)})) {}
+        origin_(std::make_shared<const Origin>(Origin{std::move(server), std::move(code), moved})) {
+  }
 
   /// The server that failed, "host:port"; empty if unknown.
   [[nodiscard]] const std::string& server() const noexcept { return origin_->server; }
@@ -85,11 +87,15 @@ class BackendError : public std::runtime_error {
   /// "TIMEOUT", "SERVER_MARKED_DOWN", "PROTOCOL_ERROR", "CLIENT_ERROR",
   /// "SERVER_ERROR"; empty if unknown.
   [[nodiscard]] const std::string& code() const noexcept { return origin_->code; }
+  /// The failure marked the server down, and its keys now go elsewhere (a
+  /// gutter, --GUTTER): the request may be made again at once.
+  [[nodiscard]] bool moved() const noexcept { return origin_->moved; }
 
  private:
   struct Origin {
     std::string server;
     std::string code;
+    bool moved = false;
   };
   std::shared_ptr<const Origin> origin_;  // shared: copying an exception must not throw
 };
@@ -299,6 +305,23 @@ struct ServerTime {
   Duration resolution{};
 };
 
+/// What a memcached transport's gutter and journals did (their options:
+/// --GUTTER, --JOURNAL-MAX), since it was made.
+struct FleetStats {
+  /// Requests sent to the gutter while a key's own server was marked down.
+  std::uint64_t gutter_requests = 0;
+  /// Keys a server missed while away (a write with no answer, or one sent to
+  /// the gutter), kept to be deleted there when it answers.
+  std::uint64_t journal_kept = 0;
+  /// Of those, deleted on their server.
+  std::uint64_t journal_replayed = 0;
+  /// Keys not kept (a journal full): their server may serve what their
+  /// writes replaced until it expires.
+  std::uint64_t journal_dropped = 0;
+  /// Keys waiting for their server now: lost if the process ends first.
+  std::uint64_t journal_pending = 0;
+};
+
 class Backend {
  public:
   /// Sees one item of a read without a copy: the index of its key, its
@@ -361,6 +384,10 @@ class Backend {
   /// caller's own clock is trusted.
   [[nodiscard]] virtual std::optional<ServerTime> server_time(std::string_view key,
                                                               const Request& request);
+
+  /// What the transport's gutter and journals did; nullopt (the default):
+  /// it has neither.
+  [[nodiscard]] virtual std::optional<FleetStats> fleet_stats() const;
 
   // --- Built on the operations, once. ---------------------------------------
 

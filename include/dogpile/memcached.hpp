@@ -123,6 +123,8 @@ class MemcachedBackend final : public Backend {
   /// one second).
   [[nodiscard]] std::optional<ServerTime> server_time(std::string_view key,
                                                       const Request& request) override;
+  /// The gutter's and the journals' counts (--GUTTER, --JOURNAL-MAX).
+  [[nodiscard]] std::optional<FleetStats> fleet_stats() const override;
 
   /// The option string in effect: dogpile's defaults, then the caller's.
   [[nodiscard]] const std::string& options() const noexcept;

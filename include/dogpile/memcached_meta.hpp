@@ -97,6 +97,8 @@ class MemcachedMetaBackend final : public Backend {
   /// `stats` `time` of the key's server (resolution: one second).
   [[nodiscard]] std::optional<ServerTime> server_time(std::string_view key,
                                                       const Request& request) override;
+  /// The gutter's and the journals' counts (--GUTTER, --JOURNAL-MAX).
+  [[nodiscard]] std::optional<FleetStats> fleet_stats() const override;
 
   struct Impl;
 

@@ -3,8 +3,10 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <iterator>
 #include <limits>
+#include <optional>
 #include <span>
 #include <tuple>
 #include <vector>
@@ -116,6 +118,7 @@ struct Named {
   std::string_view name;
   RegionStats stats;
   RegionMetrics metrics;
+  std::optional<FleetStats> fleet;  // its backend's gutter and journals
 };
 
 // A label value, escaped as the format asks (backslash, quote, newline).
@@ -246,6 +249,35 @@ std::string render(std::span<const Named> regions) {
   for (const Named& r : regions) {
     histogram(out, "dogpile_creation_seconds", region_label(r), r.metrics.creations);
   }
+  // The gutter and the journals, for the regions whose backend has them.
+  if (std::any_of(regions.begin(), regions.end(), [](const Named& r) { return r.fleet; })) {
+    for (const auto& [name, type, help, field] :
+         {std::tuple{"dogpile_gutter_requests_total", "counter",
+                     "Requests sent to the gutter while a key's server was marked down (the "
+                     "region's backend).",
+                     &FleetStats::gutter_requests},
+          std::tuple{"dogpile_journal_kept_total", "counter",
+                     "Keys a server missed while away, kept to be deleted there when it answers.",
+                     &FleetStats::journal_kept},
+          std::tuple{"dogpile_journal_replayed_total", "counter",
+                     "Kept keys deleted on their server once it answered.",
+                     &FleetStats::journal_replayed},
+          std::tuple{"dogpile_journal_dropped_total", "counter",
+                     "Keys a full journal could not keep: their server may serve what their "
+                     "writes replaced until it expires.",
+                     &FleetStats::journal_dropped},
+          std::tuple{"dogpile_journal_pending", "gauge",
+                     "Keys waiting for their server to answer (lost if the process ends).",
+                     &FleetStats::journal_pending}}) {
+      family(out, name, type, help);
+      for (const Named& r : regions) {
+        if (r.fleet) {
+          fmt::format_to(std::back_inserter(out), "{}{{{}}} {}\n", name, region_label(r),
+                         (*r.fleet).*field);
+        }
+      }
+    }
+  }
   // A counter per operation, from each region's BackendOpMetrics.
   auto per_op = [&](std::string_view name, std::string_view help,
                     std::uint64_t BackendOpMetrics::*field) {
@@ -277,7 +309,7 @@ std::string render(std::span<const Named> regions) {
 }  // namespace
 
 std::string prometheus_text(const CacheRegion& region, std::string_view name) {
-  const Named one{name, region.stats(), region.metrics()};
+  const Named one{name, region.stats(), region.metrics(), region.backend().fleet_stats()};
   return render({&one, 1});
 }
 
@@ -286,7 +318,7 @@ std::string prometheus_text(
   std::vector<Named> named;
   named.reserve(regions.size());
   for (const auto& [name, region] : regions) {
-    named.push_back({name, region->stats(), region->metrics()});
+    named.push_back({name, region->stats(), region->metrics(), region->backend().fleet_stats()});
   }
   return render(named);
 }

@@ -55,8 +55,14 @@ bool Engine::remove(std::string_view user_key) {
   const bool ok = attempt("remove", user_key, [&] {
     // The tombstone keeps the removed value's creation duration: whoever
     // waits for the next creation knows how long it will likely take.
-    const auto before =
-        metrics_.backend(BackendOp::get, user_key, 1, [&] { return backend_->get(key); });
+    // A read that fails does not stop the tombstone: if the server cannot
+    // take it either, the transport keeps the key to delete there once it
+    // answers (its journal).
+    std::optional<Item> before;
+    try {
+      before = metrics_.backend(BackendOp::get, user_key, 1, [&] { return backend_->get(key); });
+    } catch (const std::exception&) {
+    }
     std::chrono::microseconds took{0};
     if (before) {
       const auto env = detail::decode_envelope(before->data, before->flags, check);
@@ -98,8 +104,17 @@ bool Engine::invalidate(std::string_view user_key, Invalidation kind) {
     // Else the value is rewritten, marked, unless it changed meanwhile.
     for (int tries = 0; tries < 4; ++tries) {
       Cas version = 0;
-      auto item = metrics_.backend(BackendOp::get, user_key, 1,
-                                   [&] { return backend_->gets(key, version); });
+      std::optional<Item> item;
+      try {
+        item = metrics_.backend(BackendOp::get, user_key, 1,
+                                [&] { return backend_->gets(key, version); });
+      } catch (const std::exception&) {
+        // The value cannot be read to be marked: it is removed instead (or,
+        // the server away, kept by the transport to be removed when it
+        // answers).
+        metrics_.backend(BackendOp::store, user_key, 1, [&] { backend_->remove(key); });
+        throw;
+      }
       if (!item) return;
       const auto env = detail::decode_envelope(item->data, item->flags, check);
       if (!env.envelope || env.envelope->kind == detail::EnvelopeKind::tombstone) return;

@@ -97,12 +97,20 @@ void Engine::read_one(Context& ctx, Slot& slot) {
   };
   const Backend::Visit visitor(visit);
   const bool ok = attempt("get", slot.user_key, [&] {
-    metrics_.backend(
-        BackendOp::get, slot.user_key, 1,
-        [&] {
-          backend_->read({&one, 1}, ctx.read_request, ctx.request, &visitor);
-        },
-        &decoding);
+    for (int tries = 0;; ++tries) {
+      try {
+        metrics_.backend(
+            BackendOp::get, slot.user_key, 1,
+            [&] {
+              backend_->read({&one, 1}, ctx.read_request, ctx.request, &visitor);
+            },
+            &decoding);
+        return;
+      } catch (const BackendError& e) {
+        // The failure moved the key (to the gutter): read it there at once.
+        if (tries > 0 || !e.moved()) throw;
+      }
+    }
   });
   if (!ok) {
     read_failed(ctx, slot);

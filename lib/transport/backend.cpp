@@ -137,6 +137,8 @@ std::optional<ServerTime> Backend::server_time(std::string_view, const Request&)
   return std::nullopt;
 }
 
+std::optional<FleetStats> Backend::fleet_stats() const { return std::nullopt; }
+
 // --- built on the operations ----------------------------------------------
 
 bool Backend::get_view(std::string_view key,

@@ -23,6 +23,7 @@
 #include "base/parse_number.hpp"
 #include "format/keys.hpp"
 #include "transport/exptime.hpp"
+#include "transport/journal.hpp"
 #include "transport/wire_parts.hpp"
 
 namespace dogpile::detail::wire {
@@ -34,7 +35,8 @@ Server::Server(RingServer address, const Config& config)
     : address_(std::move(address)),
       config_(config),
       name_(where(address_)),
-      max_value_(config.max_item_size != 0 ? config.max_item_size : kDefaultItemSize) {}
+      max_value_(config.max_item_size != 0 ? config.max_item_size : kDefaultItemSize),
+      journal_(std::make_unique<Journal>(config.journal_max)) {}
 
 Server::~Server() = default;
 
@@ -237,6 +239,8 @@ void Server::after_fork_in_child() noexcept {
   // leaves the parent's connection intact.
   new (&idle_) std::vector<std::unique_ptr<Connection>>();
   new (&mutex_) std::mutex;
+  new (&replay_mutex) std::timed_mutex;
+  journal_->after_fork_in_child();
 }
 
 // ---------------------------------------------------------------------------
@@ -249,21 +253,148 @@ Client::Client(Config config, bool auto_eject, std::function<std::size_t(std::st
       all_(config_.servers),
       live_(config_.servers.size(), true),
       registration_(*this) {
-  servers_.reserve(config_.servers.size());
+  check_fleet(config_, auto_eject_);
+  pool_size_ = config_.servers.size();
+  servers_.reserve(pool_size_ + config_.gutter.size());
   for (const auto& s : config_.servers) servers_.push_back(std::make_unique<Server>(s, config_));
+  for (const auto& s : config_.gutter) {
+    servers_.push_back(std::make_unique<Server>(s, config_));
+    servers_.back()->set_gutter();
+  }
+  if (!config_.gutter.empty()) gutter_ring_.emplace(config_.gutter);
   live_ring_ = std::make_shared<const KetamaRing>(config_.servers);
 }
 
-Client::~Client() { registration_.reset(); }
+Client::~Client() {
+  registration_.reset();
+  if (replayer_.joinable()) {
+    replayer_.request_stop();
+    replayer_.join();
+  }
+}
 
-std::size_t Client::server_for(std::string_view key) {
-  if (servers_.size() == 1) return 0;
+std::size_t Client::route(std::string_view key, bool write) {
+  const std::size_t home = home_of(key);
+  if (!gutter_ring_) return home;
+  Server& own = *servers_[home];
+  const auto now = Steady::now();
+  if (!own.down(now)) return home;
+  const std::size_t gutter = pool_size_ + gutter_ring_->server_for(key);
+  // The gutter down too: the key's own server, which fails at once (the
+  // caller falls back to in-process protection).
+  if (servers_[gutter]->down(now)) return home;
+  // A write the key's own server misses: deleted there once it answers.
+  if (write) keep(own, key);
+  return gutter;
+}
+
+bool Client::moves(const Server& server) const noexcept {
+  if (!gutter_ring_ || server.gutter() || !server.down(Steady::now())) return false;
+  for (std::size_t i = pool_size_; i < servers_.size(); ++i) {
+    if (!servers_[i]->down(Steady::now())) return true;
+  }
+  return false;
+}
+
+void Client::keep(Server& server, std::string_view key) {
+  if (!server.journal().keep(key)) {
+    counters_.dropped.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  counters_.kept.fetch_add(1, std::memory_order_relaxed);
+  std::lock_guard lock(replayer_mutex_);
+  if (!replayer_.joinable()) {
+    try {
+      replayer_ = std::jthread([this](std::stop_token stop) { replayer_loop(stop); });
+    } catch (const std::system_error&) {
+      return;  // no thread: the key is replayed before this process's next request there
+    }
+  }
+  replayer_wake_.notify_one();
+}
+
+void Client::replayer_loop(std::stop_token stop) {
+  std::unique_lock lock(replayer_mutex_);
+  while (!stop.stop_requested()) {
+    if (pending() == 0) {
+      replayer_wake_.wait(lock, stop, [&] { return pending() != 0; });
+      continue;
+    }
+    lock.unlock();
+    replay_pending();
+    lock.lock();
+    replayer_wake_.wait_for(lock, stop, kReplayPause, [] { return false; });
+  }
+}
+
+void Client::replay_pending() {
+  for (auto& server : servers_) {
+    if (server->journal().size() == 0) continue;
+    Limits limits;
+    limits.stall = config_.poll_timeout;
+    limits.max_value = server->max_value();
+    limits.call = Steady::now() + config_.connect_timeout + config_.poll_timeout;
+    std::unique_ptr<Connection> connection;
+    try {
+      connection = server->borrow(limits, true);
+      replay(*server, *connection, limits);
+      server->give_back(std::move(connection));
+      server->succeeded();  // it answers: its keys go back to it
+    } catch (const BackendError& e) {
+      server->failed(e.what());
+    } catch (const std::exception&) {  // memory: tried again on the next pass
+    }
+  }
+}
+
+std::size_t Client::pending() const noexcept {
+  std::size_t n = 0;
+  for (const auto& s : servers_) n += s->journal().size();
+  return n;
+}
+
+FleetStats Client::fleet_stats() const noexcept {
+  FleetStats out;
+  out.gutter_requests = counters_.gutter_requests.load(std::memory_order_relaxed);
+  out.journal_kept = counters_.kept.load(std::memory_order_relaxed);
+  out.journal_replayed = counters_.replayed.load(std::memory_order_relaxed);
+  out.journal_dropped = counters_.dropped.load(std::memory_order_relaxed);
+  out.journal_pending = pending();
+  return out;
+}
+
+void Client::replay(Server& server, Connection& connection, const Limits& limits) {
+  std::unique_lock lock(server.replay_mutex, std::defer_lock);
+  if (!limits.call) {
+    lock.lock();
+  } else if (!lock.try_lock_until(*limits.call)) {
+    throw Timeout(fmt::format("memcached {}: the call's deadline passed while the writes the "
+                              "server missed were replayed",
+                              server.name()),
+                  server.name(), true);
+  }
+  if (server.journal().size() == 0) return;  // replayed while this request waited
+  std::vector<std::string> keys = server.journal().take();
+  try {
+    ReplayPipeline deletes(keys, config_.meta);
+    connection.run(deletes, limits, server.name());
+  } catch (...) {
+    const std::size_t lost = server.journal().put_back(std::move(keys));
+    counters_.dropped.fetch_add(lost, std::memory_order_relaxed);
+    throw;
+  }
+  server.journal().replayed();
+  counters_.replayed.fetch_add(keys.size(), std::memory_order_relaxed);
+}
+
+std::size_t Client::home_of(std::string_view key) {
+  if (pool_size_ == 1) return 0;
   if (place_) return place_(key);
   if (!auto_eject_) return all_.server_for(key);
   const auto now = Steady::now();
-  std::vector<bool> live(servers_.size());
+  std::vector<bool> live(pool_size_);
   bool any = false;
-  for (std::size_t i = 0; i < servers_.size(); ++i) {
+  for (std::size_t i = 0; i < pool_size_; ++i) {
     live[i] = !servers_[i]->down(now);
     any = any || live[i];
   }
@@ -283,6 +414,49 @@ std::size_t Client::server_for(std::string_view key) {
   return ring->server_for(key);
 }
 
+// ---------------------------------------------------------------------------
+// The fleet options
+
+bool fleet_option(std::string_view option, std::string_view name, std::string_view value,
+                  Config& config) {
+  auto refuse = [&](std::string_view why) {
+    throw std::invalid_argument(fmt::format("option {}: {}", option, why));
+  };
+  if (name == "--GUTTER") {
+    if (value.empty()) refuse("needs a value: host:port of a gutter server");
+    config.gutter.push_back(parse_server(option, value, value.front() == '/'));
+  } else if (name == "--GUTTER-TTL") {
+    std::int64_t seconds = 0;
+    // At most 30 days: memcached reads more as an absolute time.
+    if (!parse_number(value, seconds) || seconds <= 0 || seconds > 2592000) {
+      refuse("expected seconds, 1 to 2592000");
+    }
+    config.gutter_ttl = std::chrono::seconds(seconds);
+  } else if (name == "--JOURNAL-MAX") {
+    if (!parse_number(value, config.journal_max)) refuse("expected a number of keys");
+  } else {
+    return false;
+  }
+  return true;
+}
+
+void check_fleet(const Config& config, bool auto_eject) {
+  if (config.gutter.empty()) return;
+  if (auto_eject) {
+    throw std::invalid_argument(
+        "a gutter (--GUTTER) and auto-eject do not combine: with auto-eject, a dead server's keys "
+        "move to the other servers of the pool");
+  }
+  for (const auto& g : config.gutter) {
+    for (const auto& s : config.servers) {
+      if (g.host == s.host && g.port == s.port) {
+        throw std::invalid_argument(fmt::format(
+            "--GUTTER={} is also a --SERVER: the gutter must be servers of its own", where(g)));
+      }
+    }
+  }
+}
+
 Limits Client::limits(const Server& server, const Request& request) const noexcept {
   Limits limits;
   limits.call = request.deadline;
@@ -293,7 +467,7 @@ Limits Client::limits(const Server& server, const Request& request) const noexce
 }
 
 void Client::exchange(Server& server, Pipeline& pipeline, std::string_view what,
-                      const Request& request) {
+                      const Request& request, const Unanswered* unanswered) {
   const Limits limits = this->limits(server, request);
   const bool has_call_deadline = limits.call.has_value();
   if (has_call_deadline && *limits.call <= Steady::now()) {
@@ -302,11 +476,15 @@ void Client::exchange(Server& server, Pipeline& pipeline, std::string_view what,
         server.name(), true);
   }
   if (!server.admit(Steady::now())) {
+    if (unanswered != nullptr) {
+      for (std::size_t i = 0; i < unanswered->count; ++i) keep(server, unanswered->key_of(i));
+    }
     // The failure that marked it down names the server already.
     throw BackendError(fmt::format("{}; marked down, tried again every {} ms",
                                    server.down_because(), config_.retry_timeout.count()),
-                       server.name(), "SERVER_MARKED_DOWN");
+                       server.name(), "SERVER_MARKED_DOWN", moves(server));
   }
+  if (server.gutter()) counters_.gutter_requests.fetch_add(1, std::memory_order_relaxed);
   for (int attempt = 0;; ++attempt) {
     std::unique_ptr<Connection> connection;
     struct Return {
@@ -316,6 +494,7 @@ void Client::exchange(Server& server, Pipeline& pipeline, std::string_view what,
     } give_back{server, connection};
     try {
       connection = server.borrow(limits, attempt > 0);
+      if (server.journal().size() != 0) replay(server, *connection, limits);
       connection->run(pipeline, limits, server.name());
       server.succeeded();
       return;
@@ -344,6 +523,11 @@ void Client::exchange(Server& server, Pipeline& pipeline, std::string_view what,
                                          : std::string(e.what()));
       }
       if (refused) server.succeeded();
+      // Writes with no answer (the server stalled, closed, or out of reach):
+      // what they replaced may still be there.
+      if (!refused && unanswered != nullptr) {
+        for (std::size_t i = 0; i < unanswered->count; ++i) keep(server, unanswered->key_of(i));
+      }
       // Errors of the pipeline's (a reply refused or out of step) name the
       // server here. A server out of reach, or an item over its limit, is
       // said first and whole, whatever the request was.
@@ -352,8 +536,9 @@ void Client::exchange(Server& server, Pipeline& pipeline, std::string_view what,
           whole                ? std::string(e.what())
           : e.server().empty() ? fmt::format("{}: memcached {}: {}", what, server.name(), e.what())
                                : fmt::format("{}: {}", what, e.what());
-      if (timeout) throw Timeout(message, server.name(), the_call_s);
-      throw BackendError(message, server.name(), e.code());
+      const bool moved = !refused && !the_call_s && moves(server);
+      if (timeout) throw Timeout(message, server.name(), the_call_s, moved);
+      throw BackendError(message, server.name(), e.code(), moved);
     }
   }
 }
@@ -385,6 +570,11 @@ ServerTime Client::server_time(std::string_view key, const Request& request) {
 }
 
 std::int64_t Client::exptime(std::size_t index, Ttl ttl, const Request& request) {
+  // The gutter keeps a value for a short time at most: it stands in for a
+  // server while it is down, and what it holds is not invalidated once the
+  // server is back.
+  if (index >= pool_size_)
+    ttl = ttl <= Ttl::zero() ? config_.gutter_ttl : std::min(ttl, config_.gutter_ttl);
   if (!absolute_expiration(ttl)) return detail::exptime(ttl, 0);
   Server& s = server(index);
   const auto now = Steady::now();
@@ -405,6 +595,11 @@ std::int64_t Client::exptime(std::size_t index, Ttl ttl, const Request& request)
 void Client::after_fork_in_child() noexcept {
   for (auto& s : servers_) s->after_fork_in_child();
   new (&ring_mutex_) std::mutex;
+  // The replayer is the parent's: the child starts its own at its next key
+  // kept (what it inherited is replayed before its next request there).
+  new (&replayer_mutex_) std::mutex;
+  new (&replayer_wake_) std::condition_variable_any;
+  new (&replayer_) std::jthread;
 }
 
 bool says_too_big(std::string_view message) noexcept {

@@ -20,6 +20,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -29,6 +30,7 @@
 #include <stop_token>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -62,7 +64,26 @@ struct Config {
   std::size_t max_item_size = 0;
   /// The meta dialect: a server's first contact checks it answers `mn`.
   bool meta = false;
+  /// The gutter (--GUTTER): servers that take a key's requests while its
+  /// own server is marked down, placed on a ring of their own.
+  std::vector<RingServer> gutter;
+  /// The longest time to live of what is written to the gutter
+  /// (--GUTTER-TTL, seconds): a value that never expires is given this too.
+  std::chrono::seconds gutter_ttl{10};
+  /// Keys kept per server for replay (--JOURNAL-MAX; journal.hpp).
+  std::size_t journal_max = 10000;
 };
+
+/// Takes one of the options both transports read alike: --GUTTER=host:port
+/// (several allowed), --GUTTER-TTL=seconds, --JOURNAL-MAX=keys. Returns
+/// false for any other name; throws std::invalid_argument naming `option`
+/// for a value it refuses.
+bool fleet_option(std::string_view option, std::string_view name, std::string_view value,
+                  Config& config);
+/// Checks the fleet options against the rest: a gutter server is none of
+/// the pool's, and not with auto-eject (its keys move to other servers
+/// instead). Throws std::invalid_argument.
+void check_fleet(const Config& config, bool auto_eject);
 
 /// A --SERVER's value: host[:port][/?weight] or host:port:weight (an IPv6
 /// address in brackets); with `socket`, a unix socket's path[/?weight]
@@ -86,8 +107,8 @@ class NotMeta : public BackendError {
 /// server), or the server's own timeouts.
 class Timeout : public BackendError {
  public:
-  Timeout(const std::string& what, std::string server, bool the_call_s = false)
-      : BackendError(what, std::move(server), "TIMEOUT"), the_call_s_(the_call_s) {}
+  Timeout(const std::string& what, std::string server, bool the_call_s = false, bool moved = false)
+      : BackendError(what, std::move(server), "TIMEOUT", moved), the_call_s_(the_call_s) {}
   [[nodiscard]] bool the_call_s() const noexcept { return the_call_s_; }
 
  private:
@@ -108,6 +129,7 @@ class Malformed : public BackendError {
 };
 
 class Connection;
+class Journal;
 
 /// One exchange on one connection: requests written as they are made,
 /// replies read as they arrive. Implementations know the dialect.
@@ -234,6 +256,15 @@ class Server {
   /// In a forked child: the idle connections are the parent's sockets.
   void after_fork_in_child() noexcept;
 
+  /// The keys it missed while away, deleted there before its next request.
+  [[nodiscard]] Journal& journal() noexcept { return *journal_; }
+  /// Held while its journal is replayed: a request waits for the replay
+  /// (until its deadline).
+  std::timed_mutex replay_mutex;
+  /// One of the gutter's servers.
+  [[nodiscard]] bool gutter() const noexcept { return gutter_; }
+  void set_gutter() noexcept { gutter_ = true; }
+
  private:
   int connect(Steady::time_point deadline);
   std::vector<std::vector<char>> resolve();
@@ -249,9 +280,27 @@ class Server {
   mutable std::mutex mutex_;
   std::string down_because_;
   std::vector<std::unique_ptr<Connection>> idle_;
+  std::unique_ptr<Journal> journal_;
+  bool gutter_ = false;
   // The host's addresses (sockaddr bytes), resolved at the first connect and
   // again when none of them answers.
   std::vector<std::vector<char>> addresses_;
+};
+
+/// What the gutter and the journals did (Backend::fleet_stats).
+struct FleetCounters {
+  std::atomic<std::uint64_t> gutter_requests{0};
+  std::atomic<std::uint64_t> kept{0};
+  std::atomic<std::uint64_t> replayed{0};
+  std::atomic<std::uint64_t> dropped{0};
+};
+
+/// A request's keys that a failure without an answer leaves unknown: kept
+/// in the server's journal (writes: the server may still hold what they
+/// replaced).
+struct Unanswered {
+  std::size_t count = 0;
+  FunctionRef<std::string_view(std::size_t)> key_of;
 };
 
 /// Every server of the option string, and where keys live.
@@ -266,18 +315,26 @@ class Client : ForkAware {
   Client& operator=(const Client&) = delete;
 
   /// The index of the server that holds `key`: on the ring of every server,
-  /// or (with auto-eject) of those not marked down.
-  [[nodiscard]] std::size_t server_for(std::string_view key);
+  /// or (with auto-eject) of those not marked down. With a gutter, while
+  /// that server is marked down (and not due for its retry), the gutter
+  /// server of the key instead, if that one is not marked down too.
+  [[nodiscard]] std::size_t server_for(std::string_view key) { return route(key, false); }
+  /// The same for a write: one that goes to the gutter is kept in the
+  /// journal of the key's own server.
+  [[nodiscard]] std::size_t server_for_write(std::string_view key) { return route(key, true); }
   [[nodiscard]] Server& server(std::size_t index) noexcept { return *servers_[index]; }
   [[nodiscard]] std::size_t size() const noexcept { return servers_.size(); }
   [[nodiscard]] const Config& config() const noexcept { return config_; }
 
-  /// Runs `pipeline` on a connection to `server`. A server marked down fails
-  /// at once, naming why; a pooled connection the server closed while idle
-  /// is retried once on a new one; a failure for the server's sake (not a
-  /// refusal of the caller's, not the call's deadline) marks it down. Throws
-  /// BackendError naming `what` and the server.
-  void exchange(Server& server, Pipeline& pipeline, std::string_view what, const Request& request);
+  /// Runs `pipeline` on a connection to `server`, after its journal's
+  /// replay if it has one. A server marked down fails at once, naming why; a
+  /// pooled connection the server closed while idle is retried once on a new
+  /// one; a failure for the server's sake (not a refusal of the caller's,
+  /// not the call's deadline) marks it down. A failure with no answer keeps
+  /// the `unanswered` keys in the server's journal. Throws BackendError
+  /// naming `what` and the server.
+  void exchange(Server& server, Pipeline& pipeline, std::string_view what, const Request& request,
+                const Unanswered* unanswered = nullptr);
 
   /// The `time` of `server`'s `stats`, in seconds since the epoch.
   [[nodiscard]] std::int64_t stats_time(Server& server, const Request& request);
@@ -292,10 +349,39 @@ class Client : ForkAware {
 
   void after_fork_in_child() noexcept override;
 
+  /// Servers of the pool (the gutter's follow them).
+  [[nodiscard]] std::size_t pool_size() const noexcept { return pool_size_; }
+  [[nodiscard]] const FleetCounters& counters() const noexcept { return counters_; }
+  /// Keys waiting in every journal.
+  [[nodiscard]] std::size_t pending() const noexcept;
+  /// The counters, as Backend::fleet_stats says them.
+  [[nodiscard]] FleetStats fleet_stats() const noexcept;
+
  private:
   [[nodiscard]] Limits limits(const Server& server, const Request& request) const noexcept;
+  [[nodiscard]] std::size_t home_of(std::string_view key);
+  [[nodiscard]] std::size_t route(std::string_view key, bool write);
+  // Whether `server`'s keys go to the gutter now (BackendError::moved).
+  [[nodiscard]] bool moves(const Server& server) const noexcept;
+  // Keeps `key` in `server`'s journal, and wakes the replayer.
+  void keep(Server& server, std::string_view key);
+  // Deletes what `server` missed, on `connection`, before the request.
+  void replay(Server& server, Connection& connection, const Limits& limits);
+  // The replayer's loop: while a journal waits, tries its server every
+  // kReplayPause (whether or not it is marked down) and replays it as soon
+  // as it answers, which marks it up again.
+  void replayer_loop(std::stop_token stop);
+  void replay_pending();
 
   Config config_;
+  std::size_t pool_size_ = 0;
+  std::optional<KetamaRing> gutter_ring_;
+  FleetCounters counters_;
+  // The replayer: a thread started at the first key kept, asleep while no
+  // journal waits; stopped and joined by the destructor.
+  std::mutex replayer_mutex_;
+  std::condition_variable_any replayer_wake_;
+  std::jthread replayer_;
   const bool auto_eject_;
   std::function<std::size_t(std::string_view)> place_;
   std::vector<std::unique_ptr<Server>> servers_;
@@ -307,6 +393,9 @@ class Client : ForkAware {
   std::shared_ptr<const KetamaRing> live_ring_;
   ForkRegistration registration_;
 };
+
+/// How often the replayer tries a server whose journal waits.
+inline constexpr std::chrono::milliseconds kReplayPause{100};
 
 /// The requests of a batch grouped by server: (server index, the indices of
 /// its requests, in order), `server_of(i)` saying where request i goes.

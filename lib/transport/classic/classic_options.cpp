@@ -39,6 +39,22 @@ std::vector<std::pair<std::string_view, std::string_view>> tokens(std::string_vi
   return out;
 }
 
+// `options` without the ones dogpile reads itself (the gutter's and the
+// journal's: wire::fleet_option), which libmemcached does not know.
+std::string without_fleet_options(std::string_view options) {
+  std::string out;
+  for (const auto& [name, value] : tokens(options)) {
+    if (name == "--GUTTER" || name == "--GUTTER-TTL" || name == "--JOURNAL-MAX") continue;
+    if (!out.empty()) out += ' ';
+    out.append(name);
+    if (value.data() != nullptr) {
+      out += '=';
+      out.append(value);
+    }
+  }
+  return out;
+}
+
 // What libmemcached's parser said, without the pointer and the source path
 // it adds: "syntax error, unexpected UNKNOWN_OPTION".
 std::string parser_said(std::string_view error) {

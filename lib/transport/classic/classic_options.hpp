@@ -20,6 +20,9 @@ namespace dogpile::detail::classic {
     std::string_view options);
 
 /// Throws std::invalid_argument naming MemcachedBackend and `why`.
+/// `options` without those dogpile reads itself (wire::fleet_option).
+[[nodiscard]] std::string without_fleet_options(std::string_view options);
+
 [[noreturn]] void invalid(std::string_view why);
 
 /// libmemcached's parse of `options`, with --BINARY-PROTOCOL, --USE-UDP,

@@ -42,13 +42,14 @@ using detail::classic::invalid;
 using detail::classic::parse;
 using detail::classic::tokens;
 using detail::classic::with_defaults;
+using detail::classic::without_fleet_options;
 
 }  // namespace
 
 struct MemcachedBackend::Impl {
   Impl(std::string opts, const MemcachedBackend::Options& extra)
       : options(std::move(opts)),
-        master(parse(options), &memcached_free),
+        master(parse(without_fleet_options(options)), &memcached_free),
         client(config(extra), extra.auto_eject, placement(extra)) {}
 
   wire::Config config(const MemcachedBackend::Options& extra) {
@@ -62,6 +63,7 @@ struct MemcachedBackend::Impl {
           c.servers.push_back(wire::parse_server(option, value, value.starts_with('/')));
         } else if (name == "--SOCKET") {
           c.servers.push_back(wire::parse_server(option, value, true));
+        } else if (wire::fleet_option(option, name, value, c)) {
         } else if (name == "--POOL-MAX") {
           std::size_t n = 0;
           std::from_chars(value.data(), value.data() + value.size(), n);
@@ -159,10 +161,10 @@ void retrieve(Classic& impl, std::size_t server, std::string_view op, std::strin
 
 // Runs `count` status-answered commands on `server`.
 void command(Classic& impl, std::size_t server, std::string_view op, std::size_t count,
-             text::Commands::Write write, text::Commands::OnReply on_reply,
-             const Request& request) {
+             text::Commands::Write write, text::Commands::OnReply on_reply, const Request& request,
+             const wire::Unanswered* unanswered = nullptr) {
   text::Commands batch(op, count, write, on_reply);
-  impl.client.exchange(impl.client.server(server), batch, op, request);
+  impl.client.exchange(impl.client.server(server), batch, op, request, unanswered);
 }
 
 // One storage command (`set`, `add`, `cas`) of `key`, placed by `placed_by`:
@@ -257,7 +259,9 @@ void MemcachedBackend::write(std::span<KeyWrite> items, const Request& request) 
   for (const KeyWrite& w : items) check_backend_key(op, w.key);
   auto& client = impl_->client;
   for (const auto& [server, group] : wire::by_server(
-           items.size(), [&](std::size_t i) { return client.server_for(items[i].key); })) {
+           items.size(), [&](std::size_t i) { return client.server_for_write(items[i].key); })) {
+    const wire::Unanswered unanswered{group.size(),
+                                      [&](std::size_t j) { return items[group[j]].key; }};
     std::vector<std::int64_t> expiry(group.size());
     for (std::size_t j = 0; j < group.size(); ++j) {
       expiry[j] = client.exptime(server, items[group[j]].ttl, request);
@@ -294,7 +298,7 @@ void MemcachedBackend::write(std::span<KeyWrite> items, const Request& request) 
           }
           text::refused(fmt::format("memcached {} {}", op, w.key), r);
         },
-        request);
+        request, &unanswered);
   }
 }
 
@@ -303,7 +307,9 @@ void MemcachedBackend::erase(std::span<KeyErase> keys, const Request& request) {
   for (const KeyErase& k : keys) check_backend_key(op, k.key);
   auto& client = impl_->client;
   for (const auto& [server, group] : wire::by_server(
-           keys.size(), [&](std::size_t i) { return client.server_for(keys[i].key); })) {
+           keys.size(), [&](std::size_t i) { return client.server_for_write(keys[i].key); })) {
+    const wire::Unanswered unanswered{group.size(),
+                                      [&](std::size_t j) { return keys[group[j]].key; }};
     command(
         *impl_, server, op, group.size(),
         [&](std::size_t j, std::string& out) { text::append_delete(out, keys[group[j]].key); },
@@ -314,7 +320,7 @@ void MemcachedBackend::erase(std::span<KeyErase> keys, const Request& request) {
           }
           k.existed = r.kind == TextKind::deleted;
         },
-        request);
+        request, &unanswered);
   }
 }
 
@@ -323,6 +329,10 @@ std::unique_ptr<DistributedLock> MemcachedBackend::make_lock(std::string_view ke
   check_backend_key("lock", detail::lock_key_for(key));
   return std::unique_ptr<DistributedLock>(
       new MemcachedLock(MemcachedLock::Mapped{}, impl_, std::string(key), ttl, LockInfo{}));
+}
+
+std::optional<FleetStats> MemcachedBackend::fleet_stats() const {
+  return impl_->client.fleet_stats();
 }
 
 void MemcachedBackend::claim(std::span<KeyRead> keys, const LeaseRequest& lease,

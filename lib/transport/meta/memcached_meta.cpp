@@ -184,7 +184,7 @@ std::size_t server_of_write(Impl& impl, const KeyWrite& w) {
       return lease->server_index();
     }
   }
-  return impl.client.server_for(w.key);
+  return impl.client.server_for_write(w.key);
 }
 
 }  // namespace
@@ -254,6 +254,8 @@ void MemcachedMetaBackend::write(std::span<KeyWrite> items, const Request& reque
     for (std::size_t j = 0; j < group.size(); ++j) {
       expiry[j] = client.exptime(server, items[group[j]].ttl, request);
     }
+    const wire::Unanswered unanswered{group.size(),
+                                      [&](std::size_t j) { return items[group[j]].key; }};
     run(
         *impl_, server, op, group.size(), quiet,
         [&](std::size_t j, std::string& out, std::uint32_t opaque) {
@@ -296,7 +298,7 @@ void MemcachedMetaBackend::write(std::span<KeyWrite> items, const Request& reque
           w.stored = r->code == Code::hd;
           w.cas = w.stored ? r->cas.value_or(0) : 0;
         },
-        request);
+        request, &unanswered);
   }
 }
 
@@ -307,7 +309,9 @@ void MemcachedMetaBackend::erase(std::span<KeyErase> keys, const Request& reques
   const std::string_view op = quiet ? "delete_multi" : "delete";
   auto& client = impl_->client;
   for (const auto& [server, group] : wire::by_server(
-           keys.size(), [&](std::size_t i) { return client.server_for(keys[i].key); })) {
+           keys.size(), [&](std::size_t i) { return client.server_for_write(keys[i].key); })) {
+    const wire::Unanswered unanswered{group.size(),
+                                      [&](std::size_t j) { return keys[group[j]].key; }};
     run(
         *impl_, server, op, group.size(), quiet,
         [&](std::size_t j, std::string& out, std::uint32_t opaque) {
@@ -320,16 +324,17 @@ void MemcachedMetaBackend::erase(std::span<KeyErase> keys, const Request& reques
           }
           k.existed = r == nullptr || r->code == Code::hd;
         },
-        request);
+        request, &unanswered);
   }
 }
 
 std::optional<bool> MemcachedMetaBackend::mark_stale(std::string_view key, Ttl keep_for,
                                                      const Request& request) {
   check_backend_key("mark stale", key);
-  const std::size_t server = impl_->client.server_for(key);
+  const std::size_t server = impl_->client.server_for_write(key);
   const std::string flags = fmt::format("I T{}", impl_->client.exptime(server, keep_for, request));
   bool marked = false;
+  const wire::Unanswered unanswered{1, [&](std::size_t) { return key; }};
   one(
       *impl_, server, "mark stale",
       [&](std::string& out, std::uint32_t opaque) { meta::append_md(out, key, flags, opaque); },
@@ -337,7 +342,7 @@ std::optional<bool> MemcachedMetaBackend::mark_stale(std::string_view key, Ttl k
         if (r.code != Code::hd && r.code != Code::nf) unexpected("mark stale", key, r);
         marked = r.code == Code::hd;
       },
-      request);
+      request, &unanswered);
   return marked;
 }
 
@@ -350,6 +355,10 @@ std::unique_ptr<DistributedLock> MemcachedMetaBackend::make_lock(std::string_vie
 std::optional<ServerTime> MemcachedMetaBackend::server_time(std::string_view key,
                                                             const Request& request) {
   return impl_->client.server_time(key, request);
+}
+
+std::optional<FleetStats> MemcachedMetaBackend::fleet_stats() const {
+  return impl_->client.fleet_stats();
 }
 
 void MemcachedMetaBackend::claim(std::span<KeyRead> keys, const LeaseRequest& lease,

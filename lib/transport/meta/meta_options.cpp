@@ -57,6 +57,14 @@ wire::Config parse_options(std::string_view options) {
       } catch (const std::invalid_argument& e) {
         throw std::invalid_argument(fmt::format("MemcachedMetaBackend: {}", e.what()));
       }
+    } else if (name.starts_with("--GUTTER") || name == "--JOURNAL-MAX") {
+      try {
+        if (!wire::fleet_option(option, name, value, config)) {
+          refuse(option, "not an option this transport honours");
+        }
+      } catch (const std::invalid_argument& e) {
+        throw std::invalid_argument(fmt::format("MemcachedMetaBackend: {}", e.what()));
+      }
     } else if (name == "--CONNECT-TIMEOUT") {
       needs_value();
       config.connect_timeout = millis(option, value);

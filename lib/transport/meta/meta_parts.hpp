@@ -65,19 +65,20 @@ inline bool placeholder(const Reply& reply) noexcept {
 
 // Runs a batch of `count` requests on `server` (see meta::Batch).
 inline void run(Impl& impl, std::size_t server, std::string_view op, std::size_t count, bool quiet,
-                meta::Batch::Write write, meta::Batch::OnReply on_reply, const Request& request) {
+                meta::Batch::Write write, meta::Batch::OnReply on_reply, const Request& request,
+                const wire::Unanswered* unanswered = nullptr) {
   meta::Batch batch(op, count, quiet, write, on_reply);
-  impl.client.exchange(impl.client.server(server), batch, op, request);
+  impl.client.exchange(impl.client.server(server), batch, op, request, unanswered);
 }
 
 // One request, one reply, to `server`.
 template <class Write, class OnReply>
 void one(Impl& impl, std::size_t server, std::string_view op, Write write, OnReply on_reply,
-         const Request& request) {
+         const Request& request, const wire::Unanswered* unanswered = nullptr) {
   run(
       impl, server, op, 1, false,
       [&](std::size_t, std::string& out, std::uint32_t opaque) { write(out, opaque); },
-      [&](std::size_t, const Reply* reply) { on_reply(*reply); }, request);
+      [&](std::size_t, const Reply* reply) { on_reply(*reply); }, request, unanswered);
 }
 
 enum class LeaseKind : std::uint8_t {
