@@ -847,6 +847,150 @@ int bench_node_down(const Args& args) {
   return 0;
 }
 
+// --- fleet ---------------------------------------------------------------------------
+// --processes (4) x --threads (8) callers over --keys (60) keys on three
+// memcached nodes; once every process has read every key, one node is
+// SIGKILLed and the calls go on for --seconds (3) with a --expiration-ms
+// (1000) expiration: with a gutter (--GUTTER, one more memcached) and with
+// degraded mode alone, side by side. Prints, for the dead node's keys, the
+// creations per key per expiration period fleet-wide, the share of calls
+// that were fresh hits during the outage, and the reads that returned a
+// value older than one a `set` had finished writing before the read began
+// (one thread of process 0 sets a counter key every 50 ms; every caller
+// reads it: must be 0).
+struct FleetShared {
+  std::atomic<int> ready{0};
+  std::atomic<bool> outage{false};
+  std::atomic<bool> stop{false};
+  std::atomic<long> written{0};  // the newest generation whose set returned
+  std::atomic<long> creations{0};
+  std::atomic<long> calls{0};
+  std::atomic<long> fresh{0};
+  std::atomic<long> older_than_written{0};
+  std::atomic<long> counter_reads{0};
+  bool on_dead[4096];
+};
+
+int bench_fleet(const Args& args) {
+  const int processes = static_cast<int>(args.num("processes", 4));
+  const int threads = static_cast<int>(args.num("threads", 8));
+  const int nkeys = std::min(static_cast<int>(args.num("keys", 60)), 4096);
+  const auto run_for = std::chrono::milliseconds(args.num("seconds", 3) * 1000);
+  const auto expiration = std::chrono::milliseconds(args.num("expiration-ms", 1000));
+  for (const bool with_gutter : {true, false}) {
+    std::vector<std::unique_ptr<dogpile::test::MemcachedServer>> nodes;
+    for (int i = 0; i < 3; ++i) nodes.push_back(std::make_unique<dogpile::test::MemcachedServer>());
+    dogpile::test::MemcachedServer gutter;
+    std::string config = "--CONNECT-TIMEOUT=200 --POLL-TIMEOUT=200 --RETRY-TIMEOUT=1";
+    for (const auto& n : nodes) config += " " + n->options();
+    if (with_gutter) config += fmt::format(" --GUTTER=127.0.0.1:{}", gutter.port());
+    auto* shared = static_cast<FleetShared*>(::mmap(
+        nullptr, sizeof(FleetShared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0));
+    new (shared) FleetShared();
+    std::vector<pid_t> pids;
+    for (int p = 0; p < processes; ++p) {
+      std::fflush(nullptr);
+      const pid_t pid = ::fork();
+      if (pid == 0) {
+        int code = 0;
+        try {
+          auto options = quiet_options();
+          options.expiration = expiration;
+          options.on_error = [](const dogpile::ErrorEvent&) {};
+          dogpile::CacheRegion region(make_backend(args, config), options);
+          auto key = [](int k) { return "fleet:" + std::to_string(k); };
+          for (int k = 0; k < nkeys; ++k) {
+            (void)region.get_or_create(key(k), [] { return std::string(100, 'v'); });
+          }
+          std::vector<std::jthread> pool;
+          for (int t = 0; t < threads; ++t) {
+            pool.emplace_back([&, t] {
+              shared->ready.fetch_add(1);
+              while (!shared->outage.load()) std::this_thread::sleep_for(1ms);
+              if (p == 0 && t == 0) {  // the writer
+                for (long gen = 1; !shared->stop.load(); ++gen) {
+                  if (region.set("fleet:counter", std::to_string(gen))) shared->written = gen;
+                  std::this_thread::sleep_for(50ms);
+                }
+                return;
+              }
+              for (long i = t; !shared->stop.load(std::memory_order_relaxed); ++i) {
+                if (i % 10 == 0) {  // the counter: never older than a finished set
+                  const long before = shared->written.load();
+                  const std::string got = region.get_or_create(
+                      "fleet:counter", [&] { return std::to_string(shared->written.load()); });
+                  shared->counter_reads.fetch_add(1);
+                  if (std::stol(got) < before) shared->older_than_written.fetch_add(1);
+                  continue;
+                }
+                const int k = static_cast<int>(i % nkeys);
+                dogpile::Outcome outcome{};
+                (void)region.get_or_create(
+                    key(k),
+                    [&] {
+                      if (shared->on_dead[k]) shared->creations.fetch_add(1);
+                      return std::string(100, 'v');
+                    },
+                    &outcome);
+                if (shared->on_dead[k]) {
+                  shared->calls.fetch_add(1, std::memory_order_relaxed);
+                  if (outcome == dogpile::Outcome::fresh) {
+                    shared->fresh.fetch_add(1, std::memory_order_relaxed);
+                  }
+                }
+              }
+            });
+          }
+          pool.clear();
+        } catch (const std::exception& e) {
+          std::fprintf(stderr, "fleet worker: %s\n", e.what());
+          code = 1;
+        }
+        std::fflush(nullptr);
+        ::_exit(code);
+      }
+      pids.push_back(pid);
+    }
+    while (shared->ready.load() < processes * threads) std::this_thread::sleep_for(1ms);
+    // Which keys the node about to die holds (their values are all there now).
+    for (int k = 0; k < nkeys; ++k) {
+      shared->on_dead[k] =
+          nodes[0]->raw(fmt::format("get fleet:{}\r\n", k)).starts_with("VALUE");
+    }
+    nodes[0]->kill();
+    shared->outage = true;
+    const auto started = std::chrono::steady_clock::now();
+    std::this_thread::sleep_for(run_for);
+    shared->stop = true;
+    for (pid_t pid : pids) {
+      int status = 0;
+      ::waitpid(pid, &status, 0);
+      if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) throw std::runtime_error("worker failed");
+    }
+    const double periods =
+        std::floor((std::chrono::steady_clock::now() - started) / expiration) + 1.0;
+    int dead_keys = 0;
+    for (int k = 0; k < nkeys; ++k) dead_keys += shared->on_dead[k] ? 1 : 0;
+    const std::string name = fmt::format("fleet_{}_{}", meta_transport(args) ? "meta" : "classic",
+                                         with_gutter ? "gutter" : "degraded");
+    figure(name + "_dead_node_keys", dead_keys, "keys");
+    figure(name + "_dead_node_calls", static_cast<double>(shared->calls.load()), "calls");
+    figure(name + "_creations_per_key_period",
+           dead_keys == 0 ? 0.0
+                          : static_cast<double>(shared->creations.load()) / dead_keys / periods,
+           "calls");
+    figure(name + "_dead_node_fresh_share",
+           static_cast<double>(shared->fresh.load()) /
+               static_cast<double>(std::max<long>(1, shared->calls.load())),
+           "of calls");
+    figure(name + "_counter_reads", static_cast<double>(shared->counter_reads.load()), "reads");
+    figure(name + "_older_than_written", static_cast<double>(shared->older_than_written.load()),
+           "reads");
+    ::munmap(shared, sizeof(FleetShared));
+  }
+  return 0;
+}
+
 // --- revalidate ----------------------------------------------------------------------
 // The local tier's version check against a full read, on the meta transport:
 // per request, the bytes memcached wrote (its `bytes_written`) and the median
@@ -923,7 +1067,7 @@ int bench_revalidate(const Args& args) {
 int main(int argc, char** argv) {
   if (argc < 2) {
     std::fprintf(stderr,
-                 "usage: %s hit|throughput|herd|multi|memory|local-memory|node-down|waiting|wire|"
+                 "usage: %s hit|throughput|herd|multi|memory|local-memory|node-down|fleet|waiting|wire|"
                  "compression|revalidate "
                  "[--option value ...]\n",
                  argv[0]);
@@ -940,6 +1084,7 @@ int main(int argc, char** argv) {
     if (command == "local-memory") return bench_local_memory(args);
     if (command == "compression") return bench_compression(args);
     if (command == "node-down") return bench_node_down(args);
+    if (command == "fleet") return bench_fleet(args);
     if (command == "waiting") return bench_waiting(args);
     if (command == "wire") return bench_wire(args);
     if (command == "revalidate") return bench_revalidate(args);

@@ -115,7 +115,8 @@ TEST_SUITE("config") {
                                                 {"wait.max_wait", "1d"},
                                                 {"clock_sync", "off"},
                                                 {"background_refresh", "yes"},
-                                                {"local.revalidate", "off"}});
+                                                {"local.revalidate", "off"},
+                                                {"local.admission", "off"}});
     const auto& o = config.options;
     CHECK(o.expiration == dogpile::Expiration(1500ms));
     CHECK(o.stale_grace == 2h);
@@ -129,6 +130,7 @@ TEST_SUITE("config") {
     CHECK_FALSE(o.clock_sync.has_value());
     CHECK(o.background_refresh);
     CHECK_FALSE(o.local->revalidate);
+    CHECK_FALSE(o.local->admission);
   }
 
   TEST_CASE("unknown keys and bad values are refused, the key named") {

@@ -163,6 +163,78 @@ TEST_SUITE("local store") {
     CHECK(store.get("k", t0 + 10s)->data == "fresh");
   }
 
+  // A caller looks a key up, then fills it on a miss: as the engine does.
+  TEST_CASE(
+      "frequency admission: a scan of keys asked for once leaves the hot ones, LRU does not") {
+    for (const bool admission : {true, false}) {
+      CAPTURE(admission);
+      LocalStore store(320, 64 << 20, admission);  // 20 per shard
+      const SteadyTime t0{};
+      auto call = [&](const std::string& key) {
+        if (store.get(key, t0) != nullptr) return true;
+        store.put_read(key, item("v"), t0, t0 + 1h, store.writes(key));
+        return false;
+      };
+      // Rounds of 100 hot keys, each round followed by 500 keys asked for
+      // once (31 a shard: more than it holds).
+      int hot_hits = 0;
+      for (int round = 0; round < 20; ++round) {
+        for (int k = 0; k < 100; ++k) {
+          const bool hit = call("hot" + std::to_string(k));
+          if (round >= 5 && hit) ++hot_hits;
+        }
+        for (int k = 0; k < 500; ++k) call("once" + std::to_string(round * 500 + k));
+      }
+      CAPTURE(hot_hits);
+      if (admission) {
+        CHECK(hot_hits >= 1'450);  // of 1,500
+      } else {
+        CHECK(hot_hits < 150);  // a shard now and then got fewer of the scan
+      }
+      CHECK(store.entries() <= 320);
+    }
+  }
+
+  TEST_CASE("frequency admission: a key asked for more than the victim goes in, a colder one not") {
+    LocalStore store(16, 64 << 20, true);  // one per shard
+    const SteadyTime t0{};
+    // Two keys of one shard: find them.
+    const std::string first = "a";
+    std::string second;
+    for (int i = 0; second.empty(); ++i) {
+      const std::string k = "b" + std::to_string(i);
+      LocalStore probe(16, 64 << 20);
+      probe.put_written(first, item("v"), t0 + 1h);
+      probe.put_written(k, item("v"), t0 + 1h);
+      if (probe.get(first, t0) == nullptr) second = k;  // it evicted `first`: one shard
+    }
+    (void)store.get(first, t0);
+    store.put_read(first, item("1"), t0, t0 + 1h, store.writes(first));
+    (void)store.get(second, t0);  // asked once, as often as `first`: not admitted
+    store.put_read(second, item("2"), t0, t0 + 1h, store.writes(second));
+    CHECK(store.get(second, t0) == nullptr);   // asked a second time now
+    REQUIRE(store.get(first, t0) != nullptr);  // and `first` a second
+    CHECK(store.frequency(first) == 2);
+    for (int i = 0; i < 3; ++i) (void)store.get(second, t0);
+    CHECK(store.frequency(second) == 5);
+    store.put_read(second, item("2"), t0, t0 + 1h, store.writes(second));
+    CHECK(store.get(second, t0) != nullptr);  // hotter than `first`: in
+    CHECK(store.get(first, t0) == nullptr);
+    // This process's own writes go in whatever the counts.
+    store.put_written("c", item("3"), t0 + 1h);
+    CHECK(store.entries() >= 1);
+  }
+
+  TEST_CASE("frequency admission: counts saturate at 15 and halve as lookups go on") {
+    LocalStore store(160, 64 << 20, true);  // 10 per shard: halved every 100 lookups of a shard
+    const SteadyTime t0{};
+    for (int i = 0; i < 20; ++i) (void)store.get("k", t0);
+    CHECK(store.frequency("k") == 15);
+    for (int i = 0; i < 5'000; ++i) (void)store.get("other" + std::to_string(i), t0);
+    CHECK(store.frequency("k") < 4);
+    CHECK(LocalStore(160, 64 << 20).frequency("k") == 0);  // no admission: no counts
+  }
+
   TEST_CASE("an entry's cost counts its key, its bytes and the bookkeeping") {
     const auto small = LocalStore::cost("k", Item{"v", 0});
     CHECK(small >= 100);  // a node, an item and its shared count, a bucket

@@ -32,7 +32,7 @@
 //   early_recompute_beta (a number, or "off"), invalidation_check ("off"),
 //   degraded_entries, degraded_bytes,
 //   local (on/off), local.ttl, local.max_entries, local.max_bytes,
-//   local.revalidate (on/off),
+//   local.revalidate (on/off), local.admission (on/off),
 //   compression.threshold, compression.level, compression.max_size,
 //   wait.first_poll, wait.max_poll, wait.growth, wait.growth_knee,
 //   wait.max_interval, wait.polls_per_creation, wait.max_wait ("none"),

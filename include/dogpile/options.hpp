@@ -78,6 +78,12 @@ struct LocalTier {
   std::size_t max_bytes = std::size_t{64} << 20;
   /// Ask whether an item changed before reading it again (above).
   bool revalidate = true;
+  /// Frequency-aware admission (TinyLFU): once the tier is full, a value
+  /// read from the backend is kept only if its key was asked for more often
+  /// lately than the least recently used one it would evict, so a scan of
+  /// keys asked for once does not flush the hot ones. false: every value
+  /// read is kept (least recently used).
+  bool admission = true;
 };
 
 /// Compression of stored values (RegionOptions::compression). A value whose

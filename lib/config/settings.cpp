@@ -274,6 +274,10 @@ const Row kRows[] = {
      [](Target& t, std::string_view v) {
        return with_switch(v, [&](bool b) { local(t).revalidate = b; });
      }},
+    {"local_admission", kSwitch,
+     [](Target& t, std::string_view v) {
+       return with_switch(v, [&](bool b) { local(t).admission = b; });
+     }},
     {"compression_threshold", "a size (64KB), or off",
      [](Target& t, std::string_view v) {
        if (is_off(v)) {

@@ -23,7 +23,8 @@ Engine::Engine(std::shared_ptr<Backend> backend, RegionOptions options)
       fleet_(clock_, *backend_, invalidations_.key(), options_.clock_sync, &metrics_),
       kept_(options_.degraded_entries, options_.degraded_bytes),
       local_(options_.local ? options_.local->max_entries : 0,
-             options_.local ? options_.local->max_bytes : 0),
+             options_.local ? options_.local->max_bytes : 0,
+             options_.local && options_.local->admission),
       executor_(
           options_.background_refresh
               ? (options_.executor ? options_.executor : std::make_shared<ThreadPoolExecutor>())

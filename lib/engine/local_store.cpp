@@ -21,9 +21,62 @@ std::size_t LocalStore::cost(std::string_view key, const Item& item) noexcept {
   return node + shared + key_bytes + data + sizeof(void*);
 }
 
-LocalStore::LocalStore(std::size_t max_entries, std::size_t max_bytes)
+LocalStore::LocalStore(std::size_t max_entries, std::size_t max_bytes, bool admission)
     : max_entries_(max_entries == 0 ? 0 : std::max<std::size_t>(1, max_entries / kShards)),
-      max_bytes_(std::max<std::size_t>(1, max_bytes / kShards)) {}
+      max_bytes_(std::max<std::size_t>(1, max_bytes / kShards)),
+      admission_(admission && max_entries_ != 0) {
+  if (admission_) {
+    for (auto& shard : shards_) shard.sketch.size_for(max_entries_);
+  }
+}
+
+void LocalStore::Sketch::size_for(std::size_t entries) {
+  std::size_t width = 64;
+  while (width < entries * 4 && width < (std::size_t{1} << 24)) width *= 2;
+  counts.assign(kRows * width, 0);
+  mask = width - 1;
+  period = std::max<std::size_t>(entries * 10, 64);
+}
+
+namespace {
+// The row indices of a key's counters: double hashing of its hash.
+// (The key's hash picks its shard by its low bits: both halves are mixed
+// again here, so that a shard's keys spread over all of its counters.)
+inline std::size_t row_index(std::size_t hash, std::size_t row, std::size_t mask) noexcept {
+  const auto h = static_cast<std::uint64_t>(hash);
+  const std::uint64_t h1 = (h * 0xFF51AFD7ED558CCDULL) >> 24;
+  const std::uint64_t h2 = ((h * 0x9E3779B97F4A7C15ULL) >> 17) | 1;
+  return static_cast<std::size_t>(h1 + row * h2) & mask;
+}
+}  // namespace
+
+void LocalStore::Sketch::add(std::size_t hash) noexcept {
+  const std::size_t width = mask + 1;
+  for (std::size_t r = 0; r < kRows; ++r) {
+    std::uint8_t& c = counts[r * width + row_index(hash, r, mask)];
+    if (c < 15) ++c;
+  }
+  if (++samples >= period) {  // age: what was asked for long ago counts half
+    for (auto& c : counts) c = static_cast<std::uint8_t>(c >> 1);
+    samples /= 2;
+  }
+}
+
+unsigned LocalStore::Sketch::estimate(std::size_t hash) const noexcept {
+  const std::size_t width = mask + 1;
+  unsigned least = 15;
+  for (std::size_t r = 0; r < kRows; ++r) {
+    least = std::min<unsigned>(least, counts[r * width + row_index(hash, r, mask)]);
+  }
+  return least;
+}
+
+unsigned LocalStore::frequency(std::string_view key) const {
+  if (!admission_) return 0;
+  const Shard& shard = shard_of(key);
+  std::lock_guard lock(shard.mutex);
+  return shard.sketch.estimate(Hash{}(key));
+}
 
 LocalStore::~LocalStore() = default;
 
@@ -57,11 +110,21 @@ void LocalStore::drop(Shard& shard, Map::iterator it) {
   shard.entries.erase(it);
 }
 
-void LocalStore::insert(Shard& shard, std::string_view key, std::shared_ptr<const Item> item,
-                        SteadyTime until, Cas version) {
-  if (auto it = shard.entries.find(key); it != shard.entries.end()) drop(shard, it);
+bool LocalStore::insert(Shard& shard, std::string_view key, std::shared_ptr<const Item> item,
+                        SteadyTime until, Cas version, bool admit) {
+  if (auto it = shard.entries.find(key); it != shard.entries.end()) {
+    drop(shard, it);
+    admit = false;  // it was held: it replaces itself
+  }
   const std::size_t size = cost(key, *item);
-  if (size > max_bytes_) return;  // larger than the shard's whole share
+  if (size > max_bytes_) return false;  // larger than the shard's whole share
+  // Admission: a fill that would evict goes in only if asked for more often
+  // than the item it would evict first.
+  if (admit && admission_ && shard.oldest != nullptr &&
+      (shard.entries.size() >= max_entries_ || shard.bytes + size > max_bytes_) &&
+      shard.sketch.estimate(Hash{}(key)) <= shard.sketch.estimate(Hash{}(shard.oldest->first))) {
+    return false;
+  }
   while (shard.oldest != nullptr &&
          (shard.entries.size() >= max_entries_ || shard.bytes + size > max_bytes_)) {
     drop(shard, shard.entries.find(shard.oldest->first));
@@ -74,6 +137,7 @@ void LocalStore::insert(Shard& shard, std::string_view key, std::shared_ptr<cons
   link_newest(shard, *it);
   held_.fetch_add(1, std::memory_order_relaxed);
   shard.bytes += size;
+  return true;
 }
 
 void LocalStore::put_written(std::string_view key, std::shared_ptr<const Item> item,
@@ -83,7 +147,7 @@ void LocalStore::put_written(std::string_view key, std::shared_ptr<const Item> i
   std::lock_guard lock(shard.mutex);
   shard.writes.fetch_add(1, std::memory_order_relaxed);
   if (item) {
-    insert(shard, key, std::move(item), until);
+    (void)insert(shard, key, std::move(item), until);
   } else if (auto it = shard.entries.find(key); it != shard.entries.end()) {
     drop(shard, it);
   }
@@ -97,7 +161,7 @@ void LocalStore::update(std::string_view key, std::shared_ptr<const Item> item, 
   if (it == shard.entries.end()) return;
   shard.writes.fetch_add(1, std::memory_order_relaxed);
   if (item) {
-    insert(shard, key, std::move(item), until);
+    (void)insert(shard, key, std::move(item), until);
   } else {
     drop(shard, it);
   }
@@ -116,7 +180,7 @@ void LocalStore::put_read(std::string_view key, std::shared_ptr<const Item> item
   if (auto it = shard.entries.find(key); it != shard.entries.end() && now < it->second.until) {
     return;  // another fill was first
   }
-  insert(shard, key, std::move(item), until, version);
+  (void)insert(shard, key, std::move(item), until, version, true);
 }
 
 void LocalStore::discard(std::string_view key, const Item* item) {
@@ -133,6 +197,7 @@ std::shared_ptr<const Item> LocalStore::get(std::string_view key, SteadyTime now
   if (max_entries_ == 0) return nullptr;
   Shard& shard = shard_of(key);
   std::lock_guard lock(shard.mutex);
+  if (admission_) shard.sketch.add(Hash{}(key));
   auto it = shard.entries.find(key);
   if (it == shard.entries.end()) return nullptr;
   if (now >= it->second.until) {

@@ -11,6 +11,15 @@
 // process's working set: the hot keys stay, the ones nobody asked for since
 // go first, and a hit costs one relink under the shard's lock.
 //
+// With frequency admission (the local tier's default: LocalTier::admission),
+// a fill that would evict the least recently used item is admitted only if
+// its key was asked for more often than the victim's (TinyLFU): each shard
+// counts lookups in a count-min sketch (four rows of 4-bit counters, at least
+// four per item it may hold), halved every ten lookups per item, so counts
+// follow what is asked for now. A scan of keys asked for once then evicts
+// nothing, and a hot key's first fill is not lost to a stream of cold ones.
+// Writes of this process are kept whatever the counts.
+//
 // Fills race with writes: a reader that read the backend before this
 // process's set or remove landed must not put the older item here after the
 // write's own erase. Each shard counts its writes (put_written, erase); a
@@ -29,6 +38,7 @@
 #include <string_view>
 #include <unordered_map>
 #include <utility>
+#include <vector>
 
 #include "dogpile/backend.hpp"
 #include "dogpile/clock.hpp"
@@ -37,8 +47,9 @@ namespace dogpile::detail {
 
 class LocalStore {
  public:
-  /// No entries: keeps nothing.
-  LocalStore(std::size_t max_entries, std::size_t max_bytes);
+  /// No entries: keeps nothing. `admission`: fills are admitted by
+  /// frequency (above); else every fill is kept (least recently used).
+  LocalStore(std::size_t max_entries, std::size_t max_bytes, bool admission = false);
   ~LocalStore();
   LocalStore(const LocalStore&) = delete;
   LocalStore& operator=(const LocalStore&) = delete;
@@ -84,6 +95,9 @@ class LocalStore {
   void clear();
 
   [[nodiscard]] bool enabled() const noexcept { return max_entries_ != 0; }
+  /// How often `key` was looked up lately, as frequency admission counts
+  /// (0 to 15; 0 without admission).
+  [[nodiscard]] unsigned frequency(std::string_view key) const;
   [[nodiscard]] std::size_t entries() const;
   [[nodiscard]] std::size_t bytes() const;
 
@@ -109,6 +123,18 @@ class LocalStore {
     Node* older = nullptr;
   };
   using Map = std::unordered_map<std::string, Entry, Hash, std::equal_to<>>;
+  // A count-min sketch of lookups: `rows` rows of 4-bit counters (one per
+  // byte, for speed), indexed by double hashing.
+  struct Sketch {
+    static constexpr std::size_t kRows = 4;
+    std::vector<std::uint8_t> counts;  // kRows x width
+    std::size_t mask = 0;              // width - 1 (a power of two)
+    std::size_t samples = 0;
+    std::size_t period = 0;  // samples between halvings
+    void size_for(std::size_t entries);
+    void add(std::size_t hash) noexcept;
+    [[nodiscard]] unsigned estimate(std::size_t hash) const noexcept;
+  };
   struct Shard {
     mutable std::mutex mutex;
     Map entries;
@@ -116,11 +142,13 @@ class LocalStore {
     Node* oldest = nullptr;
     std::size_t bytes = 0;
     std::atomic<std::uint64_t> writes{0};
+    Sketch sketch;  // empty without admission
   };
   Shard& shard_of(std::string_view key) noexcept;
   const Shard& shard_of(std::string_view key) const noexcept;
-  void insert(Shard& shard, std::string_view key, std::shared_ptr<const Item> item,
-              SteadyTime until, Cas version = 0);
+  // Keeps `item`; false if admission refused it (`admit`: ask first).
+  bool insert(Shard& shard, std::string_view key, std::shared_ptr<const Item> item,
+              SteadyTime until, Cas version = 0, bool admit = false);
   static void unlink(Shard& shard, Node& node) noexcept;
   static void link_newest(Shard& shard, Node& node) noexcept;
   void drop(Shard& shard, Map::iterator it);
@@ -128,6 +156,7 @@ class LocalStore {
   std::atomic<std::size_t> held_{0};  // entries in all shards
   const std::size_t max_entries_;     // per shard
   const std::size_t max_bytes_;       // per shard
+  const bool admission_;
   std::array<Shard, kShards> shards_;
 };
 

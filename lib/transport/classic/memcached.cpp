@@ -260,8 +260,9 @@ void MemcachedBackend::write(std::span<KeyWrite> items, const Request& request) 
   auto& client = impl_->client;
   for (const auto& [server, group] : wire::by_server(
            items.size(), [&](std::size_t i) { return client.server_for_write(items[i].key); })) {
-    const wire::Unanswered unanswered{group.size(),
-                                      [&](std::size_t j) { return items[group[j]].key; }};
+    // (The FunctionRef refers to the lambda: it must outlive the request.)
+    const auto key_of = [&](std::size_t j) { return items[group[j]].key; };
+    const wire::Unanswered unanswered{group.size(), key_of};
     std::vector<std::int64_t> expiry(group.size());
     for (std::size_t j = 0; j < group.size(); ++j) {
       expiry[j] = client.exptime(server, items[group[j]].ttl, request);
@@ -308,8 +309,8 @@ void MemcachedBackend::erase(std::span<KeyErase> keys, const Request& request) {
   auto& client = impl_->client;
   for (const auto& [server, group] : wire::by_server(
            keys.size(), [&](std::size_t i) { return client.server_for_write(keys[i].key); })) {
-    const wire::Unanswered unanswered{group.size(),
-                                      [&](std::size_t j) { return keys[group[j]].key; }};
+    const auto key_of = [&](std::size_t j) { return keys[group[j]].key; };
+    const wire::Unanswered unanswered{group.size(), key_of};
     command(
         *impl_, server, op, group.size(),
         [&](std::size_t j, std::string& out) { text::append_delete(out, keys[group[j]].key); },

@@ -254,8 +254,9 @@ void MemcachedMetaBackend::write(std::span<KeyWrite> items, const Request& reque
     for (std::size_t j = 0; j < group.size(); ++j) {
       expiry[j] = client.exptime(server, items[group[j]].ttl, request);
     }
-    const wire::Unanswered unanswered{group.size(),
-                                      [&](std::size_t j) { return items[group[j]].key; }};
+    // (The FunctionRef refers to the lambda: it must outlive the request.)
+    const auto key_of = [&](std::size_t j) { return items[group[j]].key; };
+    const wire::Unanswered unanswered{group.size(), key_of};
     run(
         *impl_, server, op, group.size(), quiet,
         [&](std::size_t j, std::string& out, std::uint32_t opaque) {
@@ -310,8 +311,8 @@ void MemcachedMetaBackend::erase(std::span<KeyErase> keys, const Request& reques
   auto& client = impl_->client;
   for (const auto& [server, group] : wire::by_server(
            keys.size(), [&](std::size_t i) { return client.server_for_write(keys[i].key); })) {
-    const wire::Unanswered unanswered{group.size(),
-                                      [&](std::size_t j) { return keys[group[j]].key; }};
+    const auto key_of = [&](std::size_t j) { return keys[group[j]].key; };
+    const wire::Unanswered unanswered{group.size(), key_of};
     run(
         *impl_, server, op, group.size(), quiet,
         [&](std::size_t j, std::string& out, std::uint32_t opaque) {
@@ -334,7 +335,8 @@ std::optional<bool> MemcachedMetaBackend::mark_stale(std::string_view key, Ttl k
   const std::size_t server = impl_->client.server_for_write(key);
   const std::string flags = fmt::format("I T{}", impl_->client.exptime(server, keep_for, request));
   bool marked = false;
-  const wire::Unanswered unanswered{1, [&](std::size_t) { return key; }};
+  const auto key_of = [&](std::size_t) { return key; };
+  const wire::Unanswered unanswered{1, key_of};
   one(
       *impl_, server, "mark stale",
       [&](std::string& out, std::uint32_t opaque) { meta::append_md(out, key, flags, opaque); },
