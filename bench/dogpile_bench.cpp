@@ -18,6 +18,7 @@
 //
 // Without --server, a memcached is started on a free loopback port for the run.
 #include <fmt/core.h>
+#include <fmt/format.h>
 #include <libmemcached/memcached.h>
 #include <libmemcachedutil-1.0/util.h>
 #include <sys/mman.h>
@@ -38,12 +39,14 @@
 #include <mutex>
 #include <new>
 #include <optional>
+#include <random>
 #include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "dogpile/dogpile.hpp"
+#include "engine/local_store.hpp"
 #include "memcached_server.hpp"
 #include "wire_paths.hpp"
 
@@ -868,6 +871,7 @@ struct FleetShared {
   std::atomic<long> fresh{0};
   std::atomic<long> older_than_written{0};
   std::atomic<long> counter_reads{0};
+  std::atomic<int> counter{-1};  // the counter key: one of fleet:c:<i> on the dead node
   bool on_dead[4096];
 };
 
@@ -902,14 +906,19 @@ int bench_fleet(const Args& args) {
           for (int k = 0; k < nkeys; ++k) {
             (void)region.get_or_create(key(k), [] { return std::string(100, 'v'); });
           }
+          for (int c = 0; c < 32; ++c) {  // candidates for the counter key
+            (void)region.get_or_create("fleet:c:" + std::to_string(c),
+                                       [] { return std::string("0"); });
+          }
           std::vector<std::jthread> pool;
           for (int t = 0; t < threads; ++t) {
             pool.emplace_back([&, t] {
               shared->ready.fetch_add(1);
               while (!shared->outage.load()) std::this_thread::sleep_for(1ms);
+              const std::string counter = "fleet:c:" + std::to_string(shared->counter.load());
               if (p == 0 && t == 0) {  // the writer
                 for (long gen = 1; !shared->stop.load(); ++gen) {
-                  if (region.set("fleet:counter", std::to_string(gen))) shared->written = gen;
+                  if (region.set(counter, std::to_string(gen))) shared->written = gen;
                   std::this_thread::sleep_for(50ms);
                 }
                 return;
@@ -918,7 +927,7 @@ int bench_fleet(const Args& args) {
                 if (i % 10 == 0) {  // the counter: never older than a finished set
                   const long before = shared->written.load();
                   const std::string got = region.get_or_create(
-                      "fleet:counter", [&] { return std::to_string(shared->written.load()); });
+                      counter, [&] { return std::to_string(shared->written.load()); });
                   shared->counter_reads.fetch_add(1);
                   if (std::stol(got) < before) shared->older_than_written.fetch_add(1);
                   continue;
@@ -954,9 +963,13 @@ int bench_fleet(const Args& args) {
     while (shared->ready.load() < processes * threads) std::this_thread::sleep_for(1ms);
     // Which keys the node about to die holds (their values are all there now).
     for (int k = 0; k < nkeys; ++k) {
-      shared->on_dead[k] =
-          nodes[0]->raw(fmt::format("get fleet:{}\r\n", k)).starts_with("VALUE");
+      shared->on_dead[k] = nodes[0]->raw(fmt::format("get fleet:{}\r\n", k)).starts_with("VALUE");
     }
+    for (int c = 0; c < 32 && shared->counter.load() < 0; ++c) {
+      if (nodes[0]->raw(fmt::format("get fleet:c:{}\r\n", c)).starts_with("VALUE"))
+        shared->counter = c;
+    }
+    if (shared->counter.load() < 0) shared->counter = 0;  // none there: 32 keys missed a node of 3
     nodes[0]->kill();
     shared->outage = true;
     const auto started = std::chrono::steady_clock::now();
@@ -975,19 +988,86 @@ int bench_fleet(const Args& args) {
                                          with_gutter ? "gutter" : "degraded");
     figure(name + "_dead_node_keys", dead_keys, "keys");
     figure(name + "_dead_node_calls", static_cast<double>(shared->calls.load()), "calls");
-    figure(name + "_creations_per_key_period",
-           dead_keys == 0 ? 0.0
-                          : static_cast<double>(shared->creations.load()) / dead_keys / periods,
-           "calls");
+    figure(
+        name + "_creations_per_key_period",
+        dead_keys == 0 ? 0.0 : static_cast<double>(shared->creations.load()) / dead_keys / periods,
+        "calls");
     figure(name + "_dead_node_fresh_share",
            static_cast<double>(shared->fresh.load()) /
                static_cast<double>(std::max<long>(1, shared->calls.load())),
            "of calls");
+    figure(name + "_counter_sets", static_cast<double>(shared->written.load()), "sets stored");
     figure(name + "_counter_reads", static_cast<double>(shared->counter_reads.load()), "reads");
     figure(name + "_older_than_written", static_cast<double>(shared->older_than_written.load()),
            "reads");
     ::munmap(shared, sizeof(FleetShared));
   }
+  return 0;
+}
+
+// --- admission -------------------------------------------------------------------------
+// The local tier's admission against plain least-recently-used, side by side
+// on one stream: Zipf(--zipf, 0.99) over --keys (1,000,000) keys, a tier of
+// --tier (10,000: 1%) entries, and after every 100,000 lookups a scan of
+// --scan (20,000) keys asked for once. Each lookup that misses fills. Prints
+// each policy's hit ratio over the Zipf lookups (the scans cannot hit), per
+// run of --lookups (4,000,000), for --runs (3) seeds.
+int bench_admission(const Args& args) {
+  const std::size_t nkeys = static_cast<std::size_t>(args.num("keys", 1'000'000));
+  const std::size_t tier = static_cast<std::size_t>(args.num("tier", 10'000));
+  const long lookups = args.num("lookups", 4'000'000);
+  const long scan = args.num("scan", 20'000);
+  const int runs = static_cast<int>(args.num("runs", 3));
+  const double s = static_cast<double>(args.num("zipf-milli", 990)) / 1000.0;
+  // The Zipf distribution's cumulative weights, rank 1 the most asked for.
+  std::vector<double> cdf(nkeys);
+  double total = 0;
+  for (std::size_t r = 0; r < nkeys; ++r) {
+    total += 1.0 / std::pow(static_cast<double>(r + 1), s);
+    cdf[r] = total;
+  }
+  const auto item = std::make_shared<const dogpile::Item>(dogpile::Item{std::string(100, 'v'), 0});
+  const dogpile::SteadyTime now{};
+  std::vector<double> lfu_ratios, lru_ratios, gains;
+  for (int run = 0; run < runs; ++run) {
+    std::mt19937_64 random(static_cast<std::uint64_t>(run) + 1);
+    std::uniform_real_distribution<double> uniform(0.0, total);
+    dogpile::detail::LocalStore lfu(tier, std::size_t{1} << 30, true);
+    dogpile::detail::LocalStore lru(tier, std::size_t{1} << 30, false);
+    long lfu_hits = 0, lru_hits = 0, zipf_lookups = 0, one_off = 0;
+    auto lookup = [&](const std::string& key, bool counted) {
+      for (auto* store : {&lfu, &lru}) {
+        const bool hit = store->get(key, now) != nullptr;
+        if (!hit) store->put_read(key, item, now, now + std::chrono::hours(1), store->writes(key));
+        if (counted && hit) ++(store == &lfu ? lfu_hits : lru_hits);
+      }
+    };
+    std::string key;
+    for (long i = 0; i < lookups; ++i) {
+      const auto rank = static_cast<std::size_t>(
+          std::lower_bound(cdf.begin(), cdf.end(), uniform(random)) - cdf.begin());
+      key = fmt::format("z:{}", std::min(rank, nkeys - 1));
+      lookup(key, true);
+      ++zipf_lookups;
+      if ((i + 1) % 100'000 == 0) {
+        for (long j = 0; j < scan; ++j) lookup(fmt::format("once:{}", one_off++), false);
+      }
+    }
+    const double lfu_ratio = static_cast<double>(lfu_hits) / static_cast<double>(zipf_lookups);
+    const double lru_ratio = static_cast<double>(lru_hits) / static_cast<double>(zipf_lookups);
+    lfu_ratios.push_back(lfu_ratio);
+    lru_ratios.push_back(lru_ratio);
+    gains.push_back((lfu_ratio - lru_ratio) * 100.0);
+  }
+  auto spread = [](const std::vector<double>& v) {
+    return fmt::format("(runs: {:.4f})", fmt::join(v, ", "));
+  };
+  figure("admission_tinylfu_hit_ratio", median(lfu_ratios), "of Zipf lookups");
+  fmt::print("  {}\n", spread(lfu_ratios));
+  figure("admission_lru_hit_ratio", median(lru_ratios), "of Zipf lookups");
+  fmt::print("  {}\n", spread(lru_ratios));
+  figure("admission_gain", median(gains), "points");
+  fmt::print("  {}\n", spread(gains));
   return 0;
 }
 
@@ -1066,11 +1146,13 @@ int bench_revalidate(const Args& args) {
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr,
-                 "usage: %s hit|throughput|herd|multi|memory|local-memory|node-down|fleet|waiting|wire|"
-                 "compression|revalidate "
-                 "[--option value ...]\n",
-                 argv[0]);
+    std::fprintf(
+        stderr,
+        "usage: %s "
+        "hit|throughput|herd|multi|memory|local-memory|node-down|fleet|admission|waiting|wire|"
+        "compression|revalidate "
+        "[--option value ...]\n",
+        argv[0]);
     return 2;
   }
   const std::string command = argv[1];
@@ -1085,6 +1167,7 @@ int main(int argc, char** argv) {
     if (command == "compression") return bench_compression(args);
     if (command == "node-down") return bench_node_down(args);
     if (command == "fleet") return bench_fleet(args);
+    if (command == "admission") return bench_admission(args);
     if (command == "waiting") return bench_waiting(args);
     if (command == "wire") return bench_wire(args);
     if (command == "revalidate") return bench_revalidate(args);
