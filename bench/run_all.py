@@ -60,7 +60,7 @@ class Runner:
     def run(self, program, *args, server=None):
         cmd = ([self.bench] if program == "ours" else ["/usr/bin/python3", str(HERE / "peer.py")])
         cmd += list(args)
-        if not {"memory", "local-memory", "node-down", "wire"} & set(args):
+        if not {"memory", "local-memory", "node-down", "wire", "fleet", "admission"} & set(args):
             cmd += ["--server", server or self.server]
         started = time.time()
         result = subprocess.run(cmd, capture_output=True, text=True)
@@ -228,6 +228,28 @@ def write_results(r, out, elapsed):
         f"{cell('node_down_meta_kept_most_per_key_period')} (unprotected "
         f"{cell('node_down_meta_unprotected_most_per_key_period')})", "-", "-", "-", "<= 1",
         met(kept is not None and kept <= 1, meta_kept is not None and meta_kept <= 1))
+    gutter, meta_gutter = (get("fleet_classic_gutter_creations_per_key_period"),
+                           get("fleet_meta_gutter_creations_per_key_period"))
+    row("4 processes x 8 threads, one node of three SIGKILLed for 3 s, expiration 1 s: creator "
+        "calls per key of the dead node per expiration, fleet-wide, with a gutter (degraded "
+        "mode alone); share of its calls served fresh; reads older than a finished set",
+        f"{cell('fleet_classic_gutter_creations_per_key_period')} "
+        f"({cell('fleet_classic_degraded_creations_per_key_period')}); "
+        f"{cell('fleet_classic_gutter_dead_node_fresh_share')}; "
+        f"{cell('fleet_classic_gutter_older_than_written')}",
+        f"{cell('fleet_meta_gutter_creations_per_key_period')} "
+        f"({cell('fleet_meta_degraded_creations_per_key_period')}); "
+        f"{cell('fleet_meta_gutter_dead_node_fresh_share')}; "
+        f"{cell('fleet_meta_gutter_older_than_written')}", "-", "-", "-", "<= 1; 0 older",
+        met(gutter is not None and gutter <= 1, meta_gutter is not None and meta_gutter <= 1,
+            get("fleet_classic_gutter_older_than_written") == 0,
+            get("fleet_meta_gutter_older_than_written") == 0))
+    gain = get("admission_gain")
+    row("local tier of 1% (10,000 of 1,000,000 keys), Zipf 0.99 with scans of one-off keys: "
+        "hit ratio with admission (TinyLFU) / least recently used, same stream (3 seeds)",
+        f"{spread('admission_tinylfu_hit_ratio')} / {spread('admission_lru_hit_ratio')}", "-",
+        "-", "-", f"+{cell('admission_gain')}", ">= +5 points",
+        met(gain is not None and gain >= 5))
     plain, packed = get("compression_plain_100KB_bytes"), get("compression_zstd_100KB_bytes")
     row("a 100 KB value of JSON-like records, plain vs compressed (zstd 3): bytes on the wire",
         f"{cell('compression_plain_100KB_bytes')} vs {cell('compression_zstd_100KB_bytes')}",
@@ -452,8 +474,10 @@ def main():
         r.run("ours", "memory", "--keys", "1000000")
         r.run("ours", "local-memory", "--keys", "1000000", "--bound-mb", "32")
         r.run("ours", "revalidate")
+        r.run("ours", "admission")
         for transport in ("classic", "meta"):
             r.run("ours", "node-down", "--seconds", "3", "--transport", transport)
+            r.run("ours", "fleet", "--seconds", "3", "--transport", transport)
         for ms in ("200", "5000"):
             for transport in ("classic", "meta"):
                 r.run("ours", "waiting", "--creator-ms", ms, "--transport", transport)

@@ -1,28 +1,27 @@
 // SPDX-License-Identifier: MIT
-// The region's counters (internal): one atomic each, read as RegionStats.
+// The region's counters (internal): one sharded counter each (every call
+// adds to some, from any thread), read as RegionStats.
 #pragma once
 
 #include <atomic>
 #include <cstdint>
 
+#include "base/sharded_counter.hpp"
 #include "dogpile/stats.hpp"
 
 namespace dogpile::detail {
 
 struct Counters {
-  using Counter = std::atomic<std::uint64_t>;
-  Counter hits{0}, misses{0}, stale_served{0}, waited{0}, created{0}, creation_errors{0},
-      lock_waits{0}, degraded{0}, backend_errors{0}, decode_errors{0}, lock_errors{0},
-      early_recomputes{0}, background_refreshes{0}, invalidation_checks{0}, fenced_out{0},
-      locks_lost{0}, hung_creations{0}, wait_timeouts{0}, removals{0}, kept_served{0},
-      local_hits{0}, compressed{0}, revalidated{0};
+  using Counter = ShardedCounter;
+  Counter hits, misses, stale_served, waited, created, creation_errors, lock_waits, degraded,
+      backend_errors, decode_errors, lock_errors, early_recomputes, background_refreshes,
+      invalidation_checks, fenced_out, locks_lost, hung_creations, wait_timeouts, removals,
+      kept_served, local_hits, compressed, revalidated;
 
-  static void add(Counter& c, std::uint64_t n = 1) noexcept {
-    c.fetch_add(n, std::memory_order_relaxed);
-  }
+  static void add(Counter& c, std::uint64_t n = 1) noexcept { c.add(n); }
 
   [[nodiscard]] RegionStats snapshot() const noexcept {
-    auto load = [](const Counter& c) { return c.load(std::memory_order_relaxed); };
+    auto load = [](const Counter& c) { return c.load(); };
     RegionStats s;
     s.hits = load(hits);
     s.misses = load(misses);

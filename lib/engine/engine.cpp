@@ -97,9 +97,9 @@ void Engine::after_fork_in_child() noexcept {
 
 // Before a call: the fleet clock measured once, the invalidation record read
 // if due, the background chore running.
-void Engine::prepare() {
+void Engine::prepare(std::optional<SteadyTime> now) {
   fleet_.ensure_measured();
-  invalidations_.check();
+  invalidations_.check(now ? *now : clock_.steady_now());
   chores_.keep_measured(fleet_, [this](const std::string& error) {
     reporter_.report(ErrorKind::backend, "measure clock", invalidations_.key(),
                      error +

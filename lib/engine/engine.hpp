@@ -99,7 +99,7 @@ class Engine : ForkAware {
   Engine& operator=(const Engine&) = delete;
 
   Outcome run(const Call& call);
-  Outcome run_keys(const Call& call);
+  Outcome run_keys(const Call& call, SteadyTime started);
 
   // The region's other operations.
   bool get(std::string_view key, Decode decode, TimePoint* created_at, bool* fresh,
@@ -139,7 +139,9 @@ class Engine : ForkAware {
       detail::FunctionRef<void(std::span<detail::Slot* const>, std::span<detail::CreateOut>)>;
 
   // The step, in order (docs/engine.md).
-  void prepare();
+  // Before a call: the fleet clock measured, the invalidation record read
+  // when due (`now`: the steady time, if the caller has it).
+  void prepare(std::optional<SteadyTime> now = std::nullopt);
   void read_one(Context& ctx, detail::Slot& slot);
   void read(Context& ctx, std::span<detail::Slot* const> slots);
   void step(Context& ctx, std::vector<detail::Slot*> pending);

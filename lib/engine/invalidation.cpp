@@ -21,9 +21,9 @@ Invalidations::Invalidations(Backend& backend, std::string key, std::optional<Du
       counters_(counters),
       metrics_(metrics) {}
 
-void Invalidations::check() noexcept {
+void Invalidations::check(SteadyTime at) noexcept {
   if (!interval_) return;
-  const auto now = clock_.steady_now().time_since_epoch().count();
+  const auto now = at.time_since_epoch().count();
   auto next = next_check_.load(std::memory_order_relaxed);
   if (now < next) return;
   const auto step = std::chrono::duration_cast<SteadyTime::duration>(*interval_).count();

@@ -32,7 +32,7 @@ class Invalidations {
   /// Reads the record if the interval has passed: one caller per interval
   /// does (one backend `get`), the others go on with what is known. Writes it
   /// back if it was evicted. Never throws.
-  void check() noexcept;
+  void check(SteadyTime now) noexcept;
 
   /// What this process knows.
   [[nodiscard]] InvalidationTimes current() const noexcept {

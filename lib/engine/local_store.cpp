@@ -31,29 +31,37 @@ LocalStore::LocalStore(std::size_t max_entries, std::size_t max_bytes, bool admi
 }
 
 void LocalStore::Sketch::size_for(std::size_t entries) {
-  std::size_t width = 64;
-  while (width < entries * 4 && width < (std::size_t{1} << 24)) width *= 2;
-  counts.assign(kRows * width, 0);
-  mask = width - 1;
+  // Blocks of 64 counters (a cache line): a key's four counters are in one
+  // block, 16 a row; two blocks for every 16 entries, so a row is twice as
+  // wide as the shard holds entries (about 8 bytes an entry).
+  std::size_t blocks = 1;
+  while (blocks * 8 < entries && blocks < (std::size_t{1} << 20)) blocks *= 2;
+  counts.assign(blocks * kBlock, 0);
+  mask = blocks - 1;
   period = std::max<std::size_t>(entries * 10, 64);
 }
 
 namespace {
-// The row indices of a key's counters: double hashing of its hash.
-// (The key's hash picks its shard by its low bits: both halves are mixed
-// again here, so that a shard's keys spread over all of its counters.)
-inline std::size_t row_index(std::size_t hash, std::size_t row, std::size_t mask) noexcept {
+// A key's block, and its counter in each row of the block: bits of its hash
+// mixed again (the low bits of the hash pick its shard: all of them vary
+// here, so that a shard's keys spread over all of its counters).
+struct Place {
+  std::size_t block;
+  std::uint64_t in_rows;  // 4 bits a row
+};
+inline Place place(std::size_t hash, std::size_t mask) noexcept {
   const auto h = static_cast<std::uint64_t>(hash);
-  const std::uint64_t h1 = (h * 0xFF51AFD7ED558CCDULL) >> 24;
-  const std::uint64_t h2 = ((h * 0x9E3779B97F4A7C15ULL) >> 17) | 1;
-  return static_cast<std::size_t>(h1 + row * h2) & mask;
+  const std::uint64_t a = h * 0xFF51AFD7ED558CCDULL;
+  const std::uint64_t b = (h ^ (h >> 29)) * 0x9E3779B97F4A7C15ULL;
+  return {static_cast<std::size_t>(a >> 24) & mask, b >> 40};
 }
 }  // namespace
 
 void LocalStore::Sketch::add(std::size_t hash) noexcept {
-  const std::size_t width = mask + 1;
+  const Place p = place(hash, mask);
+  std::uint8_t* block = counts.data() + p.block * kBlock;
   for (std::size_t r = 0; r < kRows; ++r) {
-    std::uint8_t& c = counts[r * width + row_index(hash, r, mask)];
+    std::uint8_t& c = block[r * 16 + ((p.in_rows >> (4 * r)) & 15)];
     if (c < 15) ++c;
   }
   if (++samples >= period) {  // age: what was asked for long ago counts half
@@ -63,10 +71,11 @@ void LocalStore::Sketch::add(std::size_t hash) noexcept {
 }
 
 unsigned LocalStore::Sketch::estimate(std::size_t hash) const noexcept {
-  const std::size_t width = mask + 1;
+  const Place p = place(hash, mask);
+  const std::uint8_t* block = counts.data() + p.block * kBlock;
   unsigned least = 15;
   for (std::size_t r = 0; r < kRows; ++r) {
-    least = std::min<unsigned>(least, counts[r * width + row_index(hash, r, mask)]);
+    least = std::min<unsigned>(least, block[r * 16 + ((p.in_rows >> (4 * r)) & 15)]);
   }
   return least;
 }
@@ -193,11 +202,14 @@ void LocalStore::discard(std::string_view key, const Item* item) {
   }
 }
 
-std::shared_ptr<const Item> LocalStore::get(std::string_view key, SteadyTime now) {
+std::shared_ptr<const Item> LocalStore::get(std::string_view key, SteadyTime now,
+                                            std::uint64_t* writes) {
   if (max_entries_ == 0) return nullptr;
-  Shard& shard = shard_of(key);
+  const std::size_t hash = Hash{}(key);
+  Shard& shard = shards_[hash % kShards];
   std::lock_guard lock(shard.mutex);
-  if (admission_) shard.sketch.add(Hash{}(key));
+  if (writes != nullptr) *writes = shard.writes.load(std::memory_order_relaxed);
+  if (admission_) shard.sketch.add(hash);
   auto it = shard.entries.find(key);
   if (it == shard.entries.end()) return nullptr;
   if (now >= it->second.until) {

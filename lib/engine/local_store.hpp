@@ -14,8 +14,9 @@
 // With frequency admission (the local tier's default: LocalTier::admission),
 // a fill that would evict the least recently used item is admitted only if
 // its key was asked for more often than the victim's (TinyLFU): each shard
-// counts lookups in a count-min sketch (four rows of 4-bit counters, at least
-// four per item it may hold), halved every ten lookups per item, so counts
+// counts lookups in a count-min sketch (four rows of 4-bit counters, a key's
+// four in one cache line; rows twice as wide as the items it may hold),
+// halved every ten lookups per item, so counts
 // follow what is asked for now. A scan of keys asked for once then evicts
 // nothing, and a hot key's first fill is not lost to a stream of cold ones.
 // Writes of this process are kept whatever the counts.
@@ -79,7 +80,9 @@ class LocalStore {
   /// that the next fill may put a newer one.
   void discard(std::string_view key, const Item* item);
   /// The item under `key`, if it is there and `now` is before its time.
-  [[nodiscard]] std::shared_ptr<const Item> get(std::string_view key, SteadyTime now);
+  /// `writes`, if given, receives writes(key) as it was at the lookup.
+  [[nodiscard]] std::shared_ptr<const Item> get(std::string_view key, SteadyTime now,
+                                                std::uint64_t* writes = nullptr);
   /// An item whose time has passed, kept with the version it was read at.
   struct Expired {
     std::shared_ptr<const Item> item;
@@ -123,12 +126,13 @@ class LocalStore {
     Node* older = nullptr;
   };
   using Map = std::unordered_map<std::string, Entry, Hash, std::equal_to<>>;
-  // A count-min sketch of lookups: `rows` rows of 4-bit counters (one per
-  // byte, for speed), indexed by double hashing.
+  // A count-min sketch of lookups: four rows of 4-bit counters (a byte
+  // each, for speed), a key's four in one cache-line block.
   struct Sketch {
     static constexpr std::size_t kRows = 4;
-    std::vector<std::uint8_t> counts;  // kRows x width
-    std::size_t mask = 0;              // width - 1 (a power of two)
+    static constexpr std::size_t kBlock = 64;  // counters a block: 16 a row
+    std::vector<std::uint8_t> counts;          // blocks x kBlock
+    std::size_t mask = 0;                      // blocks - 1 (a power of two)
     std::size_t samples = 0;
     std::size_t period = 0;  // samples between halvings
     void size_for(std::size_t entries);

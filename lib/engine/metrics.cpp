@@ -62,17 +62,23 @@ void AtomicHistogram::add(Duration d) noexcept {
   const double seconds = static_cast<double>(ns) / 1e9;
   std::size_t i = 0;
   while (i < Histogram::bounds.size() && seconds > Histogram::bounds[i]) ++i;
-  counts_[i].fetch_add(1, std::memory_order_relaxed);
-  sum_ns_.fetch_add(static_cast<std::uint64_t>(ns), std::memory_order_relaxed);
+  Slot& slot = slots_[ShardedCounter::slot()];
+  slot.counts[i].fetch_add(1, std::memory_order_relaxed);
+  slot.sum_ns.fetch_add(static_cast<std::uint64_t>(ns), std::memory_order_relaxed);
 }
 
 Histogram AtomicHistogram::snapshot() const noexcept {
   Histogram h;
-  for (std::size_t i = 0; i < counts_.size(); ++i) {
-    h.counts[i] = counts_[i].load(std::memory_order_relaxed);
-    h.count += h.counts[i];
+  std::uint64_t sum_ns = 0;
+  for (const Slot& slot : slots_) {
+    for (std::size_t i = 0; i < slot.counts.size(); ++i) {
+      const auto n = slot.counts[i].load(std::memory_order_relaxed);
+      h.counts[i] += n;
+      h.count += n;
+    }
+    sum_ns += slot.sum_ns.load(std::memory_order_relaxed);
   }
-  h.sum_seconds = static_cast<double>(sum_ns_.load(std::memory_order_relaxed)) / 1e9;
+  h.sum_seconds = static_cast<double>(sum_ns) / 1e9;
   return h;
 }
 

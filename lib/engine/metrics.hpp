@@ -12,19 +12,25 @@
 #include <type_traits>
 #include <utility>
 
+#include "base/sharded_counter.hpp"
 #include "dogpile/clock.hpp"
 #include "dogpile/metrics.hpp"
 
 namespace dogpile::detail {
 
+// A histogram many threads add to: a copy per slot of ShardedCounter's (a
+// thread adds to its own), summed when read.
 class AtomicHistogram {
  public:
   void add(Duration d) noexcept;
   [[nodiscard]] Histogram snapshot() const noexcept;
 
  private:
-  std::array<std::atomic<std::uint64_t>, Histogram::bounds.size() + 1> counts_{};
-  std::atomic<std::uint64_t> sum_ns_{0};
+  struct alignas(64) Slot {
+    std::array<std::atomic<std::uint64_t>, Histogram::bounds.size() + 1> counts{};
+    std::atomic<std::uint64_t> sum_ns{0};
+  };
+  std::array<Slot, ShardedCounter::kSlots> slots_{};
 };
 
 class Metrics {

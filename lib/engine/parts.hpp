@@ -9,6 +9,7 @@
 #include <atomic>
 #include <chrono>
 #include <exception>
+#include <optional>
 #include <stop_token>
 #include <string>
 #include <vector>
@@ -70,6 +71,9 @@ struct Engine::Context {
   // A failed read serves what degraded mode kept (get_or_create); false: it
   // is a miss (a plain get reports the failure and returns nothing).
   bool serve_kept = true;
+  // When the call began, for its first look at the local tier (one reading
+  // of the clock); taken by that look.
+  std::optional<SteadyTime> started;
 
   bool decode(std::size_t index, std::string_view payload) const {
     return decoder == nullptr || (*decoder)(index, payload);

@@ -159,9 +159,9 @@ void Engine::read_failed(Context& ctx, Slot& slot, bool count) {
 // tier's time to live. The writes counted before the slot's read fence its
 // fill (a set or remove that landed meanwhile wins).
 bool Engine::serve_local(Context& ctx, Slot& slot, bool may_revalidate) {
-  slot.local_writes = local_.writes(slot.key);
-  const SteadyTime now = clock_.steady_now();
-  auto item = local_.get(slot.key, now);
+  const SteadyTime now =
+      ctx.started ? *std::exchange(ctx.started, std::nullopt) : clock_.steady_now();
+  auto item = local_.get(slot.key, now, &slot.local_writes);
   if (!item && may_revalidate && options_.local->revalidate) {
     item = revalidate_local(ctx, slot, now);
   }

@@ -35,12 +35,12 @@ Outcome Engine::run(const Call& call) {
                    call.keys.size(), metrics.now() - started);
     }
   } timed{metrics_, call, metrics_.now(), std::nullopt};
-  const Outcome outcome = run_keys(call);
+  const Outcome outcome = run_keys(call, timed.started);
   timed.outcome = outcome;
   return outcome;
 }
 
-Outcome Engine::run_keys(const Call& call) {
+Outcome Engine::run_keys(const Call& call, SteadyTime started) {
   Context ctx;
   ctx.call = &call;
   ctx.decoder = &call.decode;
@@ -62,7 +62,9 @@ Outcome Engine::run_keys(const Call& call) {
     ctx.request.deadline = std::chrono::steady_clock::now() + (ctx.deadline - clock_.steady_now());
   }
   ctx.request.stop = ctx.stop;
-  prepare();
+  // One reading of the clock for what comes before any request.
+  ctx.started = started;
+  prepare(started);
 
   if (call.keys.size() == 1) {
     Slot slot;

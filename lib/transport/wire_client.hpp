@@ -260,7 +260,7 @@ class Server {
   [[nodiscard]] Journal& journal() noexcept { return *journal_; }
   /// Held while its journal is replayed: a request waits for the replay
   /// (until its deadline).
-  std::timed_mutex replay_mutex;
+  std::mutex replay_mutex;
   /// One of the gutter's servers.
   [[nodiscard]] bool gutter() const noexcept { return gutter_; }
   void set_gutter() noexcept { gutter_ = true; }
