@@ -60,7 +60,7 @@ class Runner:
     def run(self, program, *args, server=None):
         cmd = ([self.bench] if program == "ours" else ["/usr/bin/python3", str(HERE / "peer.py")])
         cmd += list(args)
-        if not {"memory", "local-memory", "node-down", "wire", "fleet", "admission"} & set(args):
+        if not {"memory", "local-memory", "node-down", "wire", "fleet", "admission", "local-hit"} & set(args):
             cmd += ["--server", server or self.server]
         started = time.time()
         result = subprocess.run(cmd, capture_output=True, text=True)
@@ -244,6 +244,10 @@ def write_results(r, out, elapsed):
         met(gutter is not None and gutter <= 1, meta_gutter is not None and meta_gutter <= 1,
             get("fleet_classic_gutter_older_than_written") == 0,
             get("fleet_meta_gutter_older_than_written") == 0))
+    row("local-tier hit, 100 B, 64 hot keys: time per call on each thread, at 1 and 8 threads "
+        "(8 threads share 2 cores here)", f"{cell('local_hit_1t')} / {cell('local_hit_8t')}",
+        "(no request)", "-", "-", "-", "<= 1.5 us at 8 threads",
+        met((get("local_hit_8t") or 99) <= 1.5))
     gain = get("admission_gain")
     row("local tier of 1% (10,000 of 1,000,000 keys), Zipf 0.99 with scans of one-off keys: "
         "hit ratio with admission (TinyLFU) / least recently used, same stream (3 seeds)",
@@ -475,6 +479,7 @@ def main():
         r.run("ours", "local-memory", "--keys", "1000000", "--bound-mb", "32")
         r.run("ours", "revalidate")
         r.run("ours", "admission")
+        r.run("ours", "local-hit")
         for transport in ("classic", "meta"):
             r.run("ours", "node-down", "--seconds", "3", "--transport", transport)
             r.run("ours", "fleet", "--seconds", "3", "--transport", transport)

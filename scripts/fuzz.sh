@@ -17,7 +17,7 @@ seconds=${1:-${DOGPILE_FUZZ_SECONDS:-60}}
 scripts/setup.sh clang libclang-rt-14-dev
 out=build-fuzz
 mkdir -p "$out"
-wire=(lib/transport/wire_client.cpp lib/transport/connection.cpp lib/base/fork.cpp lib/transport/ketama.cpp lib/transport/md5.cpp lib/transport/backend.cpp)
+wire=(lib/transport/wire_client.cpp lib/transport/journal.cpp lib/transport/connection.cpp lib/base/fork.cpp lib/transport/ketama.cpp lib/transport/md5.cpp lib/transport/backend.cpp)
 for target in envelope keys meta text; do
   case "$target" in
     meta) sources=(lib/transport/meta/meta_protocol.cpp lib/transport/meta/meta_batch.cpp

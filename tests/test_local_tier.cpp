@@ -52,6 +52,25 @@ struct dogpile::Codec<Racing> {
 };
 
 TEST_SUITE("local tier") {
+  TEST_CASE("compressed values are held decompressed: a hit undoes no zstd frame") {
+    LocalFixture f;
+    auto o = f.local({.ttl = 1h});
+    o.compression.threshold = 1024;
+    CacheRegion region(f.backend, o);
+    const std::string big(100'000, 'x');
+    CHECK(region.get_or_create("k", f.creator(big)) == big);
+    // Stored compressed: the backend holds far fewer bytes than the value.
+    const auto stored = f.backend->get(region.backend_key("k"));
+    REQUIRE(stored.has_value());
+    CHECK(stored->data.size() < 10'000);
+    // Held whole: the tier's cost counts the value's 100,000 bytes.
+    CHECK(region.stats().local_bytes >= 100'000);
+    const auto before = f.requests();
+    for (int i = 0; i < 3; ++i) CHECK(region.get_or_create("k", f.creator("other")) == big);
+    CHECK(f.requests() == before);
+    CHECK(region.stats().local_hits == 3);
+  }
+
   TEST_CASE("off by default: every call asks the backend") {
     LocalFixture f;
     CacheRegion region(f.backend, f.options());

@@ -175,6 +175,7 @@ class Engine : ForkAware {
   std::shared_ptr<const Item> revalidate_local(Context& ctx, detail::Slot& slot, SteadyTime now);
   // `version`: the item's as read (0: unknown, as for a value made here).
   void fill_local(const detail::Slot& slot, std::shared_ptr<const Item> item, Cas version = 0);
+  [[nodiscard]] std::shared_ptr<const Item> decompressed(std::shared_ptr<const Item> item) const;
   [[nodiscard]] Duration local_ttl() const noexcept {
     return options_.local ? options_.local->ttl : Duration::zero();
   }

@@ -3,6 +3,8 @@
 // Every operation of the engine reads through these.
 #include "engine/engine.hpp"
 
+#include <stdexcept>
+#include <string>
 #include <utility>
 
 #include "engine/parts.hpp"
@@ -179,9 +181,37 @@ bool Engine::serve_local(Context& ctx, Slot& slot, bool may_revalidate) {
 
 void Engine::fill_local(const Slot& slot, std::shared_ptr<const Item> item, Cas version) {
   if (!local_.enabled()) return;
+  item = decompressed(std::move(item));
   const SteadyTime now = clock_.steady_now();
   local_.put_read(slot.key, std::move(item), now, now + local_ttl(), slot.local_writes,
                   options_.local->revalidate ? version : 0);
+}
+
+// The local tier holds values decompressed: a zstd payload is undone once,
+// when the value goes in, not at every hit. The envelope is otherwise the
+// same (its time, kind and key check), so it is judged as the stored one.
+// One that does not decompress goes in as it is, to be refused at its hit.
+std::shared_ptr<const Item> Engine::decompressed(std::shared_ptr<const Item> item) const {
+  const auto decoded = detail::decode_envelope(item->data, item->flags);
+  if (!decoded.envelope || decoded.envelope->encoding == detail::PayloadEncoding::plain) {
+    return item;
+  }
+  const detail::EnvelopeView& envelope = *decoded.envelope;
+  std::string scratch;
+  detail::EnvelopeError error{};
+  const auto payload =
+      detail::payload_bytes(envelope, scratch, options_.compression.max_size, error);
+  if (!payload) return item;
+  try {
+    std::string out;
+    detail::begin_envelope(out);
+    out.append(*payload);
+    detail::finish_envelope(out, envelope.created_at, envelope.creation_duration,
+                            envelope.key_check, envelope.kind);
+    return std::make_shared<const Item>(Item{std::move(out), item->flags});
+  } catch (const std::length_error&) {
+    return item;
+  }
 }
 
 std::shared_ptr<const Item> Engine::revalidate_local(Context& ctx, Slot& slot, SteadyTime now) {
