@@ -16,19 +16,20 @@ using dogpile::detail::wire::ReplayPipeline;
 
 TEST_CASE("a journal keeps each key once, up to its bound, and counts keys until replayed") {
   Journal journal(3);
-  CHECK(journal.keep("a"));
-  CHECK(journal.keep("b"));
-  CHECK(journal.keep("a"));  // newest per key: still one
+  using Kept = Journal::Kept;
+  CHECK(journal.keep("a") == Kept::added);
+  CHECK(journal.keep("b") == Kept::added);
+  CHECK(journal.keep("a") == Kept::already);  // newest per key: still one
   CHECK(journal.size() == 2);
-  CHECK(journal.keep("c"));
-  CHECK_FALSE(journal.keep("d"));  // full
-  CHECK(journal.keep("c"));        // a key it holds is no new entry
+  CHECK(journal.keep("c") == Kept::added);
+  CHECK(journal.keep("d") == Kept::full);
+  CHECK(journal.keep("c") == Kept::already);  // a key it holds is no new entry
   CHECK(journal.size() == 3);
 
   auto taken = journal.take();
   CHECK(taken.size() == 3);
-  CHECK(journal.size() == 3);  // being replayed: still waiting
-  CHECK(journal.keep("d"));    // kept meanwhile
+  CHECK(journal.size() == 3);               // being replayed: still waiting
+  CHECK(journal.keep("d") == Kept::added);  // kept meanwhile
   // The replay failed: back they go, as many as fit beside "d".
   CHECK(journal.put_back(taken) == 1);
   CHECK(journal.size() == 3);

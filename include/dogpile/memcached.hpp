@@ -123,6 +123,10 @@ class MemcachedBackend final : public Backend {
   /// one second).
   [[nodiscard]] std::optional<ServerTime> server_time(std::string_view key,
                                                       const Request& request) override;
+  /// nullopt (the region rewrites the value marked) but while the key's
+  /// server is away and the gutter takes its keys: then the key is removed.
+  std::optional<bool> mark_stale(std::string_view key, Ttl keep_for,
+                                 const Request& request) override;
   /// The gutter's and the journals' counts (--GUTTER, --JOURNAL-MAX).
   [[nodiscard]] std::optional<FleetStats> fleet_stats() const override;
 
@@ -183,7 +187,11 @@ class MemcachedLock final : public DistributedLock {
   std::string bytes_;     // the lock item, as stored
   Cas lock_version_ = 0;  // 0: unknown
   bool held_ = false;
-  bool granted_ = false;         // taken by a claim's add: try_acquire has nothing to ask
+  bool granted_ = false;  // taken by a claim's add: try_acquire has nothing to ask
+  // The server it was taken on (its key's, or the gutter's while that one
+  // was down): its reads, release and extensions go there. npos: not taken.
+  static constexpr std::size_t kNoServer = static_cast<std::size_t>(-1);
+  std::size_t server_ = kNoServer;
   std::optional<bool> settled_;  // released by a batch: release_acquired's answer
 };
 

@@ -97,9 +97,10 @@ void Engine::after_fork_in_child() noexcept {
 
 // Before a call: the fleet clock measured once, the invalidation record read
 // if due, the background chore running.
-void Engine::prepare(std::optional<SteadyTime> now) {
+bool Engine::prepare(std::optional<SteadyTime> now) {
+  bool asked = fleet_.unmeasured();
   fleet_.ensure_measured();
-  invalidations_.check(now ? *now : clock_.steady_now());
+  asked = invalidations_.check(now ? *now : clock_.steady_now()) || asked;
   chores_.keep_measured(fleet_, [this](const std::string& error) {
     reporter_.report(ErrorKind::backend, "measure clock", invalidations_.key(),
                      error +
@@ -107,6 +108,7 @@ void Engine::prepare(std::optional<SteadyTime> now) {
                          "server's, so that hosts judge ages alike; until it can, it keeps the "
                          "last measure)");
   });
+  return asked;
 }
 
 Engine::MappedKey Engine::map(std::string_view user_key) const {

@@ -140,8 +140,9 @@ class Engine : ForkAware {
 
   // The step, in order (docs/engine.md).
   // Before a call: the fleet clock measured, the invalidation record read
-  // when due (`now`: the steady time, if the caller has it).
-  void prepare(std::optional<SteadyTime> now = std::nullopt);
+  // when due (`now`: the steady time, if the caller has it). Whether it
+  // made a request (then `now` has passed).
+  bool prepare(std::optional<SteadyTime> now = std::nullopt);
   void read_one(Context& ctx, detail::Slot& slot);
   void read(Context& ctx, std::span<detail::Slot* const> slots);
   void step(Context& ctx, std::vector<detail::Slot*> pending);

@@ -75,10 +75,12 @@ class FleetClock {
   /// that fails, calls go on with the local clock and the next attempt on a
   /// call's path comes a second later. Cheap once measured.
   void ensure_measured() {
-    if (enabled_ && !measured_.load(std::memory_order_acquire) &&
-        !unavailable_.load(std::memory_order_relaxed)) {
-      measure_first();
-    }
+    if (unmeasured()) measure_first();
+  }
+  /// Whether ensure_measured() would measure (requests) now.
+  [[nodiscard]] bool unmeasured() const noexcept {
+    return enabled_ && !measured_.load(std::memory_order_acquire) &&
+           !unavailable_.load(std::memory_order_relaxed);
   }
 
   /// Takes one sample (one request); false if the backend has no server

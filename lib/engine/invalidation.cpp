@@ -21,15 +21,16 @@ Invalidations::Invalidations(Backend& backend, std::string key, std::optional<Du
       counters_(counters),
       metrics_(metrics) {}
 
-void Invalidations::check(SteadyTime at) noexcept {
-  if (!interval_) return;
+bool Invalidations::check(SteadyTime at) noexcept {
+  if (!interval_) return false;
   const auto now = at.time_since_epoch().count();
   auto next = next_check_.load(std::memory_order_relaxed);
-  if (now < next) return;
+  if (now < next) return false;
   const auto step = std::chrono::duration_cast<SteadyTime::duration>(*interval_).count();
   // One caller per interval reads the record; the others go on with what is known.
-  if (!next_check_.compare_exchange_strong(next, now + step)) return;
+  if (!next_check_.compare_exchange_strong(next, now + step)) return false;
   fetch();
+  return true;
 }
 
 void Invalidations::fetch() noexcept {

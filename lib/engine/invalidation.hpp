@@ -32,7 +32,8 @@ class Invalidations {
   /// Reads the record if the interval has passed: one caller per interval
   /// does (one backend `get`), the others go on with what is known. Writes it
   /// back if it was evicted. Never throws.
-  void check(SteadyTime now) noexcept;
+  /// Whether it read the record (a request).
+  bool check(SteadyTime now) noexcept;
 
   /// What this process knows.
   [[nodiscard]] InvalidationTimes current() const noexcept {

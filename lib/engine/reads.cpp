@@ -109,8 +109,9 @@ void Engine::read_one(Context& ctx, Slot& slot) {
             &decoding);
         return;
       } catch (const BackendError& e) {
-        // The failure moved the key (to the gutter): read it there at once.
-        if (tries > 0 || !e.moved()) throw;
+        // The failure moved the key (to the gutter) before any of its value
+        // arrived: read it there at once.
+        if (tries > 0 || !e.moved() || there) throw;
       }
     }
   });

@@ -63,8 +63,8 @@ Outcome Engine::run_keys(const Call& call, SteadyTime started) {
   }
   ctx.request.stop = ctx.stop;
   // One reading of the clock for what comes before any request.
-  ctx.started = started;
-  prepare(started);
+  // (Unless that made a request: then the clock is read again.)
+  if (!prepare(started)) ctx.started = started;
 
   if (call.keys.size() == 1) {
     Slot slot;

@@ -9,12 +9,14 @@
 
 namespace dogpile::detail::wire {
 
-bool Journal::keep(std::string_view key) {
+Journal::Kept Journal::keep(std::string_view key) {
   std::lock_guard lock(mutex_);
-  if (keys_.size() >= capacity_ && !keys_.contains(std::string(key))) return false;
-  keys_.emplace(key);
+  std::string k(key);
+  if (keys_.contains(k)) return Kept::already;
+  if (keys_.size() >= capacity_) return Kept::full;
+  keys_.insert(std::move(k));
   size_.store(keys_.size() + taken_, std::memory_order_release);
-  return true;
+  return Kept::added;
 }
 
 std::vector<std::string> Journal::take() {

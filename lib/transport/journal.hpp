@@ -29,8 +29,9 @@ class Journal {
  public:
   explicit Journal(std::size_t capacity) noexcept : capacity_(capacity) {}
 
-  /// Keeps `key`: false if the journal is full (the key is not kept).
-  bool keep(std::string_view key);
+  enum class Kept : std::uint8_t { added, already, full };
+  /// Keeps `key`: added, already there, or not kept (the journal is full).
+  Kept keep(std::string_view key);
   /// How many keys wait for their replay, or are being replayed.
   [[nodiscard]] std::size_t size() const noexcept { return size_.load(std::memory_order_acquire); }
   /// Takes every key out, for a replay: they count as waiting until it ends

@@ -288,6 +288,13 @@ std::size_t Client::route(std::string_view key, bool write) {
   return gutter;
 }
 
+std::size_t Client::write_at(std::size_t server, std::string_view key) {
+  if (server >= pool_size_) keep(*servers_[home_of(key)], key);
+  return server;
+}
+
+bool Client::in_gutter(std::string_view key) { return route(key, false) >= pool_size_; }
+
 bool Client::moves(const Server& server) const noexcept {
   if (!gutter_ring_ || server.gutter() || !server.down(Steady::now())) return false;
   for (std::size_t i = pool_size_; i < servers_.size(); ++i) {
@@ -297,11 +304,16 @@ bool Client::moves(const Server& server) const noexcept {
 }
 
 void Client::keep(Server& server, std::string_view key) {
-  if (!server.journal().keep(key)) {
-    counters_.dropped.fetch_add(1, std::memory_order_relaxed);
-    return;
+  switch (server.journal().keep(key)) {
+    case Journal::Kept::full:
+      counters_.dropped.fetch_add(1, std::memory_order_relaxed);
+      return;
+    case Journal::Kept::already:
+      return;
+    case Journal::Kept::added:
+      counters_.kept.fetch_add(1, std::memory_order_relaxed);
+      break;
   }
-  counters_.kept.fetch_add(1, std::memory_order_relaxed);
   std::lock_guard lock(replayer_mutex_);
   if (!replayer_.joinable()) {
     try {
@@ -321,27 +333,37 @@ void Client::replayer_loop(std::stop_token stop) {
       continue;
     }
     lock.unlock();
-    replay_pending();
+    replay_pending(stop);
     lock.lock();
     replayer_wake_.wait_for(lock, stop, kReplayPause, [] { return false; });
   }
 }
 
-void Client::replay_pending() {
+void Client::replay_pending(std::stop_token stop) {
   for (auto& server : servers_) {
+    if (stop.stop_requested()) return;
     if (server->journal().size() == 0) continue;
+    // A request's own replay of this server under way: it will tell.
+    std::unique_lock busy(server->replay_mutex, std::try_to_lock);
+    if (!busy.owns_lock()) continue;
+    busy.unlock();
     Limits limits;
     limits.stall = config_.poll_timeout;
     limits.max_value = server->max_value();
     limits.call = Steady::now() + config_.connect_timeout + config_.poll_timeout;
+    limits.stop = stop;  // the client going away ends the attempt
     std::unique_ptr<Connection> connection;
     try {
       connection = server->borrow(limits, true);
       replay(*server, *connection, limits);
       server->give_back(std::move(connection));
       server->succeeded();  // it answers: its keys go back to it
+    } catch (const Timeout& e) {
+      // Its own time (a stop, or a replay that another request began since):
+      // no word on the server.
+      if (!e.the_call_s() && !stop.stop_requested()) server->failed(e.what());
     } catch (const BackendError& e) {
-      server->failed(e.what());
+      if (!stop.stop_requested()) server->failed(e.what());
     } catch (const std::exception&) {  // memory: tried again on the next pass
     }
   }

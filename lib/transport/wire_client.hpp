@@ -322,6 +322,12 @@ class Client : ForkAware {
   /// The same for a write: one that goes to the gutter is kept in the
   /// journal of the key's own server.
   [[nodiscard]] std::size_t server_for_write(std::string_view key) { return route(key, true); }
+  /// A write of `key` that must go to `server` (where its lease or lock was
+  /// granted): `server`, its key kept in the journal of the key's own server
+  /// if `server` is the gutter's.
+  [[nodiscard]] std::size_t write_at(std::size_t server, std::string_view key);
+  /// Whether `key`'s requests go to the gutter now.
+  [[nodiscard]] bool in_gutter(std::string_view key);
   [[nodiscard]] Server& server(std::size_t index) noexcept { return *servers_[index]; }
   [[nodiscard]] std::size_t size() const noexcept { return servers_.size(); }
   [[nodiscard]] const Config& config() const noexcept { return config_; }
@@ -371,7 +377,7 @@ class Client : ForkAware {
   // kReplayPause (whether or not it is marked down) and replays it as soon
   // as it answers, which marks it up again.
   void replayer_loop(std::stop_token stop);
-  void replay_pending();
+  void replay_pending(std::stop_token stop);
 
   Config config_;
   std::size_t pool_size_ = 0;

@@ -127,6 +127,22 @@ struct MemcachedBackend::Impl {
     };
   }
 
+  // Where a read of `key` goes: where its lock was taken, if this process
+  // holds one, else where its key goes now.
+  std::size_t read_server(const KeyRead& key) {
+    if (key.lease != nullptr) {
+      const auto* lock = dynamic_cast<const MemcachedLock*>(key.lease->lock.get());
+      if (lock != nullptr && lock->server_ != MemcachedLock::kNoServer) return lock->server_;
+    }
+    return client.server_for(key.key);
+  }
+
+  // Where `lock` was taken (else where its key goes now).
+  std::size_t lock_server(const MemcachedLock& lock) {
+    return lock.server_ != MemcachedLock::kNoServer ? lock.server_
+                                                    : client.server_for(lock.value_key_);
+  }
+
   // The version of `lock`'s item if that item is still this holder's
   // (`gets k#L`, on the value's server).
   std::optional<Cas> owned_version(MemcachedLock& lock, std::string_view op,
@@ -167,15 +183,15 @@ void command(Classic& impl, std::size_t server, std::string_view op, std::size_t
   impl.client.exchange(impl.client.server(server), batch, op, request, unanswered);
 }
 
-// One storage command (`set`, `add`, `cas`) of `key`, placed by `placed_by`:
+// One storage command (`set`, `add`, `cas`) of `key`, on `server`:
 // true if stored, false if not (NOT_STORED, EXISTS, NOT_FOUND).
-bool store_one(Classic& impl, std::string_view op, std::string_view verb,
-               std::string_view placed_by, std::string_view key, std::string_view data,
-               std::uint32_t flags, std::int64_t expires, Cas version, const Request& request) {
+bool store_one(Classic& impl, std::string_view op, std::string_view verb, std::size_t server,
+               std::string_view key, std::string_view data, std::uint32_t flags,
+               std::int64_t expires, Cas version, const Request& request) {
   check_backend_key(op, key);
   bool stored = false;
   command(
-      impl, impl.client.server_for(placed_by), op, 1,
+      impl, server, op, 1,
       [&](std::size_t, std::string& out) {
         text::append_store(out, verb, key, flags, expires, data, version);
       },
@@ -199,7 +215,7 @@ std::optional<Cas> MemcachedBackend::Impl::owned_version(MemcachedLock& lock, st
   std::optional<Cas> version;
   const std::string_view key = lock.lock_key_;
   retrieve(
-      *this, client.server_for(lock.value_key_), op, "gets", 1, [&](std::size_t) { return key; },
+      *this, lock_server(lock), op, "gets", 1, [&](std::size_t) { return key; },
       [&](std::size_t, const text::Reply& r) {
         const auto item =
             detail::decode_lock_item(r.data, r.flags, detail::key_check(lock.lock_key_));
@@ -258,8 +274,17 @@ void MemcachedBackend::write(std::span<KeyWrite> items, const Request& request) 
   const std::string_view op = items.size() == 1 ? "set" : "set_multi";
   for (const KeyWrite& w : items) check_backend_key(op, w.key);
   auto& client = impl_->client;
-  for (const auto& [server, group] : wire::by_server(
-           items.size(), [&](std::size_t i) { return client.server_for_write(items[i].key); })) {
+  for (const auto& [server, group] : wire::by_server(items.size(), [&](std::size_t i) {
+         // A creation's store goes where its lock was taken (the fence
+         // it carries was read there).
+         if (items[i].lease != nullptr) {
+           const auto* lock = dynamic_cast<const MemcachedLock*>(items[i].lease->lock.get());
+           if (lock != nullptr && lock->server_ != MemcachedLock::kNoServer) {
+             return client.write_at(lock->server_, items[i].key);
+           }
+         }
+         return client.server_for_write(items[i].key);
+       })) {
     // (The FunctionRef refers to the lambda: it must outlive the request.)
     const auto key_of = [&](std::size_t j) { return items[group[j]].key; };
     const wire::Unanswered unanswered{group.size(), key_of};
@@ -332,6 +357,20 @@ std::unique_ptr<DistributedLock> MemcachedBackend::make_lock(std::string_view ke
       new MemcachedLock(MemcachedLock::Mapped{}, impl_, std::string(key), ttl, LockInfo{}));
 }
 
+// The classic protocol marks nothing stale in place: the region rewrites the
+// value (gets, then cas). While the key's server is away and its requests go
+// to the gutter, the value may not be there and the server must still learn
+// of the invalidation: the key is removed instead (on the gutter now, and on
+// its server, from the journal, when it answers).
+std::optional<bool> MemcachedBackend::mark_stale(std::string_view key, Ttl,
+                                                 const Request& request) {
+  check_backend_key("mark stale", key);
+  if (!impl_->client.in_gutter(key)) return std::nullopt;
+  KeyErase erased{key};
+  erase({&erased, 1}, request);
+  return false;
+}
+
 std::optional<FleetStats> MemcachedBackend::fleet_stats() const {
   return impl_->client.fleet_stats();
 }
@@ -363,6 +402,7 @@ void MemcachedBackend::claim(std::span<KeyRead> keys, const LeaseRequest& lease,
           if (r.kind == TextKind::stored) {
             auto& lock = locks[group[j]];
             lock->granted_ = true;
+            lock->server_ = server;
             const bool taken = lock->try_lock();
             (void)taken;
             key.lease->lock = std::move(lock);
@@ -383,6 +423,8 @@ void MemcachedBackend::claim(std::span<KeyRead> keys, const LeaseRequest& lease,
 template <class LockSeen>
 static void read_with_locks(MemcachedBackend::Impl& impl, std::span<KeyRead> keys,
                             std::string_view op, LockSeen lock_seen, const Request& request) {
+  // A key whose lock this process holds is read where the lock was taken.
+  auto server_of = [&](std::size_t i) { return impl.read_server(keys[i]); };
   std::vector<std::string> lock_keys;
   lock_keys.reserve(keys.size());
   for (auto& key : keys) {
@@ -394,9 +436,7 @@ static void read_with_locks(MemcachedBackend::Impl& impl, std::span<KeyRead> key
   }
   std::vector<std::optional<Item>> locks(keys.size());
   std::vector<Cas> lock_versions(keys.size(), 0);
-  auto& client = impl.client;
-  for (const auto& [server, group] : wire::by_server(
-           keys.size(), [&](std::size_t i) { return client.server_for(keys[i].key); })) {
+  for (const auto& [server, group] : wire::by_server(keys.size(), server_of)) {
     retrieve(
         impl, server, op, "gets", group.size() * 2,
         [&](std::size_t k) -> std::string_view {
@@ -462,8 +502,7 @@ void MemcachedBackend::release(std::span<LeaseEnd> leases, const Request& reques
     auto* lock = dynamic_cast<MemcachedLock*>(end.lease->lock.get());
     if (lock != nullptr && lock->impl_ == impl_ && lock->held_) ours.push_back(lock);
   }
-  auto& client = impl_->client;
-  auto server_of = [&](std::size_t i) { return client.server_for(ours[i]->value_key_); };
+  auto server_of = [&](std::size_t i) { return impl_->lock_server(*ours[i]); };
   auto settle = [&] {
     for (auto& end : leases) {
       if (end.lease == nullptr || !end.lease->lock) continue;
@@ -478,9 +517,8 @@ void MemcachedBackend::release(std::span<LeaseEnd> leases, const Request& reques
     for (MemcachedLock* lock : ours) {
       if (lock->lock_version_ == 0) unknown.push_back(lock);
     }
-    for (const auto& [server, group] : wire::by_server(unknown.size(), [&](std::size_t i) {
-           return client.server_for(unknown[i]->value_key_);
-         })) {
+    for (const auto& [server, group] : wire::by_server(
+             unknown.size(), [&](std::size_t i) { return impl_->lock_server(*unknown[i]); })) {
       for (std::size_t i : group) unknown[i]->settled_ = false;  // not ours, unless seen
       retrieve(
           *impl_, server, "release lock", "gets", group.size(),
@@ -558,10 +596,12 @@ bool MemcachedLock::try_acquire(const Request& request) {
     return true;
   }
   prepare();
-  if (!store_one(*impl_, "lock", "add", value_key_, lock_key_, bytes_, detail::kLockFlags,
+  const std::size_t server = impl_->client.server_for(value_key_);
+  if (!store_one(*impl_, "lock", "add", server, lock_key_, bytes_, detail::kLockFlags,
                  lock_exptime(ttl_), 0, request)) {
     return false;
   }
+  server_ = server;
   held_ = true;
   return true;
 }
@@ -586,8 +626,8 @@ bool MemcachedLock::release_acquired(const Request& request) {
     }
     version = *owned;
   }
-  const bool released = store_one(*impl_, "release lock", "cas", value_key_, lock_key_, bytes_,
-                                  detail::kLockFlags, -1, version, request);
+  const bool released = store_one(*impl_, "release lock", "cas", impl_->lock_server(*this),
+                                  lock_key_, bytes_, detail::kLockFlags, -1, version, request);
   held_ = false;
   lock_version_ = 0;
   return released;
@@ -599,7 +639,7 @@ bool MemcachedLock::extend(const Request& request) {
   // `touch` sets a new time to live and keeps the version (memcached 1.6).
   bool touched = false;
   command(
-      *impl_, impl_->client.server_for(value_key_), "extend lock", 1,
+      *impl_, impl_->lock_server(*this), "extend lock", 1,
       [&](std::size_t, std::string& out) {
         text::append_touch(out, lock_key_, lock_exptime(ttl_));
       },

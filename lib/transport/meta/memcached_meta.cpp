@@ -181,7 +181,8 @@ void mg_keys(Impl& impl, std::span<KeyRead> keys, std::string_view flags, bool q
 std::size_t server_of_write(Impl& impl, const KeyWrite& w) {
   if (w.lease != nullptr) {
     if (const auto* lease = dynamic_cast<const MetaLease*>(w.lease->lock.get())) {
-      return lease->server_index();
+      // The gutter's lease: the key's own server learns of it from the journal.
+      return impl.client.write_at(lease->server_index(), w.key);
     }
   }
   return impl.client.server_for_write(w.key);
@@ -392,8 +393,16 @@ void MemcachedMetaBackend::claim(std::span<KeyRead> keys, const LeaseRequest& le
 
 void MemcachedMetaBackend::confirm(std::span<KeyRead> keys, const Request& request) {
   GiveBack unasked_leases{impl_, {}};
-  mg_keys(
-      *impl_, keys, "v f c t", true, "confirm",
+  // Read where each lease was granted: the store's fence must come from there.
+  auto server_of = [&](std::size_t i) {
+    if (const auto* lease = dynamic_cast<const MetaLease*>(keys[i].lease->lock.get())) {
+      return lease->server_index();
+    }
+    return impl_->client.server_for(keys[i].key);
+  };
+  mg_batch(
+      *impl_, keys.size(), server_of, [&](std::size_t i) { return keys[i].key; }, "v f c t", true,
+      "confirm",
       [&](std::size_t i, std::size_t server, const Reply& r) {
         KeyRead& key = keys[i];
         if (r.code != Code::va) unexpected("confirm", key.key, r);
@@ -403,7 +412,8 @@ void MemcachedMetaBackend::confirm(std::span<KeyRead> keys, const Request& reque
         if (!placeholder(r)) key.item = Item{std::string(r.data), r.flags.value_or(0)};
         key.lease->fence = Fence{Fence::Kind::version, key.cas};
       },
-      [&](KeyRead& key) {
+      [&](std::size_t i) {
+        KeyRead& key = keys[i];
         key.item.reset();
         key.cas = 0;
         key.lease->fence = Fence{Fence::Kind::absent, 0};
