@@ -226,11 +226,11 @@ TEST_SUITE("local store") {
   }
 
   TEST_CASE("frequency admission: counts saturate at 15 and halve as lookups go on") {
-    LocalStore store(160, 64 << 20, true);  // 10 per shard: halved every 100 lookups of a shard
+    LocalStore store(160, 64 << 20, true);  // 10 per shard: halved every 200 lookups of a shard
     const SteadyTime t0{};
     for (int i = 0; i < 20; ++i) (void)store.get("k", t0);
     CHECK(store.frequency("k") == 15);
-    for (int i = 0; i < 5'000; ++i) (void)store.get("other" + std::to_string(i), t0);
+    for (int i = 0; i < 10'000; ++i) (void)store.get("other" + std::to_string(i), t0);
     CHECK(store.frequency("k") < 4);
     CHECK(LocalStore(160, 64 << 20).frequency("k") == 0);  // no admission: no counts
   }

@@ -15,8 +15,8 @@
 // a fill that would evict the least recently used item is admitted only if
 // its key was asked for more often than the victim's (TinyLFU): each shard
 // counts lookups in a count-min sketch (four rows of 4-bit counters, a key's
-// four in one cache line; rows twice as wide as the items it may hold),
-// halved every ten lookups per item, so counts
+// four in one cache line; rows four times as wide as the items it may hold),
+// halved every twenty lookups per item it may hold, so counts
 // follow what is asked for now. A scan of keys asked for once then evicts
 // nothing, and a hot key's first fill is not lost to a stream of cold ones.
 // Writes of this process are kept whatever the counts.
