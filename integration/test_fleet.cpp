@@ -39,6 +39,16 @@ long ttl_left(const MemcachedServer& server, const std::string& key) {
   return std::stol(reply.substr(4));
 }
 
+// How long after `since` (ms) `reader` first read "k" as something other
+// than `old`, polling every 5 ms; -1 if it still read `old` 3 s after.
+double ms_until_not(CacheRegion& reader, const std::string& old, double since) {
+  while (now_ms() - since < 3000) {
+    if (reader.get<std::string>("k") != old) return now_ms() - since;
+    std::this_thread::sleep_for(5ms);
+  }
+  return -1;
+}
+
 }  // namespace
 
 TEST_SUITE("fleet") {
@@ -162,17 +172,7 @@ TEST_SUITE("fleet") {
       server.resume();
       const double resumed = now_ms();
       // The reader saw no outage: it reads the node at once.
-      std::optional<std::string> seen = "old";
-      double gone_after = -1;
-      while (now_ms() - resumed < 3000) {
-        seen = reader.get<std::string>("k");
-        if (seen != "old") {
-          gone_after = now_ms() - resumed;
-          break;
-        }
-        std::this_thread::sleep_for(5ms);
-      }
-      CHECK(seen != "old");
+      const double gone_after = ms_until_not(reader, "old", resumed);
       CHECK(gone_after >= 0);
       CHECK(gone_after < 1000);
       std::printf("replay after SIGCONT (op %d): the old value gone after %.0f ms\n", op,
@@ -222,17 +222,7 @@ TEST_SUITE("fleet") {
       node.resume();
       const double resumed = now_ms();
       // The reader saw no outage: it reads the node, which held "old" all along.
-      std::optional<std::string> seen = "old";
-      double gone_after = -1;
-      while (now_ms() - resumed < 3000) {
-        seen = reader.get<std::string>("k");
-        if (seen != "old") {
-          gone_after = now_ms() - resumed;
-          break;
-        }
-        std::this_thread::sleep_for(5ms);
-      }
-      CHECK(seen != "old");
+      const double gone_after = ms_until_not(reader, "old", resumed);
       CHECK(gone_after >= 0);
       CHECK(gone_after < 1000);
       CHECK(reader.stats().backend_errors == 0);

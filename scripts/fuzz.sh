@@ -17,6 +17,9 @@ seconds=${1:-${DOGPILE_FUZZ_SECONDS:-60}}
 scripts/setup.sh clang libclang-rt-14-dev
 out=build-fuzz
 mkdir -p "$out"
+flags=(-std=c++20 -O1 -g1 -fsanitize=address,undefined -fno-sanitize-recover=all -Iinclude -Ilib)
+mkdir -p "$out/obj"
+declare -A compiled=()
 wire=(lib/transport/wire_client.cpp lib/transport/journal.cpp lib/transport/connection.cpp lib/base/fork.cpp lib/transport/ketama.cpp lib/transport/md5.cpp lib/transport/backend.cpp)
 for target in envelope keys meta text; do
   case "$target" in
@@ -37,8 +40,18 @@ for target in envelope keys meta text; do
     done
   fi
   if $stale; then
-    clang++ -std=c++20 -O1 -g1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
-      -Iinclude -Ilib "fuzz/fuzz_$target.cpp" "${sources[@]}" -o "$binary" "${libs[@]}"
+    # Each source is compiled once a run, whichever targets share it.
+    objects=()
+    for source in "${sources[@]}"; do
+      object="$out/obj/${source//\//_}.o"
+      if [ -z "${compiled[$object]:-}" ]; then
+        clang++ "${flags[@]}" -fsanitize=fuzzer-no-link -c "$source" -o "$object"
+        compiled[$object]=1
+      fi
+      objects+=("$object")
+    done
+    clang++ "${flags[@]}" -fsanitize=fuzzer "fuzz/fuzz_$target.cpp" "${objects[@]}" -o "$binary" \
+      "${libs[@]}"
   fi
   $build_only && continue
   corpus="$out/corpus_$target"
