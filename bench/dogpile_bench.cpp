@@ -1041,7 +1041,7 @@ int bench_fleet(const Args& args) {
     figure(
         name + "_creations_per_key_period",
         dead_keys == 0 ? 0.0 : static_cast<double>(shared->creations.load()) / dead_keys / periods,
-        "calls");
+        "per_key_period");
     figure(name + "_dead_node_fresh_share",
            static_cast<double>(shared->fresh.load()) /
                static_cast<double>(std::max<long>(1, shared->calls.load())),

@@ -89,7 +89,9 @@ def fmt(value, unit):
     if unit == "x":
         return f"{value:.3f}x"
     if unit == "us":
-        return f"{value:,.1f} us"
+        return f"{value:,.2f} us" if value < 10 else f"{value:,.1f} us"
+    if unit == "per_key_period":
+        return f"{value:.2f}"
     if unit == "ms":
         return f"{value:,.1f} ms"
     if unit == "MB":
