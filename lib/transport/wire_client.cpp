@@ -355,9 +355,8 @@ void Client::replay_pending(std::stop_token stop) {
     std::unique_ptr<Connection> connection;
     try {
       connection = server->borrow(limits, true);
-      replay(*server, *connection, limits);
+      replay(*server, *connection, limits);  // it answers: its keys go back to it
       server->give_back(std::move(connection));
-      server->succeeded();  // it answers: its keys go back to it
     } catch (const Timeout& e) {
       // Its own time (a stop, or a replay that another request began since):
       // no word on the server.
@@ -413,6 +412,9 @@ void Client::replay(Server& server, Connection& connection, const Limits& limits
     counters_.dropped.fetch_add(lost, std::memory_order_relaxed);
     throw;
   }
+  // It answered: up again before its journal says it is empty (whoever
+  // waits for that finds the server taking requests).
+  server.succeeded();
   server.journal().replayed();
   counters_.replayed.fetch_add(keys.size(), std::memory_order_relaxed);
 }
