@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 // The store of values a region keeps in process (internal): bounds, expiry,
-// least-recently-used eviction.
+// least-recently-used eviction, admission, the threads' fronts.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -284,5 +284,99 @@ TEST_SUITE("local store") {
       }
       REQUIRE(store.entries() == model.size());
     }
+  }
+
+  // --- the threads' fronts (borrow) ---
+
+  TEST_CASE("a borrowed item follows every write, removal and clear of its key at once") {
+    LocalStore store(100, 1 << 20);
+    const SteadyTime t0{};
+    store.put_written("k", item("1"), t0 + 1h);
+    for (int i = 0; i < 5; ++i) REQUIRE(store.borrow("k", t0) != nullptr);  // in the front now
+    CHECK(store.borrow("k", t0)->data == "1");
+    store.put_written("k", item("2"), t0 + 1h);
+    REQUIRE(store.borrow("k", t0) != nullptr);
+    CHECK(store.borrow("k", t0)->data == "2");
+    store.update("k", item("3"), t0 + 1h);
+    CHECK(store.borrow("k", t0)->data == "3");
+    store.erase("k");
+    CHECK(store.borrow("k", t0) == nullptr);
+    store.put_written("k", item("4"), t0 + 1h);
+    CHECK(store.borrow("k", t0)->data == "4");
+    store.discard("k", store.borrow("k", t0));
+    CHECK(store.borrow("k", t0) == nullptr);
+    store.put_written("k", item("5"), t0 + 1h);
+    CHECK(store.borrow("k", t0)->data == "5");
+    store.clear();
+    CHECK(store.borrow("k", t0) == nullptr);
+    // Its time passes in the front as in the store.
+    store.put_written("k", item("6"), t0 + 1s);
+    CHECK(store.borrow("k", t0)->data == "6");
+    CHECK(store.borrow("k", t0 + 1s) == nullptr);
+  }
+
+  TEST_CASE("an evicted item is not served from a front") {
+    LocalStore store(16 * 2, std::size_t{1} << 30);  // two entries a shard
+    const SteadyTime t0{};
+    std::vector<std::string> same;
+    for (int i = 0; same.size() < 3; ++i) {
+      const std::string key = "k" + std::to_string(i);
+      if (same.empty() || std::hash<std::string_view>{}(key) % 16 ==
+                              std::hash<std::string_view>{}(same.front()) % 16) {
+        same.push_back(key);
+      }
+    }
+    store.put_written(same[0], item("0"), t0 + 1h);
+    store.put_written(same[1], item("1"), t0 + 1h);
+    for (int i = 0; i < 3; ++i) REQUIRE(store.borrow(same[1], t0) != nullptr);
+    (void)store.borrow(same[0], t0);                 // same[0] the most recent in the shard
+    store.put_written(same[2], item("2"), t0 + 1h);  // full: same[1] goes
+    CHECK(store.borrow(same[1], t0) == nullptr);
+    CHECK(store.entries() == 2);
+  }
+
+  TEST_CASE("a front does not serve one store's item for another's key") {
+    const SteadyTime t0{};
+    auto first = std::make_unique<LocalStore>(100, 1 << 20);
+    first->put_written("k", item("first"), t0 + 1h);
+    for (int i = 0; i < 3; ++i) REQUIRE(first->borrow("k", t0) != nullptr);
+    first.reset();
+    auto second = std::make_unique<LocalStore>(100, 1 << 20);  // perhaps at the same address
+    CHECK(second->borrow("k", t0) == nullptr);
+    LocalStore third(100, 1 << 20);
+    third.put_written("k", item("third"), t0 + 1h);
+    CHECK(third.borrow("k", t0)->data == "third");
+    CHECK(second->borrow("k", t0) == nullptr);
+  }
+
+  TEST_CASE("lookups answered by a front are counted for admission and recency") {
+    LocalStore store(160, 64 << 20, true);  // 10 entries a shard
+    const SteadyTime t0{};
+    store.put_written("hot", item("h"), t0 + 1h);
+    for (int i = 0; i < 40; ++i) REQUIRE(store.borrow("hot", t0) != nullptr);
+    CHECK(store.frequency("hot") == 15);  // counted when the front passed through
+    // Keys of hot's shard written after it: hot, looked up through its front
+    // all along, is relinked and outlives them.
+    const auto shard = std::hash<std::string_view>{}("hot") % 16;
+    int written = 0;
+    for (int i = 0; written < 30; ++i) {
+      const std::string key = "c" + std::to_string(i);
+      if (std::hash<std::string_view>{}(key) % 16 != shard) continue;
+      store.put_written(key, item("c"), t0 + 1h);
+      ++written;
+      for (int j = 0; j < 40; ++j) REQUIRE(store.borrow("hot", t0) != nullptr);
+    }
+    CHECK(store.get("hot", t0) != nullptr);
+  }
+
+  TEST_CASE("a large item is borrowed, not kept in the front") {
+    LocalStore store(100, 1 << 24);
+    const SteadyTime t0{};
+    store.put_written("big", item(std::string(100'000, 'b')), t0 + 1h);
+    const Item* first = store.borrow("big", t0);
+    REQUIRE(first != nullptr);
+    CHECK(first->data.size() == 100'000);
+    store.erase("big");
+    CHECK(store.borrow("big", t0) == nullptr);
   }
 }

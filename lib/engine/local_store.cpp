@@ -11,6 +11,30 @@ namespace {
 // bytes where they do not fit in their strings; plus the map's bucket.
 constexpr std::size_t block(std::size_t bytes) noexcept { return (bytes + 8 + 15) / 16 * 16; }
 constexpr std::size_t kSmallString = 15;  // libstdc++ keeps up to 15 chars inline
+
+std::atomic<std::uint64_t> next_store_id{1};
+
+// A thread's front (see the header): items it last found, by key hash.
+struct FrontSlot {
+  std::uint64_t store = 0;  // 0: empty
+  std::uint64_t epoch = 0;
+  std::size_t hash = 0;
+  SteadyTime until{};
+  std::uint32_t hits = 0;  // front hits since the store last counted the key
+  std::uint64_t used = 0;  // the front's tick at its last hit or fill
+  std::string key;
+  std::shared_ptr<const Item> item;
+};
+struct Front {
+  // Two ways a set: keys whose hashes meet in a set do not evict each other.
+  static constexpr std::size_t kSets = 64;
+  std::array<FrontSlot, 2 * kSets> slots;
+  std::uint64_t tick = 0;
+  // The item a slot held until it was refilled: a borrow made before, in a
+  // call that borrowed again from within (a codec using a cache), stays valid.
+  std::shared_ptr<const Item> retired;
+};
+thread_local Front front;
 }  // namespace
 
 std::size_t LocalStore::cost(std::string_view key, const Item& item) noexcept {
@@ -22,7 +46,8 @@ std::size_t LocalStore::cost(std::string_view key, const Item& item) noexcept {
 }
 
 LocalStore::LocalStore(std::size_t max_entries, std::size_t max_bytes, bool admission)
-    : max_entries_(max_entries == 0 ? 0 : std::max<std::size_t>(1, max_entries / kShards)),
+    : id_(next_store_id.fetch_add(1, std::memory_order_relaxed)),
+      max_entries_(max_entries == 0 ? 0 : std::max<std::size_t>(1, max_entries / kShards)),
       max_bytes_(std::max<std::size_t>(1, max_bytes / kShards)),
       admission_(admission && max_entries_ != 0) {
   if (admission_) {
@@ -38,6 +63,7 @@ void LocalStore::Sketch::size_for(std::size_t entries) {
   while (blocks * 4 < entries && blocks < (std::size_t{1} << 20)) blocks *= 2;
   counts.assign(blocks * kBlock, 0);
   mask = blocks - 1;
+  samples.store(0, std::memory_order_relaxed);
   // Halved every 20 lookups an entry: long enough to tell the hot from the
   // scanned (10 kept 5 points of hit ratio where 20 kept 7, bench admission).
   period = std::max<std::size_t>(entries * 20, 64);
@@ -59,17 +85,30 @@ inline Place place(std::size_t hash, std::size_t mask) noexcept {
 }
 }  // namespace
 
-void LocalStore::Sketch::add(std::size_t hash) noexcept {
+bool LocalStore::Sketch::add(std::size_t hash, std::uint32_t lookups) noexcept {
   const Place p = place(hash, mask);
   std::uint8_t* block = counts.data() + p.block * kBlock;
   for (std::size_t r = 0; r < kRows; ++r) {
-    std::uint8_t& c = block[r * 16 + ((p.in_rows >> (4 * r)) & 15)];
-    if (c < 15) ++c;
+    std::atomic_ref c(block[r * 16 + ((p.in_rows >> (4 * r)) & 15)]);
+    const unsigned seen = c.load(std::memory_order_relaxed);
+    if (seen < 15) {
+      c.store(static_cast<std::uint8_t>(std::min<unsigned>(15, seen + lookups)),
+              std::memory_order_relaxed);
+    }
   }
-  if (++samples >= period) {  // age: what was asked for long ago counts half
-    for (auto& c : counts) c = static_cast<std::uint8_t>(c >> 1);
-    samples /= 2;
+  const std::size_t before = samples.fetch_add(lookups, std::memory_order_relaxed);
+  return before < period && before + lookups >= period;
+}
+
+void LocalStore::Sketch::halve() noexcept {
+  // Age: what was asked for long ago counts half.
+  if (samples.load(std::memory_order_relaxed) < period) return;  // another halved
+  for (auto& c : counts) {
+    std::atomic_ref r(c);
+    r.store(static_cast<std::uint8_t>(r.load(std::memory_order_relaxed) >> 1),
+            std::memory_order_relaxed);
   }
+  samples.store(samples.load(std::memory_order_relaxed) / 2, std::memory_order_relaxed);
 }
 
 unsigned LocalStore::Sketch::estimate(std::size_t hash) const noexcept {
@@ -77,7 +116,8 @@ unsigned LocalStore::Sketch::estimate(std::size_t hash) const noexcept {
   const std::uint8_t* block = counts.data() + p.block * kBlock;
   unsigned least = 15;
   for (std::size_t r = 0; r < kRows; ++r) {
-    least = std::min<unsigned>(least, block[r * 16 + ((p.in_rows >> (4 * r)) & 15)]);
+    std::atomic_ref c(const_cast<std::uint8_t&>(block[r * 16 + ((p.in_rows >> (4 * r)) & 15)]));
+    least = std::min<unsigned>(least, c.load(std::memory_order_relaxed));
   }
   return least;
 }
@@ -85,7 +125,7 @@ unsigned LocalStore::Sketch::estimate(std::size_t hash) const noexcept {
 unsigned LocalStore::frequency(std::string_view key) const {
   if (!admission_) return 0;
   const Shard& shard = shard_of(key);
-  std::lock_guard lock(shard.mutex);
+  std::shared_lock lock(shard.mutex);
   return shard.sketch.estimate(Hash{}(key));
 }
 
@@ -115,6 +155,7 @@ void LocalStore::link_newest(Shard& shard, Node& node) noexcept {
 }
 
 void LocalStore::drop(Shard& shard, Map::iterator it) {
+  shard.epoch.fetch_add(1, std::memory_order_release);  // the fronts let it go
   held_.fetch_sub(1, std::memory_order_relaxed);
   shard.bytes -= it->second.size;
   unlink(shard, *it);
@@ -208,27 +249,103 @@ std::shared_ptr<const Item> LocalStore::get(std::string_view key, SteadyTime now
                                             std::uint64_t* writes) {
   if (max_entries_ == 0) return nullptr;
   const std::size_t hash = Hash{}(key);
+  return lookup(shards_[hash % kShards], hash, key, now, writes, 1, nullptr, nullptr);
+}
+
+const Item* LocalStore::borrow(std::string_view key, SteadyTime now, std::uint64_t* writes) {
+  if (max_entries_ == 0) return nullptr;
+  const std::size_t hash = Hash{}(key);
   Shard& shard = shards_[hash % kShards];
-  std::lock_guard lock(shard.mutex);
-  if (writes != nullptr) *writes = shard.writes.load(std::memory_order_relaxed);
-  if (admission_) shard.sketch.add(hash);
-  auto it = shard.entries.find(key);
-  if (it == shard.entries.end()) return nullptr;
-  if (now >= it->second.until) {
-    if (it->second.version == 0) drop(shard, it);  // else kept for expired()
+  const std::size_t set = 2 * ((hash * 0x9E3779B97F4A7C15ULL) >> 58);  // 64 sets
+  FrontSlot* f = &front.slots[set];
+  bool mine = f->store == id_ && f->hash == hash && f->key == key;
+  if (!mine) {
+    FrontSlot* other = &front.slots[set + 1];
+    mine = other->store == id_ && other->hash == hash && other->key == key;
+    if (mine || other->used < f->used) f = other;  // else the way used least lately
+  }
+  if (mine && now < f->until && f->epoch == shard.epoch.load(std::memory_order_acquire) &&
+      ++f->hits < kFrontPass) {
+    f->used = ++front.tick;
+    if (writes != nullptr) *writes = shard.writes.load(std::memory_order_acquire);
+    return f->item.get();
+  }
+  std::uint64_t epoch = 0;
+  SteadyTime until{};
+  auto item = lookup(shard, hash, key, now, writes,
+                     mine ? std::max<std::uint32_t>(f->hits, 1) : 1, &epoch, &until);
+  if (!item) {
+    if (mine) {
+      front.retired = std::move(f->item);
+      f->store = 0;
+    }
     return nullptr;
   }
-  if (shard.newest != &*it) {
-    unlink(shard, *it);
-    link_newest(shard, *it);
+  if (item->data.size() > kFrontBytes) {  // not kept in the front: held by `retired`
+    front.retired = std::move(item);
+    return front.retired.get();
   }
-  return it->second.item;
+  front.retired = std::move(f->item);
+  f->store = id_;
+  f->epoch = epoch;
+  f->hash = hash;
+  f->until = until;
+  f->hits = 0;
+  f->used = ++front.tick;
+  f->key.assign(key);
+  f->item = std::move(item);
+  return f->item.get();
+}
+
+std::shared_ptr<const Item> LocalStore::lookup(Shard& shard, std::size_t hash,
+                                               std::string_view key, SteadyTime now,
+                                               std::uint64_t* writes, std::uint32_t lookups,
+                                               std::uint64_t* epoch, SteadyTime* until) {
+  std::shared_ptr<const Item> item;
+  bool relink = false;
+  bool expired = false;
+  bool halve = false;
+  {
+    std::shared_lock lock(shard.mutex);
+    if (writes != nullptr) *writes = shard.writes.load(std::memory_order_relaxed);
+    if (epoch != nullptr) *epoch = shard.epoch.load(std::memory_order_relaxed);
+    if (admission_) halve = shard.sketch.add(hash, lookups);
+    if (auto it = shard.entries.find(key); it != shard.entries.end()) {
+      if (now < it->second.until) {
+        item = it->second.item;
+        if (until != nullptr) *until = it->second.until;
+        relink = shard.newest != &*it;
+      } else {
+        expired = it->second.version == 0;  // else kept for expired()
+      }
+    }
+  }
+  if (relink || expired || halve) {
+    after_hit(shard, key, item.get(), now, relink, halve);
+  }
+  return item;
+}
+
+void LocalStore::after_hit(Shard& shard, std::string_view key, const Item* item, SteadyTime now,
+                           bool relink, bool halve) {
+  std::lock_guard lock(shard.mutex);
+  if (halve) shard.sketch.halve();
+  auto it = shard.entries.find(key);
+  if (it == shard.entries.end()) return;
+  if (relink) {
+    if (it->second.item.get() == item && shard.newest != &*it) {
+      unlink(shard, *it);
+      link_newest(shard, *it);
+    }
+  } else if (now >= it->second.until && it->second.version == 0) {
+    drop(shard, it);
+  }
 }
 
 LocalStore::Expired LocalStore::expired(std::string_view key, SteadyTime now) {
   if (max_entries_ == 0) return {};
   Shard& shard = shard_of(key);
-  std::lock_guard lock(shard.mutex);
+  std::shared_lock lock(shard.mutex);
   auto it = shard.entries.find(key);
   if (it == shard.entries.end() || now < it->second.until || it->second.version == 0) return {};
   return {it->second.item, it->second.version};
@@ -257,6 +374,7 @@ void LocalStore::clear() {
   for (auto& shard : shards_) {
     std::lock_guard lock(shard.mutex);
     shard.writes.fetch_add(1, std::memory_order_relaxed);
+    shard.epoch.fetch_add(1, std::memory_order_release);
     held_.fetch_sub(shard.entries.size(), std::memory_order_relaxed);
     shard.entries.clear();
     shard.newest = shard.oldest = nullptr;
@@ -267,7 +385,7 @@ void LocalStore::clear() {
 std::size_t LocalStore::entries() const {
   std::size_t n = 0;
   for (const auto& shard : shards_) {
-    std::lock_guard lock(shard.mutex);
+    std::shared_lock lock(shard.mutex);
     n += shard.entries.size();
   }
   return n;
@@ -276,14 +394,14 @@ std::size_t LocalStore::entries() const {
 std::size_t LocalStore::bytes() const {
   std::size_t n = 0;
   for (const auto& shard : shards_) {
-    std::lock_guard lock(shard.mutex);
+    std::shared_lock lock(shard.mutex);
     n += shard.bytes;
   }
   return n;
 }
 
 void LocalStore::after_fork_in_child() noexcept {
-  for (auto& shard : shards_) new (&shard.mutex) std::mutex;
+  for (auto& shard : shards_) new (&shard.mutex) std::shared_mutex;
 }
 
 }  // namespace dogpile::detail

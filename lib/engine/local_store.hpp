@@ -9,7 +9,10 @@
 // bookkeeping around them (cost()); past them a shard drops its least
 // recently used items. Least recently used, because what is kept is a
 // process's working set: the hot keys stay, the ones nobody asked for since
-// go first, and a hit costs one relink under the shard's lock.
+// go first. A lookup takes its shard's lock shared, so lookups do not wait
+// on each other (nor on a thread preempted inside one); a hit on an item
+// that is not its shard's newest relinks it after, under the lock held
+// alone. Counts in the sketch below are relaxed atomics.
 //
 // With frequency admission (the local tier's default: LocalTier::admission),
 // a fill that would evict the least recently used item is admitted only if
@@ -20,6 +23,18 @@
 // follow what is asked for now. A scan of keys asked for once then evicts
 // nothing, and a hot key's first fill is not lost to a stream of cold ones.
 // Writes of this process are kept whatever the counts.
+//
+// A thread's own front: each thread keeps, in a small table of its own
+// (128 slots, items of up to kFrontBytes), the items it last found here,
+// with the shard's epoch at the time. Every removal or replacement of an
+// item (a write, an eviction, a discard, clear) advances its shard's epoch;
+// a lookup that finds its key in the thread's table, before its time and in
+// an unchanged epoch, takes it from there: no lock, no shared count, no
+// write to memory another core reads (borrow()). Every kFrontPass-th such
+// hit goes through the shard as before, counting the hits since in the
+// sketch and relinking the item, so recency and frequency still see the
+// key. What a front holds beyond the bounds above is at most 128 small
+// items a thread.
 //
 // Fills race with writes: a reader that read the backend before this
 // process's set or remove landed must not put the older item here after the
@@ -35,6 +50,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <shared_mutex>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -83,6 +99,11 @@ class LocalStore {
   /// `writes`, if given, receives writes(key) as it was at the lookup.
   [[nodiscard]] std::shared_ptr<const Item> get(std::string_view key, SteadyTime now,
                                                 std::uint64_t* writes = nullptr);
+  /// As get(), through this thread's front (above). The item is borrowed:
+  /// it is valid until this thread's next borrow() from any store (hold it
+  /// only within a call, and not across user code that could use a cache).
+  [[nodiscard]] const Item* borrow(std::string_view key, SteadyTime now,
+                                   std::uint64_t* writes = nullptr);
   /// An item whose time has passed, kept with the version it was read at.
   struct Expired {
     std::shared_ptr<const Item> item;
@@ -109,6 +130,8 @@ class LocalStore {
 
  private:
   static constexpr std::size_t kShards = 16;
+  static constexpr std::size_t kFrontBytes = 2048;
+  static constexpr std::uint32_t kFrontPass = 32;
   struct Hash {
     using is_transparent = void;
     std::size_t operator()(std::string_view key) const noexcept {
@@ -127,27 +150,41 @@ class LocalStore {
   };
   using Map = std::unordered_map<std::string, Entry, Hash, std::equal_to<>>;
   // A count-min sketch of lookups: four rows of 4-bit counters (a byte
-  // each, for speed), a key's four in one cache-line block.
+  // each, for speed), a key's four in one cache-line block. Lookups count
+  // under the shard's shared lock: each counter is a relaxed atomic (two
+  // lookups at once may count one), halving takes the lock alone.
   struct Sketch {
     static constexpr std::size_t kRows = 4;
     static constexpr std::size_t kBlock = 64;  // counters a block: 16 a row
-    std::vector<std::uint8_t> counts;          // blocks x kBlock
+    std::vector<std::uint8_t> counts;          // blocks x kBlock; atomic_ref only
     std::size_t mask = 0;                      // blocks - 1 (a power of two)
-    std::size_t samples = 0;
+    std::atomic<std::size_t> samples{0};
     std::size_t period = 0;  // samples between halvings
     void size_for(std::size_t entries);
-    void add(std::size_t hash) noexcept;
+    /// Counts `lookups` of a key; true when the counts are due to be halved.
+    bool add(std::size_t hash, std::uint32_t lookups = 1) noexcept;
+    void halve() noexcept;  // with the shard's lock held alone
     [[nodiscard]] unsigned estimate(std::size_t hash) const noexcept;
   };
   struct Shard {
-    mutable std::mutex mutex;
+    mutable std::shared_mutex mutex;
     Map entries;
     Node* newest = nullptr;
     Node* oldest = nullptr;
     std::size_t bytes = 0;
-    std::atomic<std::uint64_t> writes{0};
-    Sketch sketch;  // empty without admission
+    // Read by every front hit: a line of their own, written only by writes
+    // and removals.
+    alignas(64) std::atomic<std::uint64_t> writes{0};
+    std::atomic<std::uint64_t> epoch{0};  // removals and replacements so far
+    alignas(64) Sketch sketch;            // empty without admission
   };
+  // A lookup under the shard's shared lock, counting `lookups` in the
+  // sketch; `epoch` and `until`, if given, receive the shard's epoch and
+  // the item's time.
+  std::shared_ptr<const Item> lookup(Shard& shard, std::size_t hash, std::string_view key,
+                                     SteadyTime now, std::uint64_t* writes,
+                                     std::uint32_t lookups, std::uint64_t* epoch,
+                                     SteadyTime* until);
   Shard& shard_of(std::string_view key) noexcept;
   const Shard& shard_of(std::string_view key) const noexcept;
   // Keeps `item`; false if admission refused it (`admit`: ask first).
@@ -155,8 +192,13 @@ class LocalStore {
               SteadyTime until, Cas version = 0, bool admit = false);
   static void unlink(Shard& shard, Node& node) noexcept;
   static void link_newest(Shard& shard, Node& node) noexcept;
+  // A hit on `key`, shared lock released: the item's relink, or an expired
+  // item's drop, or the sketch's halving, under the lock alone.
+  void after_hit(Shard& shard, std::string_view key, const Item* item, SteadyTime now,
+                 bool relink, bool halve);
   void drop(Shard& shard, Map::iterator it);
 
+  const std::uint64_t id_;            // names this store in the threads' fronts
   std::atomic<std::size_t> held_{0};  // entries in all shards
   const std::size_t max_entries_;     // per shard
   const std::size_t max_bytes_;       // per shard

@@ -164,7 +164,25 @@ void Engine::read_failed(Context& ctx, Slot& slot, bool count) {
 bool Engine::serve_local(Context& ctx, Slot& slot, bool may_revalidate) {
   const SteadyTime now =
       ctx.started ? *std::exchange(ctx.started, std::nullopt) : clock_.steady_now();
-  auto item = local_.get(slot.key, now, &slot.local_writes);
+  // One key: the item is borrowed from this thread's front (no shared
+  // count taken), decoded here and not kept. Many keys keep theirs: a key
+  // given twice is decoded again at the end.
+  if (ctx.call == nullptr || ctx.call->keys.size() == 1) {
+    if (const Item* borrowed = local_.borrow(slot.key, now, &slot.local_writes)) {
+      if (examine_item(ctx, slot, *borrowed, true) != Found::fresh) {
+        local_.discard(slot.key, borrowed);  // the read that follows may fill a newer one
+        return false;
+      }
+      slot.found = Found::fresh;
+      slot.served = Served::local;
+      slot.at_hand.reset();
+      slot.value_is_at_hand = true;
+      return true;
+    }
+  }
+  auto item = (ctx.call == nullptr || ctx.call->keys.size() == 1)
+                  ? nullptr
+                  : local_.get(slot.key, now, &slot.local_writes);
   if (!item && may_revalidate && options_.local->revalidate) {
     item = revalidate_local(ctx, slot, now);
   }
