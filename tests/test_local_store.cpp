@@ -25,6 +25,19 @@ std::shared_ptr<const Item> item(std::string data) {
   return std::make_shared<const Item>(Item{std::move(data), 0});
 }
 
+// `n` keys of one shard, found by trying (the shard is the hash's).
+std::vector<std::string> keys_of_one_shard(std::size_t n) {
+  std::vector<std::string> same;
+  for (int i = 0; same.size() < n; ++i) {
+    const std::string key = "k" + std::to_string(i);
+    if (same.empty() || std::hash<std::string_view>{}(key) % 16 ==
+                            std::hash<std::string_view>{}(same.front()) % 16) {
+      same.push_back(key);
+    }
+  }
+  return same;
+}
+
 }  // namespace
 
 TEST_SUITE("local store") {
@@ -102,15 +115,7 @@ TEST_SUITE("local store") {
   TEST_CASE("the least recently used item goes first") {
     LocalStore store(16 * 2, std::size_t{1} << 30);  // two entries a shard
     const SteadyTime t0{};
-    // Three keys of one shard: find them by trying (the shard is the hash's).
-    std::vector<std::string> same;
-    for (int i = 0; same.size() < 3; ++i) {
-      const std::string key = "k" + std::to_string(i);
-      if (same.empty() || std::hash<std::string_view>{}(key) % 16 ==
-                              std::hash<std::string_view>{}(same.front()) % 16) {
-        same.push_back(key);
-      }
-    }
+    const auto same = keys_of_one_shard(3);
     store.put_written(same[0], item("0"), t0 + 1h);
     store.put_written(same[1], item("1"), t0 + 1h);
     CHECK(store.get(same[0], t0) != nullptr);        // used: now the most recent
@@ -318,14 +323,7 @@ TEST_SUITE("local store") {
   TEST_CASE("an evicted item is not served from a front") {
     LocalStore store(16 * 2, std::size_t{1} << 30);  // two entries a shard
     const SteadyTime t0{};
-    std::vector<std::string> same;
-    for (int i = 0; same.size() < 3; ++i) {
-      const std::string key = "k" + std::to_string(i);
-      if (same.empty() || std::hash<std::string_view>{}(key) % 16 ==
-                              std::hash<std::string_view>{}(same.front()) % 16) {
-        same.push_back(key);
-      }
-    }
+    const auto same = keys_of_one_shard(3);
     store.put_written(same[0], item("0"), t0 + 1h);
     store.put_written(same[1], item("1"), t0 + 1h);
     for (int i = 0; i < 3; ++i) REQUIRE(store.borrow(same[1], t0) != nullptr);

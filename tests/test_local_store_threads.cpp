@@ -49,8 +49,9 @@ TEST_SUITE("local store threads") {
     CHECK(seen == "new");
   }
 
-  TEST_CASE("threads borrowing, writing, erasing and evicting at once: no key's item for another, "
-            "no thread's own write lost to its front") {
+  TEST_CASE(
+      "threads borrowing, writing, erasing and evicting at once: no key's item for another, "
+      "no thread's own write lost to its front") {
     // Four entries a shard, twelve shared keys and one private key a thread:
     // shards fill and evict all the time, with admission counting.
     LocalStore store(16 * 4, std::size_t{1} << 30, true);

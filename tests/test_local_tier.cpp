@@ -30,6 +30,14 @@ struct Racing {
 };
 std::function<void()> racing_hook;
 
+// A value that counts its decodes.
+struct Profile {
+  std::string name;
+  int visits = 0;
+  bool operator==(const Profile&) const = default;
+};
+int profile_decodes = 0;
+
 struct LocalFixture : dogpile::test::RegionFixture {
   /// A region with the local tier: 1 s time to live, expiration 10 s.
   dogpile::RegionOptions local(LocalTier tier = {.ttl = 1s}) {
@@ -51,7 +59,53 @@ struct dogpile::Codec<Racing> {
   }
 };
 
+template <>
+struct dogpile::Codec<Profile> {
+  static void encode(const Profile& value, std::string& out) {
+    out.append(std::to_string(value.visits)).append(":").append(value.name);
+  }
+  static std::optional<Profile> decode(std::string_view bytes) {
+    ++profile_decodes;
+    const auto colon = bytes.find(':');
+    if (colon == std::string_view::npos) return std::nullopt;
+    return Profile{std::string(bytes.substr(colon + 1)),
+                   std::stoi(std::string(bytes.substr(0, colon)))};
+  }
+};
+
 TEST_SUITE("local tier") {
+  TEST_CASE("values are held decoded: a hit of the same type runs no codec") {
+    LocalFixture f;
+    CacheRegion region(f.backend, f.local({.ttl = 1h}));
+    profile_decodes = 0;
+    const Profile made{"ann", 7};
+    // Made here: held as made, no decode at any hit.
+    CHECK(region.get_or_create("p", [&] { return made; }) == made);
+    for (int i = 0; i < 5; ++i) CHECK(region.get_or_create("p", [&] { return Profile{}; }) == made);
+    CHECK(profile_decodes == 0);
+    CHECK(region.stats().local_hits == 5);
+    // Read from the backend (another region, the same backend): decoded once.
+    CacheRegion reader(f.backend, f.local({.ttl = 1h}));
+    for (int i = 0; i < 5; ++i) CHECK(reader.get_or_create("p", [&] { return Profile{}; }) == made);
+    CHECK(profile_decodes == 1);
+    // Asked for as another type: its bytes are decoded, the held value untouched.
+    CHECK(reader.get_or_create<std::string>("p", [] { return std::string("x"); }) == "7:ann");
+    CHECK(reader.get_or_create("p", [&] { return Profile{}; }) == made);
+    CHECK(profile_decodes == 1);
+    // This process's write: the held value goes, the next read decodes anew.
+    CHECK(reader.set("p", Profile{"bob", 8}));
+    CHECK(reader.get_or_create("p", [&] { return Profile{}; }) == Profile{"bob", 8});
+    CHECK(reader.get_or_create("p", [&] { return Profile{}; }) == Profile{"bob", 8});
+    CHECK(profile_decodes == 2);
+    // The decoded copy counts against the tier's bytes (as its encoded size
+    // again): a plain get holds the envelope alone.
+    CacheRegion plain(f.backend, f.local({.ttl = 1h}));
+    CHECK(plain.get<Profile>("p") == Profile{"bob", 8});
+    const auto stored = f.backend->get(reader.backend_key("p"));
+    REQUIRE(stored.has_value());
+    CHECK(reader.stats().local_bytes - plain.stats().local_bytes == stored->data.size());
+  }
+
   TEST_CASE("compressed values are held decompressed: a hit undoes no zstd frame") {
     LocalFixture f;
     auto o = f.local({.ttl = 1h});

@@ -173,6 +173,20 @@ using Decode = FunctionRef<bool(std::string_view)>;
 using Encode = FunctionRef<void(std::string&)>;
 using EncodeAt = FunctionRef<void(std::size_t, std::string&)>;
 
+// A value type's identity: one object per type, its address the tag.
+template <class V>
+inline constexpr char type_tag = 0;
+
+/// How a one-key call's value is held decoded in the local tier, and
+/// served from there with no decode: `type` names the value type (held
+/// values of another type are decoded as usual), `hold` copies the value
+/// just decoded, `take` copies a held one into the caller's slot.
+struct Typed {
+  const void* type;
+  FunctionRef<std::shared_ptr<const void>()> hold;
+  FunctionRef<void(const void*)> take;
+};
+
 /// One call of the engine: user keys (they may repeat), how to decode a
 /// value into slot i, how to create the values of some slots, and the
 /// options. The engine returns the Outcome of the costliest key.
@@ -182,6 +196,7 @@ struct Call {
   CreateAt create;
   const CallOptions& options;
   FunctionRef<BackgroundCreate()>* make_job;  // nullptr: no background
+  const Typed* typed = nullptr;               // one key: its value held decoded
 };
 }  // namespace detail
 
@@ -540,7 +555,19 @@ class CacheRegion {
     std::optional<detail::FunctionRef<detail::BackgroundCreate()>> job_ref;
     if (make_job != nullptr) job_ref.emplace(*make_job);
     const std::string_view keys[] = {key};
-    const Outcome served = run(Call{keys, decode, create, options, job_ref ? &*job_ref : nullptr});
+    auto hold = [&]() -> std::shared_ptr<const void> {
+      if constexpr (std::is_copy_constructible_v<V>) {
+        return value ? std::make_shared<const V>(*value) : nullptr;
+      } else {
+        return nullptr;
+      }
+    };
+    auto take = [&](const void* held) {
+      if constexpr (std::is_copy_constructible_v<V>) value.emplace(*static_cast<const V*>(held));
+    };
+    const detail::Typed typed{&detail::type_tag<V>, hold, take};
+    const Outcome served = run(Call{keys, decode, create, options, job_ref ? &*job_ref : nullptr,
+                                    std::is_copy_constructible_v<V> ? &typed : nullptr});
     if (options.outcome != nullptr) *options.outcome = served;
     return std::move(*value);
   }

@@ -108,7 +108,7 @@ void Engine::create(Context& ctx, std::span<Slot* const> slots, Creator creator,
       Slot& s = *to_store[i];
       s.stored = writes[i].stored;
       if (s.stored) {
-        fill_local(s, s.made, writes[i].cas);
+        fill_local(ctx, s, *s.made, writes[i].cas);
         continue;
       }
       detail::Counters::add(counters_.fenced_out);

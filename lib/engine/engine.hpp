@@ -35,6 +35,15 @@
 namespace dogpile {
 namespace detail {
 
+// What the local tier holds (every item the engine puts there is one): the
+// envelope, and the value decoded by the call that filled it when that call
+// named its type (Typed): a later call for the same type copies it rather
+// than decoding the envelope's bytes.
+struct HeldItem : Item {
+  std::shared_ptr<const void> object;
+  const void* type = nullptr;
+};
+
 /// How a slot stands with the backend: it answers; its read failed (what
 /// degraded mode kept is judged instead, and no lock is asked for); or the
 /// slot goes on without the distributed lock (the read, a claim or a poll
@@ -175,8 +184,13 @@ class Engine : ForkAware {
   // backend says its version has not changed.
   std::shared_ptr<const Item> revalidate_local(Context& ctx, detail::Slot& slot, SteadyTime now);
   // `version`: the item's as read (0: unknown, as for a value made here).
-  void fill_local(const detail::Slot& slot, std::shared_ptr<const Item> item, Cas version = 0);
-  [[nodiscard]] std::shared_ptr<const Item> decompressed(std::shared_ptr<const Item> item) const;
+  void fill_local(const Context& ctx, const detail::Slot& slot, const Item& item, Cas version = 0);
+  // What the local tier holds for `item`: its envelope decompressed, and the
+  // call's value decoded if it names its type (`typed`).
+  [[nodiscard]] std::shared_ptr<const detail::HeldItem> held(const Item& item,
+                                                             const detail::Typed* typed) const;
+  // Judges a held item, its value taken decoded where it holds the call's type.
+  detail::Found examine_held(Context& ctx, detail::Slot& slot, const Item& item);
   [[nodiscard]] Duration local_ttl() const noexcept {
     return options_.local ? options_.local->ttl : Duration::zero();
   }

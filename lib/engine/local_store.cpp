@@ -163,12 +163,12 @@ void LocalStore::drop(Shard& shard, Map::iterator it) {
 }
 
 bool LocalStore::insert(Shard& shard, std::string_view key, std::shared_ptr<const Item> item,
-                        SteadyTime until, Cas version, bool admit) {
+                        SteadyTime until, Cas version, bool admit, std::size_t extra) {
   if (auto it = shard.entries.find(key); it != shard.entries.end()) {
     drop(shard, it);
     admit = false;  // it was held: it replaces itself
   }
-  const std::size_t size = cost(key, *item);
+  const std::size_t size = cost(key, *item) + extra;
   if (size > max_bytes_) return false;  // larger than the shard's whole share
   // Admission: a fill that would evict goes in only if asked for more often
   // than the item it would evict first.
@@ -224,7 +224,7 @@ std::uint64_t LocalStore::writes(std::string_view key) const noexcept {
 }
 
 void LocalStore::put_read(std::string_view key, std::shared_ptr<const Item> item, SteadyTime now,
-                          SteadyTime until, std::uint64_t seen, Cas version) {
+                          SteadyTime until, std::uint64_t seen, Cas version, std::size_t extra) {
   if (!item || max_entries_ == 0) return;
   Shard& shard = shard_of(key);
   std::lock_guard lock(shard.mutex);
@@ -232,7 +232,7 @@ void LocalStore::put_read(std::string_view key, std::shared_ptr<const Item> item
   if (auto it = shard.entries.find(key); it != shard.entries.end() && now < it->second.until) {
     return;  // another fill was first
   }
-  (void)insert(shard, key, std::move(item), until, version, true);
+  (void)insert(shard, key, std::move(item), until, version, true, extra);
 }
 
 void LocalStore::discard(std::string_view key, const Item* item) {
@@ -272,8 +272,8 @@ const Item* LocalStore::borrow(std::string_view key, SteadyTime now, std::uint64
   }
   std::uint64_t epoch = 0;
   SteadyTime until{};
-  auto item = lookup(shard, hash, key, now, writes,
-                     mine ? std::max<std::uint32_t>(f->hits, 1) : 1, &epoch, &until);
+  auto item = lookup(shard, hash, key, now, writes, mine ? std::max<std::uint32_t>(f->hits, 1) : 1,
+                     &epoch, &until);
   if (!item) {
     if (mine) {
       front.retired = std::move(f->item);
@@ -297,10 +297,10 @@ const Item* LocalStore::borrow(std::string_view key, SteadyTime now, std::uint64
   return f->item.get();
 }
 
-std::shared_ptr<const Item> LocalStore::lookup(Shard& shard, std::size_t hash,
-                                               std::string_view key, SteadyTime now,
-                                               std::uint64_t* writes, std::uint32_t lookups,
-                                               std::uint64_t* epoch, SteadyTime* until) {
+std::shared_ptr<const Item> LocalStore::lookup(Shard& shard, std::size_t hash, std::string_view key,
+                                               SteadyTime now, std::uint64_t* writes,
+                                               std::uint32_t lookups, std::uint64_t* epoch,
+                                               SteadyTime* until) {
   std::shared_ptr<const Item> item;
   bool relink = false;
   bool expired = false;

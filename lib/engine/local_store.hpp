@@ -90,8 +90,9 @@ class LocalStore {
   /// another does not replace what that one put).
   /// `version`: the item's version as read (its CAS; 0: unknown). An item
   /// with a version stays after its time, for revalidation (expired()).
+  /// `extra`: bytes the item holds beyond cost(), counted against max_bytes.
   void put_read(std::string_view key, std::shared_ptr<const Item> item, SteadyTime now,
-                SteadyTime until, std::uint64_t seen, Cas version = 0);
+                SteadyTime until, std::uint64_t seen, Cas version = 0, std::size_t extra = 0);
   /// Drops `key`'s item if it is still `item` (found no longer fresh), so
   /// that the next fill may put a newer one.
   void discard(std::string_view key, const Item* item);
@@ -182,20 +183,19 @@ class LocalStore {
   // sketch; `epoch` and `until`, if given, receive the shard's epoch and
   // the item's time.
   std::shared_ptr<const Item> lookup(Shard& shard, std::size_t hash, std::string_view key,
-                                     SteadyTime now, std::uint64_t* writes,
-                                     std::uint32_t lookups, std::uint64_t* epoch,
-                                     SteadyTime* until);
+                                     SteadyTime now, std::uint64_t* writes, std::uint32_t lookups,
+                                     std::uint64_t* epoch, SteadyTime* until);
   Shard& shard_of(std::string_view key) noexcept;
   const Shard& shard_of(std::string_view key) const noexcept;
   // Keeps `item`; false if admission refused it (`admit`: ask first).
   bool insert(Shard& shard, std::string_view key, std::shared_ptr<const Item> item,
-              SteadyTime until, Cas version = 0, bool admit = false);
+              SteadyTime until, Cas version = 0, bool admit = false, std::size_t extra = 0);
   static void unlink(Shard& shard, Node& node) noexcept;
   static void link_newest(Shard& shard, Node& node) noexcept;
   // A hit on `key`, shared lock released: the item's relink, or an expired
   // item's drop, or the sketch's halving, under the lock alone.
-  void after_hit(Shard& shard, std::string_view key, const Item* item, SteadyTime now,
-                 bool relink, bool halve);
+  void after_hit(Shard& shard, std::string_view key, const Item* item, SteadyTime now, bool relink,
+                 bool halve);
   void drop(Shard& shard, Map::iterator it);
 
   const std::uint64_t id_;            // names this store in the threads' fronts

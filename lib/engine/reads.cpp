@@ -88,7 +88,7 @@ void Engine::read_one(Context& ctx, Slot& slot) {
       slot.at_hand = std::make_shared<const Item>(Item{std::string(data), flags});
       slot.value_is_at_hand = true;
     } else if (slot.found == Found::fresh && local_.enabled()) {
-      fill_local(slot, std::make_shared<const Item>(Item{std::string(data), flags}), one.cas);
+      fill_local(ctx, slot, Item{std::string(data), flags}, one.cas);
     }
     if (!kept_.empty()) {
       note_read(ctx, slot.key,
@@ -169,7 +169,7 @@ bool Engine::serve_local(Context& ctx, Slot& slot, bool may_revalidate) {
   // given twice is decoded again at the end.
   if (ctx.call == nullptr || ctx.call->keys.size() == 1) {
     if (const Item* borrowed = local_.borrow(slot.key, now, &slot.local_writes)) {
-      if (examine_item(ctx, slot, *borrowed, true) != Found::fresh) {
+      if (examine_held(ctx, slot, *borrowed) != Found::fresh) {
         local_.discard(slot.key, borrowed);  // the read that follows may fill a newer one
         return false;
       }
@@ -187,7 +187,7 @@ bool Engine::serve_local(Context& ctx, Slot& slot, bool may_revalidate) {
     item = revalidate_local(ctx, slot, now);
   }
   if (!item) return false;
-  if (examine_item(ctx, slot, *item, true) != Found::fresh) {
+  if (examine_held(ctx, slot, *item) != Found::fresh) {
     local_.discard(slot.key, item.get());  // the read that follows may fill a newer one
     return false;
   }
@@ -198,39 +198,68 @@ bool Engine::serve_local(Context& ctx, Slot& slot, bool may_revalidate) {
   return true;
 }
 
-void Engine::fill_local(const Slot& slot, std::shared_ptr<const Item> item, Cas version) {
+// A one-key call names its value's type: the value it has just decoded
+// (or made) is held beside the envelope.
+void Engine::fill_local(const Context& ctx, const Slot& slot, const Item& item, Cas version) {
   if (!local_.enabled()) return;
-  item = decompressed(std::move(item));
+  const detail::Typed* typed =
+      ctx.call != nullptr && ctx.call->keys.size() == 1 ? ctx.call->typed : nullptr;
+  auto kept = held(item, typed);
+  // A value held decoded counts as its encoded size once more.
+  const std::size_t extra = kept->object ? kept->data.size() : 0;
   const SteadyTime now = clock_.steady_now();
-  local_.put_read(slot.key, std::move(item), now, now + local_ttl(), slot.local_writes,
-                  options_.local->revalidate ? version : 0);
+  local_.put_read(slot.key, std::move(kept), now, now + local_ttl(), slot.local_writes,
+                  options_.local->revalidate ? version : 0, extra);
 }
 
 // The local tier holds values decompressed: a zstd payload is undone once,
 // when the value goes in, not at every hit. The envelope is otherwise the
 // same (its time, kind and key check), so it is judged as the stored one.
 // One that does not decompress goes in as it is, to be refused at its hit.
-std::shared_ptr<const Item> Engine::decompressed(std::shared_ptr<const Item> item) const {
-  const auto decoded = detail::decode_envelope(item->data, item->flags);
-  if (!decoded.envelope || decoded.envelope->encoding == detail::PayloadEncoding::plain) {
-    return item;
+std::shared_ptr<const detail::HeldItem> Engine::held(const Item& item,
+                                                     const detail::Typed* typed) const {
+  auto kept = std::make_shared<detail::HeldItem>();
+  kept->flags = item.flags;
+  if (typed != nullptr) {
+    kept->object = typed->hold();
+    if (kept->object) kept->type = typed->type;
   }
-  const detail::EnvelopeView& envelope = *decoded.envelope;
-  std::string scratch;
-  detail::EnvelopeError error{};
-  const auto payload =
-      detail::payload_bytes(envelope, scratch, options_.compression.max_size, error);
-  if (!payload) return item;
-  try {
-    std::string out;
-    detail::begin_envelope(out);
-    out.append(*payload);
-    detail::finish_envelope(out, envelope.created_at, envelope.creation_duration,
-                            envelope.key_check, envelope.kind);
-    return std::make_shared<const Item>(Item{std::move(out), item->flags});
-  } catch (const std::length_error&) {
-    return item;
+  const auto decoded = detail::decode_envelope(item.data, item.flags);
+  if (decoded.envelope && decoded.envelope->encoding != detail::PayloadEncoding::plain) {
+    const detail::EnvelopeView& envelope = *decoded.envelope;
+    std::string scratch;
+    detail::EnvelopeError error{};
+    const auto payload =
+        detail::payload_bytes(envelope, scratch, options_.compression.max_size, error);
+    if (payload) {
+      try {
+        detail::begin_envelope(kept->data);
+        kept->data.append(*payload);
+        detail::finish_envelope(kept->data, envelope.created_at, envelope.creation_duration,
+                                envelope.key_check, envelope.kind);
+        return kept;
+      } catch (const std::length_error&) {
+        kept->data.clear();
+      }
+    }
   }
+  kept->data = item.data;
+  return kept;
+}
+
+Found Engine::examine_held(Context& ctx, Slot& slot, const Item& item) {
+  const auto& kept = static_cast<const detail::HeldItem&>(item);  // all the tier holds is
+  const detail::Typed* typed =
+      ctx.call != nullptr && ctx.call->keys.size() == 1 ? ctx.call->typed : nullptr;
+  if (typed == nullptr || !kept.object || kept.type != typed->type) {
+    return examine_item(ctx, slot, item, true);
+  }
+  const Found found = examine(ctx, slot, item.data, item.flags, true, [&](std::string_view) {
+    typed->take(kept.object.get());
+    return true;
+  });
+  slot.value_is_at_hand = false;
+  return found;
 }
 
 std::shared_ptr<const Item> Engine::revalidate_local(Context& ctx, Slot& slot, SteadyTime now) {
@@ -294,7 +323,7 @@ void Engine::read(Context& ctx, std::span<Slot* const> slots) {
       if (detail::usable(s->found)) {
         s->at_hand = std::make_shared<const Item>(std::move(*s->read_item));
         s->value_is_at_hand = true;
-        if (s->found == Found::fresh) fill_local(*s, s->at_hand, s->read_cas);
+        if (s->found == Found::fresh) fill_local(ctx, *s, *s->at_hand, s->read_cas);
       }
       s->read_item.reset();
     }
