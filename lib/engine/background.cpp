@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "dogpile/executor.hpp"
+#include "engine/io.hpp"
 #include "engine/parts.hpp"
 
 namespace dogpile::detail {
@@ -77,14 +78,14 @@ void Engine::run_job(Job& job) noexcept {
   try {
     std::vector<Slot*> slots;
     for (auto& s : job.slots) slots.push_back(&s);
-    create(
-        job.ctx, slots,
-        [&](std::span<Slot* const> made, std::span<detail::CreateOut> out) {
-          std::vector<std::string_view> keys;
-          for (const Slot* s : made) keys.push_back(s->user_key);
-          job.make(keys, out);
-        },
-        true);
+    auto make = [&](std::span<Slot* const> made, std::span<detail::CreateOut> out) {
+      std::vector<std::string_view> keys;
+      for (const Slot* s : made) keys.push_back(s->user_key);
+      job.make(keys, out);
+    };
+    SyncIo io(clock_);  // a job runs on the executor's thread
+    job.ctx.io = &io;
+    create(job.ctx, slots, make, true).run_here();
   } catch (...) {
     // create() reports a background creator's errors itself.
   }

@@ -6,6 +6,7 @@
 #include <stdexcept>
 #include <utility>
 
+#include "engine/io.hpp"
 #include "engine/parts.hpp"
 
 namespace dogpile::detail {
@@ -13,7 +14,9 @@ namespace dogpile::detail {
 // ---------------------------------------------------------------------------
 // create, store (fenced), release, publish
 
-void Engine::create(Context& ctx, std::span<Slot* const> slots, Creator creator, bool background) {
+Task<> Engine::create(Context& ctx, std::span<Slot* const> slots, Creator creator,
+                      bool background) {
+  Io& io = *ctx.io;
   std::vector<detail::CreateOut> out(slots.size());
   for (std::size_t j = 0; j < slots.size(); ++j) {
     Slot& s = *slots[j];
@@ -37,15 +40,20 @@ void Engine::create(Context& ctx, std::span<Slot* const> slots, Creator creator,
   }
   const TimePoint started = clock_.now();
   const SteadyTime started_steady = clock_.steady_now();  // for the metric: no clock steps
-  try {
-    creator(slots, out);
-  } catch (...) {
+  std::exception_ptr error;
+  co_await io.create([&] {
+    try {
+      creator(slots, out);
+    } catch (...) {
+      error = std::current_exception();
+    }
+  });
+  if (error) {
     metrics_.creation(slots.front()->user_key, slots.size(), clock_.steady_now() - started_steady,
                       false, background);
     tickets.clear();
-    release(slots, ctx.request);
+    co_await io.request([&] { release(slots, ctx.request); });
     detail::Counters::add(counters_.creation_errors);
-    const auto error = std::current_exception();
     bool all_served = true;
     for (Slot* s : slots) {
       s->made.reset();
@@ -61,9 +69,9 @@ void Engine::create(Context& ctx, std::span<Slot* const> slots, Creator creator,
       reporter_.report(
           ErrorKind::creator, background ? "background create" : "create", slots.front()->user_key,
           what_of(error) + (background ? "; the stale value stays" : "; serving the stale value"));
-      if (background || all_served) return;
+      if (background || all_served) co_return;
     }
-    throw;
+    std::rethrow_exception(error);
   }
   tickets.clear();
   const Duration ran = clock_.now() - started;
@@ -100,9 +108,11 @@ void Engine::create(Context& ctx, std::span<Slot* const> slots, Creator creator,
                            .fence = s.lease.fence,
                            .lease = &s.lease};
     }
-    store_failed = !attempt("set", to_store.front()->user_key, [&] {
-      metrics_.backend(BackendOp::store, to_store.front()->user_key, writes.size(),
-                       [&] { backend_->write(writes, ctx.request); });
+    co_await io.request([&] {
+      store_failed = !attempt("set", to_store.front()->user_key, [&] {
+        metrics_.backend(BackendOp::store, to_store.front()->user_key, writes.size(),
+                         [&] { backend_->write(writes, ctx.request); });
+      });
     });
     for (std::size_t i = 0; i < to_store.size() && !store_failed; ++i) {
       Slot& s = *to_store[i];
@@ -129,7 +139,7 @@ void Engine::create(Context& ctx, std::span<Slot* const> slots, Creator creator,
       kept_.update(s->key, s->stored ? s->made : nullptr, until);
     }
   }
-  release(slots, ctx.request);
+  co_await io.request([&] { release(slots, ctx.request); });
   for (Slot* s : slots) {
     held_.forget(s->key);
     detail::Counters::add(counters_.created);
@@ -146,16 +156,14 @@ void Engine::create(Context& ctx, std::span<Slot* const> slots, Creator creator,
 }
 
 // create() with the call's own creator, given the slots' value indices.
-void Engine::create_for_call(Context& ctx, std::span<Slot* const> slots) {
-  create(
-      ctx, slots,
-      [&](std::span<Slot* const> made, std::span<detail::CreateOut> out) {
-        std::vector<std::size_t> indices;
-        indices.reserve(made.size());
-        for (const Slot* s : made) indices.push_back(s->index);
-        ctx.call->create(indices, out);
-      },
-      false);
+Task<> Engine::create_for_call(Context& ctx, std::span<Slot* const> slots) {
+  auto call_creator = [&](std::span<Slot* const> made, std::span<detail::CreateOut> out) {
+    std::vector<std::size_t> indices;
+    indices.reserve(made.size());
+    for (const Slot* s : made) indices.push_back(s->index);
+    ctx.call->create(indices, out);
+  };
+  co_await create(ctx, slots, call_creator, false);
 }
 
 std::shared_ptr<Item> Engine::envelope(std::string_view user_key, std::uint64_t check,

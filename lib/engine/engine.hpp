@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "base/fork.hpp"
+#include "base/task.hpp"
 #include "dogpile/region.hpp"
 #include "engine/chores.hpp"
 #include "engine/counters.hpp"
@@ -34,6 +35,8 @@
 
 namespace dogpile {
 namespace detail {
+
+class Io;  // engine/io.hpp: a call's driver
 
 // What the local tier holds (every item the engine puts there is one): the
 // envelope, and the value decoded by the call that filled it when that call
@@ -108,7 +111,6 @@ class Engine : ForkAware {
   Engine& operator=(const Engine&) = delete;
 
   Outcome run(const Call& call);
-  Outcome run_keys(const Call& call, SteadyTime started);
 
   // The region's other operations.
   bool get(std::string_view key, Decode decode, TimePoint* created_at, bool* fresh,
@@ -152,22 +154,29 @@ class Engine : ForkAware {
   // when due (`now`: the steady time, if the caller has it). Whether it
   // made a request (then `now` has passed).
   bool prepare(std::optional<SteadyTime> now = std::nullopt);
+  // A call's context, on driver `io`; an Outcome if the local tier served
+  // its one key (`slot`, aimed at it). run_keys is the rest of the call.
+  std::optional<Outcome> begin(Context& ctx, detail::Slot& slot, const Call& call,
+                               SteadyTime started, detail::Io& io);
+  detail::Task<Outcome> run_keys(Context& ctx, detail::Slot& slot);
   void read_one(Context& ctx, detail::Slot& slot);
   void read(Context& ctx, std::span<detail::Slot* const> slots);
-  void step(Context& ctx, std::vector<detail::Slot*> pending);
+  detail::Task<> step(Context& ctx, std::vector<detail::Slot*> pending);
   void join_flights(Context& ctx, std::span<detail::Slot* const> slots,
                     std::vector<detail::Slot*>& leaders, std::vector<detail::Slot*>& followers);
   void take_leases(Context& ctx, std::span<detail::Slot* const> leaders,
                    std::vector<detail::Slot*>& won, std::vector<detail::Slot*>& remote);
   void confirm(Context& ctx, std::vector<detail::Slot*>& won);
   void hand_to_background(Context& ctx, std::vector<detail::Slot*>& won);
-  void create(Context& ctx, std::span<detail::Slot* const> slots, Creator creator, bool background);
-  void create_for_call(Context& ctx, std::span<detail::Slot* const> slots);
-  void wait_for_others(Context& ctx, std::span<detail::Slot* const> remote);
-  void poll(Context& ctx, std::span<detail::Slot* const> due);
-  void give_up(Context& ctx, std::span<detail::Slot* const> late, WaitTimeout::Reason reason);
-  void follow(Context& ctx, std::span<detail::Slot* const> followers,
-              std::vector<detail::Slot*>& restart);
+  detail::Task<> create(Context& ctx, std::span<detail::Slot* const> slots, Creator creator,
+                        bool background);
+  detail::Task<> create_for_call(Context& ctx, std::span<detail::Slot* const> slots);
+  detail::Task<> wait_for_others(Context& ctx, std::span<detail::Slot* const> remote);
+  detail::Task<> poll(Context& ctx, std::span<detail::Slot* const> due);
+  detail::Task<> give_up(Context& ctx, std::span<detail::Slot* const> late,
+                         WaitTimeout::Reason reason);
+  detail::Task<> follow(Context& ctx, std::span<detail::Slot* const> followers,
+                        std::vector<detail::Slot*>& restart);
   Outcome account(const detail::Slot& slot) noexcept;
   void read_failed(Context& ctx, detail::Slot& slot, bool count = true);
   // The backend answered a read of `key`: a copy degraded mode kept of it

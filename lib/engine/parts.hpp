@@ -59,6 +59,7 @@ std::string format_duration(D d) {
 
 // What one call (or one background job) carries through the step.
 struct Engine::Context {
+  Io* io = nullptr;                   // the call's driver: how it waits (engine/io.hpp)
   const Call* call = nullptr;         // get_or_create's; null: a job or a plain operation
   const DecodeAt* decoder = nullptr;  // where values go; null: nowhere (a background job)
   Expiration expiration;

@@ -15,6 +15,7 @@
 #include <array>
 #include <utility>
 
+#include "engine/io.hpp"
 #include "engine/parts.hpp"
 #include "format/keys.hpp"
 
@@ -35,13 +36,21 @@ Outcome Engine::run(const Call& call) {
                    call.keys.size(), metrics.now() - started);
     }
   } timed{metrics_, call, metrics_.now(), std::nullopt};
-  const Outcome outcome = run_keys(call, timed.started);
+  SyncIo io(clock_);
+  Context ctx;
+  Slot slot;
+  if (auto local = begin(ctx, slot, call, timed.started, io)) {
+    timed.outcome = *local;
+    return *local;
+  }
+  const Outcome outcome = run_keys(ctx, slot).run_here();
   timed.outcome = outcome;
   return outcome;
 }
 
-Outcome Engine::run_keys(const Call& call, SteadyTime started) {
-  Context ctx;
+std::optional<Outcome> Engine::begin(Context& ctx, Slot& slot, const Call& call, SteadyTime started,
+                                     Io& io) {
+  ctx.io = &io;
   ctx.call = &call;
   ctx.decoder = &call.decode;
   ctx.expiration = call.options.expiration ? *call.options.expiration : options_.expiration;
@@ -65,19 +74,23 @@ Outcome Engine::run_keys(const Call& call, SteadyTime started) {
   // One reading of the clock for what comes before any request.
   // (Unless that made a request: then the clock is read again.)
   if (!prepare(started)) ctx.started = started;
+  if (call.keys.size() != 1) return std::nullopt;
+  aim(slot, call.keys[0]);
+  if (local_.enabled() && serve_local(ctx, slot)) return account(slot);  // no request
+  return std::nullopt;
+}
 
+Task<Outcome> Engine::run_keys(Context& ctx, Slot& slot) {
+  const Call& call = *ctx.call;
   if (call.keys.size() == 1) {
-    Slot slot;
-    aim(slot, call.keys[0]);
-    if (local_.enabled() && serve_local(ctx, slot)) return account(slot);  // no request
-    read_one(ctx, slot);
+    co_await ctx.io->request([&] { read_one(ctx, slot); });
     if (slot.found == Found::fresh && !slot.lease.lock) {  // the hot path: one request
       detail::Counters::add(counters_.hits);
-      return Outcome::fresh;
+      co_return Outcome::fresh;
     }
-    std::array<Slot*, 1> one{&slot};
-    step(ctx, {one.begin(), one.end()});
-    return account(slot);
+    std::vector<Slot*> one(1, &slot);
+    co_await step(ctx, std::move(one));
+    co_return account(slot);
   }
 
   // Many keys: one slot per distinct backend key, in key order (locks are
@@ -110,8 +123,8 @@ Outcome Engine::run_keys(const Call& call, SteadyTime started) {
     all.push_back(&s);
   }
   if (!all.empty()) {
-    read(ctx, all);
-    step(ctx, all);
+    co_await ctx.io->request([&] { read(ctx, all); });
+    co_await step(ctx, all);
   }
   auto costliest = Outcome::fresh;  // the call counts as its costliest key
   for (auto& s : slots) {
@@ -128,19 +141,22 @@ Outcome Engine::run_keys(const Call& call, SteadyTime started) {
     }
     for (auto c : s.copies) call.decode(c, payload);
   }
-  return costliest;
+  co_return costliest;
 }
 
 // The step for slots whose first read is done.
-void Engine::step(Context& ctx, std::vector<Slot*> pending) {
+Task<> Engine::step(Context& ctx, std::vector<Slot*> pending) {
+  Io& io = *ctx.io;
   bool first = true;
   while (!pending.empty()) {
     if (!first) {  // slots starting over: their flight was given up
-      if (pending.size() == 1) {
-        read_one(ctx, *pending.front());
-      } else {
-        read(ctx, pending);
-      }
+      co_await io.request([&] {
+        if (pending.size() == 1) {
+          read_one(ctx, *pending.front());
+        } else {
+          read(ctx, pending);
+        }
+      });
     }
     first = false;
     std::vector<Slot*> leaders, followers, won, remote, restart;
@@ -151,9 +167,13 @@ void Engine::step(Context& ctx, std::vector<Slot*> pending) {
     for (Slot* s : pending) {
       if (s->lease.lock && !s->lead) needless.push_back(s);
     }
-    release(needless, ctx.request);
-    take_leases(ctx, leaders, won, remote);
-    confirm(ctx, won);
+    if (!needless.empty()) co_await io.request([&] { release(needless, ctx.request); });
+    if (!leaders.empty()) {
+      co_await io.request([&] {
+        take_leases(ctx, leaders, won, remote);
+        confirm(ctx, won);
+      });
+    }
     hand_to_background(ctx, won);
     // Create what this caller holds the lease for, and what it must create
     // without one (the backend is failing).
@@ -163,10 +183,10 @@ void Engine::step(Context& ctx, std::vector<Slot*> pending) {
         to_create.push_back(s);
     }
     if (!to_create.empty()) {
-      create_for_call(ctx, to_create);
+      co_await create_for_call(ctx, to_create);
     }
-    wait_for_others(ctx, remote);
-    follow(ctx, followers, restart);
+    co_await wait_for_others(ctx, remote);
+    co_await follow(ctx, followers, restart);
     pending = std::move(restart);
   }
 }

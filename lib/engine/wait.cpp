@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "engine/io.hpp"
 #include "engine/parts.hpp"
 #include "engine/poll_schedule.hpp"
 
@@ -17,8 +18,9 @@ namespace dogpile::detail {
 // Polls the slots whose lease another process holds, one request a poll
 // for all that are due, on the schedule their locks allow, until each has a
 // value, is created here (its lease freed), or the wait runs out.
-void Engine::wait_for_others(Context& ctx, std::span<Slot* const> remote) {
-  if (remote.empty()) return;
+Task<> Engine::wait_for_others(Context& ctx, std::span<Slot* const> remote) {
+  if (remote.empty()) co_return;
+  Io& io = *ctx.io;
   for (std::size_t i = 0; i < remote.size(); ++i) detail::Counters::add(counters_.lock_waits);
   const SteadyTime started = clock_.steady_now();
   const SteadyTime give_up_at =
@@ -46,22 +48,24 @@ void Engine::wait_for_others(Context& ctx, std::span<Slot* const> remote) {
   while (!waiting.empty()) {
     SteadyTime next = SteadyTime::max();
     for (const auto& w : waiting) next = std::min(next, w.next);
-    if (next > limit || !clock_.sleep_until(next, ctx.stop)) {
-      if (next > limit) clock_.sleep_until(limit, ctx.stop);
+    bool woke = false;
+    if (next <= limit) woke = co_await io.sleep_until(next, ctx.stop);
+    if (!woke) {
+      if (next > limit) (void)co_await io.sleep_until(limit, ctx.stop);
       const auto reason = ctx.stop.stop_requested() ? WaitTimeout::Reason::cancelled
                           : limit == give_up_at     ? WaitTimeout::Reason::max_wait
                                                     : WaitTimeout::Reason::deadline;
       std::vector<Slot*> late;
       for (const auto& w : waiting) late.push_back(w.slot);
-      give_up(ctx, late, reason);
-      return;
+      co_await give_up(ctx, late, reason);
+      co_return;
     }
     const SteadyTime now = clock_.steady_now();
     std::vector<Slot*> due;
     for (const auto& w : waiting) {
       if (w.next <= now) due.push_back(w.slot);
     }
-    poll(ctx, due);
+    co_await poll(ctx, due);
     std::erase_if(waiting, [](const Waiting& w) { return w.slot->served != Served::none; });
     const SteadyTime after = clock_.steady_now();
     for (auto& w : waiting) {
@@ -72,22 +76,27 @@ void Engine::wait_for_others(Context& ctx, std::span<Slot* const> remote) {
 
 // One poll of `due` (value and lease together): a value ends the wait; a
 // lease that was freed is claimed, and the value made here.
-void Engine::poll(Context& ctx, std::span<Slot* const> due) {
-  if (!with_leases(BackendOp::poll, "poll", due, [&](std::span<KeyRead> keys) {
-        backend_->poll(keys, ctx.read_request, ctx.request);
-      })) {
+Task<> Engine::poll(Context& ctx, std::span<Slot* const> due) {
+  Io& io = *ctx.io;
+  bool polled = false;
+  co_await io.request([&] {
+    polled = with_leases(BackendOp::poll, "poll", due, [&](std::span<KeyRead> keys) {
+      backend_->poll(keys, ctx.read_request, ctx.request);
+    });
+  });
+  if (!polled) {
     if (ctx.stop.stop_requested() || clock_.steady_now() >= ctx.deadline) {
       // The call's own deadline (or stop) cut the poll short: the wait ends
       // as it would have without the request, never in a second creator.
-      give_up(ctx, due,
-              ctx.stop.stop_requested() ? WaitTimeout::Reason::cancelled
-                                        : WaitTimeout::Reason::deadline);
-      return;
+      co_await give_up(ctx, due,
+                       ctx.stop.stop_requested() ? WaitTimeout::Reason::cancelled
+                                                 : WaitTimeout::Reason::deadline);
+      co_return;
     }
     // The server went away while we waited: create here, without the lock.
     for (Slot* s : due) s->backing = Backing::degraded;
-    create_for_call(ctx, due);
-    return;
+    co_await create_for_call(ctx, due);
+    co_return;
   }
   std::vector<Slot*> takeover, to_claim;
   for (Slot* s : due) {
@@ -118,38 +127,42 @@ void Engine::poll(Context& ctx, std::span<Slot* const> due) {
   }
   // Free: the holder finished without storing, or died. Won: take over;
   // failed: create here, degraded; held: wait on.
-  claim(ctx, to_claim);
-  for (Slot* s : to_claim) {
-    if (s->backing == Backing::degraded || s->lease.state == LeaseState::won) takeover.push_back(s);
-  }
-  if (takeover.empty()) return;
+  if (to_claim.empty() && takeover.empty()) co_return;
   std::vector<Slot*> won;
-  for (Slot* s : takeover) {
-    s->confirmed = false;
-    if (s->backing != Backing::degraded) won.push_back(s);
-  }
-  confirm(ctx, won);
+  co_await io.request([&] {
+    claim(ctx, to_claim);
+    for (Slot* s : to_claim) {
+      if (s->backing == Backing::degraded || s->lease.state == LeaseState::won) {
+        takeover.push_back(s);
+      }
+    }
+    for (Slot* s : takeover) {
+      s->confirmed = false;
+      if (s->backing != Backing::degraded) won.push_back(s);
+    }
+    confirm(ctx, won);
+  });
   std::erase_if(takeover, [](const Slot* s) { return s->served != Served::none; });
-  if (!takeover.empty()) create_for_call(ctx, takeover);
+  if (!takeover.empty()) co_await create_for_call(ctx, takeover);
 }
 
 // Out of time: never a second creator, unless the policy asks for one after
 // max_wait. This process's callers waiting on these slots start over.
-void Engine::give_up(Context& ctx, std::span<Slot* const> late, WaitTimeout::Reason reason) {
+Task<> Engine::give_up(Context& ctx, std::span<Slot* const> late, WaitTimeout::Reason reason) {
   detail::Counters::add(counters_.wait_timeouts, late.size());
   if (reason == WaitTimeout::Reason::max_wait && options_.wait.create_after_max_wait) {
     reporter_.report(ErrorKind::lock, "wait", late.front()->user_key,
                      fmt::format("gave up waiting for the lock holder after {}; creating here",
                                  format_duration(*options_.wait.max_wait)));
     for (Slot* s : late) s->backing = Backing::degraded;
-    create_for_call(ctx, late);
-    return;
+    co_await create_for_call(ctx, late);
+    co_return;
   }
   for (Slot* s : late) s->lead->abandon();
   throw WaitTimeout(reason, late.front()->user_key);
 }
 
-void Engine::follow(Context& ctx, std::span<Slot* const> followers, std::vector<Slot*>& restart) {
+Task<> Engine::follow(Context& ctx, std::span<Slot* const> followers, std::vector<Slot*>& restart) {
   const SteadyTime limit =
       options_.wait.max_wait
           ? std::min(ctx.deadline,
@@ -157,7 +170,7 @@ void Engine::follow(Context& ctx, std::span<Slot* const> followers, std::vector<
                          std::chrono::duration_cast<SteadyTime::duration>(*options_.wait.max_wait))
           : ctx.deadline;
   for (Slot* s : followers) {
-    const auto result = s->follow->wait(clock_, limit, ctx.stop);
+    const auto result = co_await ctx.io->follow(s->follow, limit, ctx.stop);
     s->follow.reset();
     if (!result) {
       detail::Counters::add(counters_.wait_timeouts);
