@@ -45,6 +45,15 @@
 #include <thread>
 #include <vector>
 
+#include <malloc.h>
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/io_context.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/use_awaitable.hpp>
+#include <filesystem>
+
+#include "dogpile/asio.hpp"
 #include "dogpile/dogpile.hpp"
 #include "engine/local_store.hpp"
 #include "memcached_server.hpp"
@@ -791,6 +800,166 @@ int bench_local_hit(const Args& args) {
   return region.stats().local_hits > 0 ? 0 : 1;
 }
 
+// --- async ----------------------------------------------------------------------
+// async_get_or_create on one I/O thread (an asio io_context run by this
+// thread), against memcached (--transport; requests on dogpile's pool).
+//  1. --callers (10,000) concurrent cold callers of one key, the creator
+//     --creator-ms (200) on the pool: creator calls; each caller's wait past
+//     the creator's end (p50, p99, ms); heap bytes per waiting call (glibc's
+//     in-use bytes midway through the creation, less those before, over the
+//     callers: the callers' own coroutines included); the process's threads
+//     then.
+//  2. --calls (100,000) at once over --keys (1,000) cold keys: all complete,
+//     the time, the threads after.
+//  3. fresh hits a second: --in-flight (256) coroutines each calling in a
+//     loop for --milliseconds (1000), against the synchronous call on 1 and
+//     32 threads in the same run.
+namespace {
+std::size_t threads_now() {
+  std::size_t n = 0;
+  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator("/proc/self/task")) ++n;
+  return n;
+}
+}  // namespace
+
+int bench_async(const Args& args) {
+  Server server(args);
+  const int callers = static_cast<int>(args.num("callers", 10000));
+  const long creator_ms = args.num("creator-ms", 200);
+  auto options = quiet_options();
+  options.expiration = std::chrono::minutes(10);
+  dogpile::CacheRegion region(make_backend(args, server.options()), options);
+  (void)region.get<std::string>("warm");  // connections, the clock measured
+  const std::size_t threads_before = threads_now();
+  {
+    asio::io_context io;
+    std::atomic<int> creations{0};
+    std::atomic<double> made_at{0};
+    std::vector<double> done_at(static_cast<std::size_t>(callers), 0);
+    const std::string key = fmt::format("async-herd:{}", ::getpid());
+    const auto heap_before = mallinfo2().uordblks;
+    std::size_t heap_waiting = 0;
+    std::size_t threads_waiting = 0;
+    for (int i = 0; i < callers; ++i) {
+      asio::co_spawn(
+          io,
+          [&, i]() -> asio::awaitable<void> {
+            const std::string v = co_await region.async_get_or_create(
+                key,
+                [&] {
+                  creations.fetch_add(1);
+                  std::this_thread::sleep_for(std::chrono::milliseconds(creator_ms));
+                  made_at = now_us();
+                  return std::string(100, 'v');
+                },
+                asio::use_awaitable);
+            if (v.size() != 100) std::abort();
+            done_at[static_cast<std::size_t>(i)] = now_us();
+          },
+          asio::detached);
+    }
+    asio::steady_timer midway(io, std::chrono::milliseconds(creator_ms / 2));
+    midway.async_wait([&](const std::error_code&) {
+      heap_waiting = mallinfo2().uordblks;
+      threads_waiting = threads_now();
+    });
+    io.run();
+    std::vector<double> waits;
+    for (const double t : done_at) waits.push_back(std::max(0.0, t - made_at.load()) / 1000.0);
+    figure("async_herd_creations", creations.load(), "calls");
+    figure("async_herd_served",
+           static_cast<double>(
+               std::count_if(done_at.begin(), done_at.end(), [](double t) { return t > 0; })),
+           "calls");
+    figure("async_herd_wait_p50", percentile(waits, 50), "ms");
+    figure("async_herd_wait_p99", percentile(waits, 99), "ms");
+    figure("async_herd_bytes_per_waiter",
+           static_cast<double>(heap_waiting - std::min(heap_waiting, heap_before)) / callers,
+           "bytes");
+    figure("async_herd_threads", static_cast<double>(threads_waiting), "threads");
+    figure("async_threads_before", static_cast<double>(threads_before), "threads");
+  }
+  {
+    const int calls = static_cast<int>(args.num("calls", 100000));
+    const int keys = static_cast<int>(args.num("keys", 1000));
+    asio::io_context io;
+    std::atomic<int> done{0};
+    const double t0 = now_us();
+    for (int i = 0; i < calls; ++i) {
+      asio::co_spawn(
+          io,
+          [&, i]() -> asio::awaitable<void> {
+            const std::string key = fmt::format("async-many:{}:{}", ::getpid(), i % keys);
+            (void)co_await region.async_get_or_create(
+                key, [] { return std::string(100, 'm'); }, asio::use_awaitable);
+            done.fetch_add(1);
+          },
+          asio::detached);
+    }
+    io.run();
+    figure("async_many_completed", done.load(), "calls");
+    figure("async_many_ms", (now_us() - t0) / 1000.0, "ms");
+    figure("async_many_threads_after", static_cast<double>(threads_now()), "threads");
+  }
+  {
+    const int in_flight = static_cast<int>(args.num("in-flight", 256));
+    const double seconds = static_cast<double>(args.num("milliseconds", 1000)) / 1000.0;
+    const std::string key = fmt::format("async-hit:{}", ::getpid());
+    region.set(key, std::string(100, 'h'));
+    auto creator = [] { return std::string(100, 'x'); };
+    // Asynchronous: in_flight coroutines on one I/O thread.
+    asio::io_context io;
+    std::atomic<bool> stop{false};
+    std::atomic<long> hits{0};
+    for (int c = 0; c < in_flight; ++c) {
+      asio::co_spawn(
+          io,
+          [&]() -> asio::awaitable<void> {
+            while (!stop.load(std::memory_order_relaxed)) {
+              (void)co_await region.async_get_or_create(key, creator, asio::use_awaitable);
+              hits.fetch_add(1, std::memory_order_relaxed);
+            }
+          },
+          asio::detached);
+    }
+    asio::steady_timer end(io, std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                   std::chrono::duration<double>(seconds)));
+    end.async_wait([&](const std::error_code&) { stop = true; });
+    const double t0 = now_us();
+    io.run();
+    const double async_rate = static_cast<double>(hits.load()) / ((now_us() - t0) / 1e6);
+    auto sync_rate = [&](int threads) {
+      std::atomic<bool> halt{false};
+      std::atomic<long> total{0};
+      const double s0 = now_us();
+      {
+        std::vector<std::jthread> pool;
+        for (int t = 0; t < threads; ++t) {
+          pool.emplace_back([&] {
+            long n = 0;
+            while (!halt.load(std::memory_order_relaxed)) {
+              (void)region.get_or_create(key, creator);
+              ++n;
+            }
+            total += n;
+          });
+        }
+        std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+        halt = true;
+      }
+      return static_cast<double>(total.load()) / ((now_us() - s0) / 1e6);
+    };
+    const double sync1 = sync_rate(1);
+    const double sync32 = sync_rate(32);
+    figure(fmt::format("async_hits_per_s_{}_in_flight", in_flight), async_rate, "calls");
+    figure("sync_hits_per_s_1t", sync1, "calls");
+    figure("sync_hits_per_s_32t", sync32, "calls");
+    figure("async_over_sync_1t", async_rate / sync1, "x");
+    figure("async_over_sync_32t", async_rate / sync32, "x");
+  }
+  return 0;
+}
+
 // --- local memory ---------------------------------------------------------------
 // 1,000,000 distinct keys pass through a region whose local tier is bounded
 // by --bound-mb: the process's resident memory grows by about the bound, not
@@ -1210,6 +1379,7 @@ int main(int argc, char** argv) {
     if (command == "fleet") return bench_fleet(args);
     if (command == "admission") return bench_admission(args);
     if (command == "local-hit") return bench_local_hit(args);
+    if (command == "async") return bench_async(args);
     if (command == "waiting") return bench_waiting(args);
     if (command == "wire") return bench_wire(args);
     if (command == "revalidate") return bench_revalidate(args);

@@ -250,6 +250,23 @@ def write_results(r, out, elapsed):
         "(8 threads share 2 cores here)", f"{cell('local_hit_1t')} / {cell('local_hit_8t')}",
         "(no request)", "-", "-", "-", "<= 1.5 us at 8 threads",
         met((get("local_hit_8t") or 99) <= 1.5))
+    row("async_get_or_create, 10,000 cold callers of one key on one I/O thread, creator 200 ms "
+        "(meta): creator calls; wait past the creator p99; heap per waiting call; threads",
+        f"{cell('async_herd_creations')}; {cell('async_herd_wait_p99')}; "
+        f"{cell('async_herd_bytes_per_waiter')}; {cell('async_herd_threads')}",
+        "-", "-", "-", "-", "1; <= 25 ms; <= 2 KB",
+        met(get("async_herd_creations") == 1, (get("async_herd_wait_p99") or 99) <= 25,
+            (get("async_herd_bytes_per_waiter") or 1e9) <= 2048))
+    row("async_get_or_create, 100,000 calls at once over 1,000 keys on one I/O thread: "
+        "completed; time; threads after",
+        f"{cell('async_many_completed')}; {cell('async_many_ms')}; "
+        f"{cell('async_many_threads_after')}", "-", "-", "-", "-", "all; no thread growth",
+        met(get("async_many_completed") == 100000))
+    row("fresh hits a second, 256 calls in flight on one I/O thread, against get_or_create on "
+        "1 / 32 threads (meta; requests on dogpile's pool of 4)",
+        f"{cell('async_hits_per_s_256_in_flight')} vs {cell('sync_hits_per_s_1t')} / "
+        f"{cell('sync_hits_per_s_32t')}", "-", "-", "-", "-", ">= 5x 1 thread, > 32 threads",
+        met((get("async_over_sync_1t") or 0) >= 5, (get("async_over_sync_32t") or 0) > 1))
     gain = get("admission_gain")
     row("local tier of 1% (10,000 of 1,000,000 keys), Zipf 0.99 with scans of one-off keys: "
         "hit ratio with admission (TinyLFU) / least recently used, same stream (3 seeds)",
@@ -482,6 +499,7 @@ def main():
         r.run("ours", "revalidate")
         r.run("ours", "admission")
         r.run("ours", "local-hit")
+        r.run("ours", "async", "--transport", "meta")
         for transport in ("classic", "meta"):
             r.run("ours", "node-down", "--seconds", "3", "--transport", transport)
             r.run("ours", "fleet", "--seconds", "3", "--transport", transport)

@@ -5,7 +5,7 @@
 set -euo pipefail
 
 # Extra packages may be named as arguments (scripts/bench.sh adds the peer's).
-packages=(g++ make cmake pkg-config libmemcached-dev libzstd-dev memcached libfmt-dev doctest-dev python3 "$@")
+packages=(g++ make cmake pkg-config libmemcached-dev libzstd-dev memcached libfmt-dev doctest-dev libasio-dev python3 "$@")
 
 missing=()
 for p in "${packages[@]}"; do

@@ -6,13 +6,13 @@
 
 #include <algorithm>
 #include <atomic>
-#include <latch>
 #include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "dogpile/lock.hpp"
+#include "region_fixture.hpp"
 #include "support.hpp"
 
 using namespace std::chrono_literals;
@@ -23,24 +23,11 @@ using dogpile::Outcome;
 using dogpile::test::CountingMutex;
 using dogpile::test::eventually;
 using dogpile::test::MemoryStore;
+using dogpile::test::run_together;
 
 namespace {
 
-constexpr int kThreads = 16;
-
-// Runs body(i) on kThreads threads released together.
-template <class Body>
-void run_together(int threads, Body body) {
-  std::latch start(threads);
-  std::vector<std::jthread> pool;
-  pool.reserve(threads);
-  for (int i = 0; i < threads; ++i) {
-    pool.emplace_back([&, i] {
-      start.arrive_and_wait();
-      body(i);
-    });
-  }
-}
+constexpr int kContenders = 16;
 
 // Tracks how many creators run at once.
 struct Overlap {
@@ -72,7 +59,7 @@ TEST_CASE("callers that find no value block until it exists and one creator runs
   auto create = [&] {
     creator.enter();
     // Hold the creation until every other caller is inside lock().
-    others_blocked = eventually([&] { return lock.mutex().blocked() == kThreads - 1; });
+    others_blocked = eventually([&] { return lock.mutex().blocked() == kContenders - 1; });
     store.put("k", "value", clock.now());
     created = true;
     creator.leave();
@@ -84,22 +71,22 @@ TEST_CASE("callers that find no value block until it exists and one creator runs
     return entry->value;
   };
 
-  std::vector<std::string> results(kThreads);
-  std::vector<Outcome> outcomes(kThreads);
-  std::vector<char> saw_creation(kThreads, 0);
-  run_together(kThreads, [&](int i) {
+  std::vector<std::string> results(kContenders);
+  std::vector<Outcome> outcomes(kContenders);
+  std::vector<char> saw_creation(kContenders, 0);
+  run_together(kContenders, [&](int i) {
     results[i] = lock.acquire(create, read, &outcomes[i]);
     saw_creation[i] = created.load();
   });
 
   CHECK(others_blocked);
   CHECK(creator.calls == 1);
-  for (int i = 0; i < kThreads; ++i) {
+  for (int i = 0; i < kContenders; ++i) {
     CHECK(results[i] == "value");
     CHECK(saw_creation[i] == 1);  // nobody returned before the value existed
   }
   CHECK(std::count(outcomes.begin(), outcomes.end(), Outcome::created) == 1);
-  CHECK(std::count(outcomes.begin(), outcomes.end(), Outcome::waited) == kThreads - 1);
+  CHECK(std::count(outcomes.begin(), outcomes.end(), Outcome::waited) == kContenders - 1);
 }
 
 TEST_CASE("while one caller regenerates, stale callers return at once") {
@@ -123,15 +110,15 @@ TEST_CASE("while one caller regenerates, stale callers return at once") {
   auto create = [&] {
     creator.enter();
     // If any stale caller blocked on the mutex, this would never become true.
-    all_stale_returned = eventually([&] { return stale_returned.load() == kThreads - 1; });
+    all_stale_returned = eventually([&] { return stale_returned.load() == kContenders - 1; });
     store.put("k", "new", clock.now());
     creator.leave();
     return dogpile::ValueAndCreated<std::string>{"new", clock.now()};
   };
 
-  std::vector<std::string> results(kThreads);
-  std::vector<Outcome> outcomes(kThreads);
-  run_together(kThreads, [&](int i) {
+  std::vector<std::string> results(kContenders);
+  std::vector<Outcome> outcomes(kContenders);
+  run_together(kContenders, [&](int i) {
     results[i] = lock.acquire_with_created(create, read, &outcomes[i]);
     if (outcomes[i] == Outcome::stale) stale_returned.fetch_add(1);
   });
@@ -139,7 +126,7 @@ TEST_CASE("while one caller regenerates, stale callers return at once") {
   CHECK(all_stale_returned);
   CHECK(creator.calls == 1);
   int winners = 0;
-  for (int i = 0; i < kThreads; ++i) {
+  for (int i = 0; i < kContenders; ++i) {
     if (outcomes[i] == Outcome::created) {
       ++winners;
       CHECK(results[i] == "new");
@@ -198,13 +185,13 @@ TEST_CASE("a throwing creator reaches every caller in turn and never holds the l
     creator.enter();
     if (first_call.exchange(false)) {
       // Make sure the others are queued on the mutex behind this creator.
-      eventually([&] { return lock.mutex().blocked() == kThreads - 1; });
+      eventually([&] { return lock.mutex().blocked() == kContenders - 1; });
     }
     creator.leave();
     throw std::runtime_error("creation failed");
   };
 
-  run_together(kThreads, [&](int) {
+  run_together(kContenders, [&](int) {
     try {
       lock.acquire(create);
     } catch (const std::runtime_error&) {
@@ -213,8 +200,8 @@ TEST_CASE("a throwing creator reaches every caller in turn and never holds the l
   });
 
   // Without a value, each waiter in turn finds none and tries once itself.
-  CHECK(failures == kThreads);
-  CHECK(creator.calls == kThreads);
+  CHECK(failures == kContenders);
+  CHECK(creator.calls == kContenders);
   CHECK(creator.most == 1);
   REQUIRE(lock.mutex().try_lock());
   lock.mutex().unlock();
@@ -240,7 +227,7 @@ TEST_CASE("right after a creation no thread reads the value back") {
     return entry->value;
   };
 
-  run_together(kThreads, [&](int) {
+  run_together(kContenders, [&](int) {
     i_created = false;
     (void)lock.acquire(create, read);
   });

@@ -56,6 +56,7 @@
 #include <chrono>
 #include <concepts>
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <initializer_list>
 #include <memory>
@@ -164,6 +165,7 @@ std::vector<std::string_view> key_views(const R& keys) {
 }
 
 class Engine;  // lib/engine/engine.hpp
+class Loop;    // dogpile/detail/loop.hpp
 
 // How a region's templates hand a call to its engine: the bytes of a value
 // decoded into (or encoded from) the caller's slot i.
@@ -520,6 +522,21 @@ class CacheRegion {
 
   /// The backend key that `key` is stored under (docs/design.md, "Keys").
   [[nodiscard]] std::string backend_key(std::string_view key) const;
+
+  /// get_or_create without blocking a thread, completing through an asio
+  /// completion token with (std::exception_ptr, V): defined in
+  /// dogpile/asio.hpp, which a caller includes (docs/async.md).
+  template <class T = detail::Deduced, class Creator, class CompletionToken>
+  auto async_get_or_create(std::string_view key, Creator creator, CallOptions options,
+                           CompletionToken&& token);
+  template <class T = detail::Deduced, class Creator, class CompletionToken>
+  auto async_get_or_create(std::string_view key, Creator creator, CompletionToken&& token);
+
+  /// For the asynchronous bindings (dogpile/asio.hpp), not for direct use:
+  /// runs `call` on `loop`, holding no thread while it waits; `done` gets
+  /// its Outcome or exception. `call` must live until then.
+  void start_call(const detail::Call& call, detail::Loop& loop,
+                  std::function<void(std::exception_ptr, Outcome)> done);
 
  private:
   template <class Fn, class Predicate>

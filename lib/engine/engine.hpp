@@ -8,6 +8,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <exception>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -37,6 +38,7 @@ namespace dogpile {
 namespace detail {
 
 class Io;  // engine/io.hpp: a call's driver
+class Loop;
 
 // What the local tier holds (every item the engine puts there is one): the
 // envelope, and the value decoded by the call that filled it when that call
@@ -111,6 +113,11 @@ class Engine : ForkAware {
   Engine& operator=(const Engine&) = delete;
 
   Outcome run(const Call& call);
+  /// Runs `call` on `loop`, no thread held while it waits (docs/async.md);
+  /// `done` receives its Outcome or its exception, on the loop (or here, if
+  /// it ends before waiting). `call`, and what it refers to, must live until
+  /// `done` is called.
+  void start(const Call& call, Loop& loop, std::function<void(std::exception_ptr, Outcome)> done);
 
   // The region's other operations.
   bool get(std::string_view key, Decode decode, TimePoint* created_at, bool* fresh,
@@ -159,6 +166,11 @@ class Engine : ForkAware {
   std::optional<Outcome> begin(Context& ctx, detail::Slot& slot, const Call& call,
                                SteadyTime started, detail::Io& io);
   detail::Task<Outcome> run_keys(Context& ctx, detail::Slot& slot);
+  // An asynchronous call: its driver, context and slot, until it is done.
+  struct Started;
+  struct Detached;
+  Detached drive(std::unique_ptr<Started> started);
+  void finish(Started& started, std::exception_ptr error, Outcome outcome) noexcept;
   void read_one(Context& ctx, detail::Slot& slot);
   void read(Context& ctx, std::span<detail::Slot* const> slots);
   detail::Task<> step(Context& ctx, std::vector<detail::Slot*> pending);

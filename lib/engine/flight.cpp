@@ -16,14 +16,28 @@ std::optional<Flight::Result> Flight::wait(const Clock& clock, SteadyTime deadli
   return result_;
 }
 
+void Flight::on_complete(std::function<void(const Result&)> then) {
+  {
+    std::lock_guard lock(mutex_);
+    if (!done_) {
+      then_.push_back(std::move(then));
+      return;
+    }
+  }
+  then(result_);  // done: the result no longer changes
+}
+
 bool Flight::complete(Result result) {
+  std::vector<std::function<void(const Result&)>> then;
   {
     std::lock_guard lock(mutex_);
     if (done_) return false;
     result_ = std::move(result);
     done_ = true;
+    then.swap(then_);
   }
   done_cv_.notify_all();
+  for (auto& f : then) f(result_);
   return true;
 }
 

@@ -16,6 +16,7 @@
 #include <array>
 #include <condition_variable>
 #include <exception>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -24,6 +25,7 @@
 #include <string_view>
 #include <unordered_map>
 #include <utility>
+#include <vector>
 
 #include "dogpile/backend.hpp"
 #include "dogpile/clock.hpp"
@@ -41,6 +43,11 @@ class Flight {
   /// passes on `clock` or `stop` is requested (nullopt).
   std::optional<Result> wait(const Clock& clock, SteadyTime deadline, std::stop_token stop);
 
+  /// Calls `then` with the result when the flight completes: at once, on
+  /// this thread, if it has; else on the completing thread, after the
+  /// flight's lock is released. A follower that waits without a thread.
+  void on_complete(std::function<void(const Result&)> then);
+
   /// Completes the flight and wakes its followers; false (and nothing
   /// changes) if it was completed already.
   bool complete(Result result);
@@ -50,6 +57,7 @@ class Flight {
   std::condition_variable_any done_cv_;
   bool done_ = false;
   Result result_;
+  std::vector<std::function<void(const Result&)>> then_;
 };
 
 class FlightTable {

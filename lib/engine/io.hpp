@@ -46,8 +46,8 @@ class Io {
       op();  // what it throws, the awaiting coroutine receives
       return true;
     }
-    void await_suspend(std::coroutine_handle<> resume) {
-      io.start_request(op, creator, error, resume);
+    bool await_suspend(std::coroutine_handle<> resume) {
+      return io.start_request(op, creator, error, resume);
     }
     void await_resume() const {
       if (error) std::rethrow_exception(error);
@@ -68,8 +68,8 @@ class Io {
       woke = io.clock_.sleep_until(until, stop);
       return true;
     }
-    void await_suspend(std::coroutine_handle<> resume) {
-      io.start_sleep(until, stop, woke, resume);
+    bool await_suspend(std::coroutine_handle<> resume) {
+      return io.start_sleep(until, stop, woke, resume);
     }
     [[nodiscard]] bool await_resume() const noexcept { return woke; }
   };
@@ -89,8 +89,8 @@ class Io {
       result = flight->wait(io.clock_, limit, stop);
       return true;
     }
-    void await_suspend(std::coroutine_handle<> resume) {
-      io.start_follow(*flight, limit, stop, result, resume);
+    bool await_suspend(std::coroutine_handle<> resume) {
+      return io.start_follow(flight, limit, stop, result, resume);
     }
     std::optional<Flight::Result> await_resume() { return std::move(result); }
   };
@@ -103,13 +103,15 @@ class Io {
   Io(const Clock& clock, bool synchronous) noexcept : clock_(clock), synchronous_(synchronous) {}
 
   // An asynchronous driver's side of each point: pass it, fill the result
-  // (an exception of `op` goes to `error`), then resume `resume`, once.
-  virtual void start_request(Op op, bool creator, std::exception_ptr& error,
+  // (an exception of `op` goes to `error`), then resume `resume`, once;
+  // or pass it at once and return false (the coroutine goes on, not
+  // suspended). True: `resume` will be resumed.
+  virtual bool start_request(Op op, bool creator, std::exception_ptr& error,
                              std::coroutine_handle<> resume) = 0;
-  virtual void start_sleep(SteadyTime until, std::stop_token stop, bool& woke,
+  virtual bool start_sleep(SteadyTime until, std::stop_token stop, bool& woke,
                            std::coroutine_handle<> resume) = 0;
-  virtual void start_follow(Flight& flight, SteadyTime limit, std::stop_token stop,
-                            std::optional<Flight::Result>& result,
+  virtual bool start_follow(const std::shared_ptr<Flight>& flight, SteadyTime limit,
+                            std::stop_token stop, std::optional<Flight::Result>& result,
                             std::coroutine_handle<> resume) = 0;
 
  private:
@@ -124,10 +126,16 @@ class SyncIo final : public Io {
 
  private:
   // Never reached: every point is ready at once.
-  void start_request(Op, bool, std::exception_ptr&, std::coroutine_handle<>) override {}
-  void start_sleep(SteadyTime, std::stop_token, bool&, std::coroutine_handle<>) override {}
-  void start_follow(Flight&, SteadyTime, std::stop_token, std::optional<Flight::Result>&,
-                    std::coroutine_handle<>) override {}
+  bool start_request(Op, bool, std::exception_ptr&, std::coroutine_handle<>) override {
+    return false;
+  }
+  bool start_sleep(SteadyTime, std::stop_token, bool&, std::coroutine_handle<>) override {
+    return false;
+  }
+  bool start_follow(const std::shared_ptr<Flight>&, SteadyTime, std::stop_token,
+                    std::optional<Flight::Result>&, std::coroutine_handle<>) override {
+    return false;
+  }
 };
 
 }  // namespace dogpile::detail

@@ -116,6 +116,11 @@ CacheRegion::~CacheRegion() = default;
 
 Outcome CacheRegion::run(const Call& call) { return engine_->run(call); }
 
+void CacheRegion::start_call(const detail::Call& call, detail::Loop& loop,
+                             std::function<void(std::exception_ptr, Outcome)> done) {
+  engine_->start(call, loop, std::move(done));
+}
+
 bool CacheRegion::get_bytes(std::string_view key, Decode decode, TimePoint* created_at, bool* fresh,
                             const Expiration* expiration) {
   return engine_->get(key, decode, created_at, fresh, expiration);

@@ -15,6 +15,7 @@
 #include <array>
 #include <utility>
 
+#include "engine/async_io.hpp"
 #include "engine/io.hpp"
 #include "engine/parts.hpp"
 #include "format/keys.hpp"
@@ -46,6 +47,70 @@ Outcome Engine::run(const Call& call) {
   const Outcome outcome = run_keys(ctx, slot).run_here();
   timed.outcome = outcome;
   return outcome;
+}
+
+// ---------------------------------------------------------------------------
+// start: the same call, on a loop, no thread held while it waits
+
+struct Engine::Started {
+  Started(const Clock& clock, Loop& loop) : io(clock, loop) {}
+  AsyncIo io;
+  Context ctx;
+  Slot slot;
+  const Call* call = nullptr;
+  SteadyTime started;
+  std::function<void(std::exception_ptr, Outcome)> done;
+};
+
+// A coroutine nobody awaits: it runs from its start and frees itself.
+struct Engine::Detached {
+  struct promise_type {
+    Detached get_return_object() const noexcept { return {}; }
+    std::suspend_never initial_suspend() const noexcept { return {}; }
+    std::suspend_never final_suspend() const noexcept { return {}; }
+    void return_void() const noexcept {}
+    void unhandled_exception() const noexcept { std::terminate(); }  // drive() catches all
+  };
+};
+
+void Engine::start(const Call& call, Loop& loop,
+                   std::function<void(std::exception_ptr, Outcome)> done) {
+  auto s = std::make_unique<Started>(clock_, loop);
+  s->call = &call;
+  s->started = metrics_.now();
+  s->done = std::move(done);
+  std::optional<Outcome> local;
+  try {
+    local = begin(s->ctx, s->slot, call, s->started, s->io);
+  } catch (...) {
+    finish(*s, std::current_exception(), Outcome::created);
+    return;
+  }
+  if (local) {
+    finish(*s, nullptr, *local);
+    return;
+  }
+  drive(std::move(s));
+}
+
+Engine::Detached Engine::drive(std::unique_ptr<Started> s) {
+  std::exception_ptr error;
+  Outcome outcome = Outcome::created;
+  try {
+    outcome = co_await run_keys(s->ctx, s->slot);
+  } catch (...) {
+    error = std::current_exception();
+  }
+  finish(*s, error, outcome);
+}
+
+void Engine::finish(Started& s, std::exception_ptr error, Outcome outcome) noexcept {
+  const Call& call = *s.call;
+  metrics_.call(error ? std::nullopt : std::optional<Outcome>(outcome),
+                call.keys.empty() ? std::string_view() : call.keys.front(), call.keys.size(),
+                metrics_.now() - s.started);
+  const auto done = std::move(s.done);
+  done(error, outcome);  // may free the call
 }
 
 std::optional<Outcome> Engine::begin(Context& ctx, Slot& slot, const Call& call, SteadyTime started,

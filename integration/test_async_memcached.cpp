@@ -1,0 +1,117 @@
+// SPDX-License-Identifier: MIT
+// Asynchronous calls on real memcached (dogpile/asio.hpp): a herd on one
+// I/O thread waits for another process's creation on timers and flight
+// continuations, its requests on the pool; run on both transports.
+#include <doctest/doctest.h>
+
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/io_context.hpp>
+#include <asio/use_awaitable.hpp>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <thread>
+
+#include "dogpile/asio.hpp"
+#include "dogpile/metrics.hpp"
+#include "dogpile/region.hpp"
+#include "memcached_server.hpp"
+#include "quiet.hpp"
+
+using namespace std::chrono_literals;
+using dogpile::CacheRegion;
+using dogpile::test::MemcachedServer;
+using dogpile::test::quiet;
+
+TEST_SUITE("async on memcached") {
+  TEST_CASE("1,000 coroutines on one I/O thread wait for another process's creation, then get it") {
+    MemcachedServer server;
+    auto options = quiet({});
+    options.expiration = 60s;
+    CacheRegion holder(dogpile::test::memcached(server.options()), options);  // another process
+    CacheRegion region(dogpile::test::memcached(server.options()), options);
+    std::atomic<bool> entered{false};
+    std::atomic<bool> release{false};
+    std::thread creator([&] {
+      holder.get_or_create("k", [&] {
+        entered = true;
+        while (!release.load()) std::this_thread::yield();
+        return std::string("theirs");
+      });
+    });
+    while (!entered.load()) std::this_thread::yield();
+    asio::io_context io;
+    std::atomic<int> theirs{0};
+    std::atomic<int> other{0};
+    std::atomic<int> ours{0};
+    for (int i = 0; i < 1'000; ++i) {
+      asio::co_spawn(
+          io,
+          [&]() -> asio::awaitable<void> {
+            const std::string v = co_await region.async_get_or_create(
+                "k",
+                [&] {
+                  ours.fetch_add(1);
+                  return std::string("ours");
+                },
+                asio::use_awaitable);
+            (v == "theirs" ? theirs : other).fetch_add(1);
+          },
+          asio::detached);
+    }
+    // The holder finishes 300 ms in, on another thread; meanwhile the I/O
+    // thread runs the waiting herd: one poller on timers, the rest following it.
+    std::thread finisher([&] {
+      std::this_thread::sleep_for(300ms);
+      release = true;
+    });
+    const auto started = std::chrono::steady_clock::now();
+    io.run();
+    const auto took = std::chrono::steady_clock::now() - started;
+    finisher.join();
+    creator.join();
+    CHECK(theirs.load() == 1'000);
+    CHECK(other.load() == 0);
+    CHECK(ours.load() == 0);
+    CHECK(region.stats().lock_waits >= 1);
+    CHECK(took >= 250ms);  // they did wait for the holder
+    MESSAGE("1,000 waiters served after " << std::chrono::duration<double, std::milli>(took).count()
+                                          << " ms");
+  }
+
+  TEST_CASE("a fresh hit through the pool: the value, one request per call") {
+    MemcachedServer server;
+    CacheRegion region(dogpile::test::memcached(server.options()), quiet({}));
+    region.get_or_create("k", [] { return std::string("v"); });
+    asio::io_context io;
+    std::atomic<int> served{0};
+    for (int i = 0; i < 100; ++i) {
+      asio::co_spawn(
+          io,
+          [&]() -> asio::awaitable<void> {
+            const std::string v = co_await region.async_get_or_create(
+                "k", [] { return std::string("x"); }, asio::use_awaitable);
+            if (v == "v") served.fetch_add(1);
+          },
+          asio::detached);
+    }
+    auto requests = [&] {
+      std::uint64_t n = 0;
+      for (std::size_t op = 0; op < dogpile::kBackendOps; ++op) {
+        if (op == static_cast<std::size_t>(dogpile::BackendOp::clock) ||
+            op == static_cast<std::size_t>(dogpile::BackendOp::invalidation)) {
+          continue;  // the region's own chores
+        }
+        n += region.metrics().backend[op].requests;
+      }
+      return n;
+    };
+    const auto before = requests();
+    io.run();
+    CHECK(served.load() == 100);
+    CHECK(region.stats().hits == 100);
+    CHECK(requests() - before == 100);  // one get a call, as the synchronous call
+  }
+}

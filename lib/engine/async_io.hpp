@@ -1,0 +1,131 @@
+// SPDX-License-Identifier: MIT
+// The asynchronous driver (internal): passes a call's four points on a Loop
+// (dogpile/detail/loop.hpp) without holding a thread (docs/async.md).
+//
+//   request  in place if the backend never blocks; else on the loop's
+//            blocking pool, the call resumed on the loop after
+//   create   on the loop's creator executor, resumed on the loop after
+//   sleep    a timer on the loop; the call's stop token ends it early
+//   follow   a continuation on the flight, run by the leader's publish;
+//            the limit's timer and the stop token end it early
+//
+// Each point is passed exactly once, whichever of its ends comes first (an
+// atomic flag); the losers find the flag set and touch nothing of the call.
+#pragma once
+
+#include <atomic>
+#include <coroutine>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <stop_token>
+
+#include "dogpile/detail/loop.hpp"
+#include "engine/io.hpp"
+
+namespace dogpile::detail {
+
+class AsyncIo final : public Io {
+ public:
+  AsyncIo(const Clock& clock, Loop& loop) noexcept : Io(clock, false), loop_(loop) {}
+
+ private:
+  // A point's ends (a timer, the stop token, a flight's completion) race;
+  // the first passes it: fills the result, cancels the timer if it was not
+  // the timer, and resumes the call on the loop. The call's result lives in
+  // its frame, which waits for exactly that resumption.
+  struct Race : std::enable_shared_from_this<Race> {
+    Loop* loop = nullptr;
+    std::coroutine_handle<> resume;
+    bool* woke = nullptr;                             // a sleep's
+    std::optional<Flight::Result>* result = nullptr;  // a follow's
+    std::atomic<bool> passed{false};
+    std::function<void()> cancel_timer;  // set before any other end can run
+    std::optional<std::stop_callback<std::function<void()>>> on_stop;
+  };
+  static void pass(std::shared_ptr<Race> race, bool by_timer, const Flight::Result* got) {
+    if (race->passed.exchange(true, std::memory_order_acq_rel)) return;
+    // Let the timer go (a loop may count it as work), and cancel it if it
+    // was not the end that came first.
+    const auto cancel = std::move(race->cancel_timer);
+    if (!by_timer && cancel) cancel();
+    if (race->woke != nullptr) *race->woke = by_timer;
+    if (got != nullptr) *race->result = *got;
+    race->loop->post([resume = race->resume] { resume.resume(); });
+  }  // `race` may end here, even inside its own stop callback: nothing follows
+  // The stop token as one of a race's ends (a raw pointer: the callback is
+  // the race's own, and goes with it).
+  static void end_on_stop(Race& race, std::stop_token stop) {
+    if (!stop.stop_possible()) return;
+    race.on_stop.emplace(std::move(stop), [r = &race] {
+      if (auto alive = r->weak_from_this().lock()) pass(std::move(alive), false, nullptr);
+    });
+  }
+
+  // Each point arms its ends last: once one is armed the call may resume,
+  // on another thread, and its awaiter (in the call's frame) may be gone,
+  // so nothing of it is read after (hence the copies first).
+
+  bool start_sleep(SteadyTime until, std::stop_token stop, bool& woke,
+                   std::coroutine_handle<> resume) override {
+    Loop& loop = loop_;
+    const Duration delay = until - clock().steady_now();
+    auto race = std::make_shared<Race>();
+    race->loop = &loop;
+    race->resume = resume;
+    race->woke = &woke;
+    race->cancel_timer = loop.post_at(until, delay, [race] { pass(race, true, nullptr); });
+    end_on_stop(*race, std::move(stop));
+    return true;
+  }
+
+  bool start_follow(const std::shared_ptr<Flight>& followed, SteadyTime limit, std::stop_token stop,
+                    std::optional<Flight::Result>& result,
+                    std::coroutine_handle<> resume) override {
+    const std::shared_ptr<Flight> flight = followed;  // the awaiter's may go
+    Loop& loop = loop_;
+    const Duration delay = limit - clock().steady_now();
+    auto race = std::make_shared<Race>();
+    race->loop = &loop;
+    race->resume = resume;
+    race->result = &result;
+    if (limit != SteadyTime::max()) {
+      race->cancel_timer = loop.post_at(limit, delay, [race] { pass(race, true, nullptr); });
+    }
+    end_on_stop(*race, std::move(stop));
+    flight->on_complete([race](const Flight::Result& got) { pass(race, false, &got); });
+    return true;
+  }
+
+  bool start_request(Op op, bool creator, std::exception_ptr& error,
+                     std::coroutine_handle<> resume) override {
+    if (!creator && loop_.requests_in_place()) {
+      try {
+        op();
+      } catch (...) {
+        error = std::current_exception();
+      }
+      return false;
+    }
+    Loop& loop = loop_;
+    auto work = [&loop, op, &error, resume] {
+      try {
+        op();
+      } catch (...) {
+        error = std::current_exception();
+      }
+      loop.post([resume] { resume.resume(); });
+    };
+    if (creator) {
+      loop_.run_creator(std::move(work));
+    } else {
+      loop_.run_blocking(std::move(work));
+    }
+    return true;
+  }
+
+  Loop& loop_;
+};
+
+}  // namespace dogpile::detail
