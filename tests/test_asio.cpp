@@ -32,10 +32,14 @@ std::string load_profile(int id) {
   ++loads;
   return "profile " + std::to_string(id);
 }
+// clang-format off
 asio::awaitable<void> handle(dogpile::CacheRegion& users, int id) {
   std::string profile = co_await users.async_get_or_create(
-      "user:" + std::to_string(id), [id] { return load_profile(id); }, asio::use_awaitable);
+      "user:" + std::to_string(id), [id] { return load_profile(id); },
+      asio::use_awaitable);
 }
+// clang-format on
+
 // A synchronous leader on a thread of its own holds `key`'s flight in
 // `region` until this goes.
 struct HeldFlight {
