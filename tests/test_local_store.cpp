@@ -351,7 +351,7 @@ TEST_SUITE("local store") {
     LocalStore store(160, 64 << 20, true);  // 10 entries a shard
     const SteadyTime t0{};
     store.put_written("hot", item("h"), t0 + 1h);
-    for (int i = 0; i < 40; ++i) REQUIRE(store.borrow("hot", t0) != nullptr);
+    for (int i = 0; i < 70; ++i) REQUIRE(store.borrow("hot", t0) != nullptr);
     CHECK(store.frequency("hot") == 15);  // counted when the front passed through
     // Keys of hot's shard written after it: hot, looked up through its front
     // all along, is relinked and outlives them.

@@ -27,7 +27,7 @@ struct FrontSlot {
 };
 struct Front {
   // Two ways a set: keys whose hashes meet in a set do not evict each other.
-  static constexpr std::size_t kSets = 64;
+  static constexpr std::size_t kSets = 128;
   std::array<FrontSlot, 2 * kSets> slots;
   std::uint64_t tick = 0;
   // The item a slot held until it was refilled: a borrow made before, in a
@@ -152,6 +152,7 @@ void LocalStore::link_newest(Shard& shard, Node& node) noexcept {
   e.older = shard.newest;
   (shard.newest != nullptr ? shard.newest->second.newer : shard.oldest) = &node;
   shard.newest = &node;
+  e.linked = ++shard.links;
 }
 
 void LocalStore::drop(Shard& shard, Map::iterator it) {
@@ -256,7 +257,7 @@ const Item* LocalStore::borrow(std::string_view key, SteadyTime now, std::uint64
   if (max_entries_ == 0) return nullptr;
   const std::size_t hash = Hash{}(key);
   Shard& shard = shards_[hash % kShards];
-  const std::size_t set = 2 * ((hash * 0x9E3779B97F4A7C15ULL) >> 58);  // 64 sets
+  const std::size_t set = 2 * ((hash * 0x9E3779B97F4A7C15ULL) >> 57);  // 128 sets
   FrontSlot* f = &front.slots[set];
   bool mine = f->store == id_ && f->hash == hash && f->key == key;
   if (!mine) {
@@ -314,7 +315,10 @@ std::shared_ptr<const Item> LocalStore::lookup(Shard& shard, std::size_t hash, s
       if (now < it->second.until) {
         item = it->second.item;
         if (until != nullptr) *until = it->second.until;
-        relink = shard.newest != &*it;
+        // A front's pass (many lookups at once): not moved while among the
+        // newest quarter of the shard's links; a single lookup: exact LRU.
+        relink = shard.newest != &*it &&
+                 (lookups == 1 || shard.links - it->second.linked > max_entries_ / 4);
       } else {
         expired = it->second.version == 0;  // else kept for expired()
       }

@@ -25,16 +25,18 @@
 // Writes of this process are kept whatever the counts.
 //
 // A thread's own front: each thread keeps, in a small table of its own
-// (128 slots, items of up to kFrontBytes), the items it last found here,
+// (128 sets of two slots, items of up to kFrontBytes), the items it last found here,
 // with the shard's epoch at the time. Every removal or replacement of an
 // item (a write, an eviction, a discard, clear) advances its shard's epoch;
 // a lookup that finds its key in the thread's table, before its time and in
 // an unchanged epoch, takes it from there: no lock, no shared count, no
 // write to memory another core reads (borrow()). Every kFrontPass-th such
 // hit goes through the shard as before, counting the hits since in the
-// sketch and relinking the item, so recency and frequency still see the
-// key. What a front holds beyond the bounds above is at most 128 small
-// items a thread.
+// sketch and relinking the item unless it is among the newest quarter of
+// its shard's links, so recency and frequency still see the key (a key
+// served from fronts is hot: the order within that quarter is all it
+// gives up). What a front holds beyond the bounds above is at most 256 items
+// of up to 1 KB a thread.
 //
 // Fills race with writes: a reader that read the backend before this
 // process's set or remove landed must not put the older item here after the
@@ -131,8 +133,8 @@ class LocalStore {
 
  private:
   static constexpr std::size_t kShards = 16;
-  static constexpr std::size_t kFrontBytes = 2048;
-  static constexpr std::uint32_t kFrontPass = 32;
+  static constexpr std::size_t kFrontBytes = 1024;
+  static constexpr std::uint32_t kFrontPass = 64;
   struct Hash {
     using is_transparent = void;
     std::size_t operator()(std::string_view key) const noexcept {
@@ -146,7 +148,8 @@ class LocalStore {
     SteadyTime until;
     Cas version = 0;  // as read; 0: none (dropped once its time has passed)
     std::size_t size = 0;
-    Node* newer = nullptr;  // the recency list, most recent at the shard's head
+    std::uint64_t linked = 0;  // the shard's links when it was last linked newest
+    Node* newer = nullptr;     // the recency list, most recent at the shard's head
     Node* older = nullptr;
   };
   using Map = std::unordered_map<std::string, Entry, Hash, std::equal_to<>>;
@@ -173,6 +176,7 @@ class LocalStore {
     Node* newest = nullptr;
     Node* oldest = nullptr;
     std::size_t bytes = 0;
+    std::uint64_t links = 0;  // link_newest calls so far
     // Read by every front hit: a line of their own, written only by writes
     // and removals.
     alignas(64) std::atomic<std::uint64_t> writes{0};
