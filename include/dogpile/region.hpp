@@ -182,11 +182,13 @@ inline constexpr char type_tag = 0;
 /// How a one-key call's value is held decoded in the local tier, and
 /// served from there with no decode: `type` names the value type (held
 /// values of another type are decoded as usual), `hold` copies the value
-/// just decoded, `take` copies a held one into the caller's slot.
+/// just decoded, `take` copies a held one into the caller's slot, `size`
+/// is the type's own (a held copy is counted as it and its encoded bytes).
 struct Typed {
   const void* type;
   FunctionRef<std::shared_ptr<const void>()> hold;
   FunctionRef<void(const void*)> take;
+  std::size_t size = 0;  // sizeof the type: what a held copy costs, with its bytes
 };
 
 /// One call of the engine: user keys (they may repeat), how to decode a
@@ -582,7 +584,7 @@ class CacheRegion {
     auto take = [&](const void* held) {
       if constexpr (std::is_copy_constructible_v<V>) value.emplace(*static_cast<const V*>(held));
     };
-    const detail::Typed typed{&detail::type_tag<V>, hold, take};
+    const detail::Typed typed{&detail::type_tag<V>, hold, take, sizeof(V)};
     const Outcome served = run(Call{keys, decode, create, options, job_ref ? &*job_ref : nullptr,
                                     std::is_copy_constructible_v<V> ? &typed : nullptr});
     if (options.outcome != nullptr) *options.outcome = served;

@@ -205,8 +205,12 @@ void Engine::fill_local(const Context& ctx, const Slot& slot, const Item& item, 
   const detail::Typed* typed =
       ctx.call != nullptr && ctx.call->keys.size() == 1 ? ctx.call->typed : nullptr;
   auto kept = held(item, typed);
-  // A value held decoded counts as its encoded size once more.
-  const std::size_t extra = kept->object ? kept->data.size() : 0;
+  // Beyond what LocalStore::cost counts for an Item: the held item's own
+  // fields, and a decoded value's block (its shared count and object) and
+  // what it holds on the heap, taken as its encoded bytes (glibc's rounding).
+  const auto block = [](std::size_t bytes) { return (bytes + 8 + 15) / 16 * 16; };
+  std::size_t extra = sizeof(detail::HeldItem) - sizeof(Item);
+  if (kept->object) extra += block(16 + typed->size) + block(kept->data.size());
   const SteadyTime now = clock_.steady_now();
   local_.put_read(slot.key, std::move(kept), now, now + local_ttl(), slot.local_writes,
                   options_.local->revalidate ? version : 0, extra);

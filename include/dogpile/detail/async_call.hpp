@@ -79,7 +79,7 @@ void start_get_or_create(CacheRegion& region, Loop& loop, std::string_view key, 
     DecodeAt decode{decode_fn};
     CreateAt create{create_fn};
     Typed typed{&type_tag<V>, FunctionRef<std::shared_ptr<const void>()>(hold_fn),
-                FunctionRef<void(const void*)>(take_fn)};
+                FunctionRef<void(const void*)>(take_fn), sizeof(V)};
     Call call{std::span<const std::string_view>(keys),           decode, create, options, nullptr,
               std::is_copy_constructible_v<V> ? &typed : nullptr};
   };
