@@ -61,9 +61,14 @@ TEST_SUITE("async on memcached") {
           },
           asio::detached);
     }
-    // The holder finishes 300 ms in, on another thread; meanwhile the I/O
-    // thread runs the waiting herd: one poller on timers, the rest following it.
+    // The holder finishes 300 ms after the herd is seen waiting, on another
+    // thread; meanwhile the I/O thread runs the waiting herd: one poller on
+    // timers, the rest following it.
     std::thread finisher([&] {
+      const auto limit = std::chrono::steady_clock::now() + 30s;
+      while (region.stats().lock_waits == 0 && std::chrono::steady_clock::now() < limit) {
+        std::this_thread::yield();
+      }
       std::this_thread::sleep_for(300ms);
       release = true;
     });

@@ -175,9 +175,11 @@ using Decode = FunctionRef<bool(std::string_view)>;
 using Encode = FunctionRef<void(std::string&)>;
 using EncodeAt = FunctionRef<void(std::size_t, std::string&)>;
 
-// A value type's identity: one object per type, its address the tag.
+// A value type's identity: one object per type, its address the tag. Each
+// holds its own address, so no two are alike (a linker folding identical
+// constants could not make two types' tags one).
 template <class V>
-inline constexpr char type_tag = 0;
+inline constexpr const void* type_tag = &type_tag<V>;
 
 /// How a one-key call's value is held decoded in the local tier, and
 /// served from there with no decode: `type` names the value type (held

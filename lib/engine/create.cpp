@@ -118,7 +118,7 @@ Task<> Engine::create(Context& ctx, std::span<Slot* const> slots, Creator creato
       Slot& s = *to_store[i];
       s.stored = writes[i].stored;
       if (s.stored) {
-        fill_local(ctx, s, *s.made, writes[i].cas);
+        fill_local(ctx, s, *s.made, writes[i].cas, false);
         continue;
       }
       detail::Counters::add(counters_.fenced_out);

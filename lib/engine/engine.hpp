@@ -205,7 +205,11 @@ class Engine : ForkAware {
   // backend says its version has not changed.
   std::shared_ptr<const Item> revalidate_local(Context& ctx, detail::Slot& slot, SteadyTime now);
   // `version`: the item's as read (0: unknown, as for a value made here).
-  void fill_local(const Context& ctx, const detail::Slot& slot, const Item& item, Cas version = 0);
+  // `decoded`: the call's value slot holds `item` decoded (a read): a copy
+  // is held beside it. A value made here is not (a lossy codec's decode of
+  // its bytes may differ from what the creator returned).
+  void fill_local(const Context& ctx, const detail::Slot& slot, const Item& item, Cas version = 0,
+                  bool decoded = true);
   // What the local tier holds for `item`: its envelope decompressed, and the
   // call's value decoded if it names its type (`typed`).
   [[nodiscard]] std::shared_ptr<const detail::HeldItem> held(const Item& item,

@@ -2,6 +2,7 @@
 #include "engine/local_store.hpp"
 
 #include <algorithm>
+#include <vector>
 
 namespace dogpile::detail {
 
@@ -30,9 +31,17 @@ struct Front {
   static constexpr std::size_t kSets = 128;
   std::array<FrontSlot, 2 * kSets> slots;
   std::uint64_t tick = 0;
-  // The item a slot held until it was refilled: a borrow made before, in a
-  // call that borrowed again from within (a codec using a cache), stays valid.
-  std::shared_ptr<const Item> retired;
+  // Items let go of by the front (a slot refilled, or an item too large to
+  // keep there): while a borrow scope is open (depth > 0) all of them, so
+  // that what was borrowed stays valid however often a codec run inside
+  // borrows again; outside one, the last (valid until the next borrow).
+  std::vector<std::shared_ptr<const Item>> retired;
+  int depth = 0;
+  void retire(std::shared_ptr<const Item> item) {
+    if (!item) return;
+    if (depth == 0) retired.clear();
+    retired.push_back(std::move(item));
+  }
 };
 thread_local Front front;
 }  // namespace
@@ -253,6 +262,12 @@ std::shared_ptr<const Item> LocalStore::get(std::string_view key, SteadyTime now
   return lookup(shards_[hash % kShards], hash, key, now, writes, 1, nullptr, nullptr);
 }
 
+LocalStore::BorrowScope::BorrowScope() noexcept { ++front.depth; }
+
+LocalStore::BorrowScope::~BorrowScope() {
+  if (--front.depth == 0) front.retired.clear();
+}
+
 const Item* LocalStore::borrow(std::string_view key, SteadyTime now, std::uint64_t* writes) {
   if (max_entries_ == 0) return nullptr;
   const std::size_t hash = Hash{}(key);
@@ -277,16 +292,17 @@ const Item* LocalStore::borrow(std::string_view key, SteadyTime now, std::uint64
                      &epoch, &until);
   if (!item) {
     if (mine) {
-      front.retired = std::move(f->item);
+      front.retire(std::move(f->item));
       f->store = 0;
     }
     return nullptr;
   }
   if (item->data.size() > kFrontBytes) {  // not kept in the front: held by `retired`
-    front.retired = std::move(item);
-    return front.retired.get();
+    const Item* borrowed = item.get();
+    front.retire(std::move(item));
+    return borrowed;
   }
-  front.retired = std::move(f->item);
+  front.retire(std::move(f->item));
   f->store = id_;
   f->epoch = epoch;
   f->hash = hash;

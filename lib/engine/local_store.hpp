@@ -103,8 +103,16 @@ class LocalStore {
   [[nodiscard]] std::shared_ptr<const Item> get(std::string_view key, SteadyTime now,
                                                 std::uint64_t* writes = nullptr);
   /// As get(), through this thread's front (above). The item is borrowed:
-  /// it is valid until this thread's next borrow() from any store (hold it
-  /// only within a call, and not across user code that could use a cache).
+  /// valid until this thread's BorrowScope ends (all it borrowed within
+  /// stay valid, however often code run inside borrows again); outside a
+  /// scope, until this thread's next borrow() from any store.
+  class BorrowScope {
+   public:
+    BorrowScope() noexcept;
+    ~BorrowScope();
+    BorrowScope(const BorrowScope&) = delete;
+    BorrowScope& operator=(const BorrowScope&) = delete;
+  };
   [[nodiscard]] const Item* borrow(std::string_view key, SteadyTime now,
                                    std::uint64_t* writes = nullptr);
   /// An item whose time has passed, kept with the version it was read at.

@@ -168,6 +168,9 @@ bool Engine::serve_local(Context& ctx, Slot& slot, bool may_revalidate) {
   // count taken), decoded here and not kept. Many keys keep theirs: a key
   // given twice is decoded again at the end.
   if (ctx.call == nullptr || ctx.call->keys.size() == 1) {
+    // The codec may run user code that looks keys up again: what is
+    // borrowed here stays valid until the scope ends.
+    const detail::LocalStore::BorrowScope scope;
     if (const Item* borrowed = local_.borrow(slot.key, now, &slot.local_writes)) {
       if (examine_held(ctx, slot, *borrowed) != Found::fresh) {
         local_.discard(slot.key, borrowed);  // the read that follows may fill a newer one
@@ -198,12 +201,13 @@ bool Engine::serve_local(Context& ctx, Slot& slot, bool may_revalidate) {
   return true;
 }
 
-// A one-key call names its value's type: the value it has just decoded
-// (or made) is held beside the envelope.
-void Engine::fill_local(const Context& ctx, const Slot& slot, const Item& item, Cas version) {
+// A one-key call names its value's type: the value it has just decoded is
+// held beside the envelope.
+void Engine::fill_local(const Context& ctx, const Slot& slot, const Item& item, Cas version,
+                        bool decoded) {
   if (!local_.enabled()) return;
   const detail::Typed* typed =
-      ctx.call != nullptr && ctx.call->keys.size() == 1 ? ctx.call->typed : nullptr;
+      decoded && ctx.call != nullptr && ctx.call->keys.size() == 1 ? ctx.call->typed : nullptr;
   auto kept = held(item, typed);
   // Beyond what LocalStore::cost counts for an Item: the held item's own
   // fields, and a decoded value's block (its shared count and object) and
