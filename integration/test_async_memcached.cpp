@@ -7,12 +7,17 @@
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
 #include <asio/io_context.hpp>
+#include <asio/post.hpp>
+#include <asio/this_coro.hpp>
 #include <asio/use_awaitable.hpp>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <span>
 #include <string>
+#include <string_view>
 #include <thread>
+#include <vector>
 
 #include "dogpile/asio.hpp"
 #include "dogpile/metrics.hpp"
@@ -118,5 +123,50 @@ TEST_SUITE("async on memcached") {
     CHECK(served.load() == 100);
     CHECK(region.stats().hits == 100);
     CHECK(requests() - before == 100);  // one get a call, as the synchronous call
+  }
+
+  TEST_CASE("multi, set, get and remove through the pool, and a coroutine creator") {
+    MemcachedServer server;
+    CacheRegion region(dogpile::test::memcached(server.options()), quiet({}));
+    REQUIRE(region.set("b", std::string("B")));
+    asio::io_context io;
+    std::vector<std::string> got;
+    std::vector<std::vector<std::string>> asked;
+    asio::co_spawn(
+        io,
+        [&]() -> asio::awaitable<void> {
+          const std::vector<std::string> keys{"a", "b", "c"};
+          auto values = co_await region.async_get_or_create_multi(
+              keys,
+              [&](std::span<const std::string_view> missing) {
+                asked.emplace_back(missing.begin(), missing.end());
+                std::vector<std::string> out;
+                for (auto k : missing) out.push_back("made " + std::string(k));
+                return out;
+              },
+              asio::use_awaitable);
+          got.insert(got.end(), values.begin(), values.end());
+          co_await region.async_set("d", std::string("D"), asio::use_awaitable);
+          auto d = co_await region.async_get<std::string>("d", asio::use_awaitable);
+          got.push_back(d.value_or("miss"));
+          const bool removed = co_await region.async_remove("d", asio::use_awaitable);
+          got.push_back(removed ? "removed" : "kept");
+          auto gone = co_await region.async_get<std::string>("d", asio::use_awaitable);
+          got.push_back(gone.value_or("miss"));
+          got.push_back(co_await region.async_get_or_create(
+              "e",
+              []() -> asio::awaitable<std::string> {
+                co_await asio::post(co_await asio::this_coro::executor, asio::use_awaitable);
+                co_return std::string("co");
+              },
+              asio::use_awaitable));
+        },
+        asio::detached);
+    io.run();
+    CHECK(got == std::vector<std::string>{"made a", "B", "made c", "D", "removed", "miss", "co"});
+    REQUIRE(asked.size() == 1);
+    CHECK(asked[0] == std::vector<std::string>{"a", "c"});
+    CHECK(region.get<std::string>("c") == "made c");
+    CHECK(region.get<std::string>("e") == "co");
   }
 }

@@ -153,8 +153,9 @@ struct Results {
 template <class Creator>
 void start(dogpile::CacheRegion& region, TestLoop& loop, std::string_view key, Creator creator,
            Results& results, dogpile::CallOptions options = {}) {
-  dogpile::detail::start_get_or_create<std::string>(region, loop, key, std::move(creator),
-                                                    std::move(options), results.done());
+  dogpile::detail::start_get_or_create<std::string, dogpile::detail::Making::now>(
+      region, loop, key, std::move(creator), std::move(options), dogpile::detail::AlwaysCache{},
+      results.done());
 }
 
 }  // namespace dogpile::test

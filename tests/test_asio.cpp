@@ -8,16 +8,22 @@
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
 #include <asio/io_context.hpp>
+#include <asio/post.hpp>
 #include <asio/thread_pool.hpp>
 #include <asio/use_awaitable.hpp>
 #include <asio/use_future.hpp>
 #include <atomic>
 #include <exception>
 #include <optional>
+#include <span>
 #include <string>
+#include <string_view>
+#include <system_error>
 #include <thread>
+#include <vector>
 
 #include "dogpile/asio.hpp"
+#include "dogpile/cached.hpp"
 #include "dogpile/region.hpp"
 #include "region_fixture.hpp"
 #include "support.hpp"
@@ -172,5 +178,203 @@ TEST_SUITE("asio") {
     REQUIRE(ended);
     CHECK_THROWS_AS(std::rethrow_exception(ended), WaitTimeout);
     CHECK_FALSE(held.gate.open.load());  // the leader still creates
+  }
+
+  TEST_CASE("a coroutine creator runs on the I/O thread: 1,000 callers, one creation") {
+    dogpile::test::RegionFixture f;
+    CacheRegion region(f.backend, f.options());
+    asio::io_context io;
+    std::atomic<int> served{0};
+    std::thread::id creator_thread;
+    auto creator = [&]() -> asio::awaitable<std::string> {
+      creator_thread = std::this_thread::get_id();
+      f.creator_calls.fetch_add(1);
+      // Gives the I/O thread back several times while it "works".
+      for (int i = 0; i < 3; ++i) co_await asio::post(io, asio::use_awaitable);
+      co_return std::string("made");
+    };
+    for (int i = 0; i < 1'000; ++i) {
+      asio::co_spawn(
+          io,
+          [&]() -> asio::awaitable<void> {
+            if (co_await region.async_get_or_create("k", creator, asio::use_awaitable) == "made") {
+              served.fetch_add(1);
+            }
+          },
+          asio::detached);
+    }
+    io.run();
+    CHECK(served.load() == 1'000);
+    CHECK(f.creator_calls.load() == 1);
+    CHECK(creator_thread == std::this_thread::get_id());
+    CHECK(region.get<std::string>("k") == "made");
+  }
+
+  TEST_CASE("a coroutine creator's exception reaches every waiter and leaves no lease") {
+    dogpile::test::RegionFixture f;
+    CacheRegion region(f.backend, f.options());
+    asio::io_context io;
+    int failed = 0;
+    auto failing = [&]() -> asio::awaitable<std::string> {
+      co_await asio::post(io, asio::use_awaitable);
+      throw std::runtime_error("db down");
+    };
+    for (int i = 0; i < 10; ++i) {
+      region.async_get_or_create("k", failing,
+                                 asio::bind_executor(io, [&](std::exception_ptr e, std::string) {
+                                   try {
+                                     std::rethrow_exception(e);
+                                   } catch (const std::runtime_error& error) {
+                                     if (std::string_view(error.what()) == "db down") ++failed;
+                                   }
+                                 }));
+    }
+    io.run();
+    CHECK(failed == 10);
+    // No lease left: the next call creates at once.
+    io.restart();
+    auto next = region.async_get_or_create("k", f.creator("v"), asio::use_future);
+    io.run();
+    CHECK(next.get() == "v");
+    CHECK(f.creator_calls.load() == 1);
+  }
+
+  TEST_CASE("async_get, async_set and async_remove") {
+    dogpile::test::RegionFixture f;
+    CacheRegion region(f.backend, f.options());
+    asio::io_context io;
+    std::vector<std::string> steps;
+    asio::co_spawn(
+        io,
+        [&]() -> asio::awaitable<void> {
+          auto missing = co_await region.async_get<std::string>("k", asio::use_awaitable);
+          steps.push_back(missing ? *missing : "miss");
+          const bool stored =
+              co_await region.async_set("k", std::string("v1"), asio::use_awaitable);
+          steps.push_back(stored ? "stored" : "not stored");
+          auto got = co_await region.async_get<std::string>("k", asio::use_awaitable);
+          steps.push_back(got ? *got : "miss");
+          const bool removed = co_await region.async_remove("k", asio::use_awaitable);
+          steps.push_back(removed ? "removed" : "not removed");
+          auto gone = co_await region.async_get<std::string>("k", asio::use_awaitable);
+          steps.push_back(gone ? *gone : "miss");
+        },
+        asio::detached);
+    io.run();
+    CHECK(steps == std::vector<std::string>{"miss", "stored", "v1", "removed", "miss"});
+    CHECK_FALSE(region.get<std::string>("k"));
+  }
+
+  TEST_CASE("a request cancelled before it starts is not made: operation_canceled") {
+    dogpile::test::RegionFixture f;
+    CacheRegion region(f.backend, f.options());
+    asio::io_context io;
+    asio::cancellation_signal signal;
+    std::exception_ptr ended;
+    bool completed = false;
+    region.async_set("k", std::string("v"),
+                     asio::bind_cancellation_slot(
+                         signal.slot(), asio::bind_executor(io, [&](std::exception_ptr e, bool) {
+                           ended = e;
+                           completed = true;
+                         })));
+    signal.emit(asio::cancellation_type::terminal);  // before the I/O thread runs it
+    io.run();
+    REQUIRE(completed);
+    try {
+      std::rethrow_exception(ended);
+    } catch (const std::system_error& e) {
+      CHECK(e.code() == std::errc::operation_canceled);
+    } catch (...) {
+      FAIL("not a system_error");
+    }
+    CHECK_FALSE(region.get<std::string>("k"));
+  }
+
+  TEST_CASE("async_get_or_create_multi: one creation of the missing keys, values in order") {
+    dogpile::test::RegionFixture f;
+    CacheRegion region(f.backend, f.options());
+    REQUIRE(region.set("b", std::string("B")));
+    asio::io_context io;
+    std::vector<std::vector<std::string>> asked;
+    auto creator = [&](std::span<const std::string_view> missing) {
+      asked.emplace_back(missing.begin(), missing.end());
+      std::vector<std::string> out;
+      for (auto k : missing) out.push_back("made " + std::string(k));
+      return out;
+    };
+    std::vector<std::string> got;
+    std::vector<std::string> keys{"a", "b", "c"};
+    region.async_get_or_create_multi(
+        keys, creator,
+        asio::bind_executor(io, [&](std::exception_ptr e, std::vector<std::string> v) {
+          if (!e) got = std::move(v);
+        }));
+    io.run();
+    CHECK(got == std::vector<std::string>{"made a", "B", "made c"});
+    REQUIRE(asked.size() == 1);
+    CHECK(asked[0] == std::vector<std::string>{"a", "c"});
+    // A coroutine creator; its keys live until it is done. A wrong count
+    // of values is an error, and stores nothing.
+    io.restart();
+    auto coro =
+        [](std::span<const std::string_view> missing) -> asio::awaitable<std::vector<std::string>> {
+      co_await asio::post(co_await asio::this_coro::executor, asio::use_awaitable);
+      std::vector<std::string> out;
+      for (auto k : missing) out.push_back("co " + std::string(k));
+      co_return out;
+    };
+    std::vector<std::string> keys2{"a", "d", "e"};
+    auto second = region.async_get_or_create_multi(keys2, coro, asio::use_future);
+    auto short_by_one = [](std::span<const std::string_view>) {
+      return std::vector<std::string>{"only one"};
+    };
+    std::vector<std::string> keys3{"x", "y"};
+    auto wrong = region.async_get_or_create_multi(keys3, short_by_one, asio::use_future);
+    io.run();
+    CHECK(second.get() == std::vector<std::string>{"made a", "co d", "co e"});
+    CHECK_THROWS_AS(wrong.get(), std::invalid_argument);
+    CHECK_FALSE(region.get<std::string>("x"));
+  }
+
+  TEST_CASE("cached() and cached_multi() wrappers: async_call") {
+    dogpile::test::RegionFixture f;
+    CacheRegion region(f.backend, f.options());
+    asio::io_context io;
+    std::atomic<int> calls{0};
+    auto name = dogpile::cached(region, "name", [&](int id, std::string_view suffix) {
+      calls.fetch_add(1);
+      return std::to_string(id) + std::string(suffix);
+    });
+    auto empty_not_kept = dogpile::cached(region, "empty", [&](int) {
+                            calls.fetch_add(1);
+                            return std::string();
+                          }).should_cache([](const std::string& v) { return !v.empty(); });
+    auto names = dogpile::cached_multi(region, "names", [&](std::span<const int> ids) {
+      calls.fetch_add(1);
+      std::vector<std::string> out;
+      for (int id : ids) out.push_back("n" + std::to_string(id));
+      return out;
+    });
+    std::vector<std::string> got;
+    asio::co_spawn(
+        io,
+        [&]() -> asio::awaitable<void> {
+          std::string suffix = "!";
+          got.push_back(co_await name.async_call(7, std::string_view(suffix), asio::use_awaitable));
+          suffix = "?";  // the call kept its own copy
+          const std::string_view bang = "!";
+          got.push_back(co_await name.async_call(7, bang, asio::use_awaitable));
+          got.push_back(co_await empty_not_kept.async_call(1, asio::use_awaitable));
+          got.push_back(co_await empty_not_kept.async_call(1, asio::use_awaitable));
+          const std::vector<int> ids{1, 2};
+          auto many = co_await names.async_call(ids, asio::use_awaitable);
+          got.insert(got.end(), many.begin(), many.end());
+        },
+        asio::detached);
+    io.run();
+    CHECK(got == std::vector<std::string>{"7!", "7!", "", "", "n1", "n2"});
+    CHECK(calls.load() == 4);  // name once, empty twice (not stored), names once
+    CHECK(name.get(7, std::string_view("!")) == "7!");
   }
 }

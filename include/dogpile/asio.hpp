@@ -14,28 +14,36 @@
 // on the handler's associated executor (the coroutine's, for
 // use_awaitable; else the system executor): a caller waiting for another's
 // creation, in this process or another, holds no thread — it is a flight
-// continuation or a timer on that executor. The creator, a plain function,
-// runs on AsyncOptions::creators (by default dogpile's pool of 4 threads),
-// never on the I/O thread unless you name it. Requests of a backend that
-// may block (both memcached transports, for now) run on
-// AsyncOptions::requests (the same pool by default), the call resuming on
-// its executor; the in-process MemoryBackend's run in place.
+// continuation or a timer on that executor. A creator that is a plain
+// function runs on AsyncOptions::creators (by default dogpile's pool of 4
+// threads), never on the I/O thread unless you name it; a creator that
+// returns an asio::awaitable<V> is spawned on the caller's executor.
+// Requests of a backend that may block (both memcached transports, for now)
+// run on AsyncOptions::requests (a pool of 4 by default), the call resuming
+// on its executor; the in-process MemoryBackend's run in place.
+//
+// Also: async_get_or_create_multi (a creator of the missing keys, plain or
+// a coroutine co_returning a std::vector), async_get, async_set,
+// async_remove, and Cached / CachedMulti::async_call (dogpile/cached.hpp).
 //
 // Cancellation: the per-operation cancellation slot (asio's
 // bind_cancellation_slot, awaitable operators, a timeout) and
 // CallOptions::stop end a wait as its deadline does: the call completes
 // with WaitTimeout (reason cancelled), its lease given back. A creator
-// already running is not interrupted; its value is still stored.
+// already running is not interrupted; its value is still stored. A get,
+// set or remove cancelled before its request starts completes with
+// std::errc::operation_canceled and makes no request; one already made
+// completes as made (its time is bounded by the backend's timeouts).
 //
 // Lifetimes: the region, and the executor's context, must outlive the calls
 // started on them: run the io_context until its calls have completed
 // before stopping or destroying it (a call whose resumption is dropped
 // unrun leaks its frame, and its key's flight stays led until
-// max_creation). CallOptions::background is not taken yet: a stale value's
+// max_creation). CallOptions::background is not taken: a stale value's
 // winner creates within the call (docs/async.md).
 //
-// Types: AsyncOptions; CacheRegion::async_get_or_create (declared in
-// dogpile/region.hpp, defined here).
+// Types: AsyncOptions; CacheRegion::async_* (declared in dogpile/region.hpp,
+// defined here).
 #pragma once
 
 #include <chrono>
@@ -44,17 +52,22 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <stop_token>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #if defined(DOGPILE_BOOST_ASIO)
 #include <boost/asio/associated_cancellation_slot.hpp>
 #include <boost/asio/associated_executor.hpp>
 #include <boost/asio/async_result.hpp>
+#include <boost/asio/awaitable.hpp>
 #include <boost/asio/bind_executor.hpp>
+#include <boost/asio/co_spawn.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/system_executor.hpp>
@@ -66,7 +79,9 @@ using namespace ::boost::asio;  // NOLINT: the binding's one spelling of either 
 #include <asio/associated_cancellation_slot.hpp>
 #include <asio/associated_executor.hpp>
 #include <asio/async_result.hpp>
+#include <asio/awaitable.hpp>
 #include <asio/bind_executor.hpp>
+#include <asio/co_spawn.hpp>
 #include <asio/post.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/system_executor.hpp>
@@ -164,56 +179,177 @@ class AsioLoop final : public Loop {
 
 }  // namespace detail
 
-template <class T, class Creator, class CompletionToken>
+namespace detail {
+
+// A creator's result, when it is a coroutine (an asio::awaitable<V>).
+template <class R>
+struct awaitable_of {
+  static constexpr bool value = false;
+  using type = R;
+};
+template <class V, class E>
+struct awaitable_of<net::awaitable<V, E>> {
+  static constexpr bool value = true;
+  using type = V;
+};
+template <class R>
+inline constexpr bool is_awaitable_v = awaitable_of<std::remove_cvref_t<R>>::value;
+
+// What an asynchronous get_or_create completes with: T if given, else what
+// the creator returns (or its coroutine's value).
+template <class T, class Creator>
+using async_value_t = std::conditional_t<
+    std::is_same_v<T, Deduced>,
+    typename awaitable_of<std::remove_cvref_t<std::invoke_result_t<Creator&>>>::type, T>;
+
+// One asynchronous call on asio: its loop, its handler, the stop source
+// that asio's cancellation and the caller's stop token both trip.
+template <class Handler>
+struct AsioCall {
+  AsioCall(CacheRegion& region, Handler h)
+      : loop(io_executor_of(h),
+             default_async_options().requests.value_or(
+                 net::any_io_executor(default_async_pool().get_executor())),
+             default_async_options().creators.value_or(
+                 net::any_io_executor(default_creator_pool().get_executor())),
+             dynamic_cast<const MemoryBackend*>(&region.backend()) != nullptr),
+        handler(std::move(h)) {}
+
+  AsioLoop loop;
+  Handler handler;
+  std::stop_source cancel;
+  std::optional<std::stop_callback<std::function<void()>>> caller_stop;
+
+  // The call's stop token: trips on `caller` and on the handler's
+  // per-operation cancellation.
+  std::stop_token arm(const std::stop_token& caller) {
+    if (caller.stop_possible()) {
+      caller_stop.emplace(caller, [s = cancel] { (void)s.request_stop(); });
+    }
+    auto slot = net::get_associated_cancellation_slot(handler);
+    if (slot.is_connected()) {
+      slot.assign([s = cancel](net::cancellation_type) { (void)s.request_stop(); });
+    }
+    return cancel.get_token();
+  }
+
+  // Completes the call on its executor: posted, never within the initiating
+  // call nor the engine's (a handler that throws does so out of run()).
+  template <class... Args>
+  static void complete(const std::shared_ptr<AsioCall>& op, Args&&... args) {
+    net::post(op->loop.io(), [op, ... args = std::forward<Args>(args)]() mutable {
+      auto slot = net::get_associated_cancellation_slot(op->handler);
+      if (slot.is_connected()) slot.clear();
+      auto handler = std::move(op->handler);
+      std::move(handler)(std::move(args)...);
+    });
+  }
+
+  // Runs `fn` (backend requests, no waits) where the backend's requests run
+  // (in place, or on the request pool) and completes with (exception, R).
+  // A call cancelled before its request starts completes with
+  // operation_aborted, and makes no request.
+  template <class R, class Fn>
+  static void request(const std::shared_ptr<AsioCall>& op, Fn fn) {
+    auto work = [op, fn = std::move(fn)]() mutable {
+      if (op->cancel.stop_requested()) {
+        complete(op,
+                 std::make_exception_ptr(std::system_error(
+                     std::make_error_code(std::errc::operation_canceled), "dogpile: cancelled")),
+                 R{});
+        return;
+      }
+      try {
+        R result = fn();
+        complete(op, std::exception_ptr(), std::move(result));
+      } catch (...) {
+        complete(op, std::current_exception(), R{});
+      }
+    };
+    if (op->loop.requests_in_place()) {
+      net::post(op->loop.io(), std::move(work));
+    } else {
+      op->loop.run_blocking(std::move(work));
+    }
+  }
+};
+
+// A coroutine creator as the engine starts it: spawned on the call's
+// executor, its value (or exception) handed to `made` there.
+template <class V, class Creator>
+struct SpawnCreator {
+  net::any_io_executor io;
+  Creator creator;
+  template <class Made>
+  void operator()(Made made) {
+    net::co_spawn(io, std::invoke(creator),
+                  [made = std::move(made)](std::exception_ptr error, V value) mutable {
+                    if (error) {
+                      made(std::move(error), std::optional<V>());
+                    } else {
+                      made(nullptr, std::optional<V>(std::move(value)));
+                    }
+                  });
+  }
+};
+template <class V, class Creator>
+struct SpawnMultiCreator {
+  net::any_io_executor io;
+  Creator creator;
+  template <class Made>
+  void operator()(std::span<const std::string_view> missing, Made made) {
+    // The coroutine runs after this returns: it gets keys of its own.
+    auto keys = std::make_shared<std::vector<std::string_view>>(missing.begin(), missing.end());
+    net::co_spawn(
+        io, std::invoke(creator, std::span<const std::string_view>(*keys)),
+        [keys, made = std::move(made)](std::exception_ptr error, std::vector<V> values) mutable {
+          if (error) {
+            made(std::move(error), std::optional<std::vector<V>>());
+          } else {
+            made(nullptr, std::optional<std::vector<V>>(std::move(values)));
+          }
+        });
+  }
+};
+
+}  // namespace detail
+
+template <class T, class Creator, class ShouldCache, class CompletionToken>
 auto CacheRegion::async_get_or_create(std::string_view key, Creator creator, CallOptions options,
-                                      CompletionToken&& token) {
-  using V = detail::created_value_t<T, Creator>;
+                                      ShouldCache should_cache, CompletionToken&& token) {
+  using V = detail::async_value_t<T, Creator>;
   static_assert(std::default_initializable<V>,
                 "async_get_or_create completes with (std::exception_ptr, V): V must be "
                 "default-constructible (it is V{} when the call fails)");
   detail::require_codable<V>();
-  auto initiation = [this](auto handler, std::string key, Creator creator, CallOptions options) {
-    using Handler = decltype(handler);
-    const AsyncOptions& defaults = default_async_options();
-    auto pool = default_async_pool().get_executor();
-    struct Op {
-      Op(net::any_io_executor io, net::any_io_executor requests, net::any_io_executor creators,
-         bool in_place, Handler h)
-          : loop(std::move(io), std::move(requests), std::move(creators), in_place),
-            handler(std::move(h)) {}
-      detail::AsioLoop loop;
-      Handler handler;
-      std::stop_source cancel;  // asio's cancellation, and the caller's stop
-      std::optional<std::stop_callback<std::function<void()>>> caller_stop;
+  auto initiation = [this](auto handler, std::string key, Creator creator, CallOptions options,
+                           ShouldCache keep) {
+    using Op = detail::AsioCall<decltype(handler)>;
+    auto op = std::make_shared<Op>(*this, std::move(handler));
+    options.stop = op->arm(options.stop);
+    auto done = [op](std::exception_ptr error, std::optional<V> value) {
+      Op::complete(op, std::move(error), value ? std::move(*value) : V{});
     };
-    auto op = std::make_shared<Op>(
-        detail::io_executor_of(handler), defaults.requests.value_or(pool),
-        defaults.creators.value_or(net::any_io_executor(default_creator_pool().get_executor())),
-        dynamic_cast<const MemoryBackend*>(&backend()) != nullptr, std::move(handler));
-    if (options.stop.stop_possible()) {
-      op->caller_stop.emplace(options.stop, [s = op->cancel] { (void)s.request_stop(); });
+    if constexpr (detail::is_awaitable_v<std::invoke_result_t<Creator&>>) {
+      detail::start_get_or_create<V, detail::Making::later>(
+          *this, op->loop, key, detail::SpawnCreator<V, Creator>{op->loop.io(), std::move(creator)},
+          std::move(options), std::move(keep), std::move(done));
+    } else {
+      detail::start_get_or_create<V, detail::Making::now>(*this, op->loop, key, std::move(creator),
+                                                          std::move(options), std::move(keep),
+                                                          std::move(done));
     }
-    auto slot = net::get_associated_cancellation_slot(op->handler);
-    if (slot.is_connected()) {
-      slot.assign([s = op->cancel](net::cancellation_type) { (void)s.request_stop(); });
-    }
-    options.stop = op->cancel.get_token();
-    detail::start_get_or_create<V>(
-        *this, op->loop, key, std::move(creator), std::move(options),
-        [op](std::exception_ptr error, std::optional<V> value) {
-          auto complete = [op, error, value = std::move(value)]() mutable {
-            auto done_slot = net::get_associated_cancellation_slot(op->handler);
-            if (done_slot.is_connected()) done_slot.clear();
-            auto handler = std::move(op->handler);
-            std::move(handler)(error, value ? std::move(*value) : V{});
-          };
-          // Posted: never within the initiating call, nor within the
-          // engine's (a handler that throws does so out of run()).
-          net::post(op->loop.io(), std::move(complete));
-        });
   };
   return net::async_initiate<CompletionToken, void(std::exception_ptr, V)>(
-      std::move(initiation), token, std::string(key), std::move(creator), std::move(options));
+      std::move(initiation), token, std::string(key), std::move(creator), std::move(options),
+      std::move(should_cache));
+}
+
+template <class T, class Creator, class CompletionToken>
+auto CacheRegion::async_get_or_create(std::string_view key, Creator creator, CallOptions options,
+                                      CompletionToken&& token) {
+  return async_get_or_create<T>(key, std::move(creator), std::move(options), detail::AlwaysCache{},
+                                std::forward<CompletionToken>(token));
 }
 
 template <class T, class Creator, class CompletionToken>
@@ -221,6 +357,98 @@ auto CacheRegion::async_get_or_create(std::string_view key, Creator creator,
                                       CompletionToken&& token) {
   return async_get_or_create<T>(key, std::move(creator), CallOptions{},
                                 std::forward<CompletionToken>(token));
+}
+
+template <detail::key_range Keys, class Creator, class CompletionToken>
+auto CacheRegion::async_get_or_create_multi(const Keys& keys, Creator creator, CallOptions options,
+                                            CompletionToken&& token) {
+  using R = std::remove_cvref_t<std::invoke_result_t<Creator&, std::span<const std::string_view>>>;
+  using Result = typename detail::awaitable_of<R>::type;
+  static_assert(
+      std::ranges::sized_range<Result> && !std::is_convertible_v<const Result&, std::string_view>,
+      "dogpile: async_get_or_create_multi's creator must return (or co_return) a sized range "
+      "of values (e.g. std::vector<T>), one per key it was given, in order");
+  using V = std::remove_cvref_t<std::ranges::range_value_t<Result>>;
+  detail::require_codable<V>();
+  std::vector<std::string> owned;
+  if constexpr (std::ranges::sized_range<Keys>) owned.reserve(std::ranges::size(keys));
+  for (auto&& k : keys) owned.emplace_back(std::string_view(k));
+  auto initiation = [this](auto handler, std::vector<std::string> keys, Creator creator,
+                           CallOptions options) {
+    using Op = detail::AsioCall<decltype(handler)>;
+    auto op = std::make_shared<Op>(*this, std::move(handler));
+    options.stop = op->arm(options.stop);
+    // Background regeneration is not taken by asynchronous calls.
+    options.background = false;
+    auto done = [op](std::exception_ptr error, std::optional<std::vector<V>> values) {
+      Op::complete(op, std::move(error), values ? std::move(*values) : std::vector<V>{});
+    };
+    if constexpr (detail::is_awaitable_v<R>) {
+      static_assert(std::is_same_v<Result, std::vector<V>>,
+                    "dogpile: a coroutine creator of async_get_or_create_multi co_returns a "
+                    "std::vector of the values");
+      detail::start_get_or_create_multi<V, detail::Making::later>(
+          *this, op->loop, std::move(keys),
+          detail::SpawnMultiCreator<V, Creator>{op->loop.io(), std::move(creator)},
+          std::move(options), std::move(done));
+    } else {
+      detail::start_get_or_create_multi<V, detail::Making::now>(
+          *this, op->loop, std::move(keys), std::move(creator), std::move(options),
+          std::move(done));
+    }
+  };
+  return net::async_initiate<CompletionToken, void(std::exception_ptr, std::vector<V>)>(
+      std::move(initiation), token, std::move(owned), std::move(creator), std::move(options));
+}
+
+template <detail::key_range Keys, class Creator, class CompletionToken>
+auto CacheRegion::async_get_or_create_multi(const Keys& keys, Creator creator,
+                                            CompletionToken&& token) {
+  return async_get_or_create_multi(keys, std::move(creator), CallOptions{},
+                                   std::forward<CompletionToken>(token));
+}
+
+template <class T, class CompletionToken>
+auto CacheRegion::async_get(std::string_view key, CompletionToken&& token) {
+  detail::require_codable<T>();
+  auto initiation = [this](auto handler, std::string key) {
+    using Op = detail::AsioCall<decltype(handler)>;
+    auto op = std::make_shared<Op>(*this, std::move(handler));
+    (void)op->arm({});
+    Op::template request<std::optional<T>>(op,
+                                           [this, key = std::move(key)] { return get<T>(key); });
+  };
+  return net::async_initiate<CompletionToken, void(std::exception_ptr, std::optional<T>)>(
+      std::move(initiation), token, std::string(key));
+}
+
+template <class T, class CompletionToken>
+auto CacheRegion::async_set(std::string_view key, const T& value, CompletionToken&& token) {
+  detail::require_codable<T>();
+  std::string bytes;  // encoded here: the value need not outlive this call
+  Codec<T>::encode(value, bytes);
+  auto initiation = [this](auto handler, std::string key, std::string bytes) {
+    using Op = detail::AsioCall<decltype(handler)>;
+    auto op = std::make_shared<Op>(*this, std::move(handler));
+    (void)op->arm({});
+    Op::template request<bool>(op, [this, key = std::move(key), bytes = std::move(bytes)] {
+      return set_bytes(key, [&](std::string& out) { out.append(bytes); });
+    });
+  };
+  return net::async_initiate<CompletionToken, void(std::exception_ptr, bool)>(
+      std::move(initiation), token, std::string(key), std::move(bytes));
+}
+
+template <class CompletionToken>
+auto CacheRegion::async_remove(std::string_view key, CompletionToken&& token) {
+  auto initiation = [this](auto handler, std::string key) {
+    using Op = detail::AsioCall<decltype(handler)>;
+    auto op = std::make_shared<Op>(*this, std::move(handler));
+    (void)op->arm({});
+    Op::template request<bool>(op, [this, key = std::move(key)] { return remove(key); });
+  };
+  return net::async_initiate<CompletionToken, void(std::exception_ptr, bool)>(
+      std::move(initiation), token, std::string(key));
 }
 
 }  // namespace dogpile

@@ -198,6 +198,23 @@ class Cached {
                                                    options.background ? &make_job : nullptr);
   }
 
+  /// operator() without blocking a thread (include dogpile/asio.hpp): the
+  /// arguments, then an asio completion token; completes with
+  /// (std::exception_ptr, result) through CacheRegion::async_get_or_create.
+  /// fn is called with copies of the arguments, on the creator pool — or,
+  /// if it returns an asio::awaitable, spawned on the caller's executor.
+  template <class... ArgsThenToken>
+  auto async_call(ArgsThenToken&&... all) const {
+    static_assert(sizeof...(ArgsThenToken) >= 1,
+                  "dogpile::Cached::async_call takes the arguments, then a completion token");
+    constexpr std::size_t n = sizeof...(ArgsThenToken) - 1;
+    auto refs = std::forward_as_tuple(std::forward<ArgsThenToken>(all)...);
+    return [&]<std::size_t... I>(std::index_sequence<I...>) {
+      return async_with(std::get<n>(std::move(refs)), std::get<I>(refs)...);
+    }
+    (std::make_index_sequence<n>{});
+  }
+
   /// The fresh cached value for `args`, or nullopt; never calls fn.
   template <class... Args>
   requires std::invocable<const Fn&, const Args&...>
@@ -269,6 +286,24 @@ class Cached {
  private:
   template <class F, class P>
   friend class Cached;
+
+  template <class Token, class... Args>
+  auto async_with(Token&& token, const Args&... args) const {
+    detail::require_key_arguments<std::decay_t<Args>...>();
+    std::string key = detail::make_key(namespace_, args...);
+    CallOptions options;
+    options.expiration = current_expiration();
+    auto creator = [fn = fn_, owned = std::make_tuple(detail::OwnedArgument<std::decay_t<Args>>(
+                                  std::decay_t<Args>(args))...)]() {
+      return std::apply([&](const auto&... kept) { return std::invoke(*fn, kept.get()...); },
+                        owned);
+    };
+    auto keep = [p = predicate_](const auto& value) {
+      return static_cast<bool>(std::invoke(*p, value));
+    };
+    return region_->async_get_or_create(key, std::move(creator), std::move(options),
+                                        std::move(keep), std::forward<Token>(token));
+  }
 
   std::optional<Expiration> current_expiration() const {
     if (expiration_fn_) return expiration_fn_();
@@ -348,6 +383,34 @@ class CachedMulti {
           },
           options);
     }
+  }
+
+  /// operator() without blocking a thread (include dogpile/asio.hpp): the
+  /// ids, then an asio completion token; completes with (std::exception_ptr,
+  /// results) through CacheRegion::async_get_or_create_multi. fn runs on the
+  /// creator pool.
+  template <std::ranges::input_range Ids, class CompletionToken>
+  auto async_call(const Ids& ids, CompletionToken&& token) const {
+    using Id = std::ranges::range_value_t<Ids>;
+    detail::require_key_arguments<Id>();
+    static_assert(std::invocable<const Fn&, std::span<const Id>>,
+                  "dogpile::cached_multi: fn must take one std::span<const Id> of the ids it "
+                  "is to compute, and return a std::vector of results in their order");
+    auto by_key = std::make_shared<std::unordered_map<std::string, Id>>();
+    std::vector<std::string> keys;
+    for (const auto& id : ids) {
+      keys.push_back(detail::make_key(namespace_, id));
+      by_key->emplace(keys.back(), id);
+    }
+    return region_->async_get_or_create_multi(
+        keys,
+        [fn = fn_, by_key](std::span<const std::string_view> missing) {
+          std::vector<Id> wanted;
+          wanted.reserve(missing.size());
+          for (auto k : missing) wanted.push_back(by_key->at(std::string(k)));
+          return std::invoke(*fn, std::span<const Id>(wanted));
+        },
+        std::forward<CompletionToken>(token));
   }
 
   /// Removes the cached results for `ids` (tombstones, as CacheRegion::remove).

@@ -122,6 +122,17 @@ struct CreateOut {
 using BackgroundCreate =
     std::function<void(std::span<const std::string_view> keys, std::span<CreateOut> out)>;
 
+/// A creation that completes later (a coroutine creator of an asynchronous
+/// call): starts making the values of the slots at `indices` into `out`,
+/// and calls `done` once, on the call's loop, with nullptr or what the
+/// creator threw. `out` stays valid until then.
+using CreatedFn = std::function<void(std::exception_ptr)>;
+/// Throws std::invalid_argument unless a multi creator made `wanted` values.
+void check_created_count(std::size_t got, std::size_t wanted);
+
+using StartCreate = FunctionRef<void(std::span<const std::size_t> indices, std::span<CreateOut> out,
+                                     CreatedFn done)>;
+
 template <class R>
 concept key_range = std::ranges::input_range<R> &&
     std::convertible_to<std::ranges::range_reference_t<R>, std::string_view>;
@@ -203,6 +214,7 @@ struct Call {
   const CallOptions& options;
   FunctionRef<BackgroundCreate()>* make_job;  // nullptr: no background
   const Typed* typed = nullptr;               // one key: its value held decoded
+  const StartCreate* start_create = nullptr;  // asynchronous calls: instead of `create`
 };
 }  // namespace detail
 
@@ -446,7 +458,7 @@ class CacheRegion {
       wanted.reserve(indices.size());
       for (auto i : indices) wanted.push_back(views[i]);
       Result made = std::invoke(creator, std::span<const std::string_view>(wanted));
-      check_created_count(std::ranges::size(made), indices.size());
+      detail::check_created_count(std::ranges::size(made), indices.size());
       std::size_t j = 0;
       for (auto&& v : made) {
         out[j].keep = static_cast<bool>(std::invoke(should_cache, std::as_const(v)));
@@ -462,7 +474,7 @@ class CacheRegion {
                    std::span<const std::string_view> wanted,
                    std::span<detail::CreateOut> out) mutable {
           Result made = std::invoke(c, wanted);
-          check_created_count(std::ranges::size(made), wanted.size());
+          detail::check_created_count(std::ranges::size(made), wanted.size());
           std::size_t j = 0;
           for (auto&& v : made) {
             out[j].keep = static_cast<bool>(std::invoke(p, std::as_const(v)));
@@ -527,14 +539,37 @@ class CacheRegion {
   /// The backend key that `key` is stored under (docs/design.md, "Keys").
   [[nodiscard]] std::string backend_key(std::string_view key) const;
 
-  /// get_or_create without blocking a thread, completing through an asio
-  /// completion token with (std::exception_ptr, V): defined in
-  /// dogpile/asio.hpp, which a caller includes (docs/async.md).
+  // Without blocking a thread: defined in dogpile/asio.hpp, which a caller
+  // includes (docs/async.md). Each takes an asio completion token (a
+  // callback, use_future, use_awaitable) and completes with
+  // (std::exception_ptr, result) on the handler's executor.
+
+  /// get_or_create: completes with the value (V{} on error). `creator` is a
+  /// plain function (run on the creator pool) or returns an
+  /// asio::awaitable<V> (spawned on the caller's executor).
+  template <class T = detail::Deduced, class Creator, class CompletionToken>
+  auto async_get_or_create(std::string_view key, Creator creator, CompletionToken&& token);
   template <class T = detail::Deduced, class Creator, class CompletionToken>
   auto async_get_or_create(std::string_view key, Creator creator, CallOptions options,
                            CompletionToken&& token);
-  template <class T = detail::Deduced, class Creator, class CompletionToken>
-  auto async_get_or_create(std::string_view key, Creator creator, CompletionToken&& token);
+  template <class T = detail::Deduced, class Creator, class ShouldCache, class CompletionToken>
+  auto async_get_or_create(std::string_view key, Creator creator, CallOptions options,
+                           ShouldCache should_cache, CompletionToken&& token);
+  /// get_or_create_multi: completes with the values in the order of `keys`.
+  template <detail::key_range Keys, class Creator, class CompletionToken>
+  auto async_get_or_create_multi(const Keys& keys, Creator creator, CompletionToken&& token);
+  template <detail::key_range Keys, class Creator, class CompletionToken>
+  auto async_get_or_create_multi(const Keys& keys, Creator creator, CallOptions options,
+                                 CompletionToken&& token);
+  /// get: completes with the fresh value or nullopt.
+  template <class T, class CompletionToken>
+  auto async_get(std::string_view key, CompletionToken&& token);
+  /// set: completes with false if the backend failed.
+  template <class T, class CompletionToken>
+  auto async_set(std::string_view key, const T& value, CompletionToken&& token);
+  /// remove: completes with false if there was no value or the backend failed.
+  template <class CompletionToken>
+  auto async_remove(std::string_view key, CompletionToken&& token);
 
   /// For the asynchronous bindings (dogpile/asio.hpp), not for direct use:
   /// runs `call` on `loop`, holding no thread while it waits; `done` gets
@@ -601,7 +636,6 @@ class CacheRegion {
   void get_multi_bytes(std::span<const std::string_view> keys, DecodeAt decode);
   bool set_multi_bytes(std::span<const std::string_view> keys, EncodeAt encode);
   bool remove_multi_bytes(std::span<const std::string_view> keys);
-  static void check_created_count(std::size_t got, std::size_t wanted);
 
   std::unique_ptr<detail::Engine> engine_;
 };

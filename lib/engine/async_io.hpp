@@ -125,6 +125,17 @@ class AsyncIo final : public Io {
     return true;
   }
 
+  bool start_later(StartOp start, std::exception_ptr& error,
+                   std::coroutine_handle<> resume) override {
+    Loop& loop = loop_;
+    // `done` may run before start returns; the resumption is posted either way.
+    start([&loop, &error, resume](std::exception_ptr got) {
+      error = std::move(got);
+      loop.post([resume] { resume.resume(); });
+    });
+    return true;
+  }
+
   Loop& loop_;
 };
 

@@ -14,8 +14,8 @@ namespace dogpile::detail {
 // ---------------------------------------------------------------------------
 // create, store (fenced), release, publish
 
-Task<> Engine::create(Context& ctx, std::span<Slot* const> slots, Creator creator,
-                      bool background) {
+Task<> Engine::create(Context& ctx, std::span<Slot* const> slots, Creator creator, bool background,
+                      const LaterCreator* later) {
   Io& io = *ctx.io;
   std::vector<detail::CreateOut> out(slots.size());
   for (std::size_t j = 0; j < slots.size(); ++j) {
@@ -41,13 +41,22 @@ Task<> Engine::create(Context& ctx, std::span<Slot* const> slots, Creator creato
   const TimePoint started = clock_.now();
   const SteadyTime started_steady = clock_.steady_now();  // for the metric: no clock steps
   std::exception_ptr error;
-  co_await io.create([&] {
+  if (later != nullptr) {
     try {
-      creator(slots, out);
+      co_await io.create_later(
+          [&](std::function<void(std::exception_ptr)> done) { (*later)(slots, out, done); });
     } catch (...) {
       error = std::current_exception();
     }
-  });
+  } else {
+    co_await io.create([&] {
+      try {
+        creator(slots, out);
+      } catch (...) {
+        error = std::current_exception();
+      }
+    });
+  }
   if (error) {
     metrics_.creation(slots.front()->user_key, slots.size(), clock_.steady_now() - started_steady,
                       false, background);
@@ -163,7 +172,19 @@ Task<> Engine::create_for_call(Context& ctx, std::span<Slot* const> slots) {
     for (const Slot* s : made) indices.push_back(s->index);
     ctx.call->create(indices, out);
   };
-  co_await create(ctx, slots, call_creator, false);
+  if (ctx.call->start_create == nullptr) {
+    co_await create(ctx, slots, call_creator, false);
+    co_return;
+  }
+  auto start = [&](std::span<Slot* const> made, std::span<detail::CreateOut> out,
+                   detail::CreatedFn done) {
+    std::vector<std::size_t> indices;
+    indices.reserve(made.size());
+    for (const Slot* s : made) indices.push_back(s->index);
+    (*ctx.call->start_create)(indices, out, std::move(done));
+  };
+  const LaterCreator later(start);
+  co_await create(ctx, slots, call_creator, false, &later);
 }
 
 std::shared_ptr<Item> Engine::envelope(std::string_view user_key, std::uint64_t check,

@@ -155,6 +155,9 @@ class Engine : ForkAware {
   struct Context;
   using Creator =
       detail::FunctionRef<void(std::span<detail::Slot* const>, std::span<detail::CreateOut>)>;
+  // A creator that completes later (an asynchronous call's coroutine).
+  using LaterCreator = detail::FunctionRef<void(std::span<detail::Slot* const>,
+                                                std::span<detail::CreateOut>, detail::CreatedFn)>;
 
   // The step, in order (docs/engine.md).
   // Before a call: the fleet clock measured, the invalidation record read
@@ -181,7 +184,7 @@ class Engine : ForkAware {
   void confirm(Context& ctx, std::vector<detail::Slot*>& won);
   void hand_to_background(Context& ctx, std::vector<detail::Slot*>& won);
   detail::Task<> create(Context& ctx, std::span<detail::Slot* const> slots, Creator creator,
-                        bool background);
+                        bool background, const LaterCreator* later = nullptr);
   detail::Task<> create_for_call(Context& ctx, std::span<detail::Slot* const> slots);
   detail::Task<> wait_for_others(Context& ctx, std::span<detail::Slot* const> remote);
   detail::Task<> poll(Context& ctx, std::span<detail::Slot* const> due);

@@ -15,8 +15,10 @@
 
 #include <coroutine>
 #include <exception>
+#include <functional>
 #include <memory>
 #include <optional>
+#include <stdexcept>
 #include <stop_token>
 
 #include "dogpile/clock.hpp"
@@ -57,6 +59,23 @@ class Io {
   Request request(Op op) noexcept { return Request{*this, op}; }
   /// The creator, with what surrounds it.
   Request create(Op op) noexcept { return Request{*this, op, true}; }
+
+  /// A creation that completes later: `start(done)` begins it, and `done`
+  /// (nullptr or what it threw) ends it, once. Asynchronous drivers only.
+  using StartOp = FunctionRef<void(std::function<void(std::exception_ptr)>)>;
+  struct Later {
+    Io& io;
+    StartOp start;
+    std::exception_ptr error{};
+    [[nodiscard]] static bool await_ready() noexcept { return false; }
+    bool await_suspend(std::coroutine_handle<> resume) {
+      return io.start_later(start, error, resume);
+    }
+    void await_resume() const {
+      if (error) std::rethrow_exception(error);
+    }
+  };
+  Later create_later(StartOp start) noexcept { return Later{*this, start}; }
 
   struct Sleep {
     Io& io;
@@ -108,6 +127,8 @@ class Io {
   // suspended). True: `resume` will be resumed.
   virtual bool start_request(Op op, bool creator, std::exception_ptr& error,
                              std::coroutine_handle<> resume) = 0;
+  virtual bool start_later(StartOp start, std::exception_ptr& error,
+                           std::coroutine_handle<> resume) = 0;
   virtual bool start_sleep(SteadyTime until, std::stop_token stop, bool& woke,
                            std::coroutine_handle<> resume) = 0;
   virtual bool start_follow(const std::shared_ptr<Flight>& flight, SteadyTime limit,
@@ -127,6 +148,11 @@ class SyncIo final : public Io {
  private:
   // Never reached: every point is ready at once.
   bool start_request(Op, bool, std::exception_ptr&, std::coroutine_handle<>) override {
+    return false;
+  }
+  // A creation that completes later is only given to asynchronous drivers.
+  bool start_later(StartOp, std::exception_ptr& error, std::coroutine_handle<>) override {
+    error = std::make_exception_ptr(std::logic_error("an asynchronous creator in a blocking call"));
     return false;
   }
   bool start_sleep(SteadyTime, std::stop_token, bool&, std::coroutine_handle<>) override {

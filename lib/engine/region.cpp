@@ -150,7 +150,7 @@ bool CacheRegion::invalidate(std::string_view key, Invalidation kind) {
   return engine_->invalidate(key, kind);
 }
 
-void CacheRegion::check_created_count(std::size_t got, std::size_t wanted) {
+void detail::check_created_count(std::size_t got, std::size_t wanted) {
   if (got != wanted) {
     throw std::invalid_argument(fmt::format(
         "dogpile: get_or_create_multi's creator returned {} values for {} keys", got, wanted));
