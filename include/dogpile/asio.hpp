@@ -143,14 +143,12 @@ net::any_io_executor io_executor_of(const Handler& handler) {
 }
 
 // A call's loop on asio: its I/O executor (kept busy while the call runs),
-// the pools, timers on the executor.
+// the pools (dogpile's own unless AsyncOptions names others; each started
+// only once a call needs it), timers on the executor.
 class AsioLoop final : public Loop {
  public:
-  AsioLoop(net::any_io_executor io, net::any_io_executor requests, net::any_io_executor creators,
-           bool in_place)
+  AsioLoop(net::any_io_executor io, bool in_place)
       : io_(net::prefer(std::move(io), net::execution::outstanding_work.tracked)),
-        requests_(std::move(requests)),
-        creators_(std::move(creators)),
         in_place_(in_place) {}
 
   void post(std::function<void()> fn) override { net::post(io_, std::move(fn)); }
@@ -164,16 +162,28 @@ class AsioLoop final : public Loop {
     });
     return [timer, io] { net::post(io, [timer] { timer->cancel(); }); };
   }
-  void run_blocking(std::function<void()> fn) override { net::post(requests_, std::move(fn)); }
-  void run_creator(std::function<void()> fn) override { net::post(creators_, std::move(fn)); }
+  void run_blocking(std::function<void()> fn) override {
+    const auto& named = default_async_options().requests;
+    if (named) {
+      net::post(*named, std::move(fn));
+    } else {
+      net::post(default_async_pool(), std::move(fn));
+    }
+  }
+  void run_creator(std::function<void()> fn) override {
+    const auto& named = default_async_options().creators;
+    if (named) {
+      net::post(*named, std::move(fn));
+    } else {
+      net::post(default_creator_pool(), std::move(fn));
+    }
+  }
   [[nodiscard]] bool requests_in_place() const override { return in_place_; }
 
   [[nodiscard]] const net::any_io_executor& io() const noexcept { return io_; }
 
  private:
   net::any_io_executor io_;
-  net::any_io_executor requests_;
-  net::any_io_executor creators_;
   bool in_place_;
 };
 
@@ -207,12 +217,7 @@ using async_value_t = std::conditional_t<
 template <class Handler>
 struct AsioCall {
   AsioCall(CacheRegion& region, Handler h)
-      : loop(io_executor_of(h),
-             default_async_options().requests.value_or(
-                 net::any_io_executor(default_async_pool().get_executor())),
-             default_async_options().creators.value_or(
-                 net::any_io_executor(default_creator_pool().get_executor())),
-             dynamic_cast<const MemoryBackend*>(&region.backend()) != nullptr),
+      : loop(io_executor_of(h), dynamic_cast<const MemoryBackend*>(&region.backend()) != nullptr),
         handler(std::move(h)) {}
 
   AsioLoop loop;
