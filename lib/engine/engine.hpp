@@ -169,6 +169,7 @@ class Engine : ForkAware {
   std::optional<Outcome> begin(Context& ctx, detail::Slot& slot, const Call& call,
                                SteadyTime started, detail::Io& io);
   detail::Task<Outcome> run_keys(Context& ctx, detail::Slot& slot);
+  detail::Task<Outcome> run_many(Context& ctx);  // run_keys for more than one key
   // An asynchronous call: its driver, context and slot, until it is done.
   struct Started;
   struct Detached;
@@ -177,6 +178,8 @@ class Engine : ForkAware {
   void read_one(Context& ctx, detail::Slot& slot);
   void read(Context& ctx, std::span<detail::Slot* const> slots);
   detail::Task<> step(Context& ctx, std::vector<detail::Slot*> pending);
+  detail::Task<> lead(Context& ctx, std::vector<detail::Slot*>& pending, bool reread,
+                      std::vector<detail::Slot*>& followers);
   void join_flights(Context& ctx, std::span<detail::Slot* const> slots,
                     std::vector<detail::Slot*>& leaders, std::vector<detail::Slot*>& followers);
   void take_leases(Context& ctx, std::span<detail::Slot* const> leaders,

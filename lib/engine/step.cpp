@@ -157,7 +157,12 @@ Task<Outcome> Engine::run_keys(Context& ctx, Slot& slot) {
     co_await step(ctx, std::move(one));
     co_return account(slot);
   }
+  // (Apart: a one-key call's frame, alive while it waits, holds none of this.)
+  co_return co_await run_many(ctx);
+}
 
+Task<Outcome> Engine::run_many(Context& ctx) {
+  const Call& call = *ctx.call;
   // Many keys: one slot per distinct backend key, in key order (locks are
   // taken in that order, so two calls over overlapping keys cannot deadlock).
   std::vector<std::pair<std::string, std::size_t>> mapped;
@@ -209,51 +214,61 @@ Task<Outcome> Engine::run_keys(Context& ctx, Slot& slot) {
   co_return costliest;
 }
 
-// The step for slots whose first read is done.
+// The step for slots whose first read is done. A follower waits in
+// `follow` with the frames of `step` alone: what leading takes is `lead`'s,
+// freed by then.
 Task<> Engine::step(Context& ctx, std::vector<Slot*> pending) {
-  Io& io = *ctx.io;
   bool first = true;
   while (!pending.empty()) {
-    if (!first) {  // slots starting over: their flight was given up
-      co_await io.request([&] {
-        if (pending.size() == 1) {
-          read_one(ctx, *pending.front());
-        } else {
-          read(ctx, pending);
-        }
-      });
-    }
+    std::vector<Slot*> followers, restart;
+    co_await lead(ctx, pending, !first, followers);
     first = false;
-    std::vector<Slot*> leaders, followers, won, remote, restart;
-    join_flights(ctx, pending, leaders, followers);
-    // A lease granted in the read to a caller that will not create (the
-    // value was fresh, or another caller here leads): given back at once.
-    std::vector<Slot*> needless;
-    for (Slot* s : pending) {
-      if (s->lease.lock && !s->lead) needless.push_back(s);
-    }
-    if (!needless.empty()) co_await io.request([&] { release(needless, ctx.request); });
-    if (!leaders.empty()) {
-      co_await io.request([&] {
-        take_leases(ctx, leaders, won, remote);
-        confirm(ctx, won);
-      });
-    }
-    hand_to_background(ctx, won);
-    // Create what this caller holds the lease for, and what it must create
-    // without one (the backend is failing).
-    std::vector<Slot*> to_create;
-    for (Slot* s : leaders) {
-      if (s->served == Served::none && (s->lease.lock || s->backing == Backing::degraded))
-        to_create.push_back(s);
-    }
-    if (!to_create.empty()) {
-      co_await create_for_call(ctx, to_create);
-    }
-    co_await wait_for_others(ctx, remote);
-    co_await follow(ctx, followers, restart);
+    if (!followers.empty()) co_await follow(ctx, followers, restart);
     pending = std::move(restart);
   }
+}
+
+// One round of the step for `pending` (read again first if `reread`): the
+// flights joined, the leases taken, what this caller leads created, the
+// waits on other processes' creations; the slots that follow a leader of
+// this process are left in `followers`.
+Task<> Engine::lead(Context& ctx, std::vector<Slot*>& pending, bool reread,
+                    std::vector<Slot*>& followers) {
+  Io& io = *ctx.io;
+  if (reread) {  // slots starting over: their flight was given up
+    co_await io.request([&] {
+      if (pending.size() == 1) {
+        read_one(ctx, *pending.front());
+      } else {
+        read(ctx, pending);
+      }
+    });
+  }
+  std::vector<Slot*> leaders, won, remote;
+  join_flights(ctx, pending, leaders, followers);
+  // A lease granted in the read to a caller that will not create (the
+  // value was fresh, or another caller here leads): given back at once.
+  std::vector<Slot*> needless;
+  for (Slot* s : pending) {
+    if (s->lease.lock && !s->lead) needless.push_back(s);
+  }
+  if (!needless.empty()) co_await io.request([&] { release(needless, ctx.request); });
+  if (!leaders.empty()) {
+    co_await io.request([&] {
+      take_leases(ctx, leaders, won, remote);
+      confirm(ctx, won);
+    });
+  }
+  hand_to_background(ctx, won);
+  // Create what this caller holds the lease for, and what it must create
+  // without one (the backend is failing).
+  std::vector<Slot*> to_create;
+  for (Slot* s : leaders) {
+    if (s->served == Served::none && (s->lease.lock || s->backing == Backing::degraded))
+      to_create.push_back(s);
+  }
+  if (!to_create.empty()) co_await create_for_call(ctx, to_create);
+  if (!remote.empty()) co_await wait_for_others(ctx, remote);
 }
 
 // ---------------------------------------------------------------------------
