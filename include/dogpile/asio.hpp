@@ -51,6 +51,7 @@
 #include <exception>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <stop_token>
@@ -60,6 +61,8 @@
 #include <type_traits>
 #include <utility>
 #include <vector>
+#include <algorithm>
+#include <atomic>
 
 #if defined(DOGPILE_BOOST_ASIO)
 #include <boost/asio/associated_cancellation_slot.hpp>
@@ -68,6 +71,9 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/bind_executor.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/execution_context.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/system_executor.hpp>
@@ -82,6 +88,9 @@ using namespace ::boost::asio;  // NOLINT: the binding's one spelling of either 
 #include <asio/awaitable.hpp>
 #include <asio/bind_executor.hpp>
 #include <asio/co_spawn.hpp>
+#include <asio/execution_context.hpp>
+#include <asio/io_context.hpp>
+#include <asio/posix/stream_descriptor.hpp>
 #include <asio/post.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/system_executor.hpp>
@@ -142,6 +151,109 @@ net::any_io_executor io_executor_of(const Handler& handler) {
   }
 }
 
+class AsioWatch;
+
+// The watches made on one execution context: retired (their descriptor and
+// timer let go) when it shuts down, before the services they use go.
+class WatchRegistry final : public net::execution_context::service {
+ public:
+  using key_type = WatchRegistry;
+  static inline net::execution_context::id id;  // NOLINT: asio's service id
+  explicit WatchRegistry(net::execution_context& context) : service(context) {}
+  void add(AsioWatch* watch) {
+    std::lock_guard lock(mutex_);
+    watches_.push_back(watch);
+  }
+  void remove(AsioWatch* watch) {
+    std::lock_guard lock(mutex_);
+    watches_.erase(std::remove(watches_.begin(), watches_.end(), watch), watches_.end());
+  }
+
+ private:
+  void shutdown() override;
+  std::mutex mutex_;
+  std::vector<AsioWatch*> watches_;
+};
+
+// A transport's socket watched on an I/O executor (detail::Watch). It keeps
+// no work on the executor by itself: only its waits, while armed, do.
+class AsioWatch final : public Watch {
+ public:
+  AsioWatch(const net::any_io_executor& io, int fd)
+      : io_(net::prefer(io, net::execution::outstanding_work.untracked)) {
+    descriptor_.emplace(io_, fd);
+    timer_.emplace(io_);
+    // Made after the descriptor's service: shut down before it.
+    registry_ = &net::use_service<WatchRegistry>(net::query(io_, net::execution::context));
+    registry_->add(this);
+  }
+  ~AsioWatch() override {
+    std::lock_guard lock(mutex_);
+    if (registry_ != nullptr) registry_->remove(this);
+    let_go_locked();
+  }
+  AsioWatch(const AsioWatch&) = delete;
+  AsioWatch& operator=(const AsioWatch&) = delete;
+
+  void wait(bool write, std::function<void(bool)> fn) override {
+    std::lock_guard lock(mutex_);
+    if (!descriptor_) return;
+    descriptor_->async_wait(
+        write ? net::posix::stream_descriptor::wait_write : net::posix::stream_descriptor::wait_read,
+        [fn = std::move(fn)](const std::error_code& error) { fn(!error); });
+  }
+  void after(Duration delay, std::function<void()> fn) override {
+    std::lock_guard lock(mutex_);
+    if (!timer_) return;
+    timer_->expires_after(std::chrono::duration_cast<net::steady_timer::duration>(delay));
+    timer_->async_wait([fn = std::move(fn)](const std::error_code& error) {
+      if (!error) fn();
+    });
+  }
+  void cancel() override {
+    std::lock_guard lock(mutex_);
+    if (descriptor_) descriptor_->cancel();
+    if (timer_) timer_->cancel();
+  }
+  void post(std::function<void()> fn) override {
+    if (alive()) net::post(io_, std::move(fn));
+  }
+  [[nodiscard]] bool alive() const override { return !retired_.load(std::memory_order_acquire); }
+
+  // The context is shutting down.
+  void retire() {
+    std::lock_guard lock(mutex_);
+    retired_.store(true, std::memory_order_release);
+    registry_ = nullptr;
+    let_go_locked();
+  }
+
+ private:
+  void let_go_locked() {
+    if (descriptor_) {
+      (void)descriptor_->release();  // the socket is the transport's to close
+      descriptor_.reset();
+    }
+    timer_.reset();
+  }
+
+  net::any_io_executor io_;
+  std::mutex mutex_;
+  std::optional<net::posix::stream_descriptor> descriptor_;
+  std::optional<net::steady_timer> timer_;
+  WatchRegistry* registry_ = nullptr;
+  std::atomic<bool> retired_{false};
+};
+
+inline void WatchRegistry::shutdown() {
+  std::vector<AsioWatch*> watches;
+  {
+    std::lock_guard lock(mutex_);
+    watches.swap(watches_);
+  }
+  for (AsioWatch* watch : watches) watch->retire();
+}
+
 // A call's loop on asio: its I/O executor (kept busy while the call runs),
 // the pools (dogpile's own unless AsyncOptions names others; each started
 // only once a call needs it), timers on the executor.
@@ -179,6 +291,17 @@ class AsioLoop final : public Loop {
     }
   }
   [[nodiscard]] bool requests_in_place() const override { return in_place_; }
+  // Sockets are watched on the caller's I/O context only (not on the
+  // system executor a future's call runs on).
+  [[nodiscard]] const void* context() const override {
+    net::execution_context* context = &net::query(io_, net::execution::context);
+    return context == &net::query(net::system_executor(), net::execution::context) ? nullptr
+                                                                                    : context;
+  }
+  [[nodiscard]] std::unique_ptr<Watch> watch(int fd) override {
+    if (context() == nullptr) return nullptr;
+    return std::make_unique<AsioWatch>(io_, fd);
+  }
 
   [[nodiscard]] const net::any_io_executor& io() const noexcept { return io_; }
 

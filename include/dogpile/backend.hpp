@@ -31,6 +31,8 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <exception>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -44,6 +46,10 @@
 #include "dogpile/detail/function_ref.hpp"
 
 namespace dogpile {
+
+namespace detail {
+class Loop;  // dogpile/detail/loop.hpp
+}  // namespace detail
 
 /// One stored item: bytes plus the 32-bit flags memcached keeps beside them.
 struct Item {
@@ -320,6 +326,9 @@ struct FleetStats {
   std::uint64_t journal_dropped = 0;
   /// Keys waiting for their server now: lost if the process ends first.
   std::uint64_t journal_pending = 0;
+  /// Reads made by an event loop's own thread on its own connection
+  /// (asynchronous calls on MemcachedMetaBackend), not on a pool thread.
+  std::uint64_t loop_reads = 0;
 };
 
 class Backend {
@@ -340,6 +349,16 @@ class Backend {
   /// item is handed to it instead of copied into the KeyRead (the hot path).
   virtual void read(std::span<KeyRead> keys, const LeaseRequest& lease, const Request& request,
                     const Visit* visit = nullptr) = 0;
+
+  /// For asynchronous calls (dogpile/asio.hpp): starts read() of one key on
+  /// `loop`'s own thread without blocking it, and returns true; `done` then
+  /// runs once, on the loop, with nullptr (`key` and its lease as read()
+  /// leaves them, `visit` called) or what read() would have thrown. False:
+  /// not now (the call makes read() where blocking is allowed). `key`,
+  /// `lease`, `request` and `visit` live until `done`. The default: false.
+  virtual bool start_read(KeyRead& key, const LeaseRequest& lease, const Request& request,
+                          const Visit* visit, detail::Loop& loop,
+                          std::function<void(std::exception_ptr)> done);
 
   /// Stores every item, fenced by its fence; sets `stored`.
   virtual void write(std::span<KeyWrite> items, const Request& request) = 0;

@@ -84,6 +84,15 @@ class MemcachedMetaBackend final : public Backend {
   // keeps its CAS, so the fence stays valid.
   void read(std::span<KeyRead> keys, const LeaseRequest& lease, const Request& request,
             const Visit* visit = nullptr) override;
+  /// The read of one key on an event loop's own connection to its server
+  /// (taken from the idle pool; one per loop and server; every read made in
+  /// one turn of the loop written at once, replies matched by opaque). Not
+  /// for a server marked down, in the gutter's place, or with writes to
+  /// replay: those read through read(), as does the first read on a server
+  /// (it opens the connection the loop then takes).
+  bool start_read(KeyRead& key, const LeaseRequest& lease, const Request& request,
+                  const Visit* visit, detail::Loop& loop,
+                  std::function<void(std::exception_ptr)> done) override;
   void write(std::span<KeyWrite> items, const Request& request) override;
   void erase(std::span<KeyErase> keys, const Request& request) override;
   [[nodiscard]] std::unique_ptr<DistributedLock> make_lock(std::string_view key, Ttl ttl) override;

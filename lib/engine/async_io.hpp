@@ -129,13 +129,16 @@ class AsyncIo final : public Io {
                    std::coroutine_handle<> resume) override {
     Loop& loop = loop_;
     // `done` may run before start returns; the resumption is posted either way.
-    start([&loop, &error, resume](std::exception_ptr got) {
+    return start([&loop, &error, resume](std::exception_ptr got) {
       error = std::move(got);
       loop.post([resume] { resume.resume(); });
     });
-    return true;
   }
 
+ public:
+  Loop* loop() noexcept override { return &loop_; }
+
+ private:
   Loop& loop_;
 };
 

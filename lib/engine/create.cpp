@@ -43,8 +43,10 @@ Task<> Engine::create(Context& ctx, std::span<Slot* const> slots, Creator creato
   std::exception_ptr error;
   if (later != nullptr) {
     try {
-      co_await io.create_later(
-          [&](std::function<void(std::exception_ptr)> done) { (*later)(slots, out, done); });
+      co_await io.later([&](std::function<void(std::exception_ptr)> done) {
+        (*later)(slots, out, std::move(done));
+        return true;
+      });
     } catch (...) {
       error = std::current_exception();
     }

@@ -175,7 +175,9 @@ class Engine : ForkAware {
   struct Detached;
   Detached drive(std::unique_ptr<Started> started);
   void finish(Started& started, std::exception_ptr error, Outcome outcome) noexcept;
+  struct ReadOne;
   void read_one(Context& ctx, detail::Slot& slot);
+  detail::Task<> read_one_on_loop(Context& ctx, detail::Slot& slot);
   void read(Context& ctx, std::span<detail::Slot* const> slots);
   detail::Task<> step(Context& ctx, std::vector<detail::Slot*> pending);
   detail::Task<> lead(Context& ctx, std::vector<detail::Slot*>& pending, bool reread,

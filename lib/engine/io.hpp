@@ -26,6 +26,10 @@
 #include "engine/flight.hpp"
 
 namespace dogpile::detail {
+class Loop;  // dogpile/detail/loop.hpp
+}  // namespace dogpile::detail
+
+namespace dogpile::detail {
 
 class Io {
  public:
@@ -60,9 +64,12 @@ class Io {
   /// The creator, with what surrounds it.
   Request create(Op op) noexcept { return Request{*this, op, true}; }
 
-  /// A creation that completes later: `start(done)` begins it, and `done`
-  /// (nullptr or what it threw) ends it, once. Asynchronous drivers only.
-  using StartOp = FunctionRef<void(std::function<void(std::exception_ptr)>)>;
+  /// Work that completes later (a coroutine creator, a read on the loop's
+  /// own connection): `start(done)` begins it and returns true, and `done`
+  /// (nullptr or what it threw) ends it, once, from any thread; or it
+  /// returns false, not begun (`done` never runs), and the coroutine goes
+  /// on at once. Asynchronous drivers only.
+  using StartOp = FunctionRef<bool(std::function<void(std::exception_ptr)>)>;
   struct Later {
     Io& io;
     StartOp start;
@@ -75,7 +82,10 @@ class Io {
       if (error) std::rethrow_exception(error);
     }
   };
-  Later create_later(StartOp start) noexcept { return Later{*this, start}; }
+  Later later(StartOp start) noexcept { return Later{*this, start}; }
+  /// The event loop an asynchronous driver passes its points on (null for
+  /// the synchronous one).
+  [[nodiscard]] virtual Loop* loop() noexcept { return nullptr; }
 
   struct Sleep {
     Io& io;
@@ -150,9 +160,9 @@ class SyncIo final : public Io {
   bool start_request(Op, bool, std::exception_ptr&, std::coroutine_handle<>) override {
     return false;
   }
-  // A creation that completes later is only given to asynchronous drivers.
+  // Work that completes later is only given to asynchronous drivers.
   bool start_later(StartOp, std::exception_ptr& error, std::coroutine_handle<>) override {
-    error = std::make_exception_ptr(std::logic_error("an asynchronous creator in a blocking call"));
+    error = std::make_exception_ptr(std::logic_error("asynchronous work in a blocking call"));
     return false;
   }
   bool start_sleep(SteadyTime, std::stop_token, bool&, std::coroutine_handle<>) override {

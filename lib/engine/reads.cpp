@@ -7,6 +7,8 @@
 #include <string>
 #include <utility>
 
+#include "dogpile/detail/loop.hpp"
+#include "engine/io.hpp"
 #include "engine/parts.hpp"
 
 namespace dogpile::detail {
@@ -70,32 +72,62 @@ Found Engine::examine_item(Context& ctx, Slot& slot, const Item& item, bool quie
 }
 
 // The hot path's read: one request; the bytes are kept only if the value is
-// not fresh (a stale value may be served, or handed to followers).
-void Engine::read_one(Context& ctx, Slot& slot) {
-  slot.at_hand.reset();
-  if (slot.backing == Backing::read_failed) slot.backing = Backing::answering;
-  KeyRead one{.key = slot.key, .lease = &slot.lease};
-  bool there = false;
-  Duration decoding{};  // in the visitor: not the request's time
-  auto visit = [&](std::size_t, std::string_view data, std::uint32_t flags) {
-    const detail::Stopwatch watch(metrics_, decoding);
+// not fresh (a stale value may be served, or handed to followers). Its
+// parts, shared by the blocking read and the event loop's.
+struct Engine::ReadOne {
+  ReadOne(Engine& e, Context& c, Slot& s) : engine(e), ctx(c), slot(s) {
+    slot.at_hand.reset();
+    if (slot.backing == Backing::read_failed) slot.backing = Backing::answering;
+  }
+  // What the backend hands over, as it reads.
+  void visit(std::size_t, std::string_view data, std::uint32_t flags) {
+    const detail::Stopwatch watch(engine.metrics_, decoding);
     there = true;
     slot.marked_stale = one.marked_stale;
     slot.read_cas = one.cas;
-    slot.found = examine(ctx, slot, data, flags, false,
-                         [&](std::string_view payload) { return ctx.decode(slot.index, payload); });
+    slot.found =
+        engine.examine(ctx, slot, data, flags, false,
+                       [&](std::string_view payload) { return ctx.decode(slot.index, payload); });
     if (detail::usable(slot.found) && slot.found != Found::fresh) {
       slot.at_hand = std::make_shared<const Item>(Item{std::string(data), flags});
       slot.value_is_at_hand = true;
-    } else if (slot.found == Found::fresh && local_.enabled()) {
-      fill_local(ctx, slot, Item{std::string(data), flags}, one.cas);
+    } else if (slot.found == Found::fresh && engine.local_.enabled()) {
+      engine.fill_local(ctx, slot, Item{std::string(data), flags}, one.cas);
     }
-    if (!kept_.empty()) {
-      note_read(ctx, slot.key,
-                !detail::usable(slot.found) ? nullptr
-                : slot.at_hand              ? slot.at_hand
-                               : std::make_shared<const Item>(Item{std::string(data), flags}));
+    if (!engine.kept_.empty()) {
+      engine.note_read(ctx, slot.key,
+                       !detail::usable(slot.found) ? nullptr
+                       : slot.at_hand
+                           ? slot.at_hand
+                           : std::make_shared<const Item>(Item{std::string(data), flags}));
     }
+  }
+  // After the request: `ok`, or it failed (reported).
+  void end(bool ok) {
+    if (!ok) {
+      engine.read_failed(ctx, slot);
+      return;
+    }
+    if (!there) {
+      slot.found = Found::missing;
+      slot.marked_stale = false;
+      if (!engine.kept_.empty()) engine.note_read(ctx, slot.key, nullptr);
+    }
+    if (slot.lease.state == LeaseState::won) slot.confirmed = true;  // granted in the read
+  }
+
+  Engine& engine;
+  Context& ctx;
+  Slot& slot;
+  KeyRead one{.key = slot.key, .lease = &slot.lease};
+  bool there = false;
+  Duration decoding{};  // in the visitor: not the request's time
+};
+
+void Engine::read_one(Context& ctx, Slot& slot) {
+  ReadOne r(*this, ctx, slot);
+  auto visit = [&r](std::size_t i, std::string_view data, std::uint32_t flags) {
+    r.visit(i, data, flags);
   };
   const Backend::Visit visitor(visit);
   const bool ok = attempt("get", slot.user_key, [&] {
@@ -103,28 +135,66 @@ void Engine::read_one(Context& ctx, Slot& slot) {
       try {
         metrics_.backend(
             BackendOp::get, slot.user_key, 1,
-            [&] {
-              backend_->read({&one, 1}, ctx.read_request, ctx.request, &visitor);
-            },
-            &decoding);
+            [&] { backend_->read({&r.one, 1}, ctx.read_request, ctx.request, &visitor); },
+            &r.decoding);
         return;
       } catch (const BackendError& e) {
         // The failure moved the key (to the gutter) before any of its value
         // arrived: read it there at once.
-        if (tries > 0 || !e.moved() || there) throw;
+        if (tries > 0 || !e.moved() || r.there) throw;
       }
     }
   });
-  if (!ok) {
-    read_failed(ctx, slot);
-    return;
+  r.end(ok);
+}
+
+// read_one on an event loop: the backend's own read on the loop if it has
+// one (Backend::start_read), else read_one where blocking is allowed.
+Task<> Engine::read_one_on_loop(Context& ctx, Slot& slot) {
+  Io& io = *ctx.io;
+  Loop* loop = io.loop();
+  if (loop != nullptr) {
+    ReadOne r(*this, ctx, slot);
+    auto visit = [&r](std::size_t i, std::string_view data, std::uint32_t flags) {
+      r.visit(i, data, flags);
+    };
+    const Backend::Visit visitor(visit);
+    const SteadyTime started = metrics_.now();
+    bool made = false;
+    std::exception_ptr error;
+    try {
+      co_await io.later([&](std::function<void(std::exception_ptr)> done) {
+        made = backend_->start_read(r.one, ctx.read_request, ctx.request, &visitor, *loop,
+                                    std::move(done));
+        return made;
+      });
+    } catch (...) {
+      error = std::current_exception();
+    }
+    if (made) {
+      metrics_.record(BackendOp::get, slot.user_key, 1, metrics_.now() - started - r.decoding,
+                      !error);
+      bool moved = false;
+      if (error) {
+        try {
+          std::rethrow_exception(error);
+        } catch (const BackendError& e) {
+          moved = e.moved() && !r.there;
+        } catch (...) {
+        }
+      }
+      // (A failure that moved the key: read again where it went, below.)
+      if (!moved) {
+        const bool ok =
+            attempt("get", slot.user_key, [&] {
+              if (error) std::rethrow_exception(error);
+            });
+        r.end(ok);
+        co_return;
+      }
+    }
   }
-  if (!there) {
-    slot.found = Found::missing;
-    slot.marked_stale = false;
-    if (!kept_.empty()) note_read(ctx, slot.key, nullptr);
-  }
-  if (slot.lease.state == LeaseState::won) slot.confirmed = true;  // granted in the read
+  co_await io.request([&] { read_one(ctx, slot); });
 }
 
 void Engine::note_read(const Context& ctx, std::string_view key, std::shared_ptr<const Item> item) {

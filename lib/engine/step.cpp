@@ -148,7 +148,11 @@ std::optional<Outcome> Engine::begin(Context& ctx, Slot& slot, const Call& call,
 Task<Outcome> Engine::run_keys(Context& ctx, Slot& slot) {
   const Call& call = *ctx.call;
   if (call.keys.size() == 1) {
-    co_await ctx.io->request([&] { read_one(ctx, slot); });
+    if (ctx.io->synchronous()) {
+      read_one(ctx, slot);
+    } else {
+      co_await read_one_on_loop(ctx, slot);
+    }
     if (slot.found == Found::fresh && !slot.lease.lock) {  // the hot path: one request
       detail::Counters::add(counters_.hits);
       co_return Outcome::fresh;

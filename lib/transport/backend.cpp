@@ -139,6 +139,11 @@ std::optional<ServerTime> Backend::server_time(std::string_view, const Request&)
 
 std::optional<FleetStats> Backend::fleet_stats() const { return std::nullopt; }
 
+bool Backend::start_read(KeyRead&, const LeaseRequest&, const Request&, const Visit*, detail::Loop&,
+                         std::function<void(std::exception_ptr)>) {
+  return false;
+}
+
 // --- built on the operations ----------------------------------------------
 
 bool Backend::get_view(std::string_view key,

@@ -226,6 +226,16 @@ std::unique_ptr<Connection> Server::borrow(const Limits& limits, bool fresh) {
   return connection;
 }
 
+std::unique_ptr<Connection> Server::take_idle() noexcept {
+  std::lock_guard lock(mutex_);
+  while (!idle_.empty()) {
+    auto connection = std::move(idle_.back());
+    idle_.pop_back();
+    if (connection->generation() == fork_generation()) return connection;
+  }
+  return nullptr;
+}
+
 void Server::give_back(std::unique_ptr<Connection> connection) noexcept {
   if (!connection || connection->broken() || connection->generation() != fork_generation()) {
     return;  // closed
@@ -381,6 +391,7 @@ FleetStats Client::fleet_stats() const noexcept {
   out.journal_replayed = counters_.replayed.load(std::memory_order_relaxed);
   out.journal_dropped = counters_.dropped.load(std::memory_order_relaxed);
   out.journal_pending = pending();
+  out.loop_reads = counters_.loop_reads.load(std::memory_order_relaxed);
   return out;
 }
 

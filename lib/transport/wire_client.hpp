@@ -188,6 +188,8 @@ class Connection {
 
   [[nodiscard]] bool broken() const noexcept { return broken_; }
   void set_broken() noexcept { broken_ = true; }
+  /// The socket (an event loop's channel reads and writes it itself).
+  [[nodiscard]] int fd() const noexcept { return fd_; }
   /// The fork generation the connection was opened in: in a child, the
   /// socket is the parent's too and must not be used.
   [[nodiscard]] std::uint64_t generation() const noexcept { return generation_; }
@@ -252,6 +254,9 @@ class Server {
   /// Returns a connection; a broken one, or one from before a fork, is
   /// closed instead.
   void give_back(std::unique_ptr<Connection> connection) noexcept;
+  /// An idle connection from the pool, or null (never a new one: opening
+  /// one blocks).
+  std::unique_ptr<Connection> take_idle() noexcept;
 
   /// In a forked child: the idle connections are the parent's sockets.
   void after_fork_in_child() noexcept;
@@ -293,6 +298,7 @@ struct FleetCounters {
   std::atomic<std::uint64_t> kept{0};
   std::atomic<std::uint64_t> replayed{0};
   std::atomic<std::uint64_t> dropped{0};
+  std::atomic<std::uint64_t> loop_reads{0};
 };
 
 /// A request's keys that a failure without an answer leaves unknown: kept
@@ -362,9 +368,13 @@ class Client : ForkAware {
   [[nodiscard]] std::size_t pending() const noexcept;
   /// The counters, as Backend::fleet_stats says them.
   [[nodiscard]] FleetStats fleet_stats() const noexcept;
+  /// How long a request of `request` to `server` may take, and the most it
+  /// may read.
+  [[nodiscard]] Limits limits(const Server& server, const Request& request) const noexcept;
+  /// Counts a read made by an event loop's channel.
+  void count_loop_read() noexcept { counters_.loop_reads.fetch_add(1, std::memory_order_relaxed); }
 
  private:
-  [[nodiscard]] Limits limits(const Server& server, const Request& request) const noexcept;
   [[nodiscard]] std::size_t home_of(std::string_view key);
   [[nodiscard]] std::size_t route(std::string_view key, bool write);
   // Whether `server`'s keys go to the gutter now (BackendError::moved).

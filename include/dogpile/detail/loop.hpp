@@ -6,10 +6,32 @@
 #pragma once
 
 #include <functional>
+#include <memory>
 
 #include "dogpile/clock.hpp"
 
 namespace dogpile::detail {
+
+/// A socket watched on an event loop: a transport's connection that the
+/// loop's own thread reads and writes (docs/async.md). Made by
+/// Loop::watch; it may outlive the call that made it, not the loop.
+class Watch {
+ public:
+  virtual ~Watch() = default;  // stops watching; the socket stays open
+  /// Calls fn(true) on the loop once the socket is readable (`write`:
+  /// writable), or fn(false) if the watch is cancelled or the loop is
+  /// going away. One wait of each kind at a time.
+  virtual void wait(bool write, std::function<void(bool)> fn) = 0;
+  /// Calls fn on the loop after `delay` (one timer, set again by each call;
+  /// nothing if the loop is going away first).
+  virtual void after(Duration delay, std::function<void()> fn) = 0;
+  /// Ends the waits (their fn(false)) and the timer. On the loop only.
+  virtual void cancel() = 0;
+  /// Runs fn on the loop, from any thread (never inside this call).
+  virtual void post(std::function<void()> fn) = 0;
+  /// False once the loop is going away: the watch must not be used.
+  [[nodiscard]] virtual bool alive() const = 0;
+};
 
 class Loop {
  public:
@@ -31,6 +53,11 @@ class Loop {
   /// True if the backend never blocks (the in-process one): its requests
   /// run on the loop, in place.
   [[nodiscard]] virtual bool requests_in_place() const = 0;
+  /// The event loop itself (one per io_context): calls on the same loop
+  /// share its watched sockets. Null: this loop watches no socket.
+  [[nodiscard]] virtual const void* context() const { return nullptr; }
+  /// Watches socket `fd` on the loop; null if this loop cannot.
+  [[nodiscard]] virtual std::unique_ptr<Watch> watch(int /*fd*/) { return nullptr; }
 };
 
 }  // namespace dogpile::detail

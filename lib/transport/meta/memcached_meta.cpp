@@ -14,7 +14,9 @@
 
 #include "format/keys.hpp"
 #include "format/lock_item.hpp"
+#include "dogpile/detail/loop.hpp"
 #include "transport/exptime.hpp"
+#include "transport/journal.hpp"
 #include "transport/meta/meta_batch.hpp"
 #include "transport/meta/meta_options.hpp"
 #include "transport/wire_client.hpp"
@@ -196,7 +198,91 @@ MemcachedMetaBackend::MemcachedMetaBackend(std::string_view config)
 MemcachedMetaBackend::MemcachedMetaBackend(Options options)
     : impl_(std::make_shared<Impl>(options)) {}
 
-MemcachedMetaBackend::~MemcachedMetaBackend() = default;
+MemcachedMetaBackend::~MemcachedMetaBackend() {
+  // Channels still watched by a loop close there (they keep what they use).
+  std::lock_guard lock(impl_->channels_mutex);
+  for (auto& entry : impl_->channels) {
+    if (auto channel = entry.channel.lock()) channel->close();
+  }
+}
+
+namespace {
+// The channel of `loop` to `server`: the one open, or one opened on an idle
+// pooled connection; null if there is none to take.
+std::shared_ptr<detail::meta::Channel> channel_for(const std::shared_ptr<Impl>& impl,
+                                                   std::size_t server, detail::Loop& loop) {
+  const void* const context = loop.context();
+  std::lock_guard lock(impl->channels_mutex);
+  auto& channels = impl->channels;
+  for (auto it = channels.begin(); it != channels.end();) {
+    auto channel = it->channel.lock();
+    if (!channel || !channel->usable()) {
+      it = channels.erase(it);
+      continue;
+    }
+    if (it->loop == context && it->server == server) return channel;
+    ++it;
+  }
+  detail::wire::Server& s = impl->client.server(server);
+  auto connection = s.take_idle();
+  if (!connection) return nullptr;
+  auto watch = loop.watch(connection->fd());
+  if (!watch) {
+    s.give_back(std::move(connection));
+    return nullptr;
+  }
+  auto channel =
+      detail::meta::Channel::open(impl, impl->client, server, std::move(connection), std::move(watch));
+  channels.push_back(Impl::LoopChannel{context, server, channel});
+  return channel;
+}
+}  // namespace
+
+bool MemcachedMetaBackend::start_read(KeyRead& key, const LeaseRequest& lease,
+                                      const Request& request, const Visit* visit,
+                                      detail::Loop& loop,
+                                      std::function<void(std::exception_ptr)> done) {
+  if (lease.version_only || loop.context() == nullptr || !detail::is_backend_key(key.key)) return false;
+  const std::size_t server = impl_->client.server_for(key.key);
+  detail::wire::Server& s = impl_->client.server(server);
+  if (s.gutter() || s.down(detail::wire::Steady::now()) || s.journal().size() != 0) return false;
+  auto channel = channel_for(impl_, server, loop);
+  if (!channel) return false;
+  const Ttl lease_ttl = lease.ttl;
+  return channel->read(
+      key.key, read_flags(lease), request.deadline,
+      [this, server, &key, &lease, &request, visit, &loop, lease_ttl, done = std::move(done)](
+          const Reply* reply, std::exception_ptr error, bool elsewhere) mutable {
+        if (elsewhere) {
+          // It never reached the server: read where blocking is allowed.
+          loop.run_blocking([this, &key, &lease, &request, visit, done = std::move(done)] {
+            std::exception_ptr failed;
+            try {
+              read({&key, 1}, lease, request, visit);
+            } catch (...) {
+              failed = std::current_exception();
+            }
+            done(failed);
+          });
+          return;
+        }
+        if (error) {
+          done(std::move(error));
+          return;
+        }
+        try {
+          GiveBack unasked_leases{impl_, {}};
+          take_reply(impl_, server, key, *reply, lease_ttl, visit == nullptr, unasked_leases);
+          if (visit != nullptr && reply->code == Code::va && !placeholder(*reply)) {
+            (*visit)(0, reply->data, reply->flags.value_or(0));
+          }
+        } catch (...) {
+          done(std::current_exception());
+          return;
+        }
+        done(nullptr);
+      });
+}
 
 // read: `mg k <flags>`, the lease asked in the read (N on a miss, R when the
 // time left is below the stale grace); one key alone (the hot path), many

@@ -8,15 +8,18 @@
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "dogpile/memcached_meta.hpp"
 #include "format/keys.hpp"
 #include "format/lock_item.hpp"
 #include "transport/exptime.hpp"
 #include "transport/meta/meta_batch.hpp"
+#include "transport/meta/meta_channel.hpp"
 #include "transport/meta/meta_options.hpp"
 #include "transport/wire_client.hpp"
 
@@ -30,6 +33,14 @@ struct MemcachedMetaBackend::Impl {
     return config;
   }
   detail::wire::Client client;
+  // Each event loop's channel to each server (asynchronous calls' reads).
+  struct LoopChannel {
+    const void* loop;
+    std::size_t server;
+    std::weak_ptr<detail::meta::Channel> channel;
+  };
+  std::mutex channels_mutex;
+  std::vector<LoopChannel> channels;
 };
 
 namespace detail::meta_parts {
