@@ -174,4 +174,52 @@ TEST_SUITE("async on memcached") {
     CHECK(region.get<std::string>("c") == "made c");
     CHECK(region.get<std::string>("e") == "co");
   }
+
+  TEST_CASE("the loop's connection: two threads running one io_context, a restart while idle") {
+    MemcachedServer server;
+    CacheRegion region(dogpile::test::memcached(server.options()), quiet({}));
+    region.get_or_create("k", [] { return std::string("v"); });  // a connection in the pool
+    const bool meta = dogpile::test::transport() == dogpile::test::Transport::meta;
+    asio::io_context io;  // one loop throughout: its connection outlives each herd
+    auto herd = [&](int calls) {
+      io.restart();
+      std::atomic<int> right{0};
+      for (int i = 0; i < calls; ++i) {
+        asio::co_spawn(
+            io,
+            [&]() -> asio::awaitable<void> {
+              auto make = [] { return std::string("x"); };
+              if (co_await region.async_get_or_create("k", make, asio::use_awaitable) == "v") {
+                right.fetch_add(1);
+              }
+            },
+            asio::detached);
+      }
+      std::thread second([&] { io.run(); });
+      io.run();
+      second.join();
+      return right.load();
+    };
+    CHECK(herd(2'000) == 2'000);
+    const auto read_on_loop = meta ? region.backend().fleet_stats()->loop_reads : 0;
+    if (meta) CHECK(read_on_loop >= 1'000);
+    // The server restarts while no call runs: the loop's connection (idle,
+    // now closed by the server) fails the next reads before any reply; they
+    // are made again on the pool's new connection, reported as no error.
+    server.stop();
+    server.restart();
+    // The restarted server is empty. (A pooled connection it closed may
+    // fail a first write, and mark it down for the retry timeout.)
+    const auto limit = std::chrono::steady_clock::now() + 10s;
+    while (!region.set("k", std::string("v")) && std::chrono::steady_clock::now() < limit) {
+      std::this_thread::sleep_for(50ms);
+    }
+    REQUIRE(region.get<std::string>("k") == "v");
+    const auto errors = region.stats().backend_errors;
+    const auto loop_reads_before = meta ? region.backend().fleet_stats()->loop_reads : 0;
+    CHECK(herd(100) == 100);
+    CHECK(region.stats().backend_errors == errors);
+    CHECK(region.get<std::string>("k") == "v");
+    if (meta) CHECK(region.backend().fleet_stats()->loop_reads > loop_reads_before);
+  }
 }

@@ -6,6 +6,10 @@
 // integration/hostile_server.cpp, a deliberately broken memcached.
 #include <doctest/doctest.h>
 
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/io_context.hpp>
+#include <asio/use_awaitable.hpp>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -14,6 +18,7 @@
 #include <string>
 #include <thread>
 
+#include "dogpile/asio.hpp"
 #include "dogpile/memcached.hpp"
 #include "dogpile/memcached_meta.hpp"
 #include "dogpile/region.hpp"
@@ -154,6 +159,57 @@ TEST_SUITE("hostile server") {
         CHECK(grew < 16 * 1024);
         CHECK(region.stats().backend_errors >= 1);
       }
+    }
+  }
+
+  // The meta transport's reads on an event loop (asynchronous calls) run on
+  // a connection of the loop's own: the same bounds hold there.
+  TEST_CASE("on an event loop's connection: a call ends by its deadline (+50 ms), nothing wrong") {
+    for (const Reply how : kHostile) {
+      CAPTURE(HostileServer::name(how));
+      HostileServer server(how);
+      dogpile::CacheRegion region(backend(true, server.options() + " --POLL-TIMEOUT=2000"),
+                                  dogpile::test::quiet({.expiration = 60s,
+                                                        .deadline = 300ms,
+                                                        .clock_sync = std::nullopt,
+                                                        .invalidation_check = std::nullopt}));
+      // A write (answered honestly) leaves a connection in the pool: the
+      // loop takes it for its reads.
+      REQUIRE(region.set("warm", std::string("x")));
+      dogpile::test::reset_peak_rss();
+      const long before = dogpile::test::peak_rss_kb();
+      asio::io_context io;
+      double slowest = 0;
+      int wrong = 0;
+      int ended = 0;
+      asio::co_spawn(
+          io,
+          [&]() -> asio::awaitable<void> {
+            for (int i = 0; i < 3; ++i) {
+              const double start = now_ms();
+              auto make = [] { return std::string("the creator's"); };
+              const std::string v =
+                  co_await region.async_get_or_create("k", make, asio::use_awaitable);
+              slowest = std::max(slowest, now_ms() - start);
+              if (v != "the creator's") ++wrong;
+              ++ended;
+            }
+          },
+          asio::detached);
+      io.run();
+      const long grew = dogpile::test::peak_rss_kb() - before;
+      const auto loop_reads = region.backend().fleet_stats()->loop_reads;
+      std::printf(
+          "hostile server, meta transport, event loop, server %-28s slowest of 3 calls "
+          "%6.1f ms (deadline 300 ms), %d wrong, %llu reads on the loop, peak +%ld kB\n",
+          HostileServer::name(how), slowest, wrong, static_cast<unsigned long long>(loop_reads),
+          grew);
+      CHECK(ended == 3);
+      CHECK(wrong == 0);
+      CHECK(slowest <= 350 + kSchedulingSlackMs);
+      CHECK(grew < 16 * 1024);
+      CHECK(loop_reads >= 1);  // the loop's own connection met the server
+      CHECK(region.stats().backend_errors >= 1);
     }
   }
 

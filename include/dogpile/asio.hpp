@@ -46,6 +46,8 @@
 // defined here).
 #pragma once
 
+#include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <concepts>
 #include <exception>
@@ -61,8 +63,6 @@
 #include <type_traits>
 #include <utility>
 #include <vector>
-#include <algorithm>
-#include <atomic>
 
 #if defined(DOGPILE_BOOST_ASIO)
 #include <boost/asio/associated_cancellation_slot.hpp>
@@ -198,9 +198,9 @@ class AsioWatch final : public Watch {
   void wait(bool write, std::function<void(bool)> fn) override {
     std::lock_guard lock(mutex_);
     if (!descriptor_) return;
-    descriptor_->async_wait(
-        write ? net::posix::stream_descriptor::wait_write : net::posix::stream_descriptor::wait_read,
-        [fn = std::move(fn)](const std::error_code& error) { fn(!error); });
+    descriptor_->async_wait(write ? net::posix::stream_descriptor::wait_write
+                                  : net::posix::stream_descriptor::wait_read,
+                            [fn = std::move(fn)](const std::error_code& error) { fn(!error); });
   }
   void after(Duration delay, std::function<void()> fn) override {
     std::lock_guard lock(mutex_);
@@ -209,6 +209,10 @@ class AsioWatch final : public Watch {
     timer_->async_wait([fn = std::move(fn)](const std::error_code& error) {
       if (!error) fn();
     });
+  }
+  void stop_timer() override {
+    std::lock_guard lock(mutex_);
+    if (timer_) timer_->cancel();
   }
   void cancel() override {
     std::lock_guard lock(mutex_);
@@ -296,7 +300,7 @@ class AsioLoop final : public Loop {
   [[nodiscard]] const void* context() const override {
     net::execution_context* context = &net::query(io_, net::execution::context);
     return context == &net::query(net::system_executor(), net::execution::context) ? nullptr
-                                                                                    : context;
+                                                                                   : context;
   }
   [[nodiscard]] std::unique_ptr<Watch> watch(int fd) override {
     if (context() == nullptr) return nullptr;

@@ -85,9 +85,9 @@ struct Engine::ReadOne {
     there = true;
     slot.marked_stale = one.marked_stale;
     slot.read_cas = one.cas;
-    slot.found =
-        engine.examine(ctx, slot, data, flags, false,
-                       [&](std::string_view payload) { return ctx.decode(slot.index, payload); });
+    slot.found = engine.examine(ctx, slot, data, flags, false, [&](std::string_view payload) {
+      return ctx.decode(slot.index, payload);
+    });
     if (detail::usable(slot.found) && slot.found != Found::fresh) {
       slot.at_hand = std::make_shared<const Item>(Item{std::string(data), flags});
       slot.value_is_at_hand = true;
@@ -135,7 +135,9 @@ void Engine::read_one(Context& ctx, Slot& slot) {
       try {
         metrics_.backend(
             BackendOp::get, slot.user_key, 1,
-            [&] { backend_->read({&r.one, 1}, ctx.read_request, ctx.request, &visitor); },
+            [&] {
+              backend_->read({&r.one, 1}, ctx.read_request, ctx.request, &visitor);
+            },
             &r.decoding);
         return;
       } catch (const BackendError& e) {
@@ -185,10 +187,9 @@ Task<> Engine::read_one_on_loop(Context& ctx, Slot& slot) {
       }
       // (A failure that moved the key: read again where it went, below.)
       if (!moved) {
-        const bool ok =
-            attempt("get", slot.user_key, [&] {
-              if (error) std::rethrow_exception(error);
-            });
+        const bool ok = attempt("get", slot.user_key, [&] {
+          if (error) std::rethrow_exception(error);
+        });
         r.end(ok);
         co_return;
       }

@@ -25,6 +25,8 @@ class Watch {
   /// Calls fn on the loop after `delay` (one timer, set again by each call;
   /// nothing if the loop is going away first).
   virtual void after(Duration delay, std::function<void()> fn) = 0;
+  /// Ends the timer (its fn never runs).
+  virtual void stop_timer() = 0;
   /// Ends the waits (their fn(false)) and the timer. On the loop only.
   virtual void cancel() = 0;
   /// Runs fn on the loop, from any thread (never inside this call).

@@ -12,9 +12,9 @@
 #include <iterator>
 #include <utility>
 
+#include "dogpile/detail/loop.hpp"
 #include "format/keys.hpp"
 #include "format/lock_item.hpp"
-#include "dogpile/detail/loop.hpp"
 #include "transport/exptime.hpp"
 #include "transport/journal.hpp"
 #include "transport/meta/meta_batch.hpp"
@@ -199,11 +199,9 @@ MemcachedMetaBackend::MemcachedMetaBackend(Options options)
     : impl_(std::make_shared<Impl>(options)) {}
 
 MemcachedMetaBackend::~MemcachedMetaBackend() {
-  // Channels still watched by a loop close there (they keep what they use).
+  // No call runs now: the loops' channels have nothing asked of them.
   std::lock_guard lock(impl_->channels_mutex);
-  for (auto& entry : impl_->channels) {
-    if (auto channel = entry.channel.lock()) channel->close();
-  }
+  impl_->channels.clear();
 }
 
 namespace {
@@ -215,8 +213,8 @@ std::shared_ptr<detail::meta::Channel> channel_for(const std::shared_ptr<Impl>& 
   std::lock_guard lock(impl->channels_mutex);
   auto& channels = impl->channels;
   for (auto it = channels.begin(); it != channels.end();) {
-    auto channel = it->channel.lock();
-    if (!channel || !channel->usable()) {
+    const auto& channel = it->channel;
+    if (!channel->usable()) {
       it = channels.erase(it);
       continue;
     }
@@ -232,7 +230,7 @@ std::shared_ptr<detail::meta::Channel> channel_for(const std::shared_ptr<Impl>& 
     return nullptr;
   }
   auto channel =
-      detail::meta::Channel::open(impl, impl->client, server, std::move(connection), std::move(watch));
+      detail::meta::Channel::open(impl->client, server, std::move(connection), std::move(watch));
   channels.push_back(Impl::LoopChannel{context, server, channel});
   return channel;
 }
@@ -242,7 +240,8 @@ bool MemcachedMetaBackend::start_read(KeyRead& key, const LeaseRequest& lease,
                                       const Request& request, const Visit* visit,
                                       detail::Loop& loop,
                                       std::function<void(std::exception_ptr)> done) {
-  if (lease.version_only || loop.context() == nullptr || !detail::is_backend_key(key.key)) return false;
+  if (lease.version_only || loop.context() == nullptr || !detail::is_backend_key(key.key))
+    return false;
   const std::size_t server = impl_->client.server_for(key.key);
   detail::wire::Server& s = impl_->client.server(server);
   if (s.gutter() || s.down(detail::wire::Steady::now()) || s.journal().size() != 0) return false;

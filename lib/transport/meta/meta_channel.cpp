@@ -30,20 +30,18 @@ bool opaque_is(std::string_view token, std::uint32_t opaque) noexcept {
 }
 }  // namespace
 
-std::shared_ptr<Channel> Channel::open(std::shared_ptr<const void> owner, wire::Client& client,
-                                       std::size_t server,
+std::shared_ptr<Channel> Channel::open(wire::Client& client, std::size_t server,
                                        std::unique_ptr<wire::Connection> connection,
                                        std::unique_ptr<Watch> watch) {
-  std::shared_ptr<Channel> channel(new Channel(std::move(owner), client, server,
-                                               std::move(connection), std::move(watch)));
+  std::shared_ptr<Channel> channel(
+      new Channel(client, server, std::move(connection), std::move(watch)));
   channel->start();
   return channel;
 }
 
-Channel::Channel(std::shared_ptr<const void> owner, wire::Client& client, std::size_t server,
+Channel::Channel(wire::Client& client, std::size_t server,
                  std::unique_ptr<wire::Connection> connection, std::unique_ptr<Watch> watch)
-    : owner_(std::move(owner)),
-      client_(client),
+    : client_(client),
       server_(server),
       connection_(std::move(connection)),
       watch_(std::move(watch)),
@@ -92,13 +90,6 @@ bool Channel::read(std::string_view key, std::string_view flags,
   return true;
 }
 
-void Channel::close() {
-  watch_->post([self = shared_from_this()] {
-    self->fail(std::make_exception_ptr(wire::Closed("the connection was closed", "", "CLOSED")),
-               false, false);
-  });
-}
-
 void Channel::on_writable(bool ok) {
   if (!ok) {
     fail(std::make_exception_ptr(wire::Closed(
@@ -113,7 +104,8 @@ void Channel::on_writable(bool ok) {
     writing_ = false;
     if (closed_) return;
     while (!out_.empty()) {
-      const ssize_t n = ::send(connection_->fd(), out_.data(), out_.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+      const ssize_t n =
+          ::send(connection_->fd(), out_.data(), out_.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
       if (n > 0) {
         out_.erase(0, static_cast<std::size_t>(n));
         written_ += static_cast<std::size_t>(n);
@@ -131,8 +123,8 @@ void Channel::on_writable(bool ok) {
     if (why.empty()) return;
   }
   const std::string& name = client_.server(server_).name();
-  fail(std::make_exception_ptr(wire::Closed(fmt::format("memcached {}: {}", name, why), name,
-                                            "CONNECTION_FAILURE")),
+  fail(std::make_exception_ptr(
+           wire::Closed(fmt::format("memcached {}: {}", name, why), name, "CONNECTION_FAILURE")),
        true, true);
 }
 
@@ -220,17 +212,22 @@ void Channel::on_readable(bool ok) {
     return;
   }
   if (eof || !why.empty()) {
-    fail(std::make_exception_ptr(
-             wire::Closed(fmt::format("memcached {}: {}", name,
-                                      eof ? "the server closed the connection" : why),
-                          name, "CONNECTION_FAILURE")),
+    fail(std::make_exception_ptr(wire::Closed(
+             fmt::format("memcached {}: {}", name, eof ? "the server closed the connection" : why),
+             name, "CONNECTION_FAILURE")),
          true, true);
     return;
   }
   std::lock_guard lock(mutex_);
   if (closed_) return;
   if (pending_.empty()) {
-    reading_ = false;  // nothing asked: nothing waited for
+    // Nothing asked: nothing waited for, and no timer (it would keep the
+    // loop running).
+    reading_ = false;
+    if (timing_) {
+      watch_->stop_timer();
+      timing_ = false;
+    }
     return;
   }
   watch_->wait(false, [self = shared_from_this()](bool ok2) { self->on_readable(ok2); });
@@ -275,12 +272,12 @@ void Channel::on_timer() {
     if (!stalled) arm_timer_locked(now);
   }
   for (auto& done : late) {
-    done(nullptr,
-         std::make_exception_ptr(wire::Timeout(
-             fmt::format("memcached {}: the call's deadline passed before the reply was read",
-                         name),
-             name, true)),
-         false);
+    done(
+        nullptr,
+        std::make_exception_ptr(wire::Timeout(
+            fmt::format("memcached {}: the call's deadline passed before the reply was read", name),
+            name, true)),
+        false);
   }
   if (stalled) {
     fail(std::make_exception_ptr(wire::Timeout(

@@ -33,14 +33,14 @@ class Channel : public std::enable_shared_from_this<Channel> {
   /// A read's end: the reply (its views valid during the call only), or the
   /// error; `elsewhere`: the request never reached the server (make it on
   /// a pooled connection instead).
-  using Done =
-      std::function<void(const Reply* reply, std::exception_ptr error, bool elsewhere)>;
+  using Done = std::function<void(const Reply* reply, std::exception_ptr error, bool elsewhere)>;
 
   /// A channel on `connection` (an idle pooled one: connected, first contact
   /// made), watched by `watch`. `client` outlives it (the caller holds it).
-  /// `owner` keeps `client` alive as long as the channel.
-  static std::shared_ptr<Channel> open(std::shared_ptr<const void> owner, wire::Client& client,
-                                       std::size_t server,
+  /// `client` outlives the channel's use: its backend owns the channel,
+  /// and no call runs once the backend goes (its destructor then touches
+  /// nothing of `client`).
+  static std::shared_ptr<Channel> open(wire::Client& client, std::size_t server,
                                        std::unique_ptr<wire::Connection> connection,
                                        std::unique_ptr<Watch> watch);
   ~Channel();
@@ -55,8 +55,6 @@ class Channel : public std::enable_shared_from_this<Channel> {
             std::optional<wire::Steady::time_point> deadline, Done done);
   /// Whether read() may still succeed.
   [[nodiscard]] bool usable() const;
-  /// Closes it from any thread (its requests fail as `elsewhere`).
-  void close();
 
  private:
   struct Pending {
@@ -65,8 +63,8 @@ class Channel : public std::enable_shared_from_this<Channel> {
     std::optional<wire::Steady::time_point> deadline;
     Done done;  // empty once answered by its deadline's Timeout
   };
-  Channel(std::shared_ptr<const void> owner, wire::Client& client, std::size_t server,
-          std::unique_ptr<wire::Connection> connection, std::unique_ptr<Watch> watch);
+  Channel(wire::Client& client, std::size_t server, std::unique_ptr<wire::Connection> connection,
+          std::unique_ptr<Watch> watch);
 
   void start();
   void on_writable(bool ok);
@@ -78,7 +76,6 @@ class Channel : public std::enable_shared_from_this<Channel> {
   // server; `closed`: the connection was closed or reset under it.
   void fail(std::exception_ptr error, bool server_failed, bool closed);
 
-  const std::shared_ptr<const void> owner_;
   wire::Client& client_;
   const std::size_t server_;
   const std::unique_ptr<wire::Connection> connection_;
@@ -87,14 +84,14 @@ class Channel : public std::enable_shared_from_this<Channel> {
 
   mutable std::mutex mutex_;
   bool closed_ = false;
-  bool writing_ = false;   // a write wait armed
-  bool reading_ = false;   // a read wait armed (only while requests are unanswered)
-  bool fresh_ = false;     // no byte back since the first unanswered request
-  bool timing_ = false;    // the timer armed
+  bool writing_ = false;               // a write wait armed
+  bool reading_ = false;               // a read wait armed (only while requests are unanswered)
+  bool fresh_ = false;                 // no byte back since the first unanswered request
+  bool timing_ = false;                // the timer armed
   wire::Steady::time_point timer_at_;  // when it fires
-  std::string out_;        // bytes not yet written
-  std::size_t written_ = 0;   // bytes written, ever
-  std::size_t appended_ = 0;  // bytes appended to out_, ever
+  std::string out_;                    // bytes not yet written
+  std::size_t written_ = 0;            // bytes written, ever
+  std::size_t appended_ = 0;           // bytes appended to out_, ever
   std::deque<Pending> pending_;
   wire::Steady::time_point progress_;  // the last reply's end, or the first request's start
   // The reader's own (one read wait at a time): bytes read, not yet parsed.

@@ -37,7 +37,7 @@ struct MemcachedMetaBackend::Impl {
   struct LoopChannel {
     const void* loop;
     std::size_t server;
-    std::weak_ptr<detail::meta::Channel> channel;
+    std::shared_ptr<detail::meta::Channel> channel;
   };
   std::mutex channels_mutex;
   std::vector<LoopChannel> channels;
