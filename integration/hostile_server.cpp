@@ -90,6 +90,8 @@ const char* HostileServer::name(Reply reply) noexcept {
       return "sends an extra reply";
     case Reply::garbage:
       return "sends garbage";
+    case Reply::server_error:
+      return "refuses: SERVER_ERROR";
   }
   return "?";
 }
@@ -239,6 +241,9 @@ void HostileServer::serve(int fd) {
           break;
         case Reply::garbage:
           reply = "\x01\x02 hello \xff\xfe\r\nVALUE\r\n\r\n";
+          break;
+        case Reply::server_error:
+          reply = "SERVER_ERROR out of memory storing object\r\n";
           break;
       }
     } else {

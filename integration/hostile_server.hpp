@@ -29,6 +29,7 @@ class HostileServer {
                       ///< classic: another key)
     extra_replies,    ///< the right reply, and a second one after it
     garbage,          ///< bytes that are no protocol at all
+    server_error,     ///< SERVER_ERROR out of memory (a refusal, not a fault)
   };
 
   /// `stats_time`: what it says its `stats` `time` is (empty: the truth).

@@ -6,6 +6,7 @@
 // integration/hostile_server.cpp, a deliberately broken memcached.
 #include <doctest/doctest.h>
 
+#include <asio/bind_executor.hpp>
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
 #include <asio/io_context.hpp>
@@ -211,6 +212,32 @@ TEST_SUITE("hostile server") {
       CHECK(loop_reads >= 1);  // the loop's own connection met the server
       CHECK(region.stats().backend_errors >= 1);
     }
+  }
+
+  TEST_CASE("on an event loop's connection: a server's refusal ends that call only") {
+    // SERVER_ERROR carries no opaque: it answers the oldest read, which the
+    // call reports, as on a pooled connection; the connection stays open
+    // and the server is not counted failed (not marked down).
+    HostileServer server(Reply::server_error);
+    dogpile::CacheRegion region(
+        backend(true, server.options()),
+        dogpile::test::quiet(
+            {.expiration = 60s, .clock_sync = std::nullopt, .invalidation_check = std::nullopt}));
+    REQUIRE(region.set("warm", std::string("x")));
+    asio::io_context io;
+    int right = 0;
+    for (int i = 0; i < 5; ++i) {
+      auto make = [] { return std::string("the creator's"); };
+      region.async_get_or_create("k" + std::to_string(i), make,
+                                 asio::bind_executor(io, [&](std::exception_ptr e, std::string v) {
+                                   if (!e && v == "the creator's") ++right;
+                                 }));
+    }
+    io.run();
+    CHECK(right == 5);
+    CHECK(region.backend().fleet_stats()->loop_reads == 5);  // one connection took all five
+    CHECK(region.stats().backend_errors >= 5);
+    CHECK(region.set("after", std::string("y")));  // not marked down
   }
 
   TEST_CASE("a clock out of range is refused, not taken") {

@@ -18,9 +18,11 @@
 // function runs on AsyncOptions::creators (by default dogpile's pool of 4
 // threads), never on the I/O thread unless you name it; a creator that
 // returns an asio::awaitable<V> is spawned on the caller's executor.
-// Requests of a backend that may block (both memcached transports, for now)
-// run on AsyncOptions::requests (a pool of 4 by default), the call resuming
-// on its executor; the in-process MemoryBackend's run in place.
+// On an io_context, MemcachedMetaBackend's reads of one key are made by the
+// I/O thread on a connection of its own (pipelined, matched by opaque; see
+// docs/async.md). Other requests of a backend that may block run on
+// AsyncOptions::requests (a pool of 4 by default), the call resuming on its
+// executor; the in-process MemoryBackend's run in place.
 //
 // Also: async_get_or_create_multi (a creator of the missing keys, plain or
 // a coroutine co_returning a std::vector), async_get, async_set,
@@ -171,7 +173,7 @@ class WatchRegistry final : public net::execution_context::service {
 
  private:
   void shutdown() override;
-  std::mutex mutex_;
+  std::mutex mutex_;  // held while watches are retired: none goes meanwhile
   std::vector<AsioWatch*> watches_;
 };
 
@@ -181,15 +183,24 @@ class AsioWatch final : public Watch {
  public:
   AsioWatch(const net::any_io_executor& io, int fd)
       : io_(net::prefer(io, net::execution::outstanding_work.untracked)) {
-    descriptor_.emplace(io_, fd);
     timer_.emplace(io_);
-    // Made after the descriptor's service: shut down before it.
-    registry_ = &net::use_service<WatchRegistry>(net::query(io_, net::execution::context));
-    registry_->add(this);
+    descriptor_.emplace(io_, fd);  // from here on it holds the socket
+    try {
+      // Made after the descriptor's service: shut down before it.
+      auto& registry = net::use_service<WatchRegistry>(net::query(io_, net::execution::context));
+      registry.add(this);
+      registry_.store(&registry, std::memory_order_release);
+    } catch (...) {
+      (void)descriptor_->release();  // the socket stays the transport's
+      throw;
+    }
   }
   ~AsioWatch() override {
+    // Unregistered first (a shutdown retiring watches holds the registry).
+    if (WatchRegistry* registry = registry_.load(std::memory_order_acquire)) {
+      registry->remove(this);
+    }
     std::lock_guard lock(mutex_);
-    if (registry_ != nullptr) registry_->remove(this);
     let_go_locked();
   }
   AsioWatch(const AsioWatch&) = delete;
@@ -197,7 +208,10 @@ class AsioWatch final : public Watch {
 
   void wait(bool write, std::function<void(bool)> fn) override {
     std::lock_guard lock(mutex_);
-    if (!descriptor_) return;
+    if (!descriptor_) {
+      net::post(io_, [fn = std::move(fn)] { fn(false); });  // retired: the wait ends
+      return;
+    }
     descriptor_->async_wait(write ? net::posix::stream_descriptor::wait_write
                                   : net::posix::stream_descriptor::wait_read,
                             [fn = std::move(fn)](const std::error_code& error) { fn(!error); });
@@ -224,11 +238,11 @@ class AsioWatch final : public Watch {
   }
   [[nodiscard]] bool alive() const override { return !retired_.load(std::memory_order_acquire); }
 
-  // The context is shutting down.
+  // The context is shutting down (called with the registry held).
   void retire() {
     std::lock_guard lock(mutex_);
     retired_.store(true, std::memory_order_release);
-    registry_ = nullptr;
+    registry_.store(nullptr, std::memory_order_release);
     let_go_locked();
   }
 
@@ -245,17 +259,14 @@ class AsioWatch final : public Watch {
   std::mutex mutex_;
   std::optional<net::posix::stream_descriptor> descriptor_;
   std::optional<net::steady_timer> timer_;
-  WatchRegistry* registry_ = nullptr;
+  std::atomic<WatchRegistry*> registry_{nullptr};
   std::atomic<bool> retired_{false};
 };
 
 inline void WatchRegistry::shutdown() {
-  std::vector<AsioWatch*> watches;
-  {
-    std::lock_guard lock(mutex_);
-    watches.swap(watches_);
-  }
-  for (AsioWatch* watch : watches) watch->retire();
+  std::lock_guard lock(mutex_);
+  for (AsioWatch* watch : watches_) watch->retire();
+  watches_.clear();
 }
 
 // A call's loop on asio: its I/O executor (kept busy while the call runs),

@@ -396,6 +396,11 @@ class CachedMulti {
     static_assert(std::invocable<const Fn&, std::span<const Id>>,
                   "dogpile::cached_multi: fn must take one std::span<const Id> of the ids it "
                   "is to compute, and return a std::vector of results in their order");
+    using Result = std::invoke_result_t<const Fn&, std::span<const Id>>;
+    static_assert(std::ranges::sized_range<Result>,
+                  "dogpile::cached_multi: async_call takes a plain fn returning the results (a "
+                  "std::vector), run on the creator pool; for a coroutine, call "
+                  "region.async_get_or_create_multi with it");
     auto by_key = std::make_shared<std::unordered_map<std::string, Id>>();
     std::vector<std::string> keys;
     for (const auto& id : ids) {

@@ -166,9 +166,21 @@ Task<> Engine::read_one_on_loop(Context& ctx, Slot& slot) {
     std::exception_ptr error;
     try {
       co_await io.later([&](std::function<void(std::exception_ptr)> done) {
-        made = backend_->start_read(r.one, ctx.read_request, ctx.request, &visitor, *loop,
-                                    std::move(done));
-        return made;
+        // Once begun, the read may end and resume this frame on another
+        // thread before start_read returns: nothing of the frame is
+        // touched after a begun read.
+        made = true;
+        try {
+          if (backend_->start_read(r.one, ctx.read_request, ctx.request, &visitor, *loop,
+                                   std::move(done))) {
+            return true;
+          }
+        } catch (...) {
+          made = false;
+          throw;
+        }
+        made = false;
+        return false;
       });
     } catch (...) {
       error = std::current_exception();

@@ -371,14 +371,14 @@ class Client : ForkAware {
   /// How long a request of `request` to `server` may take, and the most it
   /// may read.
   [[nodiscard]] Limits limits(const Server& server, const Request& request) const noexcept;
+  /// Whether `server`'s keys go to the gutter now (BackendError::moved).
+  [[nodiscard]] bool moves(const Server& server) const noexcept;
   /// Counts a read made by an event loop's channel.
   void count_loop_read() noexcept { counters_.loop_reads.fetch_add(1, std::memory_order_relaxed); }
 
  private:
   [[nodiscard]] std::size_t home_of(std::string_view key);
   [[nodiscard]] std::size_t route(std::string_view key, bool write);
-  // Whether `server`'s keys go to the gutter now (BackendError::moved).
-  [[nodiscard]] bool moves(const Server& server) const noexcept;
   // Keeps `key` in `server`'s journal, and wakes the replayer.
   void keep(Server& server, std::string_view key);
   // Deletes what `server` missed, on `connection`, before the request.

@@ -199,7 +199,8 @@ MemcachedMetaBackend::MemcachedMetaBackend(Options options)
     : impl_(std::make_shared<Impl>(options)) {}
 
 MemcachedMetaBackend::~MemcachedMetaBackend() {
-  // No call runs now: the loops' channels have nothing asked of them.
+  // The loops' channels keep what they use while their handlers run (a
+  // late reply read and dropped): let go of them, breaking the cycle.
   std::lock_guard lock(impl_->channels_mutex);
   impl_->channels.clear();
 }
@@ -229,8 +230,8 @@ std::shared_ptr<detail::meta::Channel> channel_for(const std::shared_ptr<Impl>& 
     s.give_back(std::move(connection));
     return nullptr;
   }
-  auto channel =
-      detail::meta::Channel::open(impl->client, server, std::move(connection), std::move(watch));
+  auto channel = detail::meta::Channel::open(impl, impl->client, server, std::move(connection),
+                                             std::move(watch));
   channels.push_back(Impl::LoopChannel{context, server, channel});
   return channel;
 }

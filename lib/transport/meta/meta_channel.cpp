@@ -30,18 +30,20 @@ bool opaque_is(std::string_view token, std::uint32_t opaque) noexcept {
 }
 }  // namespace
 
-std::shared_ptr<Channel> Channel::open(wire::Client& client, std::size_t server,
+std::shared_ptr<Channel> Channel::open(std::shared_ptr<const void> owner, wire::Client& client,
+                                       std::size_t server,
                                        std::unique_ptr<wire::Connection> connection,
                                        std::unique_ptr<Watch> watch) {
   std::shared_ptr<Channel> channel(
-      new Channel(client, server, std::move(connection), std::move(watch)));
+      new Channel(std::move(owner), client, server, std::move(connection), std::move(watch)));
   channel->start();
   return channel;
 }
 
-Channel::Channel(wire::Client& client, std::size_t server,
+Channel::Channel(std::shared_ptr<const void> owner, wire::Client& client, std::size_t server,
                  std::unique_ptr<wire::Connection> connection, std::unique_ptr<Watch> watch)
-    : client_(client),
+    : owner_(std::move(owner)),
+      client_(client),
       server_(server),
       connection_(std::move(connection)),
       watch_(std::move(watch)),
@@ -67,31 +69,44 @@ bool Channel::read(std::string_view key, std::string_view flags,
   if (closed_ || !watch_->alive() || pending_.size() >= kMaxPending) return false;
   const std::uint32_t opaque = connection_->take_opaques(1);
   const std::size_t before = out_.size();
-  append_mg(out_, key, flags, opaque);
   const auto now = Steady::now();
-  if (pending_.empty()) {
-    progress_ = now;
-    fresh_ = true;  // until a byte comes back
+  const bool was_idle = pending_.empty();
+  try {
+    append_mg(out_, key, flags, opaque);
+    pending_.push_back(Pending{opaque, appended_, deadline, std::move(done)});
+    // Written once the loop has run what is ready: every read made in this
+    // turn goes in one send.
+    if (!writing_) {
+      watch_->wait(true, [self = shared_from_this()](bool ok) { self->on_writable(ok); });
+      writing_ = true;
+    }
+    if (!reading_) {
+      watch_->wait(false, [self = shared_from_this()](bool ok) { self->on_readable(ok); });
+      reading_ = true;
+    }
+    if (was_idle) {
+      progress_ = now;
+      fresh_ = true;  // until a byte comes back
+    }
+    if (!timing_ || (deadline && *deadline < timer_at_)) arm_timer_locked(now);
+  } catch (...) {
+    // Not asked after all: its `done` goes unrun, and the caller reads
+    // elsewhere.
+    if (!pending_.empty() && pending_.back().opaque == opaque) pending_.pop_back();
+    out_.resize(before);
+    throw;
   }
-  pending_.push_back(Pending{opaque, appended_, deadline, std::move(done)});
   appended_ += out_.size() - before;
   client_.count_loop_read();
-  // Written once the loop has run what is ready: every read made in this
-  // turn goes in one send.
-  if (!writing_) {
-    writing_ = true;
-    watch_->wait(true, [self = shared_from_this()](bool ok) { self->on_writable(ok); });
-  }
-  if (!reading_) {
-    reading_ = true;
-    watch_->wait(false, [self = shared_from_this()](bool ok) { self->on_readable(ok); });
-  }
-  if (!timing_ || (deadline && *deadline < timer_at_)) arm_timer_locked(now);
   return true;
 }
 
 void Channel::on_writable(bool ok) {
   if (!ok) {
+    {
+      std::lock_guard lock(mutex_);
+      if (closed_) return;
+    }
     fail(std::make_exception_ptr(wire::Closed(
              fmt::format("memcached {}: the loop's wait ended", client_.server(server_).name()),
              client_.server(server_).name(), "CONNECTION_FAILURE")),
@@ -131,6 +146,10 @@ void Channel::on_writable(bool ok) {
 void Channel::on_readable(bool ok) {
   const std::string& name = client_.server(server_).name();
   if (!ok) {
+    {
+      std::lock_guard lock(mutex_);
+      if (closed_) return;
+    }
     fail(std::make_exception_ptr(wire::Closed(
              fmt::format("memcached {}: the loop's wait ended", name), name, "CONNECTION_FAILURE")),
          false, false);
@@ -186,8 +205,13 @@ void Channel::on_readable(bool ok) {
       break;
     }
     std::lock_guard lock(mutex_);
+    // ERROR, CLIENT_ERROR and SERVER_ERROR carry no opaque: the oldest
+    // request's answer (refused by the caller, as on a pooled connection).
+    const bool error_reply =
+        parsed == Parse::ok && (reply.code == Code::error || reply.code == Code::client_error ||
+                                reply.code == Code::server_error);
     if (parsed == Parse::malformed || pending_.empty() ||
-        !opaque_is(reply.opaque, pending_.front().opaque)) {
+        (!error_reply && !opaque_is(reply.opaque, pending_.front().opaque))) {
       broken = std::make_exception_ptr(wire::Malformed(
           fmt::format("memcached {}: {}", name,
                       parsed == Parse::malformed ? "a reply that is not the meta protocol"
@@ -196,7 +220,7 @@ void Channel::on_readable(bool ok) {
           name, "PROTOCOL_ERROR"));
       break;
     }
-    answers.push_back(Answer{std::move(pending_.front().done), reply});
+    answers.push_back(Answer{std::exchange(pending_.front().done, nullptr), reply});
     pending_.pop_front();
     progress_ = Steady::now();
     used += consumed;
@@ -258,7 +282,9 @@ void Channel::on_timer() {
     // A call whose deadline passed ends now; its reply, when it comes, is
     // read and dropped (the connection stays in step).
     for (Pending& p : pending_) {
-      if (p.done && p.deadline && *p.deadline <= now) late.push_back(std::move(p.done));
+      if (p.done && p.deadline && *p.deadline <= now) {
+        late.push_back(std::exchange(p.done, nullptr));
+      }
     }
     stalled = !pending_.empty() && now >= progress_ + limits_.stall;
     if (stalled) {
@@ -306,16 +332,24 @@ void Channel::fail(std::exception_ptr error, bool server_failed, bool closed) {
   // restart, an idle timeout), as a pooled connection may be. Its requests
   // go elsewhere, once, and the server is not counted failed for it.
   if (server_failed && !fresh) {
+    wire::Server& server = client_.server(server_);
     try {
       std::rethrow_exception(error);
+    } catch (const BackendError& e) {
+      server.failed(e.what());
+      // Its keys go to the gutter now: the calls read there at once.
+      if (client_.moves(server)) {
+        error = std::make_exception_ptr(BackendError(e.what(), e.server(), e.code(), true));
+      }
     } catch (const std::exception& e) {
-      client_.server(server_).failed(e.what());
+      server.failed(e.what());
     }
   }
   for (Pending& p : ended) {
-    if (!p.done) continue;
+    Done done = std::exchange(p.done, nullptr);
+    if (!done) continue;
     // Not one byte of it written, or nothing back since it was: as above.
-    p.done(nullptr, error, fresh || p.starts_at >= written);
+    done(nullptr, error, fresh || p.starts_at >= written);
   }
 }
 

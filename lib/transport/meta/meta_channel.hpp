@@ -37,10 +37,10 @@ class Channel : public std::enable_shared_from_this<Channel> {
 
   /// A channel on `connection` (an idle pooled one: connected, first contact
   /// made), watched by `watch`. `client` outlives it (the caller holds it).
-  /// `client` outlives the channel's use: its backend owns the channel,
-  /// and no call runs once the backend goes (its destructor then touches
-  /// nothing of `client`).
-  static std::shared_ptr<Channel> open(wire::Client& client, std::size_t server,
+  /// `owner` keeps `client` alive as long as the channel (its handlers may
+  /// outlive the backend; the backend's registry lets go of it first).
+  static std::shared_ptr<Channel> open(std::shared_ptr<const void> owner, wire::Client& client,
+                                       std::size_t server,
                                        std::unique_ptr<wire::Connection> connection,
                                        std::unique_ptr<Watch> watch);
   ~Channel();
@@ -63,8 +63,8 @@ class Channel : public std::enable_shared_from_this<Channel> {
     std::optional<wire::Steady::time_point> deadline;
     Done done;  // empty once answered by its deadline's Timeout
   };
-  Channel(wire::Client& client, std::size_t server, std::unique_ptr<wire::Connection> connection,
-          std::unique_ptr<Watch> watch);
+  Channel(std::shared_ptr<const void> owner, wire::Client& client, std::size_t server,
+          std::unique_ptr<wire::Connection> connection, std::unique_ptr<Watch> watch);
 
   void start();
   void on_writable(bool ok);
@@ -76,6 +76,7 @@ class Channel : public std::enable_shared_from_this<Channel> {
   // server; `closed`: the connection was closed or reset under it.
   void fail(std::exception_ptr error, bool server_failed, bool closed);
 
+  const std::shared_ptr<const void> owner_;
   wire::Client& client_;
   const std::size_t server_;
   const std::unique_ptr<wire::Connection> connection_;
