@@ -907,28 +907,33 @@ int bench_async(const Args& args) {
     const std::string key = fmt::format("async-hit:{}", ::getpid());
     region.set(key, std::string(100, 'h'));
     auto creator = [] { return std::string(100, 'x'); };
+    RawClient raw(dogpile::MemcachedBackend(server.options()).options());
+    raw.set("raw:" + key, std::string(100, 'h'));
     // Asynchronous: in_flight coroutines on one I/O thread.
-    asio::io_context io;
-    std::atomic<bool> stop{false};
-    std::atomic<long> hits{0};
-    for (int c = 0; c < in_flight; ++c) {
-      asio::co_spawn(
-          io,
-          [&]() -> asio::awaitable<void> {
-            while (!stop.load(std::memory_order_relaxed)) {
-              (void)co_await region.async_get_or_create(key, creator, asio::use_awaitable);
-              hits.fetch_add(1, std::memory_order_relaxed);
-            }
-          },
-          asio::detached);
-    }
-    asio::steady_timer end(io, std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                                   std::chrono::duration<double>(seconds)));
-    end.async_wait([&](const std::error_code&) { stop = true; });
-    const double t0 = now_us();
-    io.run();
-    const double async_rate = static_cast<double>(hits.load()) / ((now_us() - t0) / 1e6);
-    auto sync_rate = [&](int threads) {
+    auto async_rate = [&] {
+      asio::io_context io;
+      std::atomic<bool> stop{false};
+      std::atomic<long> hits{0};
+      for (int c = 0; c < in_flight; ++c) {
+        asio::co_spawn(
+            io,
+            [&]() -> asio::awaitable<void> {
+              while (!stop.load(std::memory_order_relaxed)) {
+                (void)co_await region.async_get_or_create(key, creator, asio::use_awaitable);
+                hits.fetch_add(1, std::memory_order_relaxed);
+              }
+            },
+            asio::detached);
+      }
+      asio::steady_timer end(io, std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                     std::chrono::duration<double>(seconds)));
+      end.async_wait([&](const std::error_code&) { stop = true; });
+      const double t0 = now_us();
+      io.run();
+      return static_cast<double>(hits.load()) / ((now_us() - t0) / 1e6);
+    };
+    // Blocking calls on `threads` threads: get_or_create, or raw libmemcached.
+    auto blocking_rate = [&](int threads, bool raw_client) {
       std::atomic<bool> halt{false};
       std::atomic<long> total{0};
       const double s0 = now_us();
@@ -938,7 +943,11 @@ int bench_async(const Args& args) {
           pool.emplace_back([&] {
             long n = 0;
             while (!halt.load(std::memory_order_relaxed)) {
-              (void)region.get_or_create(key, creator);
+              if (raw_client) {
+                (void)raw.get("raw:" + key);
+              } else {
+                (void)region.get_or_create(key, creator);
+              }
               ++n;
             }
             total += n;
@@ -949,13 +958,32 @@ int bench_async(const Args& args) {
       }
       return static_cast<double>(total.load()) / ((now_us() - s0) / 1e6);
     };
-    const double sync1 = sync_rate(1);
-    const double sync32 = sync_rate(32);
-    figure(fmt::format("async_hits_per_s_{}_in_flight", in_flight), async_rate, "calls");
-    figure("sync_hits_per_s_1t", sync1, "calls");
-    figure("sync_hits_per_s_32t", sync32, "calls");
-    figure("async_over_sync_1t", async_rate / sync1, "x");
-    figure("async_over_sync_32t", async_rate / sync32, "x");
+    // Three rounds, each side by side in the same seconds: the figures are
+    // the medians, the ratios' spread their lowest and highest.
+    std::vector<double> a, s1, s32, r32, over1, over32;
+    for (int round = 0; round < 3; ++round) {
+      a.push_back(async_rate());
+      s1.push_back(blocking_rate(1, false));
+      s32.push_back(blocking_rate(32, false));
+      r32.push_back(blocking_rate(32, true));
+      over1.push_back(a.back() / s1.back());
+      over32.push_back(a.back() / s32.back());
+    }
+    auto median = [](std::vector<double> v) {
+      std::sort(v.begin(), v.end());
+      return v[v.size() / 2];
+    };
+    figure(fmt::format("async_hits_per_s_{}_in_flight", in_flight), median(a), "calls");
+    figure("sync_hits_per_s_1t", median(s1), "calls");
+    figure("sync_hits_per_s_32t", median(s32), "calls");
+    figure("raw_libmemcached_hits_per_s_32t", median(r32), "calls");
+    figure("async_over_sync_1t", median(over1), "x");
+    figure("async_over_sync_1t_min", *std::min_element(over1.begin(), over1.end()), "x");
+    figure("async_over_sync_1t_max", *std::max_element(over1.begin(), over1.end()), "x");
+    figure("async_over_sync_32t", median(over32), "x");
+    figure("async_over_sync_32t_min", *std::min_element(over32.begin(), over32.end()), "x");
+    figure("async_over_sync_32t_max", *std::max_element(over32.begin(), over32.end()), "x");
+    figure("async_over_raw_32t", median(a) / median(r32), "x");
   }
   return 0;
 }

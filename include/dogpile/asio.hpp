@@ -290,20 +290,10 @@ class AsioLoop final : public Loop {
     return [timer, io] { net::post(io, [timer] { timer->cancel(); }); };
   }
   void run_blocking(std::function<void()> fn) override {
-    const auto& named = default_async_options().requests;
-    if (named) {
-      net::post(*named, std::move(fn));
-    } else {
-      net::post(default_async_pool(), std::move(fn));
-    }
+    post_on(default_async_options().requests, default_async_pool, std::move(fn));
   }
   void run_creator(std::function<void()> fn) override {
-    const auto& named = default_async_options().creators;
-    if (named) {
-      net::post(*named, std::move(fn));
-    } else {
-      net::post(default_creator_pool(), std::move(fn));
-    }
+    post_on(default_async_options().creators, default_creator_pool, std::move(fn));
   }
   [[nodiscard]] bool requests_in_place() const override { return in_place_; }
   // Sockets are watched on the caller's I/O context only (not on the
@@ -321,6 +311,16 @@ class AsioLoop final : public Loop {
   [[nodiscard]] const net::any_io_executor& io() const noexcept { return io_; }
 
  private:
+  // On the executor named, else on dogpile's pool (started by its first use).
+  static void post_on(const std::optional<net::any_io_executor>& named,
+                      net::thread_pool& (*pool)(), std::function<void()> fn) {
+    if (named) {
+      net::post(*named, std::move(fn));
+    } else {
+      net::post(pool(), std::move(fn));
+    }
+  }
+
   net::any_io_executor io_;
   bool in_place_;
 };

@@ -362,15 +362,7 @@ class CachedMulti {
       // call has returned, so it keeps copies of the ids it may be asked for.
       auto by_key = std::make_shared<std::unordered_map<std::string, Id>>();
       for (std::size_t i = 0; i < all.size(); ++i) by_key->emplace(keys[i], all[i]);
-      return region_->get_or_create_multi(
-          keys,
-          [fn = fn_, by_key](std::span<const std::string_view> missing) {
-            std::vector<Id> wanted;
-            wanted.reserve(missing.size());
-            for (auto k : missing) wanted.push_back(by_key->at(std::string(k)));
-            return std::invoke(*fn, std::span<const Id>(wanted));
-          },
-          options);
+      return region_->get_or_create_multi(keys, creator_of<Id>(fn_, std::move(by_key)), options);
     } else {
       options.background = false;
       return region_->get_or_create_multi(
@@ -407,15 +399,8 @@ class CachedMulti {
       keys.push_back(detail::make_key(namespace_, id));
       by_key->emplace(keys.back(), id);
     }
-    return region_->async_get_or_create_multi(
-        keys,
-        [fn = fn_, by_key](std::span<const std::string_view> missing) {
-          std::vector<Id> wanted;
-          wanted.reserve(missing.size());
-          for (auto k : missing) wanted.push_back(by_key->at(std::string(k)));
-          return std::invoke(*fn, std::span<const Id>(wanted));
-        },
-        std::forward<CompletionToken>(token));
+    return region_->async_get_or_create_multi(keys, creator_of<Id>(fn_, std::move(by_key)),
+                                              std::forward<CompletionToken>(token));
   }
 
   /// Removes the cached results for `ids` (tombstones, as CacheRegion::remove).
@@ -429,6 +414,20 @@ class CachedMulti {
   [[nodiscard]] const Fn& original() const noexcept { return *fn_; }
 
  private:
+  // The region's creator of the missing keys: fn over their ids, found in
+  // `by_key` (its own copies: it may run after the call has returned).
+  template <class Id>
+  static auto creator_of(std::shared_ptr<const Fn> fn,
+                         std::shared_ptr<const std::unordered_map<std::string, Id>> by_key) {
+    return [fn = std::move(fn),
+            by_key = std::move(by_key)](std::span<const std::string_view> missing) {
+      std::vector<Id> wanted;
+      wanted.reserve(missing.size());
+      for (auto k : missing) wanted.push_back(by_key->at(std::string(k)));
+      return std::invoke(*fn, std::span<const Id>(wanted));
+    };
+  }
+
   CacheRegion* region_;
   std::string namespace_;
   std::shared_ptr<const Fn> fn_;
