@@ -6,10 +6,13 @@
 // integration/hostile_server.cpp, a deliberately broken memcached.
 #include <doctest/doctest.h>
 
+#include <asio/bind_cancellation_slot.hpp>
 #include <asio/bind_executor.hpp>
+#include <asio/cancellation_signal.hpp>
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
 #include <asio/io_context.hpp>
+#include <asio/steady_timer.hpp>
 #include <asio/use_awaitable.hpp>
 #include <atomic>
 #include <chrono>
@@ -238,6 +241,44 @@ TEST_SUITE("hostile server") {
     CHECK(region.backend().fleet_stats()->loop_reads == 5);  // one connection took all five
     CHECK(region.stats().backend_errors >= 5);
     CHECK(region.set("after", std::string("y")));  // not marked down
+  }
+
+  TEST_CASE(
+      "on an event loop's connection: a read stalled mid-value ends within 50 ms of its "
+      "cancellation") {
+    HostileServer server(Reply::stall_mid_value);
+    dogpile::CacheRegion region(
+        backend(true, server.options() + " --POLL-TIMEOUT=5000"),
+        dogpile::test::quiet(
+            {.expiration = 60s, .clock_sync = std::nullopt, .invalidation_check = std::nullopt}));
+    REQUIRE(region.set("warm", std::string("x")));
+    asio::io_context io;
+    asio::cancellation_signal signal;
+    std::exception_ptr ended;
+    std::string value;
+    double done_at = 0;
+    auto make = [] { return std::string("the creator's"); };
+    region.async_get_or_create(
+        "k", make,
+        asio::bind_cancellation_slot(
+            signal.slot(), asio::bind_executor(io, [&](std::exception_ptr e, std::string v) {
+              ended = e;
+              value = v;
+              done_at = now_ms();
+            })));
+    asio::steady_timer cancel(io, 100ms);
+    double cancelled_at = 0;
+    cancel.async_wait([&](const std::error_code&) {
+      cancelled_at = now_ms();
+      signal.emit(asio::cancellation_type::terminal);
+    });
+    io.run();
+    std::printf("a read stalled on the loop's connection ended %.1f ms after its cancellation\n",
+                done_at - cancelled_at);
+    CHECK(region.backend().fleet_stats()->loop_reads == 1);
+    CHECK(done_at >= cancelled_at);
+    CHECK(done_at - cancelled_at <= 50 + kSchedulingSlackMs);
+    CHECK((ended != nullptr || value == "the creator's"));  // never the server's bytes
   }
 
   TEST_CASE("a clock out of range is refused, not taken") {

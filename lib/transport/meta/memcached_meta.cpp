@@ -250,7 +250,7 @@ bool MemcachedMetaBackend::start_read(KeyRead& key, const LeaseRequest& lease,
   if (!channel) return false;
   const Ttl lease_ttl = lease.ttl;
   return channel->read(
-      key.key, read_flags(lease), request.deadline,
+      key.key, read_flags(lease), request.deadline, request.stop,
       [this, server, &key, &lease, &request, visit, &loop, lease_ttl, done = std::move(done)](
           const Reply* reply, std::exception_ptr error, bool elsewhere) mutable {
         if (elsewhere) {

@@ -5,8 +5,10 @@
 #include <fmt/format.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
+#include <chrono>
 #include <cstring>
 #include <utility>
 #include <vector>
@@ -22,6 +24,8 @@ using wire::Steady;
 namespace {
 // Requests unanswered on one channel before further reads go to the pool.
 constexpr std::size_t kMaxPending = 4096;
+// How often a request whose call may be cancelled checks its stop token.
+constexpr auto kStopCheck = std::chrono::milliseconds(10);
 
 bool opaque_is(std::string_view token, std::uint32_t opaque) noexcept {
   std::uint32_t got = 0;
@@ -64,7 +68,7 @@ bool Channel::usable() const {
 }
 
 bool Channel::read(std::string_view key, std::string_view flags,
-                   std::optional<Steady::time_point> deadline, Done done) {
+                   std::optional<Steady::time_point> deadline, std::stop_token stop, Done done) {
   std::lock_guard lock(mutex_);
   if (closed_ || !watch_->alive() || pending_.size() >= kMaxPending) return false;
   const std::uint32_t opaque = connection_->take_opaques(1);
@@ -73,7 +77,8 @@ bool Channel::read(std::string_view key, std::string_view flags,
   const bool was_idle = pending_.empty();
   try {
     append_mg(out_, key, flags, opaque);
-    pending_.push_back(Pending{opaque, appended_, deadline, std::move(done)});
+    const bool stoppable = stop.stop_possible();
+    pending_.push_back(Pending{opaque, appended_, deadline, std::move(stop), std::move(done)});
     // Written once the loop has run what is ready: every read made in this
     // turn goes in one send.
     if (!writing_) {
@@ -88,7 +93,10 @@ bool Channel::read(std::string_view key, std::string_view flags,
       progress_ = now;
       fresh_ = true;  // until a byte comes back
     }
-    if (!timing_ || (deadline && *deadline < timer_at_)) arm_timer_locked(now);
+    if (!timing_ || (deadline && *deadline < timer_at_) ||
+        (stoppable && now + kStopCheck < timer_at_)) {
+      arm_timer_locked(now);
+    }
   } catch (...) {
     // Not asked after all: its `done` goes unrun, and the caller reads
     // elsewhere.
@@ -262,7 +270,9 @@ void Channel::arm_timer_locked(Steady::time_point now) {
   if (pending_.empty()) return;
   Steady::time_point at = progress_ + limits_.stall;
   for (const Pending& p : pending_) {
-    if (p.done && p.deadline && *p.deadline < at) at = *p.deadline;
+    if (!p.done) continue;
+    if (p.deadline && *p.deadline < at) at = *p.deadline;
+    if (p.stop.stop_possible()) at = std::min(at, now + kStopCheck);
   }
   timing_ = true;
   timer_at_ = at;
@@ -273,17 +283,20 @@ void Channel::arm_timer_locked(Steady::time_point now) {
 void Channel::on_timer() {
   const std::string& name = client_.server(server_).name();
   const auto now = Steady::now();
-  std::vector<Done> late;
+  std::vector<std::pair<Done, bool>> late;  // and whether it was cancelled
   bool stalled = false;
   {
     std::lock_guard lock(mutex_);
     timing_ = false;
     if (closed_) return;
-    // A call whose deadline passed ends now; its reply, when it comes, is
-    // read and dropped (the connection stays in step).
+    // A call whose deadline passed, or that was cancelled, ends now; its
+    // reply, when it comes, is read and dropped (the connection stays in
+    // step).
     for (Pending& p : pending_) {
-      if (p.done && p.deadline && *p.deadline <= now) {
-        late.push_back(std::exchange(p.done, nullptr));
+      if (!p.done) continue;
+      const bool cancelled = p.stop.stop_requested();
+      if (cancelled || (p.deadline && *p.deadline <= now)) {
+        late.emplace_back(std::exchange(p.done, nullptr), cancelled);
       }
     }
     stalled = !pending_.empty() && now >= progress_ + limits_.stall;
@@ -297,13 +310,14 @@ void Channel::on_timer() {
     }
     if (!stalled) arm_timer_locked(now);
   }
-  for (auto& done : late) {
-    done(
-        nullptr,
-        std::make_exception_ptr(wire::Timeout(
-            fmt::format("memcached {}: the call's deadline passed before the reply was read", name),
-            name, true)),
-        false);
+  for (auto& [done, cancelled] : late) {
+    done(nullptr,
+         std::make_exception_ptr(wire::Timeout(
+             fmt::format("memcached {}: {}", name,
+                         cancelled ? "the call was cancelled before the reply was read"
+                                   : "the call's deadline passed before the reply was read"),
+             name, true)),
+         false);
   }
   if (stalled) {
     fail(std::make_exception_ptr(wire::Timeout(

@@ -19,6 +19,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <stop_token>
 #include <string>
 #include <string_view>
 
@@ -51,8 +52,10 @@ class Channel : public std::enable_shared_from_this<Channel> {
   /// once, on the loop. `deadline`: the call's (then Timeout, and the reply
   /// is read and dropped when it comes). False (nothing sent, `done` never
   /// runs): the channel is closed, or holds too many requests unanswered.
+  /// `stop`: the call's cancellation, checked every 10 ms while it may be
+  /// requested (then Timeout, as the deadline).
   bool read(std::string_view key, std::string_view flags,
-            std::optional<wire::Steady::time_point> deadline, Done done);
+            std::optional<wire::Steady::time_point> deadline, std::stop_token stop, Done done);
   /// Whether read() may still succeed.
   [[nodiscard]] bool usable() const;
 
@@ -61,7 +64,8 @@ class Channel : public std::enable_shared_from_this<Channel> {
     std::uint32_t opaque = 0;
     std::size_t starts_at = 0;  // its first byte, counted over all written
     std::optional<wire::Steady::time_point> deadline;
-    Done done;  // empty once answered by its deadline's Timeout
+    std::stop_token stop;
+    Done done;  // empty once answered by its deadline's (or stop's) Timeout
   };
   Channel(std::shared_ptr<const void> owner, wire::Client& client, std::size_t server,
           std::unique_ptr<wire::Connection> connection, std::unique_ptr<Watch> watch);
