@@ -15,6 +15,10 @@
 // text protocol, the lock an `add` of a lock item) and MemcachedMetaBackend
 // (memcached's meta protocol, the lease granted in the read itself).
 //
+// A last phase needs no thread per caller: 10,000 requests arrive at once as
+// asio coroutines on one I/O thread (async_get_or_create), the creator a
+// coroutine too; one creation per key serves them all.
+//
 // It prints progress while running, then creator calls against the number
 // of values that expired (each replaced value counted once, however many
 // creators replaced it), how callers were served, their latency, and the

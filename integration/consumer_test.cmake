@@ -27,10 +27,3 @@ run(${CMAKE_COMMAND} -S ${CONSUMER_SOURCE_DIR} -B ${WORK_DIR}/subdirectory
 run(${CMAKE_COMMAND} --build ${WORK_DIR}/subdirectory -j 2)
 run(${WORK_DIR}/subdirectory/consumer)
 
-# 3. The asynchronous example (examples/async_server: asio, a coroutine
-# handler) against the installed tree, unoptimized: it builds, links, and
-# serves 50 clients of its own with one load.
-run(${CMAKE_COMMAND} -S ${DOGPILE_SOURCE_DIR}/examples/async_server -B ${WORK_DIR}/async-server
-    -DCMAKE_PREFIX_PATH=${prefix} -DCMAKE_CXX_COMPILER=${CXX_COMPILER} -DCMAKE_BUILD_TYPE=)
-run(${CMAKE_COMMAND} --build ${WORK_DIR}/async-server -j 2)
-run(${WORK_DIR}/async-server/async_server --clients 50)

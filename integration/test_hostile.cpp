@@ -6,14 +6,6 @@
 // integration/hostile_server.cpp, a deliberately broken memcached.
 #include <doctest/doctest.h>
 
-#include <asio/bind_cancellation_slot.hpp>
-#include <asio/bind_executor.hpp>
-#include <asio/cancellation_signal.hpp>
-#include <asio/co_spawn.hpp>
-#include <asio/detached.hpp>
-#include <asio/io_context.hpp>
-#include <asio/steady_timer.hpp>
-#include <asio/use_awaitable.hpp>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -22,7 +14,6 @@
 #include <string>
 #include <thread>
 
-#include "dogpile/asio.hpp"
 #include "dogpile/memcached.hpp"
 #include "dogpile/memcached_meta.hpp"
 #include "dogpile/region.hpp"
@@ -164,121 +155,6 @@ TEST_SUITE("hostile server") {
         CHECK(region.stats().backend_errors >= 1);
       }
     }
-  }
-
-  // The meta transport's reads on an event loop (asynchronous calls) run on
-  // a connection of the loop's own: the same bounds hold there.
-  TEST_CASE("on an event loop's connection: a call ends by its deadline (+50 ms), nothing wrong") {
-    for (const Reply how : kHostile) {
-      CAPTURE(HostileServer::name(how));
-      HostileServer server(how);
-      dogpile::CacheRegion region(backend(true, server.options() + " --POLL-TIMEOUT=2000"),
-                                  dogpile::test::quiet({.expiration = 60s,
-                                                        .deadline = 300ms,
-                                                        .clock_sync = std::nullopt,
-                                                        .invalidation_check = std::nullopt}));
-      // A write (answered honestly) leaves a connection in the pool: the
-      // loop takes it for its reads.
-      REQUIRE(region.set("warm", std::string("x")));
-      dogpile::test::reset_peak_rss();
-      const long before = dogpile::test::peak_rss_kb();
-      asio::io_context io;
-      double slowest = 0;
-      int wrong = 0;
-      int ended = 0;
-      asio::co_spawn(
-          io,
-          [&]() -> asio::awaitable<void> {
-            for (int i = 0; i < 3; ++i) {
-              const double start = now_ms();
-              auto make = [] { return std::string("the creator's"); };
-              const std::string v =
-                  co_await region.async_get_or_create("k", make, asio::use_awaitable);
-              slowest = std::max(slowest, now_ms() - start);
-              if (v != "the creator's") ++wrong;
-              ++ended;
-            }
-          },
-          asio::detached);
-      io.run();
-      const long grew = dogpile::test::peak_rss_kb() - before;
-      const auto loop_reads = region.backend().fleet_stats()->loop_reads;
-      std::printf(
-          "hostile server, meta transport, event loop, server %-28s slowest of 3 calls "
-          "%6.1f ms (deadline 300 ms), %d wrong, %llu reads on the loop, peak +%ld kB\n",
-          HostileServer::name(how), slowest, wrong, static_cast<unsigned long long>(loop_reads),
-          grew);
-      CHECK(ended == 3);
-      CHECK(wrong == 0);
-      CHECK(slowest <= 350 + kSchedulingSlackMs);
-      CHECK(grew < 16 * 1024);
-      CHECK(loop_reads >= 1);  // the loop's own connection met the server
-      CHECK(region.stats().backend_errors >= 1);
-    }
-  }
-
-  TEST_CASE("on an event loop's connection: a server's refusal ends that call only") {
-    // SERVER_ERROR carries no opaque: it answers the oldest read, which the
-    // call reports, as on a pooled connection; the connection stays open
-    // and the server is not counted failed (not marked down).
-    HostileServer server(Reply::server_error);
-    dogpile::CacheRegion region(
-        backend(true, server.options()),
-        dogpile::test::quiet(
-            {.expiration = 60s, .clock_sync = std::nullopt, .invalidation_check = std::nullopt}));
-    REQUIRE(region.set("warm", std::string("x")));
-    asio::io_context io;
-    int right = 0;
-    for (int i = 0; i < 5; ++i) {
-      auto make = [] { return std::string("the creator's"); };
-      region.async_get_or_create("k" + std::to_string(i), make,
-                                 asio::bind_executor(io, [&](std::exception_ptr e, std::string v) {
-                                   if (!e && v == "the creator's") ++right;
-                                 }));
-    }
-    io.run();
-    CHECK(right == 5);
-    CHECK(region.backend().fleet_stats()->loop_reads == 5);  // one connection took all five
-    CHECK(region.stats().backend_errors >= 5);
-    CHECK(region.set("after", std::string("y")));  // not marked down
-  }
-
-  TEST_CASE(
-      "on an event loop's connection: a read stalled mid-value ends within 50 ms of its "
-      "cancellation") {
-    HostileServer server(Reply::stall_mid_value);
-    dogpile::CacheRegion region(
-        backend(true, server.options() + " --POLL-TIMEOUT=5000"),
-        dogpile::test::quiet(
-            {.expiration = 60s, .clock_sync = std::nullopt, .invalidation_check = std::nullopt}));
-    REQUIRE(region.set("warm", std::string("x")));
-    asio::io_context io;
-    asio::cancellation_signal signal;
-    std::exception_ptr ended;
-    std::string value;
-    double done_at = 0;
-    auto make = [] { return std::string("the creator's"); };
-    region.async_get_or_create(
-        "k", make,
-        asio::bind_cancellation_slot(
-            signal.slot(), asio::bind_executor(io, [&](std::exception_ptr e, std::string v) {
-              ended = e;
-              value = v;
-              done_at = now_ms();
-            })));
-    asio::steady_timer cancel(io, 100ms);
-    double cancelled_at = 0;
-    cancel.async_wait([&](const std::error_code&) {
-      cancelled_at = now_ms();
-      signal.emit(asio::cancellation_type::terminal);
-    });
-    io.run();
-    std::printf("a read stalled on the loop's connection ended %.1f ms after its cancellation\n",
-                done_at - cancelled_at);
-    CHECK(region.backend().fleet_stats()->loop_reads == 1);
-    CHECK(done_at >= cancelled_at);
-    CHECK(done_at - cancelled_at <= 50 + kSchedulingSlackMs);
-    CHECK((ended != nullptr || value == "the creator's"));  // never the server's bytes
   }
 
   TEST_CASE("a clock out of range is refused, not taken") {
