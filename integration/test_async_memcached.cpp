@@ -242,6 +242,15 @@ constexpr Reply kHostile[] = {Reply::stream,          Reply::stream_endless, Rep
                               Reply::stall_mid_value, Reply::truncated,      Reply::reset,
                               Reply::out_of_order,    Reply::extra_replies,  Reply::garbage};
 
+// The most the process may grow while a server streams: the largest item is
+// 1 MiB. (ThreadSanitizer's shadow of every byte touched counts in the
+// resident size too, and more of it.)
+#if defined(__SANITIZE_THREAD__)
+constexpr long kMostGrowthKb = 64 * 1024;
+#else
+constexpr long kMostGrowthKb = 16 * 1024;
+#endif
+
 std::shared_ptr<dogpile::Backend> meta_backend(const std::string& options) {
   return std::make_shared<dogpile::MemcachedMetaBackend>(options);
 }
@@ -294,7 +303,7 @@ TEST_SUITE("hostile server on an event loop") {
       CHECK(ended == 3);
       CHECK(wrong == 0);
       CHECK(slowest <= 350 + kSchedulingSlackMs);
-      CHECK(grew < 16 * 1024);
+      CHECK(grew < kMostGrowthKb);
       CHECK(loop_reads >= 1);  // the loop's own connection met the server
       CHECK(region.stats().backend_errors >= 1);
     }

@@ -163,92 +163,92 @@ void Channel::on_readable(bool ok) {
          false, false);
     return;
   }
-  // Every byte the socket holds now (a chunk at a time), then every reply
-  // complete in them.
-  bool eof = false;
-  std::string why;
+  // A chunk at a time, every reply complete in what has come (a reply the
+  // protocol or the server's largest item rules out is refused after the
+  // chunk that shows it), until the socket holds no more.
   const std::size_t max_unread = limits_.max_value + wire::kMaxLine + 2;
+  struct Answer {
+    Done done;
+    Reply reply;
+  };
   for (;;) {
+    bool eof = false;
+    bool drained = false;
+    std::string why;
     const std::size_t size = in_.size();
     in_.resize(size + wire::kReadChunk);
     const ssize_t n = ::recv(connection_->fd(), in_.data() + size, wire::kReadChunk, MSG_DONTWAIT);
     in_.resize(size + static_cast<std::size_t>(n > 0 ? n : 0));
     if (n > 0) {
-      {
-        std::lock_guard lock(mutex_);
-        fresh_ = false;
-      }
-      if (in_.size() > max_unread + wire::kReadChunk) break;  // parsed below, refused there
-      continue;
-    }
-    if (n == 0) {
+      std::lock_guard lock(mutex_);
+      fresh_ = false;
+    } else if (n == 0) {
       eof = true;
     } else if (errno == EINTR) {
       continue;
-    } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
+    } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      drained = true;
+    } else {
       why = fmt::format("recv failed: {}", std::strerror(errno));
     }
-    break;
-  }
-  std::size_t used = 0;
-  struct Answer {
-    Done done;
-    Reply reply;
-  };
-  std::vector<Answer> answers;
-  std::exception_ptr broken;
-  for (;;) {
-    Reply reply;
-    std::size_t consumed = 0;
-    const std::string_view unread = std::string_view(in_).substr(used);
-    if (unread.empty()) break;
-    const Parse parsed = parse_reply(unread, reply, consumed, limits_.max_value);
-    if (parsed == Parse::more) {
-      if (unread.size() > max_unread) {
-        broken = std::make_exception_ptr(wire::Malformed(
-            fmt::format("memcached {}: a reply longer than the largest item ({} bytes) can make",
-                        name, limits_.max_value),
-            name, "PROTOCOL_ERROR"));
+    std::size_t used = 0;
+    std::vector<Answer> answers;
+    std::exception_ptr broken;
+    for (;;) {
+      Reply reply;
+      std::size_t consumed = 0;
+      const std::string_view unread = std::string_view(in_).substr(used);
+      if (unread.empty()) break;
+      const Parse parsed = parse_reply(unread, reply, consumed, limits_.max_value);
+      if (parsed == Parse::more) {
+        if (unread.size() > max_unread) {
+          broken = std::make_exception_ptr(wire::Malformed(
+              fmt::format("memcached {}: a reply longer than the largest item ({} bytes) can make",
+                          name, limits_.max_value),
+              name, "PROTOCOL_ERROR"));
+        }
+        break;
       }
-      break;
+      std::lock_guard lock(mutex_);
+      // ERROR, CLIENT_ERROR and SERVER_ERROR carry no opaque: the oldest
+      // request's answer (refused by the caller, as on a pooled connection).
+      const bool error_reply =
+          parsed == Parse::ok && (reply.code == Code::error || reply.code == Code::client_error ||
+                                  reply.code == Code::server_error);
+      if (parsed == Parse::malformed || pending_.empty() ||
+          (!error_reply && !opaque_is(reply.opaque, pending_.front().opaque))) {
+        broken = std::make_exception_ptr(wire::Malformed(
+            fmt::format("memcached {}: {}", name,
+                        parsed == Parse::malformed ? "a reply that is not the meta protocol"
+                        : pending_.empty()         ? "more replies than requests"
+                                                   : "a reply to another request"),
+            name, "PROTOCOL_ERROR"));
+        break;
+      }
+      answers.push_back(Answer{std::exchange(pending_.front().done, nullptr), reply});
+      pending_.pop_front();
+      progress_ = Steady::now();
+      used += consumed;
     }
-    std::lock_guard lock(mutex_);
-    // ERROR, CLIENT_ERROR and SERVER_ERROR carry no opaque: the oldest
-    // request's answer (refused by the caller, as on a pooled connection).
-    const bool error_reply =
-        parsed == Parse::ok && (reply.code == Code::error || reply.code == Code::client_error ||
-                                reply.code == Code::server_error);
-    if (parsed == Parse::malformed || pending_.empty() ||
-        (!error_reply && !opaque_is(reply.opaque, pending_.front().opaque))) {
-      broken = std::make_exception_ptr(wire::Malformed(
-          fmt::format("memcached {}: {}", name,
-                      parsed == Parse::malformed ? "a reply that is not the meta protocol"
-                      : pending_.empty()         ? "more replies than requests"
-                                                 : "a reply to another request"),
-          name, "PROTOCOL_ERROR"));
-      break;
+    // The answers' views point into in_: handed over before it moves on.
+    if (!answers.empty()) client_.server(server_).succeeded();
+    for (auto& a : answers) {
+      if (a.done) a.done(&a.reply, nullptr, false);
     }
-    answers.push_back(Answer{std::exchange(pending_.front().done, nullptr), reply});
-    pending_.pop_front();
-    progress_ = Steady::now();
-    used += consumed;
-  }
-  // The answers' views point into in_: handed over before it moves on.
-  if (!answers.empty()) client_.server(server_).succeeded();
-  for (auto& a : answers) {
-    if (a.done) a.done(&a.reply, nullptr, false);
-  }
-  in_.erase(0, used);
-  if (broken) {
-    fail(broken, true, false);
-    return;
-  }
-  if (eof || !why.empty()) {
-    fail(std::make_exception_ptr(wire::Closed(
-             fmt::format("memcached {}: {}", name, eof ? "the server closed the connection" : why),
-             name, "CONNECTION_FAILURE")),
-         true, true);
-    return;
+    in_.erase(0, used);
+    if (broken) {
+      fail(broken, true, false);
+      return;
+    }
+    if (eof || !why.empty()) {
+      fail(
+          std::make_exception_ptr(wire::Closed(
+              fmt::format("memcached {}: {}", name, eof ? "the server closed the connection" : why),
+              name, "CONNECTION_FAILURE")),
+          true, true);
+      return;
+    }
+    if (drained) break;
   }
   std::lock_guard lock(mutex_);
   if (closed_) return;
