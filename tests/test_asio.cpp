@@ -364,7 +364,8 @@ TEST_SUITE("asio") {
     std::exception_ptr wrong;
     region.async_get_or_create_multi(
         keys3, short_by_one,
-        asio::bind_executor(io, [&](std::exception_ptr e, std::vector<std::string>) { wrong = e; }));
+        asio::bind_executor(io,
+                            [&](std::exception_ptr e, std::vector<std::string>) { wrong = e; }));
     io.run();
     CHECK(second.get() == std::vector<std::string>{"made a", "co d", "co e"});
     REQUIRE(wrong);

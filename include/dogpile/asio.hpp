@@ -312,8 +312,8 @@ class AsioLoop final : public Loop {
 
  private:
   // On the executor named, else on dogpile's pool (started by its first use).
-  static void post_on(const std::optional<net::any_io_executor>& named,
-                      net::thread_pool& (*pool)(), std::function<void()> fn) {
+  static void post_on(const std::optional<net::any_io_executor>& named, net::thread_pool& (*pool)(),
+                      std::function<void()> fn) {
     if (named) {
       net::post(*named, std::move(fn));
     } else {
