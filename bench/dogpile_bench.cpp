@@ -49,6 +49,7 @@
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
 #include <asio/io_context.hpp>
+#include <asio/redirect_error.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/use_awaitable.hpp>
 #include <filesystem>
@@ -805,15 +806,17 @@ int bench_local_hit(const Args& args) {
 // thread), against memcached (--transport; requests on dogpile's pool).
 //  1. --callers (10,000) concurrent cold callers of one key, the creator
 //     --creator-ms (200) on the pool: creator calls; each caller's wait past
-//     the creator's end (p50, p99, ms); heap bytes per waiting call (glibc's
-//     in-use bytes midway through the creation, less those before, over the
-//     callers: the callers' own coroutines included); the process's threads
-//     then.
+//     the creator's end (p50, p99, ms); heap bytes per waiting caller
+//     (glibc's in-use bytes midway through the creation, less those before,
+//     over the callers), the same for as many callers of the same shape
+//     awaiting a timer instead (their own coroutines: asio's frames), and
+//     the difference, what a waiting call holds; the process's threads then.
 //  2. --calls (100,000) at once over --keys (1,000) cold keys: all complete,
 //     the time, the threads after.
 //  3. fresh hits a second: --in-flight (256) coroutines each calling in a
 //     loop for --milliseconds (1000), against the synchronous call on 1 and
 //     32 threads in the same run.
+// --phases (herd,many,hits) runs some of them.
 namespace {
 std::size_t threads_now() {
   std::size_t n = 0;
@@ -830,39 +833,106 @@ int bench_async(const Args& args) {
   options.expiration = std::chrono::minutes(10);
   dogpile::CacheRegion region(make_backend(args, server.options()), options);
   (void)region.get<std::string>("warm");  // connections, the clock measured
+  // A fresh memcached allocates a slab page (1 MiB) at the first store of a
+  // size: 3 ms here, inside the herd's creation. A serving one has them.
+  region.set("warm", std::string(100, 'w'));
   const std::size_t threads_before = threads_now();
-  {
+  const std::string phases = args.str("phases", "herd,many,hits");
+  auto run = [&](std::string_view phase) { return phases.find(phase) != std::string::npos; };
+  std::size_t caller_bytes = 0;  // a caller's own coroutine, awaiting a parked operation
+  double caller_resume_ms = 0;   // the last of them resumed, after their wake
+  if (run("herd")) {
+    asio::io_context io;
+    std::vector<std::function<void()>> wake;  // one per caller, run once all wait
+    std::size_t heap_before = 0;
+    std::size_t heap_waiting = 0;
+    double woken_at = 0;
+    double last_woke_at = 0;
+    wake.reserve(static_cast<std::size_t>(callers));
+    // The same completion as async_get_or_create's, its handler parked in a
+    // slot of its own (the least any operation keeps while it waits).
+    auto parked = [&](auto token) {
+      return asio::async_initiate<decltype(token), void(std::exception_ptr, std::string)>(
+          [&](auto handler) {
+            using Handler = decltype(handler);
+            static std::vector<std::optional<Handler>> slots;
+            if (slots.empty()) slots.resize(static_cast<std::size_t>(callers));
+            auto& slot = slots[wake.size()];
+            slot.emplace(std::move(handler));
+            wake.push_back([&slot] {
+              auto h = std::move(*slot);
+              slot.reset();
+              std::move(h)(nullptr, std::string(100, 'v'));
+            });
+            if (wake.size() == static_cast<std::size_t>(callers)) {  // all wait: measured
+              heap_waiting = mallinfo2().uordblks;
+              woken_at = now_us();
+              for (auto& w : wake) asio::post(io, std::move(w));
+            }
+          },
+          token);
+    };
+    int woke = 0;
+    for (int round = 0; round < 2; ++round) {  // the first sizes the slots
+      wake.clear();
+      heap_before = mallinfo2().uordblks;
+      for (int i = 0; i < callers; ++i) {
+        asio::co_spawn(
+            io,
+            [&, i]() -> asio::awaitable<void> {
+              const std::string v = co_await parked(asio::use_awaitable);
+              woke += v.size() == 100 && i >= 0 ? 1 : 0;
+              last_woke_at = now_us();
+            },
+            asio::detached);
+      }
+      io.restart();
+      io.run();
+    }
+    if (woke != 2 * callers) std::abort();
+    caller_bytes =
+        (heap_waiting - std::min(heap_waiting, heap_before)) / static_cast<std::size_t>(callers);
+    caller_resume_ms = (last_woke_at - woken_at) / 1000.0;
+  }
+  if (run("herd")) {
     asio::io_context io;
     std::atomic<int> creations{0};
     std::atomic<double> made_at{0};
     std::vector<double> done_at(static_cast<std::size_t>(callers), 0);
     const std::string key = fmt::format("async-herd:{}", ::getpid());
     const auto heap_before = mallinfo2().uordblks;
+    const auto waits_before = region.stats().lock_waits;
     std::size_t heap_waiting = 0;
     std::size_t threads_waiting = 0;
+    std::uint64_t measured_waiting = 0;
+    // The creator measures once every other caller follows it (or midway).
+    auto creator = [&] {
+      creations.fetch_add(1);
+      const double t0 = now_us();
+      const auto until = static_cast<double>(creator_ms) * 1000;
+      while (region.stats().lock_waits - waits_before < static_cast<std::uint64_t>(callers - 1) &&
+             now_us() - t0 < until / 2) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+      heap_waiting = mallinfo2().uordblks;
+      threads_waiting = threads_now();
+      measured_waiting = region.stats().lock_waits - waits_before;
+      std::this_thread::sleep_for(
+          std::chrono::duration<double, std::micro>(until - (now_us() - t0)));
+      made_at = now_us();
+      return std::string(100, 'v');
+    };
     for (int i = 0; i < callers; ++i) {
       asio::co_spawn(
           io,
           [&, i]() -> asio::awaitable<void> {
-            const std::string v = co_await region.async_get_or_create(
-                key,
-                [&] {
-                  creations.fetch_add(1);
-                  std::this_thread::sleep_for(std::chrono::milliseconds(creator_ms));
-                  made_at = now_us();
-                  return std::string(100, 'v');
-                },
-                asio::use_awaitable);
+            const std::string v =
+                co_await region.async_get_or_create(key, creator, asio::use_awaitable);
             if (v.size() != 100) std::abort();
             done_at[static_cast<std::size_t>(i)] = now_us();
           },
           asio::detached);
     }
-    asio::steady_timer midway(io, std::chrono::milliseconds(creator_ms / 2));
-    midway.async_wait([&](const std::error_code&) {
-      heap_waiting = mallinfo2().uordblks;
-      threads_waiting = threads_now();
-    });
     io.run();
     std::vector<double> waits;
     for (const double t : done_at) waits.push_back(std::max(0.0, t - made_at.load()) / 1000.0);
@@ -871,15 +941,21 @@ int bench_async(const Args& args) {
            static_cast<double>(
                std::count_if(done_at.begin(), done_at.end(), [](double t) { return t > 0; })),
            "calls");
+    figure("async_herd_wait_first", *std::min_element(waits.begin(), waits.end()), "ms");
     figure("async_herd_wait_p50", percentile(waits, 50), "ms");
     figure("async_herd_wait_p99", percentile(waits, 99), "ms");
-    figure("async_herd_bytes_per_waiter",
-           static_cast<double>(heap_waiting - std::min(heap_waiting, heap_before)) / callers,
+    figure("async_herd_callers_alone_last_ms", caller_resume_ms, "ms");
+    const double per_waiter =
+        static_cast<double>(heap_waiting - std::min(heap_waiting, heap_before)) / callers;
+    figure("async_herd_followers_when_measured", static_cast<double>(measured_waiting), "calls");
+    figure("async_herd_bytes_per_waiter", per_waiter, "bytes");
+    figure("async_herd_bytes_per_caller_coroutine", static_cast<double>(caller_bytes), "bytes");
+    figure("async_herd_bytes_per_waiting_call", per_waiter - static_cast<double>(caller_bytes),
            "bytes");
     figure("async_herd_threads", static_cast<double>(threads_waiting), "threads");
     figure("async_threads_before", static_cast<double>(threads_before), "threads");
   }
-  {
+  if (run("many")) {
     const int calls = static_cast<int>(args.num("calls", 100000));
     const int keys = static_cast<int>(args.num("keys", 1000));
     asio::io_context io;
@@ -901,7 +977,7 @@ int bench_async(const Args& args) {
     figure("async_many_ms", (now_us() - t0) / 1000.0, "ms");
     figure("async_many_threads_after", static_cast<double>(threads_now()), "threads");
   }
-  {
+  if (run("hits")) {
     const int in_flight = static_cast<int>(args.num("in-flight", 256));
     const double seconds = static_cast<double>(args.num("milliseconds", 1000)) / 1000.0;
     const std::string key = fmt::format("async-hit:{}", ::getpid());

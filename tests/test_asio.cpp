@@ -7,6 +7,7 @@
 #include <asio/cancellation_signal.hpp>
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
+#include <asio/experimental/deferred.hpp>
 #include <asio/io_context.hpp>
 #include <asio/post.hpp>
 #include <asio/thread_pool.hpp>
@@ -147,10 +148,17 @@ TEST_SUITE("asio") {
               ended = e;
               completed = true;
             })));
+    // A second follower, not cancelled: woken once the leader is done
+    // (after the first, whose call is gone by then).
+    std::optional<std::string> second;
+    region.async_get_or_create("k", f.creator("x"),
+                               asio::bind_executor(io, [&](std::exception_ptr e, std::string v) {
+                                 if (!e) second = v;
+                               }));
     io.poll();
     CHECK_FALSE(completed);  // following the leader
     signal.emit(asio::cancellation_type::terminal);
-    io.run();
+    io.poll();
     REQUIRE(completed);
     try {
       std::rethrow_exception(ended);
@@ -159,8 +167,61 @@ TEST_SUITE("asio") {
     } catch (...) {
       FAIL("not a WaitTimeout");
     }
+    CHECK_FALSE(second);
     held.reset();
+    io.run();
+    CHECK(second == "v");
     CHECK(f.creator_calls.load() == 0);
+  }
+
+  TEST_CASE("followers are completed in place, and a handler that throws leaves by run() alone") {
+    dogpile::test::RegionFixture f;
+    CacheRegion region(f.backend, f.options());
+    asio::io_context io;
+    int served = 0;
+    {
+      HeldFlight held(region, "k");
+      for (int i = 0; i < 10; ++i) {
+        region.async_get_or_create(
+            "k", f.creator("x"),
+            asio::bind_executor(io, [&, i](std::exception_ptr error, const std::string& v) {
+              if (i == 3) throw std::runtime_error("from a handler");
+              if (!error && v == "v") ++served;
+            }));
+      }
+      (void)io.poll();
+      REQUIRE(region.stats().lock_waits == 10);
+    }  // the leader publishes
+    int thrown = 0;
+    for (int round = 0; round < 3; ++round) {
+      try {
+        io.run();
+        break;
+      } catch (const std::runtime_error&) {
+        ++thrown;
+        io.restart();
+      }
+    }
+    CHECK(thrown == 1);
+    CHECK(served == 9);
+    CHECK(region.stats().waited == 10);
+    CHECK(f.creator_calls.load() == 0);
+  }
+
+  TEST_CASE("a deferred async_get_or_create launched twice: two calls, each completed once") {
+    dogpile::test::RegionFixture f;
+    CacheRegion region(f.backend, f.options());
+    asio::io_context io;
+    const auto op = region.async_get_or_create("k", f.creator("v"), asio::experimental::deferred);
+    std::vector<std::string> got;
+    auto keep = [&](std::exception_ptr error, std::string v) {
+      if (!error) got.push_back(v);
+    };
+    op(asio::bind_executor(io, keep));
+    op(asio::bind_executor(io, keep));
+    io.run();
+    CHECK(got == std::vector<std::string>{"v", "v"});
+    CHECK(f.creator_calls.load() == 1);
   }
 
   TEST_CASE("a follower whose deadline passes leaves nothing that keeps the I/O context busy") {

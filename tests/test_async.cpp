@@ -173,4 +173,73 @@ TEST_SUITE("async") {
     loop.run_creators();
     CHECK(next.values == 1);
   }
+
+  TEST_CASE("a herd is woken in one turn of its loop, and a completion that throws leaves by it") {
+    dogpile::test::RegionFixture f;
+    CacheRegion region(f.backend, f.options());
+    TestLoop loop(f.clock);
+    Results leader;
+    start(region, loop, "k", f.creator("v"), leader);
+    loop.run();
+    REQUIRE(loop.creators() == 1);
+    int served = 0;
+    for (int i = 0; i < 10; ++i) {
+      dogpile::detail::start_get_or_create<std::string, dogpile::detail::Making::now>(
+          region, loop, "k", f.creator("x"), CallOptions{}, dogpile::detail::AlwaysCache{},
+          [&, i](std::exception_ptr error, std::optional<std::string> value) {
+            if (i == 3) throw std::runtime_error("from a completion");
+            if (!error && value == "v") ++served;
+          });
+    }
+    loop.run();
+    CHECK(region.stats().lock_waits == 10);
+    // The creator's end: the leader publishes, its flight posts one wake.
+    CHECK_THROWS_AS(loop.run_creators(), std::runtime_error);
+    CHECK(served == 3);  // the three before the one that threw, in the order they came
+    loop.run();          // the rest, posted again before the exception left
+    CHECK(served == 9);
+    CHECK(leader.values == 1);
+    CHECK(region.in_flight() == 0);
+  }
+
+  TEST_CASE("a hung leader's followers start over: one of them creates, every one is served") {
+    dogpile::test::RegionFixture f;
+    auto o = f.options();
+    o.max_creation = 30s;
+    o.lock_timeout = 10s;
+    CacheRegion region(f.backend, o);
+    TestLoop loop(f.clock);
+    Results hung;
+    start(region, loop, "k", f.creator("late"), hung);
+    loop.run();
+    REQUIRE(loop.creators() == 1);  // handed over and never run: hung
+    Results followers;
+    for (int i = 0; i < 100; ++i) start(region, loop, "k", f.creator("retried"), followers);
+    loop.run();
+    CHECK(region.stats().lock_waits == 100);
+    // Past max_creation the flight is given up: its followers start over
+    // (read again), one leads a new creation (polling the hung lease until
+    // it expires) and the rest follow it.
+    for (int i = 0; i < 60 && region.stats().hung_creations == 0; ++i) {
+      loop.advance(1s);
+      (void)dogpile::test::eventually([&] { return region.stats().hung_creations == 1; },
+                                      std::chrono::milliseconds(5));
+    }
+    REQUIRE(dogpile::test::eventually([&] {
+      loop.run();
+      return loop.timers() > 0 || loop.creators() == 2;
+    }));
+    for (int i = 0; i < 60 && loop.creators() < 2; ++i) loop.advance(1s);
+    REQUIRE(loop.creators() == 2);
+    CHECK(region.stats().hung_creations == 1);
+    CHECK(followers.ended() == 0);
+    loop.run_creators();
+    CHECK(followers.values == 100);
+    CHECK(std::all_of(followers.seen.begin(), followers.seen.end(),
+                      [](const std::string& v) { return v == "retried"; }));
+    CHECK(hung.ended() == 1);
+    CHECK(f.creator_calls.load() == 2);
+    CHECK(region.in_flight() == 0);
+    CHECK(loop.timers() == 0);
+  }
 }

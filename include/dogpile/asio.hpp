@@ -90,6 +90,7 @@ using namespace ::boost::asio;  // NOLINT: the binding's one spelling of either 
 #include <asio/awaitable.hpp>
 #include <asio/bind_executor.hpp>
 #include <asio/co_spawn.hpp>
+#include <asio/dispatch.hpp>
 #include <asio/execution_context.hpp>
 #include <asio/io_context.hpp>
 #include <asio/posix/stream_descriptor.hpp>
@@ -280,10 +281,11 @@ class AsioLoop final : public Loop {
 
   void post(std::function<void()> fn) override { net::post(io_, std::move(fn)); }
   std::function<void()> post_at(SteadyTime, Duration delay, std::function<void()> fn) override {
-    // The canceller must not keep the context busy: an untracked executor.
+    // Neither the timer nor its canceller keeps the context busy once the
+    // wait is over (the wait itself does): an untracked executor.
     auto io = net::prefer(io_, net::execution::outstanding_work.untracked);
     auto timer = std::make_shared<net::steady_timer>(
-        io_, std::chrono::duration_cast<net::steady_timer::duration>(delay));
+        io, std::chrono::duration_cast<net::steady_timer::duration>(delay));
     timer->async_wait([timer, fn = std::move(fn)](const auto& error) {
       if (!error) fn();
     });
@@ -306,6 +308,17 @@ class AsioLoop final : public Loop {
   [[nodiscard]] std::unique_ptr<Watch> watch(int fd) override {
     if (context() == nullptr) return nullptr;
     return std::make_unique<AsioWatch>(io_, fd);
+  }
+
+  // An io_context's own executor runs what is posted on the context's
+  // threads, in no order to keep: calls on it share their wakes. Any other
+  // (a strand, say) keeps its own.
+  [[nodiscard]] const void* runs_on() const override {
+    using Tracked = decltype(net::prefer(std::declval<net::io_context::executor_type>(),
+                                         net::execution::outstanding_work.tracked));
+    if (const auto* plain = io_.target<Tracked>())
+      return &net::query(*plain, net::execution::context);
+    return this;
   }
 
   [[nodiscard]] const net::any_io_executor& io() const noexcept { return io_; }
@@ -361,13 +374,17 @@ struct AsioCall {
   AsioLoop loop;
   Handler handler;
   std::stop_source cancel;
-  std::optional<std::stop_callback<std::function<void()>>> caller_stop;
+  struct Trip {
+    std::stop_source source;
+    void operator()() const { (void)source.request_stop(); }
+  };
+  std::optional<std::stop_callback<Trip>> caller_stop;
 
   // The call's stop token: trips on `caller` and on the handler's
   // per-operation cancellation.
   std::stop_token arm(const std::stop_token& caller) {
     if (caller.stop_possible()) {
-      caller_stop.emplace(caller, [s = cancel] { (void)s.request_stop(); });
+      caller_stop.emplace(caller, Trip{cancel});
     }
     auto slot = net::get_associated_cancellation_slot(handler);
     if (slot.is_connected()) {
@@ -377,15 +394,22 @@ struct AsioCall {
   }
 
   // Completes the call on its executor: posted, never within the initiating
-  // call nor the engine's (a handler that throws does so out of run()).
+  // call nor the engine's (a handler that throws does so out of run());
+  // dispatched (in place, if already on its executor) from a turn of the
+  // loop of the call's own (`own_turn`, start_call).
   template <class... Args>
-  static void complete(const std::shared_ptr<AsioCall>& op, Args&&... args) {
-    net::post(op->loop.io(), [op, ... args = std::forward<Args>(args)]() mutable {
+  static void complete(const std::shared_ptr<AsioCall>& op, bool own_turn, Args&&... args) {
+    auto finish = [op, ... args = std::forward<Args>(args)]() mutable {
       auto slot = net::get_associated_cancellation_slot(op->handler);
       if (slot.is_connected()) slot.clear();
       auto handler = std::move(op->handler);
       std::move(handler)(std::move(args)...);
-    });
+    };
+    if (own_turn) {
+      net::dispatch(op->loop.io(), std::move(finish));
+    } else {
+      net::post(op->loop.io(), std::move(finish));
+    }
   }
 
   // Runs `fn` (backend requests, no waits) where the backend's requests run
@@ -396,7 +420,7 @@ struct AsioCall {
   static void request(const std::shared_ptr<AsioCall>& op, Fn fn) {
     auto work = [op, fn = std::move(fn)]() mutable {
       if (op->cancel.stop_requested()) {
-        complete(op,
+        complete(op, false,
                  std::make_exception_ptr(std::system_error(
                      std::make_error_code(std::errc::operation_canceled), "dogpile: cancelled")),
                  R{});
@@ -404,9 +428,9 @@ struct AsioCall {
       }
       try {
         R result = fn();
-        complete(op, std::exception_ptr(), std::move(result));
+        complete(op, false, std::exception_ptr(), std::move(result));
       } catch (...) {
-        complete(op, std::current_exception(), R{});
+        complete(op, false, std::current_exception(), R{});
       }
     };
     if (op->loop.requests_in_place()) {
@@ -465,27 +489,32 @@ auto CacheRegion::async_get_or_create(std::string_view key, Creator creator, Cal
                 "async_get_or_create completes with (std::exception_ptr, V): V must be "
                 "default-constructible (it is V{} when the call fails)");
   detail::require_codable<V>();
-  auto initiation = [this](auto handler, std::string key, Creator creator, CallOptions options,
-                           ShouldCache keep) {
-    using Op = detail::AsioCall<decltype(handler)>;
-    auto op = std::make_shared<Op>(*this, std::move(handler));
-    options.stop = op->arm(options.stop);
-    auto done = [op](std::exception_ptr error, std::optional<V> value) {
-      Op::complete(op, std::move(error), value ? std::move(*value) : V{});
-    };
-    if constexpr (detail::is_awaitable_v<std::invoke_result_t<Creator&>>) {
-      detail::start_get_or_create<V, detail::Making::later>(
-          *this, op->loop, key, detail::SpawnCreator<V, Creator>{op->loop.io(), std::move(creator)},
-          std::move(options), std::move(keep), std::move(done));
+  // The call is made here: the initiation (kept in a coroutine's frame by
+  // use_awaitable while the call waits) carries only its pointer.
+  constexpr bool kLater = detail::is_awaitable_v<std::invoke_result_t<Creator&>>;
+  auto state = [&] {
+    if constexpr (kLater) {
+      return detail::make_get_or_create<V, detail::Making::later>(
+          key, detail::SpawnCreator<V, Creator>{{}, std::move(creator)}, std::move(options),
+          std::move(should_cache));
     } else {
-      detail::start_get_or_create<V, detail::Making::now>(*this, op->loop, key, std::move(creator),
-                                                          std::move(options), std::move(keep),
-                                                          std::move(done));
+      return detail::make_get_or_create<V, detail::Making::now>(
+          key, std::move(creator), std::move(options), std::move(should_cache));
     }
+  }();
+  auto initiation = [this](auto handler, auto made) {
+    using Op = detail::AsioCall<decltype(handler)>;
+    auto state = std::remove_cvref_t<decltype(*made)>::launch(std::move(made));
+    auto op = std::make_shared<Op>(*this, std::move(handler));
+    state->options.stop = op->arm(state->caller_stop);
+    if constexpr (kLater) state->creator.io = op->loop.io();
+    state->done = [op](std::exception_ptr error, std::optional<V> value, bool own_turn) {
+      Op::complete(op, own_turn, std::move(error), value ? std::move(*value) : V{});
+    };
+    detail::start_get_or_create(*this, op->loop, std::move(state));
   };
-  return net::async_initiate<CompletionToken, void(std::exception_ptr, V)>(
-      std::move(initiation), token, std::string(key), std::move(creator), std::move(options),
-      std::move(should_cache));
+  return net::async_initiate<CompletionToken, void(std::exception_ptr, V)>(std::move(initiation),
+                                                                           token, std::move(state));
 }
 
 template <class T, class Creator, class CompletionToken>
@@ -524,7 +553,7 @@ auto CacheRegion::async_get_or_create_multi(const Keys& keys, Creator creator, C
     // Background regeneration is not taken by asynchronous calls.
     options.background = false;
     auto done = [op](std::exception_ptr error, std::optional<std::vector<V>> values) {
-      Op::complete(op, std::move(error), values ? std::move(*values) : std::vector<V>{});
+      Op::complete(op, false, std::move(error), values ? std::move(*values) : std::vector<V>{});
     };
     if constexpr (detail::is_awaitable_v<R>) {
       static_assert(std::is_same_v<Result, std::vector<V>>,

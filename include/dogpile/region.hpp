@@ -573,9 +573,12 @@ class CacheRegion {
 
   /// For the asynchronous bindings (dogpile/asio.hpp), not for direct use:
   /// runs `call` on `loop`, holding no thread while it waits; `done` gets
-  /// its Outcome or exception. `call` must live until then.
+  /// its Outcome or exception, and whether it runs in a turn of the loop of
+  /// its own (`own_turn`: not within this call, nor within the engine's
+  /// frames, so it may complete the caller in place, and may throw).
+  /// `call` must live until then.
   void start_call(const detail::Call& call, detail::Loop& loop,
-                  std::function<void(std::exception_ptr, Outcome)> done);
+                  std::function<void(std::exception_ptr, Outcome, bool own_turn)> done);
 
  private:
   template <class Fn, class Predicate>

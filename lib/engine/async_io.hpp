@@ -33,34 +33,61 @@ class AsyncIo final : public Io {
  private:
   // A point's ends (a timer, the stop token, a flight's completion) race;
   // the first passes it: fills the result, cancels the timer if it was not
-  // the timer, and resumes the call on the loop. The call's result lives in
+  // the timer, and resumes the call on the loop (a flight, as one of the
+  // waiters it wakes together: Flight::Waiter). The call's result lives in
   // its frame, which waits for exactly that resumption.
-  struct Race : std::enable_shared_from_this<Race> {
+  struct Race final : Flight::Waiter, std::enable_shared_from_this<Race> {
     Loop* loop = nullptr;
-    std::coroutine_handle<> resume;
+    void (*then)(void*) = nullptr;  // what follows the point, on the loop: then(target)
+    void* target = nullptr;
     bool* woke = nullptr;                             // a sleep's
     std::optional<Flight::Result>* result = nullptr;  // a follow's
     std::atomic<bool> passed{false};
-    std::function<void()> cancel_timer;  // set before any other end can run
-    std::optional<std::stop_callback<std::function<void()>>> on_stop;
+    std::function<void()> cancel_timer;  // set once armed, before the flight or stop can end it
+    struct OnStop {
+      Race* race;
+      void operator()() const {
+        if (auto alive = race->weak_from_this().lock()) pass(std::move(alive), false);
+      }
+    };
+    std::optional<std::stop_callback<OnStop>> on_stop;
+
+    // The flight's end (its Wake runs what follows, in a turn of its own).
+    bool claim(const Flight::Result& got) override {
+      if (!take(false)) return false;
+      *result = got;
+      return true;
+    }
+    void run() override { then(target); }
+    void post(std::function<void()> fn) override { loop->post(std::move(fn)); }
+
+    // True for the end that comes first: the timer, if it was not that end,
+    // is cancelled (and let go: a loop may count it as work). The timer's
+    // own end leaves its canceller alone: a timer already due may fire
+    // while the canceller is being set.
+    bool take(bool by_timer) {
+      if (passed.exchange(true, std::memory_order_acq_rel)) return false;
+      if (!by_timer) {
+        const auto cancel = std::move(cancel_timer);
+        if (cancel) cancel();
+      }
+      return true;
+    }
   };
-  static void pass(std::shared_ptr<Race> race, bool by_timer, const Flight::Result* got) {
-    if (race->passed.exchange(true, std::memory_order_acq_rel)) return;
-    // Let the timer go (a loop may count it as work), and cancel it if it
-    // was not the end that came first.
-    const auto cancel = std::move(race->cancel_timer);
-    if (!by_timer && cancel) cancel();
+  // A timer's or the stop token's end.
+  static void pass(std::shared_ptr<Race> race, bool by_timer) {
+    if (!race->take(by_timer)) return;
     if (race->woke != nullptr) *race->woke = by_timer;
-    if (got != nullptr) *race->result = *got;
-    race->loop->post([resume = race->resume] { resume.resume(); });
+    race->loop->post([then = race->then, target = race->target] { then(target); });
   }  // `race` may end here, even inside its own stop callback: nothing follows
+  static void resume_coroutine(void* address) {
+    std::coroutine_handle<>::from_address(address).resume();
+  }
   // The stop token as one of a race's ends (a raw pointer: the callback is
   // the race's own, and goes with it).
   static void end_on_stop(Race& race, std::stop_token stop) {
     if (!stop.stop_possible()) return;
-    race.on_stop.emplace(std::move(stop), [r = &race] {
-      if (auto alive = r->weak_from_this().lock()) pass(std::move(alive), false, nullptr);
-    });
+    race.on_stop.emplace(std::move(stop), Race::OnStop{&race});
   }
 
   // Each point arms its ends last: once one is armed the call may resume,
@@ -73,9 +100,10 @@ class AsyncIo final : public Io {
     const Duration delay = until - clock().steady_now();
     auto race = std::make_shared<Race>();
     race->loop = &loop;
-    race->resume = resume;
+    race->then = &resume_coroutine;
+    race->target = resume.address();
     race->woke = &woke;
-    race->cancel_timer = loop.post_at(until, delay, [race] { pass(race, true, nullptr); });
+    race->cancel_timer = loop.post_at(until, delay, [race] { pass(race, true); });
     end_on_stop(*race, std::move(stop));
     return true;
   }
@@ -83,21 +111,34 @@ class AsyncIo final : public Io {
   bool start_follow(const std::shared_ptr<Flight>& followed, SteadyTime limit, std::stop_token stop,
                     std::optional<Flight::Result>& result,
                     std::coroutine_handle<> resume) override {
-    const std::shared_ptr<Flight> flight = followed;  // the awaiter's may go
-    Loop& loop = loop_;
-    const Duration delay = limit - clock().steady_now();
-    auto race = std::make_shared<Race>();
-    race->loop = &loop;
-    race->resume = resume;
-    race->result = &result;
-    if (limit != SteadyTime::max()) {
-      race->cancel_timer = loop.post_at(limit, delay, [race] { pass(race, true, nullptr); });
-    }
-    end_on_stop(*race, std::move(stop));
-    flight->on_complete([race](const Flight::Result& got) { pass(race, false, &got); });
+    follow_then(followed, limit, std::move(stop), result, &resume_coroutine, resume.address());
     return true;
   }
 
+ public:
+  /// A follow with no coroutine suspended on it: the leader's result (or
+  /// nullopt at `limit` or on `stop`) goes to `result`, then then(target)
+  /// runs on the loop, once. Nothing of the caller is read after the
+  /// flight, the timer or `stop` are armed.
+  void follow_then(const std::shared_ptr<Flight>& followed, SteadyTime limit, std::stop_token stop,
+                   std::optional<Flight::Result>& result, void (*then)(void*), void* target) {
+    const std::shared_ptr<Flight> flight = followed;  // the caller's may go
+    Loop& loop = loop_;
+    const void* runs_on = loop.runs_on();  // (the loop may go too)
+    const Duration delay = limit - clock().steady_now();
+    auto race = std::make_shared<Race>();
+    race->loop = &loop;
+    race->then = then;
+    race->target = target;
+    race->result = &result;
+    if (limit != SteadyTime::max()) {
+      race->cancel_timer = loop.post_at(limit, delay, [race] { pass(race, true); });
+    }
+    end_on_stop(*race, std::move(stop));
+    flight->on_complete(race, runs_on);
+  }
+
+ private:
   bool start_request(Op op, bool creator, std::exception_ptr& error,
                      std::coroutine_handle<> resume) override {
     if (!creator && loop_.requests_in_place()) {

@@ -83,12 +83,12 @@ struct Slot {
   std::shared_ptr<Flight> follow;
 
   // --- other processes ---
-  Lease lease;                    // the lease, its lock and fence
-  std::optional<Item> read_item;  // what the last claim, confirm or poll read
-  Cas read_cas = 0;               // the version the last read saw (0: unknown)
-  bool marked_stale = false;      // the backend marks the item stale
-  bool stored = false;            // the creation's value was stored
-  bool confirmed = false;         // the item at hand was read with the lease held
+  Lease lease;                      // the lease, its lock and fence
+  std::unique_ptr<Item> read_item;  // what the last claim, confirm or poll read
+  Cas read_cas = 0;                 // the version the last read saw (0: unknown)
+  bool marked_stale = false;        // the backend marks the item stale
+  bool stored = false;              // the creation's value was stored
+  bool confirmed = false;           // the item at hand was read with the lease held
   Backing backing = Backing::answering;
 
   // --- creation ---
@@ -117,7 +117,8 @@ class Engine : ForkAware {
   /// `done` receives its Outcome or its exception, on the loop (or here, if
   /// it ends before waiting). `call`, and what it refers to, must live until
   /// `done` is called.
-  void start(const Call& call, Loop& loop, std::function<void(std::exception_ptr, Outcome)> done);
+  void start(const Call& call, Loop& loop,
+             std::function<void(std::exception_ptr, Outcome, bool own_turn)> done);
 
   // The region's other operations.
   bool get(std::string_view key, Decode decode, TimePoint* created_at, bool* fresh,
@@ -168,19 +169,24 @@ class Engine : ForkAware {
   // its one key (`slot`, aimed at it). run_keys is the rest of the call.
   std::optional<Outcome> begin(Context& ctx, detail::Slot& slot, const Call& call,
                                SteadyTime started, detail::Io& io);
-  detail::Task<Outcome> run_keys(Context& ctx, detail::Slot& slot);
+  // (`again`: one key starting over, its leader having given up.)
+  detail::Task<Outcome> run_keys(Context& ctx, detail::Slot& slot, bool again = false);
   detail::Task<Outcome> run_many(Context& ctx);  // run_keys for more than one key
   // An asynchronous call: its driver, context and slot, until it is done.
   struct Started;
   struct Detached;
-  Detached drive(std::unique_ptr<Started> started);
-  void finish(Started& started, std::exception_ptr error, Outcome outcome) noexcept;
+  Detached drive(std::unique_ptr<Started> started, bool again = false);
+  void follow_leader(std::unique_ptr<Started> started);
+  static void leader_done(void* started);
+  // Records the call and hands it its result (`own_turn`: see start_call;
+  // only then may this throw, what the caller's completion threw).
+  void finish(Started& started, std::exception_ptr error, Outcome outcome, bool own_turn = false);
   struct ReadOne;
   void read_one(Context& ctx, detail::Slot& slot);
   detail::Task<> read_one_on_loop(Context& ctx, detail::Slot& slot);
   void read(Context& ctx, std::span<detail::Slot* const> slots);
   detail::Task<> step(Context& ctx, std::vector<detail::Slot*> pending);
-  detail::Task<> lead(Context& ctx, std::vector<detail::Slot*>& pending, bool reread,
+  detail::Task<> lead(Context& ctx, std::span<detail::Slot* const> pending, bool reread,
                       std::vector<detail::Slot*>& followers);
   void join_flights(Context& ctx, std::span<detail::Slot* const> slots,
                     std::vector<detail::Slot*>& leaders, std::vector<detail::Slot*>& followers);
@@ -197,6 +203,13 @@ class Engine : ForkAware {
                          WaitTimeout::Reason reason);
   detail::Task<> follow(Context& ctx, std::span<detail::Slot* const> followers,
                         std::vector<detail::Slot*>& restart);
+  // How long a follower waits for its leader, from now.
+  [[nodiscard]] SteadyTime follow_limit(const Context& ctx) const;
+  // What a follower got by `limit`: true if it is served (false: its
+  // leader gave up, and it starts over); throws WaitTimeout, or the
+  // creator's exception.
+  bool settle_follow(Context& ctx, detail::Slot& slot,
+                     const std::optional<detail::Flight::Result>& result, SteadyTime limit);
   Outcome account(const detail::Slot& slot) noexcept;
   void read_failed(Context& ctx, detail::Slot& slot, bool count = true);
   // The backend answered a read of `key`: a copy degraded mode kept of it

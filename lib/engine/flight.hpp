@@ -29,11 +29,15 @@
 
 #include "dogpile/backend.hpp"
 #include "dogpile/clock.hpp"
+#include "dogpile/detail/loop.hpp"
 
 namespace dogpile::detail {
 
 class Flight {
  public:
+  explicit Flight(std::string key) : key_(std::move(key)) {}
+  [[nodiscard]] const std::string& key() const noexcept { return key_; }
+
   struct Result {
     std::shared_ptr<const Item> item;  // null with no error: abandoned
     std::exception_ptr error;
@@ -43,10 +47,29 @@ class Flight {
   /// passes on `clock` or `stop` is requested (nullopt).
   std::optional<Result> wait(const Clock& clock, SteadyTime deadline, std::stop_token stop);
 
-  /// Calls `then` with the result when the flight completes: at once, on
-  /// this thread, if it has; else on the completing thread, after the
-  /// flight's lock is released. A follower that waits without a thread.
-  void on_complete(std::function<void(const Result&)> then);
+  /// A caller that follows the flight on an event loop, without a thread.
+  /// Its own deadline or stop may end its wait first (its side of that race
+  /// is its own): a waiter is claimed, then run, or neither.
+  class Waiter {
+   public:
+    virtual ~Waiter() = default;
+    /// The flight's result, if the waiter still waits (true); false if its
+    /// wait ended already: then nothing of it is touched but its release.
+    virtual bool claim(const Result& result) = 0;
+    /// What follows, on its loop in a turn of its own; once, after a claim.
+    virtual void run() = 0;
+    /// Posts `fn` to its loop; only between a claim and its run (its loop
+    /// lives until then).
+    virtual void post(std::function<void()> fn) = 0;
+  };
+  /// Wakes `waiter` when the flight completes (at once if it has: claimed,
+  /// its run posted). Waiters alike (`runs_on`: Loop::runs_on) are woken in
+  /// one post, in the order they came.
+  void on_complete(std::shared_ptr<Waiter> waiter, const void* runs_on);
+  struct Waiting {
+    std::shared_ptr<Waiter> waiter;
+    const void* runs_on;
+  };
 
   /// Completes the flight and wakes its followers; false (and nothing
   /// changes) if it was completed already.
@@ -57,7 +80,8 @@ class Flight {
   std::condition_variable_any done_cv_;
   bool done_ = false;
   Result result_;
-  std::vector<std::function<void(const Result&)>> then_;
+  std::vector<Waiting> then_;
+  const std::string key_;  // its key in the table
 };
 
 class FlightTable {
@@ -86,17 +110,14 @@ class FlightTable {
   /// leaves without completing it (its followers then start over).
   class Lead {
    public:
-    Lead(FlightTable& table, std::string key, std::shared_ptr<Flight> flight)
-        : table_(&table), key_(std::move(key)), flight_(std::move(flight)) {}
+    Lead(FlightTable& table, std::shared_ptr<Flight> flight)
+        : table_(&table), flight_(std::move(flight)) {}
     Lead(Lead&& other) noexcept
-        : table_(std::exchange(other.table_, nullptr)),
-          key_(std::move(other.key_)),
-          flight_(std::move(other.flight_)) {}
+        : table_(std::exchange(other.table_, nullptr)), flight_(std::move(other.flight_)) {}
     Lead& operator=(Lead&& other) noexcept {
       if (this != &other) {
         finish({});
         table_ = std::exchange(other.table_, nullptr);
-        key_ = std::move(other.key_);
         flight_ = std::move(other.flight_);
       }
       return *this;
@@ -114,7 +135,6 @@ class FlightTable {
     void finish(Flight::Result result) noexcept;
 
     FlightTable* table_;  // null once finished
-    std::string key_;
     std::shared_ptr<Flight> flight_;
   };
 

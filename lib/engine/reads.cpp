@@ -389,7 +389,7 @@ bool Engine::with_leases(BackendOp what, std::string_view name, std::span<Slot* 
       note);
   if (!ok) return false;
   for (std::size_t i = 0; i < slots.size(); ++i) {
-    slots[i]->read_item = std::move(keys[i].item);
+    slots[i]->read_item = keys[i].item ? std::make_unique<Item>(std::move(*keys[i].item)) : nullptr;
     slots[i]->read_cas = keys[i].cas;
     slots[i]->marked_stale = keys[i].marked_stale;
   }

@@ -117,7 +117,7 @@ CacheRegion::~CacheRegion() = default;
 Outcome CacheRegion::run(const Call& call) { return engine_->run(call); }
 
 void CacheRegion::start_call(const detail::Call& call, detail::Loop& loop,
-                             std::function<void(std::exception_ptr, Outcome)> done) {
+                             std::function<void(std::exception_ptr, Outcome, bool)> done) {
   engine_->start(call, loop, std::move(done));
 }
 

@@ -53,13 +53,17 @@ Outcome Engine::run(const Call& call) {
 // start: the same call, on a loop, no thread held while it waits
 
 struct Engine::Started {
-  Started(const Clock& clock, Loop& loop) : io(clock, loop) {}
+  Started(Engine& e, const Clock& clock, Loop& loop) : engine(&e), io(clock, loop) {}
+  Engine* engine;
   AsyncIo io;
   Context ctx;
   Slot slot;
   const Call* call = nullptr;
   SteadyTime started;
-  std::function<void(std::exception_ptr, Outcome)> done;
+  std::function<void(std::exception_ptr, Outcome, bool)> done;
+  // Following this process's leader (one key): by when, and what came.
+  SteadyTime limit;
+  std::optional<Flight::Result> followed;
 };
 
 // A coroutine nobody awaits: it runs from its start and frees itself.
@@ -74,8 +78,8 @@ struct Engine::Detached {
 };
 
 void Engine::start(const Call& call, Loop& loop,
-                   std::function<void(std::exception_ptr, Outcome)> done) {
-  auto s = std::make_unique<Started>(clock_, loop);
+                   std::function<void(std::exception_ptr, Outcome, bool)> done) {
+  auto s = std::make_unique<Started>(*this, clock_, loop);
   s->call = &call;
   s->started = metrics_.now();
   s->done = std::move(done);
@@ -93,24 +97,61 @@ void Engine::start(const Call& call, Loop& loop,
   drive(std::move(s));
 }
 
-Engine::Detached Engine::drive(std::unique_ptr<Started> s) {
+Engine::Detached Engine::drive(std::unique_ptr<Started> s, bool again) {
   std::exception_ptr error;
   Outcome outcome = Outcome::created;
   try {
-    outcome = co_await run_keys(s->ctx, s->slot);
+    outcome = co_await run_keys(s->ctx, s->slot, again);
   } catch (...) {
     error = std::current_exception();
+  }
+  if (!error && s->slot.follow) {
+    follow_leader(std::move(s));
+    co_return;
   }
   finish(*s, error, outcome);
 }
 
-void Engine::finish(Started& s, std::exception_ptr error, Outcome outcome) noexcept {
+// A one-key call following this process's leader waits with no frame: its
+// Started alone, and the flight's continuation (docs/async.md).
+void Engine::follow_leader(std::unique_ptr<Started> s) {
+  Started& call = *s;
+  call.limit = follow_limit(call.ctx);
+  // Owned by the continuation from here (it runs once, on the loop).
+  (void)s.release();
+  call.io.follow_then(call.slot.follow, call.limit, call.ctx.stop, call.followed,
+                      &Engine::leader_done, &call);
+}
+
+void Engine::leader_done(void* started) {
+  std::unique_ptr<Started> s(static_cast<Started*>(started));
+  Engine& engine = *s->engine;
+  Slot& slot = s->slot;
+  slot.follow.reset();
+  bool served = false;
+  // A turn of the loop of its own: the caller may be completed in place
+  // (what its completion throws leaves by the loop, `s` freed on the way).
+  try {
+    served = engine.settle_follow(s->ctx, slot, s->followed, s->limit);
+  } catch (...) {
+    engine.finish(*s, std::current_exception(), Outcome::created, true);
+    return;
+  }
+  s->followed.reset();
+  if (served) {
+    engine.finish(*s, nullptr, engine.account(slot), true);
+    return;
+  }
+  engine.drive(std::move(s), true);  // the leader gave up: start over
+}
+
+void Engine::finish(Started& s, std::exception_ptr error, Outcome outcome, bool own_turn) {
   const Call& call = *s.call;
   metrics_.call(error ? std::nullopt : std::optional<Outcome>(outcome),
                 call.keys.empty() ? std::string_view() : call.keys.front(), call.keys.size(),
                 metrics_.now() - s.started);
   const auto done = std::move(s.done);
-  done(error, outcome);  // may free the call
+  done(error, outcome, own_turn);  // may free the call
 }
 
 std::optional<Outcome> Engine::begin(Context& ctx, Slot& slot, const Call& call, SteadyTime started,
@@ -145,20 +186,37 @@ std::optional<Outcome> Engine::begin(Context& ctx, Slot& slot, const Call& call,
   return std::nullopt;
 }
 
-Task<Outcome> Engine::run_keys(Context& ctx, Slot& slot) {
+Task<Outcome> Engine::run_keys(Context& ctx, Slot& slot, bool again) {
   const Call& call = *ctx.call;
   if (call.keys.size() == 1) {
-    if (ctx.io->synchronous()) {
-      read_one(ctx, slot);
-    } else {
-      co_await read_one_on_loop(ctx, slot);
+    if (!again) {
+      if (ctx.io->synchronous()) {
+        read_one(ctx, slot);
+      } else {
+        co_await read_one_on_loop(ctx, slot);
+      }
+      if (slot.found == Found::fresh && !slot.lease.lock) {  // the hot path: one request
+        detail::Counters::add(counters_.hits);
+        co_return Outcome::fresh;
+      }
     }
-    if (slot.found == Found::fresh && !slot.lease.lock) {  // the hot path: one request
-      detail::Counters::add(counters_.hits);
-      co_return Outcome::fresh;
+    // The step's rounds for one key, here. An asynchronous caller that
+    // must follow this process's leader returns (slot.follow set): its
+    // driver waits on the flight, holding no frame.
+    Slot* const one = &slot;
+    for (bool reread = again;; reread = true) {
+      {
+        std::vector<Slot*> followers;
+        co_await lead(ctx, std::span<Slot* const>(&one, 1), reread, followers);
+      }
+      if (!slot.follow) break;
+      if (!ctx.io->synchronous()) co_return Outcome::waited;
+      const SteadyTime limit = follow_limit(ctx);
+      const bool served =
+          settle_follow(ctx, slot, co_await ctx.io->follow(slot.follow, limit, ctx.stop), limit);
+      slot.follow.reset();
+      if (served) break;
     }
-    std::vector<Slot*> one(1, &slot);
-    co_await step(ctx, std::move(one));
     co_return account(slot);
   }
   // (Apart: a one-key call's frame, alive while it waits, holds none of this.)
@@ -218,9 +276,9 @@ Task<Outcome> Engine::run_many(Context& ctx) {
   co_return costliest;
 }
 
-// The step for slots whose first read is done. A follower waits in
-// `follow` with the frames of `step` alone: what leading takes is `lead`'s,
-// freed by then.
+// The step for many slots whose first read is done (one key's rounds are
+// run_keys' own). A follower waits in `follow` with the frames of `step`
+// alone: what leading takes is `lead`'s, freed by then.
 Task<> Engine::step(Context& ctx, std::vector<Slot*> pending) {
   bool first = true;
   while (!pending.empty()) {
@@ -236,7 +294,7 @@ Task<> Engine::step(Context& ctx, std::vector<Slot*> pending) {
 // flights joined, the leases taken, what this caller leads created, the
 // waits on other processes' creations; the slots that follow a leader of
 // this process are left in `followers`.
-Task<> Engine::lead(Context& ctx, std::vector<Slot*>& pending, bool reread,
+Task<> Engine::lead(Context& ctx, std::span<Slot* const> pending, bool reread,
                     std::vector<Slot*>& followers) {
   Io& io = *ctx.io;
   if (reread) {  // slots starting over: their flight was given up

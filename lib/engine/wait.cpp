@@ -163,36 +163,44 @@ Task<> Engine::give_up(Context& ctx, std::span<Slot* const> late, WaitTimeout::R
 }
 
 Task<> Engine::follow(Context& ctx, std::span<Slot* const> followers, std::vector<Slot*>& restart) {
-  const SteadyTime limit =
-      options_.wait.max_wait
-          ? std::min(ctx.deadline,
-                     clock_.steady_now() +
-                         std::chrono::duration_cast<SteadyTime::duration>(*options_.wait.max_wait))
-          : ctx.deadline;
+  const SteadyTime limit = follow_limit(ctx);
   for (Slot* s : followers) {
     const auto result = co_await ctx.io->follow(s->follow, limit, ctx.stop);
     s->follow.reset();
-    if (!result) {
-      detail::Counters::add(counters_.wait_timeouts);
-      throw WaitTimeout(ctx.stop.stop_requested()
-                            ? WaitTimeout::Reason::cancelled
-                            : (limit == ctx.deadline ? WaitTimeout::Reason::deadline
-                                                     : WaitTimeout::Reason::max_wait),
-                        s->user_key);
-    }
-    if (result->error) std::rethrow_exception(result->error);
-    if (result->item) {
-      const Found found = examine_item(ctx, *s, *result->item, false);
-      if (detail::usable(found)) {
-        s->found = found;
-        s->at_hand = result->item;
-        s->value_is_at_hand = true;
-        s->served = found == Found::stale ? Served::stale : Served::waited;
-        continue;
-      }
-    }
-    restart.push_back(s);  // the leader gave up: start over
+    if (!settle_follow(ctx, *s, result, limit)) restart.push_back(s);
   }
+}
+
+SteadyTime Engine::follow_limit(const Context& ctx) const {
+  return options_.wait.max_wait
+             ? std::min(ctx.deadline,
+                        clock_.steady_now() + std::chrono::duration_cast<SteadyTime::duration>(
+                                                  *options_.wait.max_wait))
+             : ctx.deadline;
+}
+
+bool Engine::settle_follow(Context& ctx, Slot& slot, const std::optional<Flight::Result>& result,
+                           SteadyTime limit) {
+  if (!result) {
+    detail::Counters::add(counters_.wait_timeouts);
+    throw WaitTimeout(ctx.stop.stop_requested()
+                          ? WaitTimeout::Reason::cancelled
+                          : (limit == ctx.deadline ? WaitTimeout::Reason::deadline
+                                                   : WaitTimeout::Reason::max_wait),
+                      slot.user_key);
+  }
+  if (result->error) std::rethrow_exception(result->error);
+  if (result->item) {
+    const Found found = examine_item(ctx, slot, *result->item, false);
+    if (detail::usable(found)) {
+      slot.found = found;
+      slot.at_hand = result->item;
+      slot.value_is_at_hand = true;
+      slot.served = found == Found::stale ? Served::stale : Served::waited;
+      return true;
+    }
+  }
+  return false;  // the leader gave up: start over
 }
 
 }  // namespace dogpile::detail

@@ -29,9 +29,20 @@ class FunctionRef<R(Args...)> {
                              std::forward<Args>(args)...);
         }) {}
 
+  /// A reference to `object`'s member function Method (no callable of its
+  /// own to keep alive: `object` must outlive it).
+  template <auto Method, class T>
+  static FunctionRef to(T& object) noexcept {
+    return FunctionRef(std::addressof(object), [](void* o, Args... args) -> R {
+      return std::invoke(Method, *static_cast<T*>(o), std::forward<Args>(args)...);
+    });
+  }
+
   R operator()(Args... args) const { return call_(object_, std::forward<Args>(args)...); }
 
  private:
+  FunctionRef(void* object, R (*call)(void*, Args...)) noexcept : object_(object), call_(call) {}
+
   void* object_;
   R (*call_)(void*, Args...);
 };

@@ -60,6 +60,9 @@ class Loop {
   [[nodiscard]] virtual const void* context() const { return nullptr; }
   /// Watches socket `fd` on the loop; null if this loop cannot.
   [[nodiscard]] virtual std::unique_ptr<Watch> watch(int /*fd*/) { return nullptr; }
+  /// Where what is posted here runs: loops that give the same (one
+  /// executor) have a herd's wakes in one post. This loop alone by default.
+  [[nodiscard]] virtual const void* runs_on() const { return this; }
 };
 
 }  // namespace dogpile::detail
