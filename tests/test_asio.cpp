@@ -10,6 +10,7 @@
 #include <asio/experimental/deferred.hpp>
 #include <asio/io_context.hpp>
 #include <asio/post.hpp>
+#include <asio/strand.hpp>
 #include <asio/thread_pool.hpp>
 #include <asio/use_awaitable.hpp>
 #include <asio/use_future.hpp>
@@ -206,6 +207,32 @@ TEST_SUITE("asio") {
     CHECK(served == 9);
     CHECK(region.stats().waited == 10);
     CHECK(f.creator_calls.load() == 0);
+  }
+
+  TEST_CASE("followers bound to a strand are woken and completed on it") {
+    dogpile::test::RegionFixture f;
+    CacheRegion region(f.backend, f.options());
+    asio::io_context io;
+    auto strand = asio::make_strand(io);
+    int on_strand = 0;
+    int elsewhere = 0;
+    {
+      HeldFlight held(region, "k");
+      for (int i = 0; i < 10; ++i) {
+        region.async_get_or_create(
+            "k", f.creator("x"),
+            asio::bind_executor(i % 2 == 0 ? strand : asio::make_strand(io),
+                                [&, i](std::exception_ptr error, const std::string& v) {
+                                  const bool in = i % 2 != 0 || strand.running_in_this_thread();
+                                  ((!error && v == "v" && in) ? on_strand : elsewhere) += 1;
+                                }));
+      }
+      (void)io.poll();
+      REQUIRE(region.stats().lock_waits == 10);
+    }
+    io.run();
+    CHECK(on_strand == 10);
+    CHECK(elsewhere == 0);
   }
 
   TEST_CASE("a deferred async_get_or_create launched twice: two calls, each completed once") {

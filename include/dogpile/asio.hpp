@@ -63,6 +63,7 @@
 #include <string_view>
 #include <system_error>
 #include <type_traits>
+#include <typeinfo>
 #include <utility>
 #include <vector>
 
@@ -300,10 +301,11 @@ class AsioLoop final : public Loop {
   [[nodiscard]] bool requests_in_place() const override { return in_place_; }
   // Sockets are watched on the caller's I/O context only (not on the
   // system executor a future's call runs on).
+  // (The system executor is told by its type: asking for its context would
+  // start asio's system threads.)
   [[nodiscard]] const void* context() const override {
-    net::execution_context* context = &net::query(io_, net::execution::context);
-    return context == &net::query(net::system_executor(), net::execution::context) ? nullptr
-                                                                                   : context;
+    if (io_.target_type() == typeid(net::system_executor)) return nullptr;
+    return &net::query(io_, net::execution::context);
   }
   [[nodiscard]] std::unique_ptr<Watch> watch(int fd) override {
     if (context() == nullptr) return nullptr;
@@ -316,8 +318,8 @@ class AsioLoop final : public Loop {
   [[nodiscard]] const void* runs_on() const override {
     using Tracked = decltype(net::prefer(std::declval<net::io_context::executor_type>(),
                                          net::execution::outstanding_work.tracked));
-    if (const auto* plain = io_.target<Tracked>())
-      return &net::query(*plain, net::execution::context);
+    // (any_io_executor::target does not check the type: target_type does.)
+    if (io_.target_type() == typeid(Tracked)) return &net::query(io_, net::execution::context);
     return this;
   }
 
